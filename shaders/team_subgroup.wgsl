@@ -1,0 +1,44 @@
+// Team = one subgroup; the workgroup holds as many rows as it has subgroups. Reductions are
+// subgroupMax / subgroupAdd: no workgroup memory and no barrier. The subgroup size comes from
+// the hardware at run time (8 on lavapipe, 32 on NVIDIA, 32 or 64 on AMD), so a lane strides by
+// `subgroup_size`. Needs Features::SUBGROUP. Prepended to row_softmax.wgsl.
+
+// Lanes per workgroup; rows per workgroup = WORKGROUP_SIZE / subgroup size.
+override WORKGROUP_SIZE: u32 = 64u;
+
+fn team_max(x: f32) -> f32 {
+    return subgroupMax(x);
+}
+
+fn team_sum2(x: vec2<f32>) -> vec2<f32> {
+    return subgroupAdd(x);
+}
+
+fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {
+    return id.x + id.y * count.x;
+}
+
+fn team_of(sg_lane: u32, sg_size: u32, sg_id: u32, sg_count: u32,
+           id: vec3<u32>, count: vec3<u32>) -> Team {
+    return Team(workgroup_index(id, count) * sg_count + sg_id, sg_lane, sg_size);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn softmax_main(@builtin(subgroup_invocation_id) sg_lane: u32,
+                @builtin(subgroup_size) sg_size: u32,
+                @builtin(subgroup_id) sg_id: u32,
+                @builtin(num_subgroups) sg_count: u32,
+                @builtin(workgroup_id) id: vec3<u32>,
+                @builtin(num_workgroups) count: vec3<u32>) {
+    softmax_row(team_of(sg_lane, sg_size, sg_id, sg_count, id, count));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn cross_entropy_main(@builtin(subgroup_invocation_id) sg_lane: u32,
+                      @builtin(subgroup_size) sg_size: u32,
+                      @builtin(subgroup_id) sg_id: u32,
+                      @builtin(num_subgroups) sg_count: u32,
+                      @builtin(workgroup_id) id: vec3<u32>,
+                      @builtin(num_workgroups) count: vec3<u32>) {
+    cross_entropy_row(team_of(sg_lane, sg_size, sg_id, sg_count, id, count));
+}

@@ -1,0 +1,77 @@
+// Team = TEAM_SIZE consecutive lanes of a workgroup; the workgroup holds
+// WORKGROUP_SIZE / TEAM_SIZE rows. Reductions are barrier trees in workgroup memory:
+// lane i of a team owns slot `team_base + i`; at each step the lower half of the team folds
+// in the upper half (log2(TEAM_SIZE) steps); every step ends in a workgroupBarrier so the
+// next step reads finished values, and a last barrier lets the slots be reused.
+// Works on every adapter (no subgroup feature needed). Prepended to row_softmax.wgsl.
+
+// Lanes per workgroup (a power of two, at most MAX_WORKGROUP_SIZE).
+override WORKGROUP_SIZE: u32 = 256u;
+// Lanes per row (a power of two dividing WORKGROUP_SIZE).
+override TEAM_SIZE: u32 = 256u;
+// Size of the workgroup-memory scratch: the largest workgroup this file supports.
+const MAX_WORKGROUP_SIZE = 1024u;
+
+var<workgroup> scratch_max: array<f32, MAX_WORKGROUP_SIZE>;
+var<workgroup> scratch_sum: array<vec2<f32>, MAX_WORKGROUP_SIZE>;
+var<private> lane_index: u32; // set by the entry point: the lane's slot in the scratch
+
+fn team_base() -> u32 {
+    return lane_index - lane_index % TEAM_SIZE;
+}
+
+fn team_max(x: f32) -> f32 {
+    scratch_max[lane_index] = x;
+    workgroupBarrier();
+    let lane = lane_index % TEAM_SIZE;
+    for (var stride = TEAM_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if lane < stride {
+            scratch_max[lane_index] = max(scratch_max[lane_index], scratch_max[lane_index + stride]);
+        }
+        workgroupBarrier();
+    }
+    let result = scratch_max[team_base()];
+    workgroupBarrier();
+    return result;
+}
+
+fn team_sum2(x: vec2<f32>) -> vec2<f32> {
+    scratch_sum[lane_index] = x;
+    workgroupBarrier();
+    let lane = lane_index % TEAM_SIZE;
+    for (var stride = TEAM_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if lane < stride {
+            scratch_sum[lane_index] += scratch_sum[lane_index + stride];
+        }
+        workgroupBarrier();
+    }
+    let result = scratch_sum[team_base()];
+    workgroupBarrier();
+    return result;
+}
+
+// The workgroup's place in a 2-D grid (x is capped at 65535 workgroups per dimension).
+fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {
+    return id.x + id.y * count.x;
+}
+
+fn team_of(local: u32, id: vec3<u32>, count: vec3<u32>) -> Team {
+    lane_index = local;
+    let rows_per_workgroup = WORKGROUP_SIZE / TEAM_SIZE;
+    let row = workgroup_index(id, count) * rows_per_workgroup + local / TEAM_SIZE;
+    return Team(row, local % TEAM_SIZE, TEAM_SIZE);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn softmax_main(@builtin(local_invocation_index) local: u32,
+                @builtin(workgroup_id) id: vec3<u32>,
+                @builtin(num_workgroups) count: vec3<u32>) {
+    softmax_row(team_of(local, id, count));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn cross_entropy_main(@builtin(local_invocation_index) local: u32,
+                      @builtin(workgroup_id) id: vec3<u32>,
+                      @builtin(num_workgroups) count: vec3<u32>) {
+    cross_entropy_row(team_of(local, id, count));
+}

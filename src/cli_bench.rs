@@ -1,0 +1,444 @@
+//! `ml-softmax bench`: every strategy, the automatic choice and a copy kernel, per shape.
+//!
+//! For each shape the logits, labels and outputs live on the device; one repetition is one
+//! submission of the whole device-resident cross-entropy (mean denominator, row kernel, loss
+//! sum), timed by GPU timestamps written into the encoder before and after it when the
+//! adapter has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else by host wall time around
+//! submit + wait. The copy kernel moves the same bytes (read `rows * cols` f32, write as many)
+//! under the same timer, so `copy_ratio = copy time / this time` is the share of the
+//! adapter's own speed of light that the kernel reaches.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use ml_softmax::wgpu;
+use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, Strategy};
+
+use crate::GpuArgs;
+
+/// The shapes of the issue's matrix: short rows to the longest vocabularies, and a latency case.
+const DEFAULT_SHAPES: &str = "16384x128,8192x1000,4096x4096,1024x32000,256x131072,64x262144,8x1000";
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Comma-separated ROWSxCOLS shapes.
+    #[arg(long, default_value = DEFAULT_SHAPES)]
+    shapes: String,
+    /// Timed repetitions per kernel and shape (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw GB/s against cols per strategy, with the copy line, as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Only these strategies (comma-separated: auto, subgroup, wg8, ...); default all.
+    #[arg(long)]
+    strategies: Option<String>,
+}
+
+/// One line of the report.
+struct Row {
+    strategy: String,
+    rows: usize,
+    cols: usize,
+    median_ms: f64,
+    gbps: f64,
+    copy_ratio: f64,
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let ctx = args.gpu.context()?;
+    let shapes = parse_shapes(&args.shapes)?;
+    let mut strategies: Vec<Strategy> = vec![Strategy::Auto];
+    strategies.extend(Strategy::all(ctx.has_subgroups()));
+    if let Some(list) = &args.strategies {
+        strategies = list
+            .split(',')
+            .map(|s| s.trim().parse::<Strategy>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+    }
+    let timer = Timer::new(&ctx);
+    let adapter = ctx.describe();
+    println!("adapter: {adapter}");
+    println!("timer: {}", timer.describe());
+    println!(
+        "{:>14} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "shape", "strategy", "median ms", "MB moved", "GB/s", "of copy"
+    );
+    let mut report = Vec::new();
+    for &(rows, cols) in &shapes {
+        let data = Buffers::new(&ctx, rows, cols);
+        let bytes = 2.0 * (rows * cols) as f64 * 4.0;
+        let copy_ms = timer.median_ms(&ctx, args.reps, |encoder| {
+            ml_softmax::kernels::copy::record(
+                &ctx,
+                encoder,
+                &data.logits,
+                &data.grad,
+                (rows * cols) as u32,
+                None,
+            )
+            .map_err(|e| e.to_string())
+        })?;
+        let mut line = |strategy: String, ms: f64| {
+            let gbps = bytes / (ms * 1e-3) / 1e9;
+            println!(
+                "{:>14} {:>10} {:>10.3} {:>10.1} {:>9.2} {:>7.0}%",
+                format!("{rows}x{cols}"),
+                strategy,
+                ms,
+                bytes / 1e6,
+                gbps,
+                100.0 * copy_ms / ms
+            );
+            report.push(Row {
+                strategy,
+                rows,
+                cols,
+                median_ms: ms,
+                gbps,
+                copy_ratio: copy_ms / ms,
+            });
+        };
+        line("copy".into(), copy_ms);
+        for &strategy in &strategies {
+            let options = CrossEntropyOptions::default();
+            let ms = timer.median_ms(&ctx, args.reps, |encoder| {
+                ctx.encode_cross_entropy(encoder, &data.device(), rows, cols, &options, strategy)
+                    .map_err(|e| e.to_string())
+            });
+            match ms {
+                Ok(ms) => line(strategy.to_string(), ms),
+                Err(e) => println!(
+                    "{:>14} {:>10} skipped: {e}",
+                    format!("{rows}x{cols}"),
+                    strategy
+                ),
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &adapter, &report)?;
+    }
+    if let Some(path) = &args.plot {
+        write_svg(path, &adapter, &report)?;
+    }
+    Ok(())
+}
+
+fn parse_shapes(text: &str) -> Result<Vec<(usize, usize)>, String> {
+    text.split(',')
+        .map(|s| {
+            let (r, c) = s
+                .trim()
+                .split_once('x')
+                .ok_or_else(|| format!("shape {s:?} is not ROWSxCOLS"))?;
+            let parse = |v: &str| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("shape {s:?}: {v:?} is not a positive integer"))
+            };
+            Ok((parse(r)?, parse(c)?))
+        })
+        .collect()
+}
+
+/// The device buffers of one shape, with random logits and labels.
+struct Buffers {
+    logits: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    grad: wgpu::Buffer,
+    loss: wgpu::Buffer,
+}
+
+impl Buffers {
+    fn new(ctx: &Context, rows: usize, cols: usize) -> Self {
+        use wgpu::util::DeviceExt;
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let logits: Vec<f32> = (0..rows * cols)
+            .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
+            .collect();
+        let labels: Vec<i32> = (0..rows).map(|_| (next() % cols as u64) as i32).collect();
+        let init = |label, bytes: &[u8], usage| {
+            ctx.device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage,
+                })
+        };
+        let storage = wgpu::BufferUsages::STORAGE;
+        Self {
+            logits: init("logits", bytemuck::cast_slice(&logits), storage),
+            labels: init("labels", bytemuck::cast_slice(&labels), storage),
+            grad: ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("grad"),
+                size: (rows * cols * 4) as u64,
+                usage: storage,
+                mapped_at_creation: false,
+            }),
+            loss: ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("loss"),
+                size: 4,
+                usage: wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    fn device(&self) -> DeviceCrossEntropy<'_> {
+        DeviceCrossEntropy {
+            logits: &self.logits,
+            labels: &self.labels,
+            grad: &self.grad,
+            loss: Some(&self.loss),
+            row_loss: None,
+            lse: None,
+        }
+    }
+}
+
+/// GPU timestamps around the recorded work when the adapter can write them inside an
+/// encoder, host wall time around submit + wait otherwise.
+struct Timer {
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer, f64)>,
+}
+
+impl Timer {
+    fn new(ctx: &Context) -> Self {
+        let needed =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let queries = ctx.device().features().contains(needed).then(|| {
+            let set = ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bench timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let period = f64::from(ctx.queue().get_timestamp_period());
+            (set, resolve, read, period)
+        });
+        Self { queries }
+    }
+
+    fn describe(&self) -> &'static str {
+        if self.queries.is_some() {
+            "GPU timestamps around each submission's work"
+        } else {
+            "host wall time around submit + wait (no timestamp queries on this adapter)"
+        }
+    }
+
+    /// Median over `reps` timed runs, after one untimed warm-up (which builds the pipelines).
+    fn median_ms(
+        &self,
+        ctx: &Context,
+        reps: usize,
+        mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<(), String>,
+    ) -> Result<f64, String> {
+        let mut times = Vec::with_capacity(reps);
+        for rep in 0..=reps {
+            let mut encoder = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            if let Some((set, ..)) = &self.queries {
+                encoder.write_timestamp(set, 0);
+            }
+            record(&mut encoder)?;
+            if let Some((set, resolve, read, _)) = &self.queries {
+                encoder.write_timestamp(set, 1);
+                encoder.resolve_query_set(set, 0..2, resolve, 0);
+                encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+            }
+            let start = Instant::now();
+            let index = ctx.queue().submit([encoder.finish()]);
+            ctx.device()
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: Some(std::time::Duration::from_secs(120)),
+                })
+                .map_err(|e| e.to_string())?;
+            let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+            let ms = match &self.queries {
+                Some((_, _, read, period)) => {
+                    let ticks = read_ticks(ctx, read)?;
+                    ticks as f64 * period * 1e-6
+                }
+                None => wall_ms,
+            };
+            if rep > 0 {
+                times.push(ms);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+}
+
+fn read_ticks(ctx: &Context, read: &wgpu::Buffer) -> Result<u64, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    read.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| e.to_string())?;
+    rx.recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let ticks = {
+        let view = read.get_mapped_range(..).map_err(|e| e.to_string())?;
+        let t: Vec<u64> = bytemuck::pod_collect_to_vec(&view);
+        t[1].saturating_sub(t[0])
+    };
+    read.unmap();
+    Ok(ticks)
+}
+
+fn write_json(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String> {
+    let mut s = String::from("[\n");
+    for (i, r) in report.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {{\"adapter\": {}, \"strategy\": {}, \"rows\": {}, \"cols\": {}, \
+             \"median_ms\": {:.6}, \"bytes\": {}, \"gbps\": {:.4}, \"copy_ratio\": {:.4}}}{}",
+            json_string(adapter),
+            json_string(&r.strategy),
+            r.rows,
+            r.cols,
+            r.median_ms,
+            2 * r.rows * r.cols * 4,
+            r.gbps,
+            r.copy_ratio,
+            if i + 1 < report.len() { "," } else { "" }
+        );
+    }
+    s.push_str("]\n");
+    std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_svg(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String> {
+    let (w, h, m) = (720.0, 440.0, 60.0);
+    let max_gbps = report.iter().map(|r| r.gbps).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let (min_c, max_c) = report.iter().fold((f64::MAX, 1.0f64), |(lo, hi), r| {
+        (lo.min(r.cols as f64), hi.max(r.cols as f64))
+    });
+    let (lx0, lx1) = (min_c.log2(), max_c.log2().max(min_c.log2() + 1.0));
+    let x = |c: f64| m + (c.log2() - lx0) / (lx1 - lx0) * (w - 2.0 * m);
+    let y = |g: f64| h - m - g / max_gbps * (h - 2.0 * m);
+    let colors = [
+        "#000", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+    ];
+    let mut names: Vec<&str> = Vec::new();
+    for r in report {
+        if !names.contains(&r.strategy.as_str()) {
+            names.push(&r.strategy);
+        }
+    }
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n<text x=\"{m}\" y=\"20\">GB/s (read + write) against cols: {}</text>\n",
+        escape(adapter)
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{m}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#888\"/>\
+         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{0}\" stroke=\"#888\"/>",
+        h - m,
+        w - m
+    );
+    for k in 0..=4 {
+        let g = max_gbps * f64::from(k) / 4.0;
+        let _ = writeln!(s, "<text x=\"5\" y=\"{:.1}\">{g:.2}</text>", y(g) + 4.0);
+    }
+    let mut cols: Vec<usize> = report.iter().map(|r| r.cols).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    for c in &cols {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{c}</text>",
+            x(*c as f64),
+            h - m + 16.0
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let mut pts: Vec<(usize, f64)> = report
+            .iter()
+            .filter(|r| r.strategy == *name)
+            .map(|r| (r.cols, r.gbps))
+            .collect();
+        pts.sort_by_key(|p| p.0);
+        let line: Vec<String> = pts
+            .iter()
+            .map(|(c, g)| format!("{:.1},{:.1}", x(*c as f64), y(*g)))
+            .collect();
+        let dash = if *name == "copy" {
+            " stroke-dasharray=\"6 3\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
+            line.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{name}</text>",
+            w - m + 5.0,
+            m + 16.0 * i as f64
+        );
+    }
+    s.push_str("</svg>\n");
+    std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A JSON string literal: quotes, backslashes and control characters escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

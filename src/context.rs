@@ -1,0 +1,482 @@
+//! The GPU context: instance, adapter, device, queue, and the cache of pipelines built on them.
+//!
+//! Picking an adapter: a hardware GPU when there is one (discrete, then integrated, then
+//! virtual), else a software one (lavapipe, llvmpipe GL, WARP). `WGPU_BACKEND` (a comma list
+//! such as `vulkan,gl`) and `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter's
+//! name) narrow the choice when [`ContextOptions`] leaves it open; an explicit
+//! [`BackendChoice`] or name in the options wins over the environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kernels::{self, PipelineKey};
+
+/// Which graphics API to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// Every backend wgpu supports here (narrowed by `WGPU_BACKEND` when set).
+    #[default]
+    Auto,
+    /// Vulkan (Linux, Windows, Android; lavapipe in software).
+    Vulkan,
+    /// Metal (macOS, iOS).
+    Metal,
+    /// Direct3D 12 (Windows; WARP in software).
+    Dx12,
+    /// OpenGL / GLES through EGL or WGL (llvmpipe in software).
+    Gl,
+}
+
+impl BackendChoice {
+    /// The wgpu backend set this choice stands for.
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "vulkan" | "vk" => Ok(BackendChoice::Vulkan),
+            "metal" | "mtl" => Ok(BackendChoice::Metal),
+            "dx12" | "d3d12" => Ok(BackendChoice::Dx12),
+            "gl" | "gles" | "opengl" => Ok(BackendChoice::Gl),
+            _ => Err(Error::InvalidOption {
+                name: "backend",
+                value: s.to_string(),
+                reason: "expected one of auto, vulkan, metal, dx12, gl",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Vulkan => "vulkan",
+            BackendChoice::Metal => "metal",
+            BackendChoice::Dx12 => "dx12",
+            BackendChoice::Gl => "gl",
+        };
+        f.write_str(name)
+    }
+}
+
+/// How to build a [`Context`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextOptions {
+    /// The graphics API; `Auto` honours `WGPU_BACKEND`.
+    pub backend: BackendChoice,
+    /// A case-insensitive substring of the adapter name; `None` honours `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
+    /// Upper bound on the bytes of logits one dispatch binds. `None`: the device's
+    /// `max_storage_buffer_binding_size`. Larger inputs are split into row chunks; a small
+    /// value here exercises that path on small data.
+    pub max_chunk_bytes: Option<u64>,
+    /// How long to wait for one submission before giving up with [`Error::Wait`].
+    pub wait_timeout: Duration,
+    /// Debugging aid: fill the host API's output buffers with NaN before each dispatch, so
+    /// that an element a kernel fails to write shows up as NaN instead of a stale value.
+    /// Costs one extra upload per call; the tests turn it on.
+    pub poison_outputs: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            adapter_name: None,
+            max_chunk_bytes: None,
+            wait_timeout: Duration::from_secs(300),
+            poison_outputs: false,
+        }
+    }
+}
+
+const NO_ADAPTER_HINT: &str = "On Linux without a GPU install Mesa's software Vulkan driver: \
+     `apt-get install -y mesa-vulkan-drivers libvulkan1` (lavapipe); GL needs libegl-mesa0.";
+
+/// Lists the adapters wgpu finds for `backend`, best first (see the module docs for the order).
+pub fn list_adapters(backend: BackendChoice) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backend.backends();
+    let instance = wgpu::Instance::new(desc);
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backend.backends()));
+    adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
+    adapters
+}
+
+/// Lower is better: hardware before software, then Vulkan, Metal, DX12, GL.
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let api = match info.backend {
+        wgpu::Backend::Vulkan => 0,
+        wgpu::Backend::Metal => 1,
+        wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 3,
+        _ => 4,
+    };
+    (device, api)
+}
+
+/// Device, queue and pipeline cache: build one and reuse it for every call.
+///
+/// `Context` is `Send + Sync`. Calls from several threads may run at once: each builds its own
+/// buffers and command buffer and submits them to the one queue, where the GPU runs them in
+/// submission order; pipelines are built once (under a lock) and shared.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) features: wgpu::Features,
+    pub(crate) max_chunk_bytes: u64,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) poison_outputs: bool,
+    pub(crate) layouts: kernels::Layouts,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
+    lost: Arc<Mutex<Option<String>>>,
+    lost_flag: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The best adapter under [`ContextOptions::default`] (environment variables honoured).
+    pub fn new() -> Result<Self> {
+        Self::with_options(&ContextOptions::default())
+    }
+
+    /// The best adapter matching `options`.
+    pub fn with_options(options: &ContextOptions) -> Result<Self> {
+        let name = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|n| !n.is_empty());
+        let adapters = list_adapters(options.backend);
+        let found: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        let chosen = adapters.into_iter().find(|a| match &name {
+            Some(n) => a.get_info().name.to_lowercase().contains(&n.to_lowercase()),
+            None => true,
+        });
+        match chosen {
+            Some(adapter) => Self::from_adapter(&adapter, options),
+            None => {
+                let mut tried = format!("backend {}", options.backend);
+                if let Some(n) = &name {
+                    tried.push_str(&format!(", name containing \"{n}\""));
+                }
+                if found.is_empty() {
+                    tried.push_str(", none enumerated");
+                } else {
+                    tried.push_str(&format!(", found only: {}", found.join(", ")));
+                }
+                Err(Error::NoAdapter {
+                    tried,
+                    hint: NO_ADAPTER_HINT,
+                })
+            }
+        }
+    }
+
+    /// One context per adapter wgpu finds for `backend`, best first. The tests run on each.
+    pub fn all(backend: BackendChoice, options: &ContextOptions) -> Result<Vec<Self>> {
+        list_adapters(backend)
+            .iter()
+            .map(|a| Self::from_adapter(a, options))
+            .collect()
+    }
+
+    /// A context on this adapter, asking for its real limits and the optional features used.
+    pub fn from_adapter(adapter: &wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
+        let wanted = wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("ml-softmax"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let info = adapter.get_info();
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::Unsupported {
+                adapter: info.name.clone(),
+                what: format!("request_device failed: {e}"),
+            })?;
+        Self::build(device, queue, info, options)
+    }
+
+    /// Wraps a device and queue the caller already has. Pipelines use only the features the
+    /// device was created with: request `Features::SUBGROUP` to allow the subgroup strategy.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: &ContextOptions,
+    ) -> Result<Self> {
+        let info = device.adapter_info();
+        Self::build(device, queue, info, options)
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        options: &ContextOptions,
+    ) -> Result<Self> {
+        // wgpu's default handler panics on an error no scope caught; turn it into a log line.
+        // Every operation of this crate runs inside error scopes, so this only sees misuse
+        // elsewhere on a shared device.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("ml-softmax: uncaptured wgpu error: {e}");
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_flag = Arc::new(AtomicBool::new(false));
+        {
+            let lost = Arc::clone(&lost);
+            let flag = Arc::clone(&lost_flag);
+            device.set_device_lost_callback(move |reason, message| {
+                if let Ok(mut slot) = lost.lock() {
+                    *slot = Some(format!("{reason:?}: {message}"));
+                }
+                flag.store(true, Ordering::SeqCst);
+            });
+        }
+        let limits = device.limits();
+        let binding = limits.max_storage_buffer_binding_size;
+        let max_chunk_bytes = options.max_chunk_bytes.unwrap_or(binding).min(binding);
+        let layouts = kernels::Layouts::new(&device);
+        Ok(Self {
+            features: device.features(),
+            layouts,
+            device,
+            queue,
+            info,
+            limits,
+            max_chunk_bytes,
+            wait_timeout: options.wait_timeout,
+            poison_outputs: options.poison_outputs,
+            pipelines: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            lost,
+            lost_flag,
+        })
+    }
+
+    /// Name, backend, device type and driver of the adapter in use.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// One line naming the adapter: `"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)"`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    /// The wgpu device, for callers of the device-resident API who create their buffers.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Whether the adapter runs one subgroup per row (fixed, known subgroup size).
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP) && self.subgroup_size().is_some()
+    }
+
+    /// The subgroup size when the adapter reports one fixed size.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        let (lo, hi) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        (lo == hi && lo > 0 && self.features.contains(wgpu::Features::SUBGROUP)).then_some(lo)
+    }
+
+    /// Fails with [`Error::DeviceLost`] once wgpu has reported the device lost.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.lost_flag.load(Ordering::SeqCst) {
+            let why = self
+                .lost
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            return Err(Error::DeviceLost(why));
+        }
+        Ok(())
+    }
+
+    /// The pipeline for `key`, built on first use (shader JIT costs 0.2-3 s on software
+    /// adapters) and shared afterwards.
+    pub(crate) fn pipeline(&self, key: PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Validation("pipeline cache lock poisoned".into()))?;
+        if let Some(p) = cache.get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let pipeline = self.scoped(|| {
+            let module = {
+                let mut modules = self
+                    .modules
+                    .lock()
+                    .map_err(|_| Error::Validation("shader cache lock poisoned".into()))?;
+                modules
+                    .entry(key.module)
+                    .or_insert_with(|| {
+                        self.device
+                            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                                label: Some(key.module.label()),
+                                source: wgpu::ShaderSource::Wgsl(key.module.source().into()),
+                            })
+                    })
+                    .clone()
+            };
+            let constants = key.constants();
+            Ok(self
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(key.entry_point()),
+                    layout: Some(self.layouts.pipeline_layout(key.module)),
+                    module: &module,
+                    entry_point: Some(key.entry_point()),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                }))
+        })?;
+        let pipeline = Arc::new(pipeline);
+        cache.insert(key, Arc::clone(&pipeline));
+        Ok(pipeline)
+    }
+
+    /// Runs `f` inside error scopes for validation and out-of-memory, so that wgpu errors of
+    /// the resources and commands it creates come back as [`Error`]s. An error `f` returns
+    /// itself takes precedence.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let scope = ErrorScope::push(&self.device);
+        let result = f();
+        let caught = scope.pop();
+        let value = result?;
+        caught?;
+        Ok(value)
+    }
+
+    /// Maps `staging` (MAP_READ) after the work that fills it was submitted and waited for,
+    /// and copies `len` f32 out of it.
+    pub(crate) fn read_f32(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(self.wait_timeout),
+            })
+            .map_err(|e| Error::Wait(e.to_string()))?;
+        self.check_alive()?;
+        match rx.recv_timeout(self.wait_timeout) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Wait(format!("mapping the readback buffer: {e}"))),
+            Err(_) => return Err(Error::Wait("the readback buffer was never mapped".into())),
+        }
+        let out = {
+            let view = staging
+                .get_mapped_range(0..bytes)
+                .map_err(|e| Error::Wait(format!("reading the mapped buffer: {e}")))?;
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+/// Catches validation and out-of-memory errors of the operations between `push` and `pop`
+/// on this thread (wgpu's error scopes are per thread).
+///
+/// Scopes must be popped in reverse order of pushing. The fields are declared innermost
+/// first because Rust drops fields in declaration order: an early `?` return that drops an
+/// unpopped `ErrorScope` then still pops `validation` before `oom`.
+pub(crate) struct ErrorScope {
+    validation: wgpu::ErrorScopeGuard,
+    oom: wgpu::ErrorScopeGuard,
+}
+
+impl ErrorScope {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        Self { validation, oom }
+    }
+
+    pub(crate) fn pop(self) -> Result<()> {
+        let validation = pollster::block_on(self.validation.pop());
+        let oom = pollster::block_on(self.oom.pop());
+        if let Some(e) = oom {
+            return Err(Error::OutOfMemory(e.to_string()));
+        }
+        if let Some(e) = validation {
+            let text = e.to_string();
+            // Buffer creation beyond what the device can hold is reported as validation on
+            // some backends: name it for what it is.
+            if text.contains("OutOfMemory") || text.contains("out of memory") {
+                return Err(Error::OutOfMemory(text));
+            }
+            return Err(Error::Validation(text));
+        }
+        Ok(())
+    }
+}

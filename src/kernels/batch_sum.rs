@@ -1,0 +1,122 @@
+//! Sums over rows for the reduced loss (`shaders/batch_sum.wgsl`): one workgroup per dispatch.
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use super::{Binding, ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
+use crate::context::Context;
+use crate::error::Result;
+
+/// Bindings of batch_sum.wgsl, in order: params, labels, weights, row_loss, stats.
+pub const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+];
+
+/// Floats in the stats buffer: [gradient scale, mean denominator, loss, unused].
+pub const STATS_LEN: usize = 4;
+/// Index of the reduced loss in the stats buffer.
+pub const STATS_LOSS: usize = 2;
+
+/// `struct Params` of batch_sum.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct Params {
+    /// Rows in this dispatch.
+    pub rows: u32,
+    /// Classes.
+    pub cols: u32,
+    /// Element offset of row 0 in `labels` / `row_loss`.
+    pub row_base: u32,
+    /// Label of ignored rows.
+    pub ignore_index: i32,
+    /// 1 when `weights` holds class weights.
+    pub has_weights: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// The entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `stats[1] += sum of target weights` over the rows not ignored.
+    TargetWeightSum = 0,
+    /// `stats[0] = 1 / stats[1]` (0 when nothing counts).
+    MeanScale = 1,
+    /// `stats[2] += stats[0] * sum of row losses`.
+    LossSum = 2,
+}
+
+/// Records one single-workgroup dispatch of `entry` over the rows of `labels` / `row_loss`
+/// (which start at the same row).
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    entry: Entry,
+    labels: Slice<'_>,
+    row_loss: Slice<'_>,
+    weights: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    mut params: Params,
+) -> Result<()> {
+    let workgroup_size = if entry == Entry::MeanScale {
+        1
+    } else {
+        WORKGROUP_LANES
+    };
+    let pipeline = ctx.pipeline(PipelineKey {
+        module: ModuleKey::BatchSum,
+        entry: entry as usize,
+        workgroup_size,
+        team_size: 0,
+    })?;
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+    let (labels, base) = labels.bind(align);
+    let (row_loss, _) = row_loss.bind(align);
+    params.row_base = base;
+    let uniform = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("batch_sum params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("batch_sum"),
+        layout: ctx.layouts.bind_group_layout(ModuleKey::BatchSum),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uniform.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: wgpu::BindingResource::Buffer(labels),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: weights.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: wgpu::BindingResource::Buffer(row_loss),
+            },
+            wgpu::BindGroupEntry {
+                binding: 4,
+                resource: stats.as_entire_binding(),
+            },
+        ],
+    });
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("batch_sum"),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(&pipeline);
+    pass.set_bind_group(0, &bind_group, &[]);
+    pass.dispatch_workgroups(1, 1, 1);
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The copy kernel (`shaders/copy.wgsl`): the benchmark's speed-of-light reference.
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use super::{Binding, ModuleKey, PipelineKey, WORKGROUP_LANES, grid};
+use crate::context::Context;
+use crate::error::Result;
+
+/// Bindings of copy.wgsl, in order.
+pub const BINDINGS: &[Binding] = &[Binding::Uniform, Binding::Read, Binding::ReadWrite];
+
+/// Lanes' share of the copy: each lane copies about this many elements, so the grid stays
+/// small enough for one dispatch.
+const ELEMENTS_PER_LANE: u64 = 16;
+
+/// `struct Params` of copy.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct Params {
+    /// Elements to copy.
+    pub len: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// Records `dst[i] = src[i]` for `len` f32 elements into `encoder`.
+pub fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+    len: u32,
+    timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+) -> Result<()> {
+    let key = PipelineKey {
+        module: ModuleKey::Copy,
+        entry: 0,
+        workgroup_size: WORKGROUP_LANES,
+        team_size: 0,
+    };
+    let pipeline = ctx.pipeline(key)?;
+    let params = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("copy params"),
+            contents: bytemuck::bytes_of(&Params { len, _pad: [0; 3] }),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("copy"),
+        layout: ctx.layouts.bind_group_layout(ModuleKey::Copy),
+        entries: &[entry(0, &params), entry(1, src), entry(2, dst)],
+    });
+    let lanes = u64::from(len).div_ceil(ELEMENTS_PER_LANE);
+    let (x, y) = grid(lanes.div_ceil(u64::from(WORKGROUP_LANES)))?;
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("copy"),
+        timestamp_writes: timestamps,
+    });
+    pass.set_pipeline(&pipeline);
+    pass.set_bind_group(0, &bind_group, &[]);
+    pass.dispatch_workgroups(x, y, 1);
+    Ok(())
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}

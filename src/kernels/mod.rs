@@ -1,0 +1,380 @@
+//! The compute kernels: their WGSL sources, specialisations, bind group layouts, and the
+//! choice of reduction strategy.
+//!
+//! One module per pipeline family:
+//! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
+//!   with a team file in front: `team_workgroup.wgsl` or `team_subgroup.wgsl`);
+//! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`);
+//! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`).
+
+pub mod batch_sum;
+pub mod copy;
+pub mod row_softmax;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+const ROW_SOFTMAX: &str = include_str!("../../shaders/row_softmax.wgsl");
+const TEAM_WORKGROUP: &str = include_str!("../../shaders/team_workgroup.wgsl");
+const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
+const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
+const COPY: &str = include_str!("../../shaders/copy.wgsl");
+
+/// Lanes per workgroup of the workgroup-tree strategy (or the team size, when larger).
+pub const WORKGROUP_LANES: u32 = 256;
+/// Lanes per workgroup of the subgroup strategy: 8 rows on lavapipe (subgroup 8), 2 on NVIDIA.
+pub const SUBGROUP_WORKGROUP_LANES: u32 = 64;
+/// The largest workgroup the shaders' workgroup-memory scratch supports.
+pub const MAX_WORKGROUP_LANES: u32 = 1024;
+/// Workgroups per grid dimension that every adapter accepts (WebGPU's limit).
+pub const MAX_GRID_DIM: u32 = 65535;
+
+/// A shader module: one WGSL source, possibly several files put together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModuleKey {
+    /// Row softmax / cross-entropy, teams in workgroup memory.
+    RowSoftmaxWorkgroup,
+    /// Row softmax / cross-entropy, one subgroup per row (needs `Features::SUBGROUP`).
+    RowSoftmaxSubgroup,
+    /// Batch sums for the reductions.
+    BatchSum,
+    /// The copy kernel.
+    Copy,
+}
+
+impl ModuleKey {
+    /// Every module, for the shader validation test.
+    pub const ALL: [ModuleKey; 4] = [
+        ModuleKey::RowSoftmaxWorkgroup,
+        ModuleKey::RowSoftmaxSubgroup,
+        ModuleKey::BatchSum,
+        ModuleKey::Copy,
+    ];
+
+    /// The complete WGSL text of the module.
+    pub fn source(self) -> String {
+        match self {
+            ModuleKey::RowSoftmaxWorkgroup => format!("{TEAM_WORKGROUP}\n{ROW_SOFTMAX}"),
+            ModuleKey::RowSoftmaxSubgroup => format!("{TEAM_SUBGROUP}\n{ROW_SOFTMAX}"),
+            ModuleKey::BatchSum => BATCH_SUM.to_string(),
+            ModuleKey::Copy => COPY.to_string(),
+        }
+    }
+
+    /// A label for wgpu's error messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            ModuleKey::RowSoftmaxWorkgroup => "row_softmax+team_workgroup",
+            ModuleKey::RowSoftmaxSubgroup => "row_softmax+team_subgroup",
+            ModuleKey::BatchSum => "batch_sum",
+            ModuleKey::Copy => "copy",
+        }
+    }
+
+    /// Whether the module needs `Features::SUBGROUP`.
+    pub fn needs_subgroups(self) -> bool {
+        self == ModuleKey::RowSoftmaxSubgroup
+    }
+
+    /// The entry points of the module.
+    pub fn entry_points(self) -> &'static [&'static str] {
+        match self {
+            ModuleKey::RowSoftmaxWorkgroup | ModuleKey::RowSoftmaxSubgroup => {
+                &["softmax_main", "cross_entropy_main"]
+            }
+            ModuleKey::BatchSum => &["target_weight_sum", "mean_scale", "loss_sum"],
+            ModuleKey::Copy => &["copy_main"],
+        }
+    }
+}
+
+/// One pipeline: a module, an entry point and the values of its override constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    /// The module.
+    pub module: ModuleKey,
+    /// Index into [`ModuleKey::entry_points`].
+    pub entry: usize,
+    /// `WORKGROUP_SIZE`.
+    pub workgroup_size: u32,
+    /// `TEAM_SIZE` (workgroup-team module only).
+    pub team_size: u32,
+}
+
+impl PipelineKey {
+    /// The entry point's name.
+    pub fn entry_point(&self) -> &'static str {
+        self.module.entry_points()[self.entry]
+    }
+
+    /// The pipeline-overridable constants of this specialisation.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        let mut c = vec![("WORKGROUP_SIZE", f64::from(self.workgroup_size))];
+        if self.module == ModuleKey::RowSoftmaxWorkgroup {
+            c.push(("TEAM_SIZE", f64::from(self.team_size)));
+        }
+        c
+    }
+}
+
+/// How the lanes of the GPU share out the rows: the reduction layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Strategy {
+    /// Chosen per call from the row length and the adapter (see [`Strategy::resolve`]).
+    #[default]
+    Auto,
+    /// `lanes` lanes of a workgroup share one row and reduce through barrier trees in
+    /// workgroup memory; a 256-lane workgroup holds `256 / lanes` rows. Works everywhere.
+    Workgroup {
+        /// Lanes per row: a power of two from 1 to 1024.
+        lanes: u32,
+    },
+    /// One subgroup per row, reducing with subgroup operations: no barriers, no workgroup
+    /// memory. Needs `Features::SUBGROUP` and a fixed subgroup size.
+    Subgroup,
+}
+
+impl Strategy {
+    /// Every concrete strategy (not `Auto`) that `subgroups` allows, for tests and the bench.
+    pub fn all(subgroups: bool) -> Vec<Strategy> {
+        let mut v: Vec<Strategy> = [8, 32, 256]
+            .into_iter()
+            .map(|lanes| Strategy::Workgroup { lanes })
+            .collect();
+        if subgroups {
+            v.push(Strategy::Subgroup);
+        }
+        v
+    }
+
+    /// The concrete strategy for rows of `cols` columns on an adapter with or without usable
+    /// subgroups.
+    ///
+    /// | row length | choice | why |
+    /// |---|---|---|
+    /// | subgroups, any cols | `Subgroup` | no barriers: on lavapipe each barrier costs a coroutine switch |
+    /// | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
+    /// | cols <= 4096 | `Workgroup { lanes: 32 }` | medium rows |
+    /// | longer | `Workgroup { lanes: 256 }` | long rows: the whole workgroup on one row |
+    ///
+    /// The thresholds are provisional; BENCHMARKS.md holds the measurements behind them.
+    pub fn resolve(self, cols: usize, subgroups: bool) -> Strategy {
+        match self {
+            Strategy::Auto if subgroups => Strategy::Subgroup,
+            Strategy::Auto if cols <= 256 => Strategy::Workgroup { lanes: 8 },
+            Strategy::Auto if cols <= 4096 => Strategy::Workgroup { lanes: 32 },
+            Strategy::Auto => Strategy::Workgroup { lanes: 256 },
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Strategy::Auto => f.write_str("auto"),
+            Strategy::Workgroup { lanes } => write!(f, "wg{lanes}"),
+            Strategy::Subgroup => f.write_str("subgroup"),
+        }
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidOption {
+            name: "strategy",
+            value: s.to_string(),
+            reason: "expected auto, subgroup, or wgN with N a power of two from 1 to 1024",
+        };
+        match s {
+            "auto" => Ok(Strategy::Auto),
+            "subgroup" => Ok(Strategy::Subgroup),
+            _ => {
+                let lanes: u32 = s
+                    .strip_prefix("wg")
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?;
+                if lanes.is_power_of_two() && lanes <= MAX_WORKGROUP_LANES {
+                    Ok(Strategy::Workgroup { lanes })
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+/// A 2-D grid of workgroups covering `workgroups` (x at most [`MAX_GRID_DIM`]); the shaders
+/// rebuild the linear index as `id.x + id.y * count.x` and idle past the end.
+pub fn grid(workgroups: u64) -> Result<(u32, u32)> {
+    let x = workgroups.clamp(1, u64::from(MAX_GRID_DIM));
+    let y = workgroups.div_ceil(x);
+    let y = u32::try_from(y)
+        .ok()
+        .filter(|y| *y <= MAX_GRID_DIM)
+        .ok_or_else(|| Error::Validation(format!("{workgroups} workgroups exceed the grid")))?;
+    Ok((x as u32, y))
+}
+
+/// The bind group layouts and pipeline layouts of every family, built once per context.
+pub struct Layouts {
+    row_softmax: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    batch_sum: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    copy: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+}
+
+impl Layouts {
+    /// Builds the layouts on `device`.
+    pub fn new(device: &wgpu::Device) -> Self {
+        Self {
+            row_softmax: layout(device, "row_softmax", row_softmax::BINDINGS),
+            batch_sum: layout(device, "batch_sum", batch_sum::BINDINGS),
+            copy: layout(device, "copy", copy::BINDINGS),
+        }
+    }
+
+    /// The bind group layout of a module.
+    pub fn bind_group_layout(&self, module: ModuleKey) -> &wgpu::BindGroupLayout {
+        &self.pair(module).0
+    }
+
+    /// The pipeline layout of a module.
+    pub fn pipeline_layout(&self, module: ModuleKey) -> &wgpu::PipelineLayout {
+        &self.pair(module).1
+    }
+
+    fn pair(&self, module: ModuleKey) -> &(wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        match module {
+            ModuleKey::RowSoftmaxWorkgroup | ModuleKey::RowSoftmaxSubgroup => &self.row_softmax,
+            ModuleKey::BatchSum => &self.batch_sum,
+            ModuleKey::Copy => &self.copy,
+        }
+    }
+}
+
+/// How a shader binding is declared: a uniform, a read-only or a read-write storage buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// `var<uniform>`
+    Uniform,
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    ReadWrite,
+}
+
+fn layout(
+    device: &wgpu::Device,
+    label: &str,
+    bindings: &[Binding],
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match b {
+                    Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                    Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(&bgl)],
+        immediate_size: 0,
+    });
+    (bgl, pl)
+}
+
+/// A range of f32 (or i32) elements of a buffer, as one dispatch binds it.
+///
+/// Storage bindings must start at a multiple of `min_storage_buffer_offset_alignment`, but a
+/// chunk of rows can start anywhere; so the binding starts at the aligned offset at or below
+/// the chunk and the shader adds `base` elements. [`Slice::bind`] does that split.
+#[derive(Debug, Clone, Copy)]
+pub struct Slice<'a> {
+    /// The buffer.
+    pub buffer: &'a wgpu::Buffer,
+    /// First element.
+    pub start: u64,
+    /// Number of elements.
+    pub len: u64,
+}
+
+impl<'a> Slice<'a> {
+    /// The binding and the element offset (`base`) the shader must add.
+    pub fn bind(&self, align: u64) -> (wgpu::BufferBinding<'a>, u32) {
+        let start_bytes = self.start * 4;
+        let offset = start_bytes / align * align;
+        let base = (start_bytes - offset) / 4;
+        let size = (base + self.len.max(1)) * 4;
+        (
+            wgpu::BufferBinding {
+                buffer: self.buffer,
+                offset,
+                size: wgpu::BufferSize::new(size),
+            },
+            base as u32,
+        )
+    }
+}
+
+/// Every pipeline this crate can build, for an adapter whose subgroup size is
+/// `subgroup_size` (`None`: no subgroup strategy). The shader test validates each one.
+pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
+    let mut keys = Vec::new();
+    let mut lanes = 1;
+    while lanes <= MAX_WORKGROUP_LANES {
+        for entry in 0..2 {
+            keys.push(PipelineKey {
+                module: ModuleKey::RowSoftmaxWorkgroup,
+                entry,
+                workgroup_size: lanes.max(WORKGROUP_LANES),
+                team_size: lanes,
+            });
+        }
+        lanes *= 2;
+    }
+    if let Some(size) = subgroup_size {
+        for entry in 0..2 {
+            keys.push(PipelineKey {
+                module: ModuleKey::RowSoftmaxSubgroup,
+                entry,
+                workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
+                team_size: size,
+            });
+        }
+    }
+    for (entry, workgroup_size) in [(0, WORKGROUP_LANES), (1, 1), (2, WORKGROUP_LANES)] {
+        keys.push(PipelineKey {
+            module: ModuleKey::BatchSum,
+            entry,
+            workgroup_size,
+            team_size: 0,
+        });
+    }
+    keys.push(PipelineKey {
+        module: ModuleKey::Copy,
+        entry: 0,
+        workgroup_size: WORKGROUP_LANES,
+        team_size: 0,
+    });
+    keys
+}

@@ -1,0 +1,202 @@
+//! Row softmax and fused cross-entropy (`shaders/row_softmax.wgsl` behind a team file).
+//!
+//! Dispatch math: a strategy fixes the lanes per row (the team) and the lanes per workgroup;
+//! a workgroup holds `workgroup_size / team` rows, and the grid holds enough workgroups for
+//! the rows of one chunk (2-D past 65,535 workgroups).
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use super::{Binding, ModuleKey, PipelineKey, Slice, Strategy, grid};
+use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Bindings of row_softmax.wgsl, in order: params, logits, labels, weights, stats, out,
+/// row_loss, row_lse.
+pub const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::ReadWrite,
+    Binding::ReadWrite,
+];
+
+/// `struct Params` of row_softmax.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct Params {
+    /// Rows in this dispatch.
+    pub rows: u32,
+    /// Classes per row.
+    pub cols: u32,
+    /// Element offset of row 0 in the `logits` binding.
+    pub logits_base: u32,
+    /// Element offset of row 0 in the `labels`, `row_loss` and `row_lse` bindings.
+    pub row_base: u32,
+    /// Element offset of row 0 in the `out` binding.
+    pub out_base: u32,
+    /// Label of ignored rows.
+    pub ignore_index: i32,
+    /// 1 when `weights` holds class weights.
+    pub has_weights: u32,
+    /// 1: the softmax entry writes log-probabilities.
+    pub log_softmax: u32,
+    /// Label smoothing.
+    pub label_smoothing: f32,
+    /// z-loss scale.
+    pub z_loss: f32,
+    /// Soft-capping (0 = off).
+    pub softcap: f32,
+    /// Sum of the class weights (cols when unweighted).
+    pub weight_sum: f32,
+}
+
+/// The entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `softmax_main`: probabilities (or log-probabilities) into `out`.
+    Softmax = 0,
+    /// `cross_entropy_main`: gradient into `out`, loss and lse per row.
+    CrossEntropy = 1,
+}
+
+/// The buffers one dispatch binds. `labels`, `row_loss` and `lse` start at the same row.
+#[derive(Debug, Clone, Copy)]
+pub struct RowBuffers<'a> {
+    /// f32 logits, `rows * cols` elements.
+    pub logits: Slice<'a>,
+    /// f32 output, `rows * cols` elements.
+    pub out: Slice<'a>,
+    /// i32 labels, `rows` elements.
+    pub labels: Slice<'a>,
+    /// f32 per-row loss, `rows` elements.
+    pub row_loss: Slice<'a>,
+    /// f32 per-row log-sum-exp, `rows` elements.
+    pub lse: Slice<'a>,
+    /// f32 class weights (any small buffer when unweighted).
+    pub weights: &'a wgpu::Buffer,
+    /// The 4-float stats buffer of batch_sum.wgsl (element 0: the gradient scale).
+    pub stats: &'a wgpu::Buffer,
+}
+
+/// Workgroup size, team size and module of a concrete strategy on this context.
+pub fn shape_of(ctx: &Context, strategy: Strategy) -> Result<(ModuleKey, u32, u32)> {
+    let max = ctx
+        .limits
+        .max_compute_invocations_per_workgroup
+        .min(ctx.limits.max_compute_workgroup_size_x)
+        .min(MAX_WORKGROUP_LANES);
+    let (module, workgroup, team) = match strategy {
+        Strategy::Workgroup { lanes } => (
+            ModuleKey::RowSoftmaxWorkgroup,
+            lanes.max(WORKGROUP_LANES),
+            lanes,
+        ),
+        Strategy::Subgroup => {
+            let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
+                adapter: ctx.adapter_info().name.clone(),
+                what: "the subgroup strategy needs Features::SUBGROUP and a fixed subgroup size"
+                    .into(),
+            })?;
+            (
+                ModuleKey::RowSoftmaxSubgroup,
+                SUBGROUP_WORKGROUP_LANES.max(size),
+                size,
+            )
+        }
+        Strategy::Auto => {
+            return Err(Error::Validation(
+                "Strategy::Auto must be resolved first".into(),
+            ));
+        }
+    };
+    if workgroup > max || !team.is_power_of_two() {
+        return Err(Error::Unsupported {
+            adapter: ctx.adapter_info().name.clone(),
+            what: format!("strategy {strategy} needs {workgroup} lanes per workgroup (max {max})"),
+        });
+    }
+    Ok((module, workgroup, team))
+}
+
+/// Records one dispatch over `params.rows` rows into `encoder`; fills in the offsets.
+pub fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    entry: Entry,
+    strategy: Strategy,
+    bufs: &RowBuffers<'_>,
+    mut params: Params,
+    timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+) -> Result<()> {
+    let (module, workgroup_size, team_size) = shape_of(ctx, strategy)?;
+    let pipeline = ctx.pipeline(PipelineKey {
+        module,
+        entry: entry as usize,
+        workgroup_size,
+        team_size,
+    })?;
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+    let (logits, logits_base) = bufs.logits.bind(align);
+    let (out, out_base) = bufs.out.bind(align);
+    let (labels, row_base) = bufs.labels.bind(align);
+    let (row_loss, loss_base) = bufs.row_loss.bind(align);
+    let (lse, lse_base) = bufs.lse.bind(align);
+    if loss_base != row_base || lse_base != row_base {
+        return Err(Error::Validation(
+            "labels, row_loss and lse must start at one row".into(),
+        ));
+    }
+    params.logits_base = logits_base;
+    params.out_base = out_base;
+    params.row_base = row_base;
+    let uniform = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("row_softmax params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("row_softmax"),
+        layout: ctx.layouts.bind_group_layout(module),
+        entries: &[
+            whole(0, &uniform),
+            part(1, logits),
+            part(2, labels),
+            whole(3, bufs.weights),
+            whole(4, bufs.stats),
+            part(5, out),
+            part(6, row_loss),
+            part(7, lse),
+        ],
+    });
+    let rows_per_workgroup = u64::from(workgroup_size / team_size);
+    let (x, y) = grid(u64::from(params.rows).div_ceil(rows_per_workgroup))?;
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("row_softmax"),
+        timestamp_writes: timestamps,
+    });
+    pass.set_pipeline(&pipeline);
+    pass.set_bind_group(0, &bind_group, &[]);
+    pass.dispatch_workgroups(x, y, 1);
+    Ok(())
+}
+
+fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+fn part(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: wgpu::BindingResource::Buffer(buffer),
+    }
+}

@@ -1,0 +1,409 @@
+//! `ml-softmax`: the command line. `ml-softmax --help` lists the subcommands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ml_softmax::npy::{self, NpyData};
+use ml_softmax::{
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Reduction, Strategy, reference,
+};
+
+mod cli_bench;
+use cli_bench as bench;
+
+#[derive(Parser)]
+#[command(
+    name = "ml-softmax",
+    version,
+    about = "Softmax, cross-entropy loss and gradient on any GPU through wgpu"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The worked example, then a large random batch on the GPU checked against the CPU.
+    Demo {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        /// Rows of the random batch.
+        #[arg(long, default_value_t = 4096)]
+        rows: usize,
+        /// Columns (classes) of the random batch.
+        #[arg(long, default_value_t = 32000)]
+        cols: usize,
+    },
+    /// Lists the adapters wgpu sees, with their key limits and features.
+    Adapters {
+        /// Only this backend.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
+    /// Cross-entropy loss and gradient of .npy logits and labels (PyTorch's semantics).
+    Xent(XentArgs),
+    /// Softmax (or log-softmax) of each row of a .npy array.
+    Softmax {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        /// float32 logits [rows, cols].
+        #[arg(long)]
+        logits: PathBuf,
+        /// Output .npy, float32 [rows, cols].
+        #[arg(long)]
+        out: PathBuf,
+        /// Write log-softmax instead.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Times every strategy and a copy kernel over a matrix of shapes.
+    Bench(bench::BenchArgs),
+}
+
+/// Adapter selection shared by the subcommands that run on the GPU.
+#[derive(Args, Clone)]
+pub struct GpuArgs {
+    /// vulkan, metal, dx12, gl or auto (auto honours WGPU_BACKEND).
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// A substring of the adapter name (default: WGPU_ADAPTER_NAME, else the best adapter).
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    /// Builds the context these flags ask for.
+    pub fn context(&self) -> Result<Context, String> {
+        let backend: BackendChoice = self.backend.parse().map_err(|e| format!("{e}"))?;
+        let ctx = Context::with_options(&ContextOptions {
+            backend,
+            adapter_name: self.adapter.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(ctx)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReductionArg {
+    Mean,
+    Sum,
+    None,
+}
+
+#[derive(Args)]
+struct XentArgs {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// float32 logits [rows, cols].
+    #[arg(long)]
+    logits: PathBuf,
+    /// int64 or int32 class indices [rows].
+    #[arg(long)]
+    labels: PathBuf,
+    /// Output: the loss (0-d for mean/sum, [rows] for none), float32.
+    #[arg(long)]
+    loss_out: PathBuf,
+    /// Output: the gradient [rows, cols], float32 (for none: of the summed row losses).
+    #[arg(long)]
+    grad_out: PathBuf,
+    /// Output (optional): per-row log-sum-exp [rows].
+    #[arg(long)]
+    lse_out: Option<PathBuf>,
+    /// Output (optional): per-row loss [rows], beside a reduced loss.
+    #[arg(long)]
+    row_loss_out: Option<PathBuf>,
+    /// How row losses are combined.
+    #[arg(long, value_enum, default_value = "mean")]
+    reduction: ReductionArg,
+    /// Rows with this label are ignored.
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    /// Label smoothing in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// float32 class weights [cols].
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// z-loss scale: adds S * lse^2 per row.
+    #[arg(long, default_value_t = 0.0)]
+    z_loss: f32,
+    /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
+    #[arg(long, default_value_t = 0.0)]
+    softcap: f32,
+    /// Reduction strategy: auto, subgroup or wgN.
+    #[arg(long, default_value = "auto")]
+    strategy: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { gpu, rows, cols } => demo(&gpu, rows, cols),
+        Command::Adapters { backend } => adapters(&backend),
+        Command::Xent(args) => xent(&args),
+        Command::Softmax {
+            gpu,
+            logits,
+            out,
+            log,
+        } => softmax(&gpu, &logits, &out, log),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(gpu: &GpuArgs, rows: usize, cols: usize) -> Result<(), String> {
+    let ctx = gpu.context()?;
+    println!("adapter: {}", ctx.describe());
+    let err = |e: ml_softmax::Error| e.to_string();
+
+    println!("\n1. The worked example: z = [1, 2, 3], true class index 1");
+    let z = [1.0f32, 2.0, 3.0];
+    let p = ctx.softmax(&z, 1, 3).map_err(err)?;
+    let out = ctx
+        .cross_entropy(&z, &[1], 1, 3, &CrossEntropyOptions::default())
+        .map_err(err)?;
+    println!(
+        "   p     = [{:.3}, {:.3}, {:.3}]   (expected [0.090, 0.245, 0.665])",
+        p[0], p[1], p[2]
+    );
+    println!(
+        "   L     = {:.4}                  (expected 1.4076)",
+        out.loss
+    );
+    let g = &out.grad;
+    println!(
+        "   dL/dz = [{:.3}, {:.3}, {:.3}]  (expected [0.090, -0.755, 0.665])",
+        g[0], g[1], g[2]
+    );
+
+    println!("\n2. A random batch of {rows} x {cols} logits, mean cross-entropy");
+    let n = rows
+        .checked_mul(cols)
+        .ok_or_else(|| format!("{rows} x {cols} is too large"))?;
+    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ (rows as u64) << 20 ^ cols as u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let logits: Vec<f32> = (0..n)
+        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
+        .collect();
+    let labels: Vec<i64> = (0..rows)
+        .map(|_| (next() % cols.max(1) as u64) as i64)
+        .collect();
+    let options = CrossEntropyOptions::default();
+    let t = Instant::now();
+    ctx.cross_entropy(&logits, &labels, rows, cols, &options)
+        .map_err(err)?;
+    let first = t.elapsed();
+    let t = Instant::now();
+    let gpu_out = ctx
+        .cross_entropy(&logits, &labels, rows, cols, &options)
+        .map_err(err)?;
+    let warm = t.elapsed();
+    let t = Instant::now();
+    let cpu = reference::cross_entropy(&logits, &labels, rows, cols, &options).map_err(err)?;
+    let cpu_time = t.elapsed();
+    let max_grad_err = gpu_out
+        .grad
+        .iter()
+        .zip(&cpu.grad)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let loss_err = (gpu_out.loss - cpu.loss).abs() / cpu.loss.abs().max(1e-30);
+    println!(
+        "   GPU loss {:.6}, CPU f64 reference loss {:.6}",
+        gpu_out.loss, cpu.loss
+    );
+    println!("   relative loss error {loss_err:.2e}, max |grad error| {max_grad_err:.2e}");
+    println!(
+        "   GPU time: {:.1} ms (first call, with shader compilation: {:.1} ms), \
+         including upload and readback",
+        warm.as_secs_f64() * 1e3,
+        first.as_secs_f64() * 1e3
+    );
+    println!(
+        "   CPU f64 reference time: {:.1} ms",
+        cpu_time.as_secs_f64() * 1e3
+    );
+    let grad_tol = 1e-6 / rows as f32;
+    if loss_err > 1e-4 || max_grad_err > grad_tol {
+        return Err(format!(
+            "the GPU result does not match the reference (loss {loss_err:.2e}, grad \
+             {max_grad_err:.2e} > {grad_tol:.2e})"
+        ));
+    }
+    println!("   matches the reference: yes");
+    Ok(())
+}
+
+fn adapters(backend: &str) -> Result<(), String> {
+    let backend: BackendChoice = backend.parse().map_err(|e| format!("{e}"))?;
+    let list = ml_softmax::list_adapters(backend);
+    if list.is_empty() {
+        return Err(
+            "no adapter found; on Linux without a GPU: apt-get install -y mesa-vulkan-drivers \
+             libvulkan1"
+                .into(),
+        );
+    }
+    for (i, adapter) in list.iter().enumerate() {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        println!("[{i}] {}", info.name);
+        println!(
+            "    backend {:?}, type {:?}, driver {} {}",
+            info.backend, info.device_type, info.driver, info.driver_info
+        );
+        println!(
+            "    max_storage_buffer_binding_size {}, max_buffer_size {}, \
+             max_compute_invocations_per_workgroup {}, max_compute_workgroups_per_dimension {}, \
+             max_compute_workgroup_storage_size {}",
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size,
+            limits.max_compute_invocations_per_workgroup,
+            limits.max_compute_workgroups_per_dimension,
+            limits.max_compute_workgroup_storage_size
+        );
+        let has = |f| if features.contains(f) { "yes" } else { "no" };
+        println!(
+            "    SUBGROUP {} (sizes {}..{}), SHADER_F16 {}, TIMESTAMP_QUERY {}",
+            has(ml_softmax::wgpu::Features::SUBGROUP),
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+            has(ml_softmax::wgpu::Features::SHADER_F16),
+            has(ml_softmax::wgpu::Features::TIMESTAMP_QUERY)
+        );
+    }
+    Ok(())
+}
+
+/// A float32 `[rows, cols]` array from a .npy file.
+fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), String> {
+    let array = npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (rows, cols) = match array.shape[..] {
+        [rows, cols] => (rows, cols),
+        _ => {
+            return Err(format!(
+                "{}: {what} must be 2-D [rows, cols], got shape {:?}",
+                path.display(),
+                array.shape
+            ));
+        }
+    };
+    match array.data {
+        NpyData::F32(v) => Ok((v, rows, cols)),
+        other => Err(format!(
+            "{}: {what} must be float32, got {}",
+            path.display(),
+            other.dtype()
+        )),
+    }
+}
+
+fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
+    let array = npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if array.shape != [rows] {
+        return Err(format!(
+            "{}: labels must be 1-D [{rows}] to match the logits, got shape {:?}",
+            path.display(),
+            array.shape
+        ));
+    }
+    match array.data {
+        NpyData::I64(v) => Ok(v),
+        NpyData::I32(v) => Ok(v.into_iter().map(i64::from).collect()),
+        other => Err(format!(
+            "{}: labels must be int64 or int32, got {}",
+            path.display(),
+            other.dtype()
+        )),
+    }
+}
+
+fn read_vector(path: &Path, len: usize, what: &str) -> Result<Vec<f32>, String> {
+    let array = npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if array.shape != [len] {
+        return Err(format!(
+            "{}: {what} must be 1-D [{len}], got shape {:?}",
+            path.display(),
+            array.shape
+        ));
+    }
+    match array.data {
+        NpyData::F32(v) => Ok(v),
+        other => Err(format!(
+            "{}: {what} must be float32, got {}",
+            path.display(),
+            other.dtype()
+        )),
+    }
+}
+
+fn write(path: &Path, shape: &[usize], data: Vec<f32>) -> Result<(), String> {
+    npy::write(path, shape, &NpyData::F32(data)).map_err(|e| e.to_string())
+}
+
+fn xent(args: &XentArgs) -> Result<(), String> {
+    let (logits, rows, cols) = read_matrix(&args.logits, "logits")?;
+    let labels = read_labels(&args.labels, rows)?;
+    let weight = match &args.weight {
+        Some(p) => Some(read_vector(p, cols, "weight")?),
+        None => None,
+    };
+    let options = CrossEntropyOptions {
+        reduction: match args.reduction {
+            ReductionArg::Mean => Reduction::Mean,
+            ReductionArg::Sum => Reduction::Sum,
+            ReductionArg::None => Reduction::None,
+        },
+        ignore_index: args.ignore_index,
+        label_smoothing: args.label_smoothing,
+        weight,
+        z_loss: args.z_loss,
+        softcap: args.softcap,
+    };
+    let strategy: Strategy = args.strategy.parse().map_err(|e| format!("{e}"))?;
+    // Check everything the library checks before touching the GPU, so bad input fails fast.
+    options.validate(cols).map_err(|e| e.to_string())?;
+    let ctx = args.gpu.context()?;
+    let out = ctx
+        .cross_entropy_with(&logits, &labels, rows, cols, &options, strategy)
+        .map_err(|e| e.to_string())?;
+    match options.reduction {
+        Reduction::None => write(&args.loss_out, &[rows], out.row_loss.clone())?,
+        _ => write(&args.loss_out, &[], vec![out.loss])?,
+    }
+    write(&args.grad_out, &[rows, cols], out.grad)?;
+    if let Some(p) = &args.lse_out {
+        write(p, &[rows], out.lse)?;
+    }
+    if let Some(p) = &args.row_loss_out {
+        write(p, &[rows], out.row_loss)?;
+    }
+    Ok(())
+}
+
+fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool) -> Result<(), String> {
+    let (z, rows, cols) = read_matrix(logits, "logits")?;
+    let ctx = gpu.context()?;
+    let p = ctx
+        .softmax_with(&z, rows, cols, log, Strategy::Auto)
+        .map_err(|e| e.to_string())?;
+    write(out, &[rows, cols], p)
+}

@@ -1,0 +1,1206 @@
+//! The CPU reference: softmax, log-softmax and cross-entropy (loss and gradient) in plain Rust.
+//!
+//! Every GPU result of this crate is checked against these functions, so they are written to
+//! be easy to read and hard to get wrong, not to be fast:
+//!
+//! * inputs are `f32`, but every intermediate value is an `f64`, and results are rounded to
+//!   `f32` only at the very end;
+//! * each row is handled on its own, in the order the formulas are written below;
+//! * bad input is reported as an [`Error`](crate::error::Error), never a panic.
+//!
+//! # The math, per row
+//!
+//! For one row of logits `z` (length `C = cols`) with class label `y`:
+//!
+//! ```text
+//! soft-capping (c > 0):  z'_j = c * tanh(z_j / c)          (c = 0: z'_j = z_j)
+//! log-sum-exp:           lse  = m + ln( sum_j exp(z'_j - m) ),   m = max_j z'_j
+//! log-probabilities:     logp_j = z'_j - lse,   p_j = exp(logp_j)
+//! class weights:         w_j = weight[j] (or 1),   W = sum_j w_j
+//! row loss:              (1 - eps) * w_y * (-logp_y)                 cross-entropy
+//!                      + (eps / C) * sum_j w_j * (-logp_j)           label smoothing
+//!                      + s * lse^2                                    z-loss
+//! gradient w.r.t. z':    g'_j = scale * [ (1 - eps) * w_y * (p_j - [j == y])
+//!                                       + (eps / C) * (W * p_j - w_j)
+//!                                       + 2 * s * lse * p_j ]
+//! gradient w.r.t. z:     g_j = g'_j * (1 - tanh^2(z_j / c))      (c = 0: g_j = g'_j)
+//! ```
+//!
+//! With `eps = 0`, `s = 0` and `c = 0` this is exactly `torch.nn.functional.cross_entropy`
+//! with class-index targets; with `eps > 0` it is PyTorch's label smoothing (class weights
+//! included). The z-loss and soft-capping are the two extras of large-vocabulary training.
+//!
+//! Subtracting `m` before `exp` is what keeps the log-sum-exp from overflowing: every
+//! `exp(z'_j - m)` is at most 1, and the largest one is exactly 1.
+//!
+//! # Reduction
+//!
+//! * [`Reduction::Mean`]: `loss = sum_i row_loss_i / D` with `D = sum of w_{y_i}` over the rows
+//!   that are not ignored, and `scale = 1 / D`. The z-loss term is not multiplied by `w_y` in a
+//!   row's loss, but it is divided by the same `D` here.
+//! * [`Reduction::Sum`]: `loss = sum_i row_loss_i`, `scale = 1`.
+//! * [`Reduction::None`]: `loss = sum_i row_loss_i` too (the per-row values are in
+//!   [`CrossEntropyOutput::row_loss`]), and `scale = 1`: the gradient is that of the sum.
+//!
+//! # Infinities and NaN
+//!
+//! Nothing is special-cased beyond what `f64` arithmetic gives (with one exception each for
+//! an all-`-inf` row and a NaN, see `log_sum_exp` below):
+//!
+//! * a `-inf` logit is a mask: its probability is exactly 0 and its gradient is finite.
+//!   Label smoothing, however, adds `-logp_j = +inf` for the masked class, so with `eps > 0`
+//!   the row loss is `+inf` (PyTorch gives the same);
+//! * a NaN or `+inf` logit makes that row's `lse`, loss and gradient NaN, and no other row's:
+//!   the `Mean` denominator `D` depends only on the labels and the weights;
+//! * soft-capping maps `+-inf` to `+-c`: with `c > 0` infinities are no longer masks, they are
+//!   ordinary (capped) logits whose gradient is 0.
+
+use crate::error::Result;
+use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
+
+/// Output of the cross-entropy forward + backward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossEntropyOutput {
+    /// Mean: the mean; Sum: the sum; None: the sum of `row_loss` (the quantity `grad` is the
+    /// gradient of).
+    ///
+    /// Under [`Reduction::Mean`], when the denominator `D` (the summed weight of the rows that
+    /// are not ignored) is 0 — every row ignored, or all their target weights 0 — the loss is
+    /// 0 and the gradient is 0. This deliberately differs from PyTorch, which returns NaN
+    /// (0 / 0) there.
+    pub loss: f32,
+    /// Per-row loss before reduction (ignored rows: 0).
+    pub row_loss: Vec<f32>,
+    /// Per-row log-sum-exp of the (soft-capped) logits.
+    ///
+    /// Reported for ignored rows too. `-inf` for a row whose logits are all `-inf`; NaN for a
+    /// row with a NaN or a `+inf` (where `torch.logsumexp` would say `+inf`).
+    pub lse: Vec<f32>,
+    /// dloss/dlogits, row-major [rows, cols].
+    ///
+    /// Ignored rows get an all-zero gradient row, even when their logits hold a NaN or `+inf`
+    /// (PyTorch's autograd gives NaN there, because `0 * NaN = NaN` in its log-softmax
+    /// backward).
+    pub grad: Vec<f32>,
+}
+
+/// Softmax of each row: `p_j = exp(z_j - lse)`, so that every row sums to 1.
+///
+/// `logits` is row-major `[rows, cols]`; so is the result. A row whose logits are all `-inf`,
+/// or that holds a NaN or a `+inf`, comes out all NaN.
+///
+/// # Errors
+///
+/// [`Error::EmptyShape`](crate::error::Error::EmptyShape) or
+/// [`Error::ShapeOverflow`](crate::error::Error::ShapeOverflow) for a bad shape, and
+/// [`Error::LengthMismatch`](crate::error::Error::LengthMismatch) when
+/// `logits.len() != rows * cols`.
+pub fn softmax(logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    Ok(log_softmax_f64(logits, rows, cols)?
+        .into_iter()
+        .map(|logp| logp.exp() as f32)
+        .collect())
+}
+
+/// Log-softmax of each row: `logp_j = z_j - lse`, with the numerically stable `lse` of the
+/// module documentation.
+///
+/// `logits` is row-major `[rows, cols]`; so is the result. Masked (`-inf`) logits give `-inf`.
+///
+/// # Errors
+///
+/// The same as [`softmax`].
+pub fn log_softmax(logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    Ok(log_softmax_f64(logits, rows, cols)?
+        .into_iter()
+        .map(|logp| logp as f32)
+        .collect())
+}
+
+/// Checks the shape, then computes the log-softmax of every row in `f64`.
+fn log_softmax_f64(logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>> {
+    let n = check_shape(rows, cols)?;
+    check_len("logits", n, logits.len())?;
+    let mut out = Vec::with_capacity(n);
+    for row in logits.chunks_exact(cols) {
+        let z: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+        let lse = log_sum_exp(&z);
+        out.extend(z.iter().map(|&zj| zj - lse));
+    }
+    Ok(out)
+}
+
+/// The log-sum-exp `ln( sum_j exp(z_j) )` of one row, computed as
+/// `m + ln( sum_j exp(z_j - m) )` with `m = max_j z_j`, so that no `exp` can overflow.
+///
+/// Two cases need care, because `z_j - m` is not always a number:
+///
+/// * every `z_j` is `-inf`: `m = -inf` and `-inf - (-inf)` would be NaN, but the true value
+///   `ln(0)` is `-inf`, so that is what is returned;
+/// * a NaN anywhere: `f64::max` would quietly skip it, so it is checked for explicitly and
+///   the result is NaN.
+///
+/// A `+inf` needs no special case: `m = +inf`, `exp(+inf - inf) = exp(NaN)`, and the result is
+/// NaN, as for a NaN.
+fn log_sum_exp(z: &[f64]) -> f64 {
+    if z.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    let sum: f64 = z.iter().map(|&zj| (zj - m).exp()).sum();
+    m + sum.ln()
+}
+
+/// Soft-capping of one logit with cap `c > 0`: returns `(c * tanh(z / c), d/dz of it)`.
+///
+/// The derivative is `1 - tanh^2(z / c)`. For `z = +-inf`, `tanh` is `+-1`, so the capped
+/// logit is `+-c` and the derivative 0.
+fn soft_cap(z: f64, c: f64) -> (f64, f64) {
+    let t = (z / c).tanh();
+    (c * t, 1.0 - t * t)
+}
+
+/// Cross-entropy of `logits` (row-major `[rows, cols]`) against class-index `labels` (one per
+/// row), with its gradient, following PyTorch's `cross_entropy` plus z-loss and soft-capping.
+///
+/// See the [module documentation](self) for the formulas. A row whose label equals
+/// `options.ignore_index` contributes 0 to the loss, gets an all-zero gradient row, and is
+/// left out of the `Mean` denominator; its `lse` is still computed and reported.
+///
+/// A term whose coefficient is exactly 0 (`eps = 0`, or `s = 0`) is skipped rather than
+/// multiplied by 0, as PyTorch does, so that `0 * inf` cannot turn a masked (`-inf`) logit's
+/// row into NaN. Inside the terms nothing is skipped, again as in PyTorch: a masked class
+/// with weight 0 gives `0 * inf = NaN` (in the cross-entropy term when it is the target, in
+/// the smoothing term when `eps > 0`), and so does a masked target with `eps = 1`.
+///
+/// # Errors
+///
+/// Checked in this order, before anything is computed: the shape (`EmptyShape`,
+/// `ShapeOverflow`), `logits.len() == rows * cols` and `labels.len() == rows`
+/// (`LengthMismatch`), the options ([`CrossEntropyOptions::validate`]: `InvalidOption`,
+/// `LengthMismatch` for `weight`, `InvalidWeight`), and each label in `0..cols` or equal to
+/// `ignore_index` (`LabelOutOfRange`); all are variants of [`Error`](crate::error::Error).
+pub fn cross_entropy(
+    logits: &[f32],
+    labels: &[i64],
+    rows: usize,
+    cols: usize,
+    options: &CrossEntropyOptions,
+) -> Result<CrossEntropyOutput> {
+    // 1. Validation: every error is found before any work is done.
+    let n = check_shape(rows, cols)?;
+    check_len("logits", n, logits.len())?;
+    check_len("labels", rows, labels.len())?;
+    options.validate(cols)?;
+    check_labels(labels, cols, options.ignore_index)?;
+
+    // 2. The options, as f64.
+    let eps = f64::from(options.label_smoothing);
+    let s = f64::from(options.z_loss);
+    let c = f64::from(options.softcap);
+    let num_classes = cols as f64;
+    // w_j: the class weight, 1 without weights. `validate` checked `weight.len() == cols`.
+    let weight = |j: usize| -> f64 { options.weight.as_ref().map_or(1.0, |w| f64::from(w[j])) };
+    let total_weight: f64 = (0..cols).map(weight).sum();
+
+    // The target class of a row, or `None` for an ignored row. `check_labels` guarantees that
+    // any other label is in `0..cols`, so the cast cannot wrap.
+    let target = |label: i64| -> Option<usize> {
+        if label == options.ignore_index {
+            None
+        } else {
+            Some(label as usize)
+        }
+    };
+
+    // 3. The reduction. The Mean denominator D depends on labels and weights only, never on
+    //    the logits, so a NaN in one row cannot leak into another row's gradient.
+    let denominator: f64 = labels.iter().filter_map(|&y| target(y)).map(weight).sum();
+    let scale = match options.reduction {
+        // D == 0: nothing to average over; no gradient flows (PyTorch: NaN, see the docs).
+        Reduction::Mean if denominator == 0.0 => 0.0,
+        Reduction::Mean => 1.0 / denominator,
+        Reduction::Sum | Reduction::None => 1.0,
+    };
+
+    let mut row_loss = vec![0.0_f32; rows];
+    let mut lse_out = vec![0.0_f32; rows];
+    let mut grad = vec![0.0_f32; n];
+    let mut loss_sum = 0.0_f64;
+
+    // 4. One row at a time.
+    let per_row = logits
+        .chunks_exact(cols)
+        .zip(grad.chunks_exact_mut(cols))
+        .zip(labels)
+        .zip(row_loss.iter_mut().zip(lse_out.iter_mut()));
+    for (((z_row, grad_row), &label), (row_loss_i, lse_i)) in per_row {
+        // Soft-cap (or not) each logit; keep d z'/d z for the chain rule at the end.
+        let (z, dz): (Vec<f64>, Vec<f64>) = z_row
+            .iter()
+            .map(|&zj| {
+                let zj = f64::from(zj);
+                if c > 0.0 { soft_cap(zj, c) } else { (zj, 1.0) }
+            })
+            .unzip();
+
+        let lse = log_sum_exp(&z);
+        *lse_i = lse as f32;
+
+        // An ignored row: loss 0 and gradient row 0 (already zero-filled).
+        let Some(y) = target(label) else {
+            continue;
+        };
+
+        let logp: Vec<f64> = z.iter().map(|&zj| zj - lse).collect();
+        let p: Vec<f64> = logp.iter().map(|&l| l.exp()).collect();
+        let w_y = weight(y);
+
+        // The row loss: cross-entropy + label smoothing + z-loss.
+        let mut loss = (1.0 - eps) * w_y * (-logp[y]);
+        if eps > 0.0 {
+            let smooth: f64 = logp.iter().enumerate().map(|(j, &l)| weight(j) * -l).sum();
+            loss += eps / num_classes * smooth;
+        }
+        if s > 0.0 {
+            loss += s * lse * lse;
+        }
+        *row_loss_i = loss as f32;
+        loss_sum += loss;
+
+        // The gradient row. With D == 0 under Mean it stays zero (not 0 * NaN).
+        if scale == 0.0 {
+            continue;
+        }
+        for (j, g) in grad_row.iter_mut().enumerate() {
+            let is_target = if j == y { 1.0 } else { 0.0 };
+            let mut g_capped = (1.0 - eps) * w_y * (p[j] - is_target);
+            if eps > 0.0 {
+                g_capped += eps / num_classes * (total_weight * p[j] - weight(j));
+            }
+            if s > 0.0 {
+                g_capped += 2.0 * s * lse * p[j];
+            }
+            // Chain rule through the soft-cap (dz = 1 without it).
+            *g = (scale * g_capped * dz[j]) as f32;
+        }
+    }
+
+    // 5. The reduced loss.
+    let loss = match options.reduction {
+        Reduction::Mean if denominator == 0.0 => 0.0,
+        Reduction::Mean => loss_sum / denominator,
+        Reduction::Sum | Reduction::None => loss_sum,
+    };
+
+    Ok(CrossEntropyOutput {
+        loss: loss as f32,
+        row_loss,
+        lse: lse_out,
+        grad,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use approx::{assert_relative_eq, relative_eq};
+
+    // ------------------------------------------------------------------------------ helpers
+
+    /// Runs the reference on valid input.
+    fn ce(
+        z: &[f32],
+        y: &[i64],
+        rows: usize,
+        cols: usize,
+        o: CrossEntropyOptions,
+    ) -> CrossEntropyOutput {
+        cross_entropy(z, y, rows, cols, &o).unwrap()
+    }
+
+    /// Element-wise `got ≈ want` within 1e-6 relative; NaN matches NaN, `±inf` matches itself.
+    fn assert_all_close(what: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else {
+                relative_eq!(g, w, epsilon = 0.0, max_relative = 1e-6)
+            };
+            assert!(
+                ok,
+                "{what}[{k}]: got {g:e}, want {w:e}\n got: {got:?}\nwant: {want:?}"
+            );
+        }
+    }
+
+    /// One case computed by PyTorch (see `torch_cases` below for how).
+    struct TorchCase {
+        name: &'static str,
+        rows: usize,
+        cols: usize,
+        logits: &'static [f32],
+        labels: &'static [i64],
+        options: CrossEntropyOptions,
+        loss: f32,
+        row_loss: &'static [f32],
+        lse: &'static [f32],
+        grad: &'static [f32],
+    }
+
+    impl TorchCase {
+        /// What torch said, as an output that a test may patch where the reference differs
+        /// on purpose.
+        fn expected(&self) -> CrossEntropyOutput {
+            CrossEntropyOutput {
+                loss: self.loss,
+                row_loss: self.row_loss.to_vec(),
+                lse: self.lse.to_vec(),
+                grad: self.grad.to_vec(),
+            }
+        }
+
+        fn run(&self) -> CrossEntropyOutput {
+            cross_entropy(
+                self.logits,
+                self.labels,
+                self.rows,
+                self.cols,
+                &self.options,
+            )
+            .unwrap()
+        }
+    }
+
+    fn assert_output(name: &str, got: &CrossEntropyOutput, want: &CrossEntropyOutput) {
+        assert_all_close(&format!("{name}: loss"), &[got.loss], &[want.loss]);
+        assert_all_close(&format!("{name}: row_loss"), &got.row_loss, &want.row_loss);
+        assert_all_close(&format!("{name}: lse"), &got.lse, &want.lse);
+        assert_all_close(&format!("{name}: grad"), &got.grad, &want.grad);
+    }
+
+    fn torch_case(name: &str) -> TorchCase {
+        torch_cases()
+            .into_iter()
+            .find(|c| c.name == name)
+            .expect("no such torch case")
+    }
+
+    /// The torch cases where the reference deliberately differs; each has its own test below.
+    const DEVIATIONS: [&str; 6] = [
+        "all_ignored_mean_3x5",
+        "all_ignored_weights_smoothing_mean_3x5",
+        "zero_target_weights_mean_3x5",
+        "specials_mean_4x5",
+        "specials_smoothing_sum_4x5",
+        "specials_ignored_nan_row_mean_4x5",
+    ];
+
+    // ------------------------------------------------------------------ worked by hand
+
+    /// The seed example. z = [1, 2, 3], label 1:
+    /// lse = ln(e + e^2 + e^3) = 3.4076059, p = exp(z - lse) = [0.0900306, 0.2447285, 0.6652410],
+    /// loss = -ln p_1 = lse - 2 = 1.4076059, grad = p - onehot(1) = [0.0900306, -0.7552715, 0.6652410].
+    #[test]
+    fn seed_example() {
+        let z = [1.0, 2.0, 3.0];
+        let p = softmax(&z, 1, 3).unwrap();
+        for (got, want) in p.iter().zip([0.0900306, 0.2447285, 0.665_241]) {
+            assert_relative_eq!(*got, want, max_relative = 1e-6);
+        }
+        let out = ce(&z, &[1], 1, 3, CrossEntropyOptions::default());
+        assert_relative_eq!(out.loss, 1.4076059, max_relative = 1e-6);
+        assert_relative_eq!(out.row_loss[0], 1.4076059, max_relative = 1e-6);
+        assert_relative_eq!(out.lse[0], 3.407_606, max_relative = 1e-6);
+        for (got, want) in out.grad.iter().zip([0.0900306, -0.7552715, 0.665_241]) {
+            assert_relative_eq!(*got, want, max_relative = 1e-6);
+        }
+        let logp = log_softmax(&z, 1, 3).unwrap();
+        assert_relative_eq!(logp[1], -1.4076059, max_relative = 1e-6);
+    }
+
+    /// Two classes, z = [0, 0], label 0, eps = 0.5:
+    /// p = [1/2, 1/2], logp = [-ln 2, -ln 2];
+    /// loss = (1 - 0.5) * ln 2 + (0.5 / 2) * (ln 2 + ln 2) = ln 2;
+    /// grad = 0.5 * (p - [1, 0]) + 0.25 * (W p - w) = 0.5 * [-0.5, 0.5] + 0.25 * [0, 0]
+    ///      = [-0.25, 0.25].
+    #[test]
+    fn hand_two_classes_smoothing_half() {
+        let o = CrossEntropyOptions {
+            label_smoothing: 0.5,
+            ..Default::default()
+        };
+        let out = ce(&[0.0, 0.0], &[0], 1, 2, o);
+        assert_relative_eq!(out.loss, std::f32::consts::LN_2, max_relative = 1e-6);
+        assert_relative_eq!(out.grad[0], -0.25, max_relative = 1e-6);
+        assert_relative_eq!(out.grad[1], 0.25, max_relative = 1e-6);
+    }
+
+    /// Two classes, z = [ln 3, 0] so p = [3/4, 1/4], label 0, eps = 0.5: the smoothed target
+    /// (1 - eps) * [1, 0] + eps / 2 * [1, 1] = [3/4, 1/4] equals p, so the loss is the entropy
+    /// of p, 3/4 ln(4/3) + 1/4 ln 4 = 0.5623351, and the gradient p - target is 0.
+    #[test]
+    fn hand_smoothing_target_equals_p() {
+        let o = CrossEntropyOptions {
+            label_smoothing: 0.5,
+            ..Default::default()
+        };
+        let out = ce(&[3.0_f32.ln(), 0.0], &[0], 1, 2, o);
+        assert_relative_eq!(out.loss, 0.5623351, max_relative = 1e-6);
+        assert!(out.grad.iter().all(|g| g.abs() < 1e-7), "{:?}", out.grad);
+    }
+
+    /// z-loss: z = [0, 0], label 0, s = 0.5: lse = ln 2, p = [1/2, 1/2];
+    /// loss = ln 2 + 0.5 * ln^2 2 = 0.6931472 + 0.2402265 = 0.9333737;
+    /// grad = (p - [1, 0]) + 2 * 0.5 * ln 2 * p = [-0.5 + 0.3465736, 0.5 + 0.3465736]
+    ///      = [-0.1534264, 0.8465736].
+    #[test]
+    fn hand_z_loss() {
+        let o = CrossEntropyOptions {
+            z_loss: 0.5,
+            ..Default::default()
+        };
+        let out = ce(&[0.0, 0.0], &[0], 1, 2, o);
+        assert_relative_eq!(out.loss, 0.9333737, max_relative = 1e-6);
+        assert_relative_eq!(out.grad[0], -0.1534264, max_relative = 1e-6);
+        assert_relative_eq!(out.grad[1], 0.8465736, max_relative = 1e-6);
+    }
+
+    /// Soft-capping, c = 2: z = [2 atanh(1/2), 0] = [ln 3, 0] is capped to z' = [1, 0];
+    /// p = [e / (e + 1), 1 / (e + 1)] = [0.7310586, 0.2689414]; label 1:
+    /// loss = ln(e + 1) = 1.3132617; g' = p - [0, 1] = [0.7310586, -0.7310586];
+    /// d z'/d z = 1 - tanh^2 = [1 - 1/4, 1] so grad = [0.5482939, -0.7310586].
+    #[test]
+    fn hand_softcap() {
+        let o = CrossEntropyOptions {
+            softcap: 2.0,
+            ..Default::default()
+        };
+        let out = ce(&[3.0_f32.ln(), 0.0], &[1], 1, 2, o);
+        assert_relative_eq!(out.loss, 1.3132617, max_relative = 1e-6);
+        assert_relative_eq!(out.lse[0], 1.3132617, max_relative = 1e-6);
+        assert_relative_eq!(out.grad[0], 0.5482939, max_relative = 1e-6);
+        assert_relative_eq!(out.grad[1], -0.7310586, max_relative = 1e-6);
+    }
+
+    /// Weighted mean: two rows of z = [0, 0], labels [0, 1], weights [1, 3]:
+    /// row losses [ln 2, 3 ln 2], D = 1 + 3 = 4, loss = 4 ln 2 / 4 = ln 2;
+    /// grad row 0 = 1/4 * 1 * ([1/2, 1/2] - [1, 0]) = [-0.125, 0.125],
+    /// grad row 1 = 1/4 * 3 * ([1/2, 1/2] - [0, 1]) = [0.375, -0.375].
+    #[test]
+    fn hand_weighted_mean() {
+        let o = CrossEntropyOptions {
+            weight: Some(vec![1.0, 3.0]),
+            ..Default::default()
+        };
+        let out = ce(&[0.0; 4], &[0, 1], 2, 2, o);
+        let ln2 = std::f32::consts::LN_2;
+        assert_relative_eq!(out.loss, ln2, max_relative = 1e-6);
+        assert_all_close("row_loss", &out.row_loss, &[ln2, 3.0 * ln2]);
+        assert_all_close("grad", &out.grad, &[-0.125, 0.125, 0.375, -0.375]);
+    }
+
+    /// A `+inf` logit with soft-capping is just the cap: z = [+inf, 0], c = 1 gives z' = [1, 0]
+    /// (p = [0.7310586, 0.2689414]), and its gradient is 0 because tanh is flat there.
+    #[test]
+    fn softcap_tames_infinities() {
+        let o = CrossEntropyOptions {
+            softcap: 1.0,
+            ..Default::default()
+        };
+        let out = ce(&[f32::INFINITY, 0.0], &[1], 1, 2, o);
+        assert_relative_eq!(out.loss, 1.3132617, max_relative = 1e-6);
+        assert_eq!(out.grad[0], 0.0);
+        assert_relative_eq!(out.grad[1], -0.7310586, max_relative = 1e-6);
+    }
+
+    // ------------------------------------------------------------------ IEEE specials
+
+    /// -inf is a mask: p = 0 exactly, finite loss and gradient (without smoothing).
+    #[test]
+    fn negative_infinity_is_a_mask() {
+        let ninf = f32::NEG_INFINITY;
+        let z = [ninf, 1.0, ninf, 2.0, 3.0];
+        let p = softmax(&z, 1, 5).unwrap();
+        assert_eq!((p[0], p[2]), (0.0, 0.0));
+        let logp = log_softmax(&z, 1, 5).unwrap();
+        assert_eq!((logp[0], logp[2]), (ninf, ninf));
+        // Same as the seed example with the masked classes removed.
+        let out = ce(&z, &[3], 1, 5, CrossEntropyOptions::default());
+        assert_relative_eq!(out.loss, 1.4076059, max_relative = 1e-6);
+        assert_all_close(
+            "grad",
+            &out.grad,
+            &[0.0, 0.0900306, 0.0, -0.7552715, 0.665_241],
+        );
+    }
+
+    /// A row of only -inf: lse = -inf; ignored it is harmless, not ignored it is NaN
+    /// (PyTorch's log_softmax gives NaN there too) and leaves the other row alone.
+    #[test]
+    fn all_masked_row() {
+        let ninf = f32::NEG_INFINITY;
+        let z = [ninf, ninf, ninf, 1.0, 2.0, 3.0];
+        let out = ce(&z, &[-100, 1], 2, 3, CrossEntropyOptions::default());
+        assert_eq!(out.lse[0], ninf);
+        assert_eq!(out.row_loss[0], 0.0);
+        assert_eq!(&out.grad[..3], &[0.0; 3]);
+        assert_relative_eq!(out.loss, 1.4076059, max_relative = 1e-6);
+
+        let out = ce(&z, &[0, 1], 2, 3, CrossEntropyOptions::default());
+        assert_eq!(out.lse[0], ninf);
+        assert!(out.row_loss[0].is_nan() && out.loss.is_nan());
+        assert!(out.grad[..3].iter().all(|g| g.is_nan()));
+        // The mean divides by D = 2 rows, whatever row 0 holds.
+        assert_all_close(
+            "grad row 1",
+            &out.grad[3..],
+            &[0.0450153, -0.37763575, 0.3326205],
+        );
+        assert!(softmax(&z, 2, 3).unwrap()[..3].iter().all(|p| p.is_nan()));
+    }
+
+    /// NaN and +inf poison their own row only, in every reduction and with every option on.
+    #[test]
+    fn nan_and_inf_rows_do_not_leak() {
+        let clean = [0.3, -1.2, 2.0, 0.7, -0.1, 1.5];
+        let mut dirty = vec![f32::NAN, 0.0, 1.0];
+        dirty.extend([0.0, f32::INFINITY, 1.0]);
+        dirty.extend(clean);
+        let labels = [0, 1, 2, 0];
+        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            let o = CrossEntropyOptions {
+                reduction,
+                label_smoothing: 0.1,
+                weight: Some(vec![0.5, 2.0, 1.0]),
+                z_loss: 0.01,
+                ..Default::default()
+            };
+            let out = cross_entropy(&dirty, &labels, 4, 3, &o).unwrap();
+            assert!(out.loss.is_nan());
+            assert!(out.row_loss[..2].iter().all(|l| l.is_nan()));
+            assert!(out.lse[..2].iter().all(|l| l.is_nan()));
+            assert!(out.grad[..6].iter().all(|g| g.is_nan()));
+            assert!(
+                out.row_loss[2..]
+                    .iter()
+                    .chain(&out.grad[6..])
+                    .all(|v| v.is_finite())
+            );
+            // The clean rows' gradient is what it would be if the dirty rows were clean,
+            // because D depends on labels and weights only.
+            let mut fixed = vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+            fixed.extend(clean);
+            let reference = cross_entropy(&fixed, &labels, 4, 3, &o).unwrap();
+            assert_eq!(&out.grad[6..], &reference.grad[6..]);
+            assert_eq!(&out.row_loss[2..], &reference.row_loss[2..]);
+        }
+    }
+
+    /// `0 * inf` inside a term is NaN, as in PyTorch 2.15 (checked there with these inputs:
+    /// `F.cross_entropy(z, y, weight=w, label_smoothing=eps, reduction='sum')` gave
+    /// nan, nan, inf, nan).
+    #[test]
+    fn zero_times_infinity_like_torch() {
+        let z = [f32::NEG_INFINITY, 0.0, 1.0];
+        let w = || Some(vec![0.0, 1.0, 1.0]);
+        let sum = |label, weight, label_smoothing| {
+            let o = CrossEntropyOptions {
+                reduction: Reduction::Sum,
+                weight,
+                label_smoothing,
+                ..Default::default()
+            };
+            ce(&z, &[label], 1, 3, o).loss
+        };
+        assert!(sum(0, w(), 0.0).is_nan()); // weight 0 * (-logp = inf) on the target
+        assert!(sum(0, None, 1.0).is_nan()); // (1 - eps = 0) * inf on the target
+        assert_eq!(sum(1, None, 1.0), f32::INFINITY); // smoothing over a masked class
+        assert!(sum(1, w(), 0.1).is_nan()); // weight 0 * inf in the smoothing sum
+    }
+
+    // -------------------------------------------------------------------- against torch
+
+    #[test]
+    fn softmax_and_log_softmax_match_torch() {
+        let case = torch_case("default_3x5");
+        let p = softmax(case.logits, 3, 5).unwrap();
+        assert_all_close("softmax", &p, TORCH_SOFTMAX_3X5);
+        let logp = log_softmax(case.logits, 3, 5).unwrap();
+        assert_all_close("log_softmax", &logp, TORCH_LOG_SOFTMAX_3X5);
+        for row in p.chunks(5) {
+            assert_relative_eq!(row.iter().sum::<f32>(), 1.0, max_relative = 1e-6);
+        }
+    }
+
+    /// Every torch case on which the reference agrees with PyTorch to 1e-6 relative.
+    #[test]
+    fn cross_entropy_matches_torch() {
+        let mut checked = 0;
+        for case in torch_cases() {
+            if DEVIATIONS.contains(&case.name) {
+                continue;
+            }
+            assert_output(case.name, &case.run(), &case.expected());
+            checked += 1;
+        }
+        assert_eq!(checked + DEVIATIONS.len(), torch_cases().len());
+    }
+
+    /// All rows ignored under Mean: PyTorch returns NaN (0 / 0), the reference 0; the
+    /// gradient is 0 in both.
+    #[test]
+    fn all_ignored_mean_is_zero_not_nan() {
+        for name in [
+            "all_ignored_mean_3x5",
+            "all_ignored_weights_smoothing_mean_3x5",
+        ] {
+            let case = torch_case(name);
+            let mut want = case.expected();
+            assert!(want.loss.is_nan(), "torch gives NaN");
+            want.loss = 0.0;
+            assert_output(name, &case.run(), &want);
+        }
+    }
+
+    /// Rows not ignored but all their target weights 0: D = 0. PyTorch: NaN loss and NaN
+    /// gradient for those rows (-0 / 0); the reference: loss 0, gradient 0.
+    #[test]
+    fn zero_target_weights_mean_is_zero_not_nan() {
+        let case = torch_case("zero_target_weights_mean_3x5");
+        let mut want = case.expected();
+        assert!(want.loss.is_nan() && want.grad[..10].iter().all(|g| g.is_nan()));
+        want.loss = 0.0;
+        want.grad = vec![0.0; 15];
+        assert_output(case.name, &case.run(), &want);
+    }
+
+    /// The lse of a row with a +inf is NaN here (the log-softmax normaliser, as torch's
+    /// `log_softmax` has it) where `torch.logsumexp` says +inf. Everything else matches,
+    /// including the masked rows and the +inf losses that smoothing gives them.
+    #[test]
+    fn specials_match_torch_except_lse_of_inf_row() {
+        for name in ["specials_mean_4x5", "specials_smoothing_sum_4x5"] {
+            let case = torch_case(name);
+            let mut want = case.expected();
+            assert_eq!(want.lse[2], f32::INFINITY);
+            want.lse[2] = f32::NAN;
+            assert_output(name, &case.run(), &want);
+        }
+    }
+
+    /// Ignored rows holding NaN or +inf: the reference gives them a zero gradient row,
+    /// PyTorch's autograd NaN (0 * NaN in the log-softmax backward). Loss and the other rows
+    /// agree.
+    #[test]
+    fn ignored_poisoned_rows_get_zero_grad() {
+        let case = torch_case("specials_ignored_nan_row_mean_4x5");
+        let mut want = case.expected();
+        assert!(want.grad[5..15].iter().all(|g| g.is_nan()));
+        want.grad[5..15].fill(0.0);
+        want.lse[2] = f32::NAN;
+        assert_output(case.name, &case.run(), &want);
+    }
+
+    // ------------------------------------------------------------------------- errors
+
+    #[test]
+    fn shape_errors() {
+        let o = CrossEntropyOptions::default();
+        assert_eq!(
+            cross_entropy(&[], &[], 0, 3, &o),
+            Err(Error::EmptyShape { rows: 0, cols: 3 })
+        );
+        assert_eq!(
+            cross_entropy(&[], &[0], 1, 0, &o),
+            Err(Error::EmptyShape { rows: 1, cols: 0 })
+        );
+        let huge = Error::ShapeOverflow {
+            rows: usize::MAX,
+            cols: 2,
+        };
+        assert_eq!(
+            cross_entropy(&[], &[], usize::MAX, 2, &o),
+            Err(huge.clone())
+        );
+        assert_eq!(
+            softmax(&[], 0, 1),
+            Err(Error::EmptyShape { rows: 0, cols: 1 })
+        );
+        assert_eq!(log_softmax(&[], usize::MAX, 2), Err(huge));
+    }
+
+    #[test]
+    fn length_errors() {
+        let o = CrossEntropyOptions::default();
+        let logits = Error::LengthMismatch {
+            what: "logits",
+            expected: 6,
+            actual: 5,
+        };
+        assert_eq!(
+            cross_entropy(&[0.0; 5], &[0, 0], 2, 3, &o),
+            Err(logits.clone())
+        );
+        // The logits are checked before the labels.
+        assert_eq!(
+            cross_entropy(&[0.0; 5], &[0], 2, 3, &o),
+            Err(logits.clone())
+        );
+        assert_eq!(softmax(&[0.0; 5], 2, 3), Err(logits.clone()));
+        assert_eq!(log_softmax(&[0.0; 5], 2, 3), Err(logits));
+        assert_eq!(
+            cross_entropy(&[0.0; 6], &[0, 0, 0], 2, 3, &o),
+            Err(Error::LengthMismatch {
+                what: "labels",
+                expected: 2,
+                actual: 3
+            })
+        );
+        let o = CrossEntropyOptions {
+            weight: Some(vec![1.0; 4]),
+            ..Default::default()
+        };
+        assert_eq!(
+            cross_entropy(&[0.0; 6], &[0, 0], 2, 3, &o),
+            Err(Error::LengthMismatch {
+                what: "weight",
+                expected: 3,
+                actual: 4
+            })
+        );
+    }
+
+    #[test]
+    fn option_errors() {
+        let bad = |o: CrossEntropyOptions| -> &'static str {
+            match cross_entropy(&[0.0; 6], &[0, 1], 2, 3, &o) {
+                Err(Error::InvalidOption { name, .. }) => name,
+                other => panic!("expected InvalidOption, got {other:?}"),
+            }
+        };
+        let d = CrossEntropyOptions::default;
+        for eps in [-0.1, 1.5, f32::NAN, f32::INFINITY] {
+            assert_eq!(
+                bad(CrossEntropyOptions {
+                    label_smoothing: eps,
+                    ..d()
+                }),
+                "label_smoothing"
+            );
+        }
+        for s in [-1.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(bad(CrossEntropyOptions { z_loss: s, ..d() }), "z_loss");
+        }
+        for c in [-1.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(bad(CrossEntropyOptions { softcap: c, ..d() }), "softcap");
+        }
+        // The domain edges are fine.
+        for o in [
+            CrossEntropyOptions {
+                label_smoothing: 1.0,
+                ..d()
+            },
+            CrossEntropyOptions {
+                label_smoothing: 0.0,
+                z_loss: 0.0,
+                softcap: 0.0,
+                ..d()
+            },
+            CrossEntropyOptions {
+                weight: Some(vec![0.0; 3]),
+                ..d()
+            },
+        ] {
+            assert!(cross_entropy(&[0.0; 6], &[0, 1], 2, 3, &o).is_ok());
+        }
+    }
+
+    #[test]
+    fn weight_errors() {
+        for (value, index) in [(-1.0, 1), (f32::NAN, 2), (f32::INFINITY, 0)] {
+            let mut w = vec![1.0; 3];
+            w[index] = value;
+            let o = CrossEntropyOptions {
+                weight: Some(w),
+                ..Default::default()
+            };
+            match cross_entropy(&[0.0; 6], &[0, 1], 2, 3, &o) {
+                Err(Error::InvalidWeight { index: i, value: v }) => {
+                    assert_eq!(i, index);
+                    assert!(v == value || (v.is_nan() && value.is_nan()));
+                }
+                other => panic!("expected InvalidWeight, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn label_errors() {
+        let o = CrossEntropyOptions::default();
+        let out_of_range = |row, value| Error::LabelOutOfRange {
+            row,
+            value,
+            cols: 3,
+            ignore_index: -100,
+        };
+        assert_eq!(
+            cross_entropy(&[0.0; 6], &[0, 3], 2, 3, &o),
+            Err(out_of_range(1, 3))
+        );
+        assert_eq!(
+            cross_entropy(&[0.0; 6], &[-1, 0], 2, 3, &o),
+            Err(out_of_range(0, -1))
+        );
+        assert_eq!(
+            cross_entropy(&[0.0; 6], &[0, i64::MIN], 2, 3, &o),
+            Err(out_of_range(1, i64::MIN))
+        );
+        // -100 is ignored by default, and any other ignore index works, in range or not.
+        assert!(cross_entropy(&[0.0; 6], &[-100, 2], 2, 3, &o).is_ok());
+        let o = CrossEntropyOptions {
+            ignore_index: 7,
+            ..Default::default()
+        };
+        assert!(cross_entropy(&[0.0; 6], &[7, 2], 2, 3, &o).is_ok());
+        assert_eq!(
+            cross_entropy(&[0.0; 6], &[-100, 2], 2, 3, &o),
+            Err(Error::LabelOutOfRange {
+                row: 0,
+                value: -100,
+                cols: 3,
+                ignore_index: 7
+            })
+        );
+    }
+
+    /// The options are validated before the labels.
+    #[test]
+    fn options_are_checked_before_labels() {
+        let o = CrossEntropyOptions {
+            z_loss: -1.0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            cross_entropy(&[0.0; 6], &[5, 5], 2, 3, &o),
+            Err(Error::InvalidOption { name: "z_loss", .. })
+        ));
+    }
+
+    // ---------------------------------------------------------------- the torch numbers
+
+    /// PyTorch's numbers for the cases above, printed by a small script (torch_reference.py,
+    /// kept outside the repository) with torch 2.15.0 (the 2.15.0+cu132 wheel, run on the CPU),
+    /// numpy 2.4.6, Python 3.11.7. The inputs are float32; torch computes in float64
+    /// (`F.cross_entropy` with class-index targets; soft-capping and z-loss built by hand as
+    /// `zc = c * tanh(z / c)` and `s * logsumexp(zc)^2` over non-ignored rows, divided by the
+    /// same mean denominator) and the gradient is autograd's; all printed as float32.
+    /// Logits are `numpy.random.default_rng(seed).standard_normal(shape) * scale`.
+    /// Kept unformatted so that each array stays on one line.
+    #[rustfmt::skip]
+    fn torch_cases() -> Vec<TorchCase> {
+        vec![
+            TorchCase {
+                name: "default_3x5",
+                rows: 3,
+                cols: 5,
+                logits: &[0.25146043, -0.26420972, 1.2808453, 0.20980023, -1.0713388, 0.7231901, 2.608, 1.8941619, -1.4074705, -2.530843, -1.2465489, 0.08265196, -4.6500616, -0.43758333, -2.491822],
+                labels: &[1, 4, 0],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 3.295108,
+                row_loss: &[2.2423625, 5.648979, 1.9939824],
+                lse: &[1.9781529, 3.118136, 0.74743354],
+                grad: &[0.059290588, -0.2979309, 0.1659747, 0.056871273, 0.015794335, 0.030392537, 0.20013797, 0.09801974, 0.0036093816, -0.33215964, -0.2879493, 0.17146195, 0.0015093029, 0.101913676, 0.013064354],
+            },
+            TorchCase {
+                name: "sum_3x5",
+                rows: 3,
+                cols: 5,
+                logits: &[0.25146043, -0.26420972, 1.2808453, 0.20980023, -1.0713388, 0.7231901, 2.608, 1.8941619, -1.4074705, -2.530843, -1.2465489, 0.08265196, -4.6500616, -0.43758333, -2.491822],
+                labels: &[1, 4, 0],
+                options: CrossEntropyOptions { reduction: Reduction::Sum, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 9.8853245,
+                row_loss: &[2.2423625, 5.648979, 1.9939824],
+                lse: &[1.9781529, 3.118136, 0.74743354],
+                grad: &[0.17787176, -0.8937927, 0.49792412, 0.17061383, 0.047383007, 0.09117761, 0.6004139, 0.29405922, 0.010828145, -0.9964789, -0.86384785, 0.5143859, 0.0045279087, 0.305741, 0.039193064],
+            },
+            TorchCase {
+                name: "none_3x5",
+                rows: 3,
+                cols: 5,
+                logits: &[0.25146043, -0.26420972, 1.2808453, 0.20980023, -1.0713388, 0.7231901, 2.608, 1.8941619, -1.4074705, -2.530843, -1.2465489, 0.08265196, -4.6500616, -0.43758333, -2.491822],
+                labels: &[1, 4, 0],
+                options: CrossEntropyOptions { reduction: Reduction::None, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 9.8853245,
+                row_loss: &[2.2423625, 5.648979, 1.9939824],
+                lse: &[1.9781529, 3.118136, 0.74743354],
+                grad: &[0.17787176, -0.8937927, 0.49792412, 0.17061383, 0.047383007, 0.09117761, 0.6004139, 0.29405922, 0.010828145, -0.9964789, -0.86384785, 0.5143859, 0.0045279087, 0.305741, 0.039193064],
+            },
+            TorchCase {
+                name: "default_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, 0, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 2.4705925,
+                row_loss: &[5.5009284, 1.3281063, 1.9518343, 1.1015015],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.027605511, 0.0715276, 0.026781764, -0.24897926, 0.08456825, 0.03377079, 0.0047253454, -0.18375535, 0.04295973, 0.037314553, 0.021932354, 0.06183963, 0.004750312, 0.014958781, 0.013317829, 0.11570394, 0.03781805, 0.019461317, 0.0073120627, 0.020883467, -0.21449666, 0.0063936473, 0.14761955, -0.16690709, 4.9005906e-05, 0.00025372204, 0.007822205, 0.0047689676],
+            },
+            TorchCase {
+                name: "ignore_default_index_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 3.7263813,
+                row_loss: &[5.5009284, 0.0, 1.9518343, 0.0],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.055211022, 0.1430552, 0.053563528, -0.4979585, 0.1691365, 0.06754158, 0.009450691, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.026635658, 0.23140788, 0.0756361, 0.038922634, 0.014624125, 0.041766934, -0.4289933, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "ignore_index_in_range_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, 2, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: 2, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 3.7263813,
+                row_loss: &[5.5009284, 0.0, 1.9518343, 0.0],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.055211022, 0.1430552, 0.053563528, -0.4979585, 0.1691365, 0.06754158, 0.009450691, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.026635658, 0.23140788, 0.0756361, 0.038922634, 0.014624125, 0.041766934, -0.4289933, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "ignore_sum_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Sum, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 7.4527626,
+                row_loss: &[5.5009284, 0.0, 1.9518343, 0.0],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.110422045, 0.2861104, 0.107127056, -0.995917, 0.338273, 0.13508315, 0.018901382, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.053271316, 0.46281576, 0.1512722, 0.07784527, 0.02924825, 0.08353387, -0.8579866, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "smoothing_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, 0, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.1, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 2.5024772,
+                row_loss: &[5.2114606, 1.4181701, 1.9868046, 1.3934736],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.024034083, 0.06795617, 0.023210336, -0.22755069, 0.08099682, 0.030199362, 0.0011539168, -0.16232678, 0.039388303, 0.033743124, 0.018360924, 0.058268197, 0.0011788831, 0.011387352, 0.0097464, 0.11213251, 0.03424662, 0.015889889, 0.0037406338, 0.017312039, -0.19306809, 0.0028222185, 0.14404811, -0.14547852, -0.0035224226, -0.0033177065, 0.0042507765, 0.0011975392],
+            },
+            TorchCase {
+                name: "weights_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, 0, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.0, softcap: 0.0 },
+                loss: 1.6303326,
+                row_loss: &[1.3752321, 0.66405314, 1.4638757, 2.203003],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.007887289, 0.020436456, 0.0076519325, -0.07113693, 0.024162356, 0.009648797, 0.0013500988, -0.10500306, 0.024548419, 0.0213226, 0.012532773, 0.03533693, 0.002714464, 0.008547875, 0.011415281, 0.099174805, 0.032415472, 0.01668113, 0.006267482, 0.017900115, -0.18385428, 0.01461405, 0.33741608, -0.3815019, 0.0001120135, 0.00057993614, 0.017879326, 0.010900497],
+            },
+            TorchCase {
+                name: "weights_none_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, 0, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::None, ignore_index: -100, label_smoothing: 0.0, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.0, softcap: 0.0 },
+                loss: 5.706164,
+                row_loss: &[1.3752321, 0.66405314, 1.4638757, 2.203003],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.027605511, 0.0715276, 0.026781764, -0.24897926, 0.08456825, 0.03377079, 0.0047253454, -0.3675107, 0.08591946, 0.074629106, 0.04386471, 0.12367926, 0.009500624, 0.029917562, 0.039953485, 0.34711182, 0.11345415, 0.058383953, 0.021936188, 0.0626504, -0.64349, 0.05114918, 1.1809564, -1.3352567, 0.00039204725, 0.0020297763, 0.06257764, 0.03815174],
+            },
+            TorchCase {
+                name: "weights_smoothing_ignore_mean_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.1, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.0, softcap: 0.0 },
+                loss: 3.121842,
+                row_loss: &[1.5063324, 0.0, 1.6155095, 0.0],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.031899225, 0.086874746, 0.009305638, -0.2271278, 0.098175086, 0.0049044024, -0.0040312973, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.03566445, 0.3576198, 0.09298659, 0.05898281, 0.0020744863, 0.024268284, -0.57159644, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "weights_smoothing_ignore_sum_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Sum, ignore_index: -100, label_smoothing: 0.1, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.0, softcap: 0.0 },
+                loss: 3.121842,
+                row_loss: &[1.5063324, 0.0, 1.6155095, 0.0],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.031899225, 0.086874746, 0.009305638, -0.2271278, 0.098175086, 0.0049044024, -0.0040312973, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.03566445, 0.3576198, 0.09298659, 0.05898281, 0.0020744863, 0.024268284, -0.57159644, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "weights_smoothing_ignore_none_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::None, ignore_index: -100, label_smoothing: 0.1, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.0, softcap: 0.0 },
+                loss: 3.121842,
+                row_loss: &[1.5063324, 0.0, 1.6155095, 0.0],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.031899225, 0.086874746, 0.009305638, -0.2271278, 0.098175086, 0.0049044024, -0.0040312973, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.03566445, 0.3576198, 0.09298659, 0.05898281, 0.0020744863, 0.024268284, -0.57159644, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "all_ignored_mean_3x5",
+                rows: 3,
+                cols: 5,
+                logits: &[0.25146043, -0.26420972, 1.2808453, 0.20980023, -1.0713388, 0.7231901, 2.608, 1.8941619, -1.4074705, -2.530843, -1.2465489, 0.08265196, -4.6500616, -0.43758333, -2.491822],
+                labels: &[-100, -100, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: f32::NAN,
+                row_loss: &[0.0, 0.0, 0.0],
+                lse: &[1.9781529, 3.118136, 0.74743354],
+                grad: &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "all_ignored_weights_smoothing_mean_3x5",
+                rows: 3,
+                cols: 5,
+                logits: &[0.25146043, -0.26420972, 1.2808453, 0.20980023, -1.0713388, 0.7231901, 2.608, 1.8941619, -1.4074705, -2.530843, -1.2465489, 0.08265196, -4.6500616, -0.43758333, -2.491822],
+                labels: &[-100, -100, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.1, weight: Some(vec![1.0, 2.0, 0.5, 1.0, 1.0]), z_loss: 0.0, softcap: 0.0 },
+                loss: f32::NAN,
+                row_loss: &[0.0, 0.0, 0.0],
+                lse: &[1.9781529, 3.118136, 0.74743354],
+                grad: &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "zero_target_weights_mean_3x5",
+                rows: 3,
+                cols: 5,
+                logits: &[0.25146043, -0.26420972, 1.2808453, 0.20980023, -1.0713388, 0.7231901, 2.608, 1.8941619, -1.4074705, -2.530843, -1.2465489, 0.08265196, -4.6500616, -0.43758333, -2.491822],
+                labels: &[1, 1, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: Some(vec![1.0, 0.0, 0.5, 1.0, 1.0]), z_loss: 0.0, softcap: 0.0 },
+                loss: f32::NAN,
+                row_loss: &[0.0, 0.0, 0.0],
+                lse: &[1.9781529, 3.118136, 0.74743354],
+                grad: &[f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "softcap_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[1.1343203, -3.1364906, -2.4783812, -14.648805, 10.798244, 6.864995, -1.9525371, 4.6428394, 1.687264, -3.322937, 5.8654046, -1.8633393, -1.9729434, -4.7528806, 2.7297485, -0.5951883, 3.2717323, -3.643114, 0.7609671, -5.3536444, 5.04879, 1.1282105, 1.9834261, 2.4630234, -6.064545, 4.699086, 12.340217, -9.830655],
+                labels: &[3, 0, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 5.0 },
+                loss: 3.7225406,
+                row_loss: &[10.340881, 1.0127939, 0.5341311, 3.002356],
+                lse: &[5.369326, 4.662421, 4.3624406, 5.2837625],
+                grad: &[0.003374866, 4.9840546e-05, 9.2767164e-05, -0.0028363103, 0.007856525, 0.021431966, 0.00015635535, -0.07437931, 0.010732433, 8.538841e-05, 0.046646893, 0.00034702563, 0.00031057585, 2.639684e-05, 0.02884909, 0.0017375755, 0.03776033, 8.7009146e-05, 0.0066266004, 2.3121787e-05, -0.0428059, 0.0036570453, 0.007169577, -0.18811959, 5.7474253e-06, 0.023010014, 0.0049643274, 7.810563e-07],
+            },
+            TorchCase {
+                name: "zloss_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[0.69116837, 1.6432363, 0.6608741, -2.6063144, 1.8107117, 0.89274913, -1.0739064, 1.1622362, 0.7291448, 0.588265, 0.056844484, 1.093426, -1.4729081, -0.3258199, -0.96423864, 1.1976924, 0.079444215, -0.5849135, -1.5638169, -0.5143845, 0.016284361, -0.5512058, 2.5881276, 2.0134487, -5.422325, -3.7780266, -0.3495442, -0.8443808],
+                labels: &[3, 0, 6, 2],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.1, softcap: 0.0 },
+                loss: 3.1745176,
+                row_loss: &[6.338807, 1.9482869, 2.3391833, 2.071793],
+                lse: &[2.8946137, 2.4903426, 1.9681187, 3.1149502],
+                grad: &[0.043586973, 0.11293656, 0.042286336, -0.24838832, 0.13352673, 0.05332147, 0.0074609555, -0.150761, 0.06435662, 0.055899754, 0.032856166, 0.09264, 0.0071162926, 0.022409279, 0.018560043, 0.16124776, 0.052704133, 0.027121754, 0.010190263, 0.029103694, -0.20052171, 0.010376826, 0.23958504, -0.115141034, 7.95361e-05, 0.00041178835, 0.012695361, 0.007739987],
+            },
+            TorchCase {
+                name: "softcap_zloss_weights_smoothing_ignore_mean_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[1.1343203, -3.1364906, -2.4783812, -14.648805, 10.798244, 6.864995, -1.9525371, 4.6428394, 1.687264, -3.322937, 5.8654046, -1.8633393, -1.9729434, -4.7528806, 2.7297485, -0.5951883, 3.2717323, -3.643114, 0.7609671, -5.3536444, 5.04879, 1.1282105, 1.9834261, 2.4630234, -6.064545, 4.699086, 12.340217, -9.830655],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.1, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.1, softcap: 5.0 },
+                loss: 8.598471,
+                row_loss: &[5.742206, 0.0, 2.856265, 0.0],
+                lse: &[5.369326, 4.662421, 4.3624406, 5.2837625],
+                grad: &[0.01248214, -0.009581907, -0.022029899, -0.002592759, 0.043747745, 0.112655304, -0.008340464, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.18803605, -0.0024360633, 0.23401575, -0.0016053831, 0.02348652, -0.015972883, 0.12278615, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "softcap_zloss_weights_smoothing_ignore_none_4x7",
+                rows: 4,
+                cols: 7,
+                logits: &[1.1343203, -3.1364906, -2.4783812, -14.648805, 10.798244, 6.864995, -1.9525371, 4.6428394, 1.687264, -3.322937, 5.8654046, -1.8633393, -1.9729434, -4.7528806, 2.7297485, -0.5951883, 3.2717323, -3.643114, 0.7609671, -5.3536444, 5.04879, 1.1282105, 1.9834261, 2.4630234, -6.064545, 4.699086, 12.340217, -9.830655],
+                labels: &[3, -100, 6, -100],
+                options: CrossEntropyOptions { reduction: Reduction::None, ignore_index: -100, label_smoothing: 0.1, weight: Some(vec![0.5, 1.0, 2.0, 0.25, 1.5, 3.0, 0.75]), z_loss: 0.1, softcap: 5.0 },
+                loss: 8.598471,
+                row_loss: &[5.742206, 0.0, 2.856265, 0.0],
+                lse: &[5.369326, 4.662421, 4.3624406, 5.2837625],
+                grad: &[0.01248214, -0.009581907, -0.022029899, -0.002592759, 0.043747745, 0.112655304, -0.008340464, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.18803605, -0.0024360633, 0.23401575, -0.0016053831, 0.02348652, -0.015972883, 0.12278615, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
+            TorchCase {
+                name: "specials_mean_4x5",
+                rows: 4,
+                cols: 5,
+                logits: &[1.0, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY, -1.0, 0.2, f32::NAN, 0.1, 0.3, -0.4, 0.2, f32::INFINITY, 0.1, 0.3, -0.4, f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0],
+                labels: &[0, 2, 2, 4],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: f32::NAN,
+                row_loss: &[0.5549569, f32::NAN, f32::NAN, 1.3132616],
+                lse: &[1.5549569, f32::NAN, f32::INFINITY, 2.3132617],
+                grad: &[-0.10647575, 0.0, 0.08705185, 0.0, 0.019423895, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, 0.0, 0.18276465, 0.0, 0.0, -0.18276465],
+            },
+            TorchCase {
+                name: "specials_smoothing_sum_4x5",
+                rows: 4,
+                cols: 5,
+                logits: &[1.0, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY, -1.0, 0.2, f32::NAN, 0.1, 0.3, -0.4, 0.2, f32::INFINITY, 0.1, 0.3, -0.4, f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0],
+                labels: &[0, 2, 2, 4],
+                options: CrossEntropyOptions { reduction: Reduction::Sum, ignore_index: -100, label_smoothing: 0.1, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: f32::NAN,
+                row_loss: &[f32::INFINITY, f32::NAN, f32::NAN, f32::INFINITY],
+                lse: &[1.5549569, f32::NAN, f32::INFINITY, 2.3132617],
+                grad: &[-0.345903, -0.02, 0.32820743, -0.02, 0.05769558, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, -0.02, 0.71105856, -0.02, -0.02, -0.65105855],
+            },
+            TorchCase {
+                name: "specials_softcap_none_4x5",
+                rows: 4,
+                cols: 5,
+                logits: &[1.0, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY, -1.0, 0.2, f32::NAN, 0.1, 0.3, -0.4, 0.2, f32::INFINITY, 0.1, 0.3, -0.4, f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0],
+                labels: &[0, 2, 2, 4],
+                options: CrossEntropyOptions { reduction: Reduction::None, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 3.0 },
+                loss: f32::NAN,
+                row_loss: &[0.5926583, f32::NAN, 3.0959358, 1.1776488],
+                lse: &[1.5571965, f32::NAN, 3.1958988, 2.1421869],
+                grad: &[-0.4009228, 0.0, 0.33640975, 0.0, 0.072017424, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, 0.049755428, 0.0, -0.9537073, 0.05464606, 0.027017498, 0.0, 0.44539127, 0.0, 0.0, -0.6204658],
+            },
+            TorchCase {
+                name: "specials_ignored_nan_row_mean_4x5",
+                rows: 4,
+                cols: 5,
+                logits: &[1.0, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY, -1.0, 0.2, f32::NAN, 0.1, 0.3, -0.4, 0.2, f32::INFINITY, 0.1, 0.3, -0.4, f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0],
+                labels: &[0, -100, -100, 4],
+                options: CrossEntropyOptions { reduction: Reduction::Mean, ignore_index: -100, label_smoothing: 0.0, weight: None, z_loss: 0.0, softcap: 0.0 },
+                loss: 0.93410933,
+                row_loss: &[0.5549569, 0.0, 0.0, 1.3132616],
+                lse: &[1.5549569, f32::NAN, f32::INFINITY, 2.3132617],
+                grad: &[-0.2129515, 0.0, 0.1741037, 0.0, 0.03884779, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, f32::NAN, 0.0, 0.3655293, 0.0, 0.0, -0.3655293],
+            },
+        ]
+    }
+
+    /// `torch.softmax` of the `default_3x5` logits (float64, printed as float32).
+    #[rustfmt::skip]
+    const TORCH_SOFTMAX_3X5: &[f32] = &[0.17787176, 0.10620728, 0.49792412, 0.17061383, 0.047383007, 0.09117761, 0.6004139, 0.29405922, 0.010828145, 0.0035211097, 0.13615213, 0.5143859, 0.0045279087, 0.305741, 0.039193064];
+    /// `torch.log_softmax` of the `default_3x5` logits (float64, printed as float32).
+    #[rustfmt::skip]
+    const TORCH_LOG_SOFTMAX_3X5: &[f32] = &[-1.7266924, -2.2423625, -0.6973076, -1.7683526, -3.0494916, -2.3949459, -0.510136, -1.2239741, -4.5256066, -5.648979, -1.9939824, -0.6647816, -5.3974953, -1.1850169, -3.2392554];
+}

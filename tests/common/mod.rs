@@ -1,0 +1,129 @@
+//! What the GPU tests share: one context per adapter (built once per test binary, so each
+//! pipeline is compiled once), fresh random data, and comparison with the f64 reference.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ml_softmax::{BackendChoice, Context, ContextOptions, CrossEntropyOutput};
+
+/// Every adapter of the machine, with output poisoning on. Panics, saying how to get one,
+/// when there is none: a GPU test must never pass without running.
+pub fn contexts() -> &'static [Context] {
+    static CONTEXTS: OnceLock<Vec<Context>> = OnceLock::new();
+    CONTEXTS.get_or_init(|| {
+        let options = ContextOptions {
+            poison_outputs: true,
+            ..Default::default()
+        };
+        let all = Context::all(BackendChoice::Auto, &options).expect("building contexts");
+        assert!(
+            !all.is_empty(),
+            "no GPU adapter found: the GPU tests cannot run. On Debian/Ubuntu install Mesa's \
+             software Vulkan driver: `apt-get install -y mesa-vulkan-drivers libvulkan1`"
+        );
+        for ctx in &all {
+            eprintln!("GPU tests run on: {}", ctx.describe());
+        }
+        all
+    })
+}
+
+/// A small, fast PRNG (SplitMix64) seeded from the clock, so each run draws fresh data; the
+/// seed is printed so a failure can be replayed with `ML_SOFTMAX_SEED=...`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(case: &str) -> Self {
+        let seed = std::env::var("ML_SOFTMAX_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("{case}: seed {seed}");
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Normal(0, sigma), by Box-Muller.
+    pub fn normal(&mut self, sigma: f64) -> f32 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (sigma * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
+    pub fn logits(&mut self, n: usize, sigma: f64) -> Vec<f32> {
+        (0..n).map(|_| self.normal(sigma)).collect()
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn labels(&mut self, rows: usize, cols: usize) -> Vec<i64> {
+        (0..rows).map(|_| self.below(cols) as i64).collect()
+    }
+}
+
+/// `a` equals `b` within `atol + rtol * |b|`, NaN equal to NaN; reports the first mismatch.
+pub fn assert_close(what: &str, gpu: &[f32], reference: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(gpu.len(), reference.len(), "{what}: lengths differ");
+    for (i, (&g, &r)) in gpu.iter().zip(reference).enumerate() {
+        let ok = if r.is_nan() || g.is_nan() {
+            r.is_nan() && g.is_nan()
+        } else if r.is_infinite() {
+            g == r
+        } else {
+            approx::relative_eq!(g, r, epsilon = atol, max_relative = rtol)
+        };
+        assert!(ok, "{what}[{i}]: gpu {g} vs reference {r}");
+    }
+}
+
+/// Compares a whole cross-entropy output. `grad_scale` is the size of the gradient entries
+/// (1 / rows for a mean): the absolute tolerance scales with it.
+pub fn assert_output_close(
+    what: &str,
+    gpu: &CrossEntropyOutput,
+    reference: &CrossEntropyOutput,
+    grad_scale: f32,
+) {
+    assert_close(&format!("{what} lse"), &gpu.lse, &reference.lse, 1e-5, 1e-5);
+    assert_close(
+        &format!("{what} row_loss"),
+        &gpu.row_loss,
+        &reference.row_loss,
+        1e-5,
+        1e-5,
+    );
+    assert_close(
+        &format!("{what} loss"),
+        &[gpu.loss],
+        &[reference.loss],
+        1e-6,
+        2e-5,
+    );
+    assert_close(
+        &format!("{what} grad"),
+        &gpu.grad,
+        &reference.grad,
+        2e-6 * grad_scale,
+        1e-4,
+    );
+}

@@ -1,0 +1,552 @@
+//! The GPU against the f64 CPU reference, on every adapter of the machine (lavapipe and
+//! llvmpipe GL in CI), on fresh random data, with output buffers poisoned (NaN) before each
+//! dispatch so that an element the kernels fail to write fails the comparison.
+
+mod common;
+
+use common::{Rng, assert_close, assert_output_close, contexts};
+use ml_softmax::wgpu::{self, util::DeviceExt};
+use ml_softmax::{
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, Error,
+    Reduction, Strategy, reference,
+};
+
+/// Runs the host API and the reference on the same input and compares them.
+fn check_case(
+    ctx: &Context,
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    options: &CrossEntropyOptions,
+    strategy: Strategy,
+) {
+    let logits = rng.logits(rows * cols, 2.0);
+    let labels = rng.labels(rows, cols);
+    let gpu = ctx
+        .cross_entropy_with(&logits, &labels, rows, cols, options, strategy)
+        .unwrap_or_else(|e| panic!("{rows}x{cols} {strategy}: {e}"));
+    let cpu = reference::cross_entropy(&logits, &labels, rows, cols, options).unwrap();
+    let scale = match options.reduction {
+        Reduction::Mean => 1.0 / rows as f32,
+        _ => 1.0,
+    };
+    let what = format!("{} {rows}x{cols} {strategy}", ctx.adapter_info().name);
+    assert_output_close(&what, &gpu, &cpu, scale);
+}
+
+#[test]
+fn the_worked_example_on_every_adapter() {
+    for ctx in contexts() {
+        let z = [1.0f32, 2.0, 3.0];
+        let out = ctx
+            .cross_entropy(&z, &[1], 1, 3, &CrossEntropyOptions::default())
+            .unwrap();
+        let p = ctx.softmax(&z, 1, 3).unwrap();
+        // The figures of the seed document, to its three decimals...
+        let expect_p = [0.090, 0.245, 0.665];
+        let expect_g = [0.090, -0.755, 0.665];
+        for j in 0..3 {
+            assert!((p[j] - expect_p[j]).abs() < 5e-4, "p[{j}] = {}", p[j]);
+            assert!(
+                (out.grad[j] - expect_g[j]).abs() < 5e-4,
+                "grad[{j}] = {}",
+                out.grad[j]
+            );
+        }
+        assert!((out.loss - 1.4076).abs() < 1e-4, "loss = {}", out.loss);
+        // ...and to f32 precision against the closed form.
+        let e: Vec<f64> = z.iter().map(|&v| f64::from(v).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let loss = -(e[1] / sum).ln();
+        assert!((f64::from(out.loss) - loss).abs() < 1e-6);
+        println!("{}: seed example ok", ctx.describe());
+    }
+}
+
+/// The shapes users send: every column count of the issue with 1 and 7 rows, and the
+/// batch sizes with the column counts that keep the suite fast on a 2-core software adapter.
+#[test]
+fn matches_the_reference_across_shapes() {
+    let mut rng = Rng::new("shapes");
+    let mut shapes: Vec<(usize, usize)> = Vec::new();
+    for cols in [1, 2, 3, 1000, 50257, 131072, 262144] {
+        shapes.push((1, cols));
+        shapes.push((7, cols));
+    }
+    shapes.extend([(4096, 1000), (4096, 3), (70000, 1), (70000, 3), (70000, 2)]);
+    for ctx in contexts() {
+        for &(rows, cols) in &shapes {
+            check_case(
+                ctx,
+                &mut rng,
+                rows,
+                cols,
+                &CrossEntropyOptions::default(),
+                Strategy::Auto,
+            );
+        }
+        println!("{}: {} shapes ok", ctx.describe(), shapes.len());
+    }
+}
+
+#[test]
+fn every_reduction_matches_the_reference() {
+    let mut rng = Rng::new("reductions");
+    for ctx in contexts() {
+        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            let options = CrossEntropyOptions {
+                reduction,
+                ..Default::default()
+            };
+            check_case(ctx, &mut rng, 33, 517, &options, Strategy::Auto);
+        }
+    }
+}
+
+/// Every strategy on every shape class (short, medium and long rows), at a small size.
+#[test]
+fn every_strategy_matches_the_reference() {
+    let mut rng = Rng::new("strategies");
+    for ctx in contexts() {
+        let mut strategies = Strategy::all(ctx.has_subgroups());
+        strategies.push(Strategy::Workgroup { lanes: 1 });
+        for strategy in strategies {
+            for (rows, cols) in [(37, 5), (19, 130), (9, 1001), (3, 20000), (300, 1)] {
+                check_case(
+                    ctx,
+                    &mut rng,
+                    rows,
+                    cols,
+                    &CrossEntropyOptions::default(),
+                    strategy,
+                );
+            }
+        }
+    }
+}
+
+/// More than 65,535 workgroups: one row per workgroup forces the 2-D grid.
+#[test]
+fn more_rows_than_one_grid_dimension() {
+    let mut rng = Rng::new("grid");
+    for ctx in contexts() {
+        check_case(
+            ctx,
+            &mut rng,
+            70000,
+            3,
+            &CrossEntropyOptions::default(),
+            Strategy::Workgroup { lanes: 256 },
+        );
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_match_the_reference() {
+    let mut rng = Rng::new("softmax");
+    for ctx in contexts() {
+        for (rows, cols) in [(5, 3), (64, 1000), (2, 50257)] {
+            let z = rng.logits(rows * cols, 3.0);
+            let p = ctx.softmax(&z, rows, cols).unwrap();
+            let lp = ctx.log_softmax(&z, rows, cols).unwrap();
+            assert_close(
+                "softmax",
+                &p,
+                &reference::softmax(&z, rows, cols).unwrap(),
+                1e-7,
+                1e-4,
+            );
+            assert_close(
+                "log_softmax",
+                &lp,
+                &reference::log_softmax(&z, rows, cols).unwrap(),
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+/// A tiny chunk limit splits even small inputs into many row chunks, at offsets that are
+/// not multiples of the binding alignment: the results must not change.
+#[test]
+fn chunked_inputs_match_the_reference() {
+    let mut rng = Rng::new("chunks");
+    for adapter in ml_softmax::list_adapters(BackendChoice::Auto) {
+        let options = ContextOptions {
+            max_chunk_bytes: Some(4096),
+            poison_outputs: true,
+            ..Default::default()
+        };
+        let ctx = Context::from_adapter(&adapter, &options).unwrap();
+        // 4096-byte chunks hold 10 rows of 97 columns: 23 chunks, the last one partial.
+        let (rows, cols) = (223, 97);
+        check_case(
+            &ctx,
+            &mut rng,
+            rows,
+            cols,
+            &CrossEntropyOptions::default(),
+            Strategy::Auto,
+        );
+        let z = rng.logits(rows * cols, 2.0);
+        let p = ctx.softmax(&z, rows, cols).unwrap();
+        assert_close(
+            "chunked softmax",
+            &p,
+            &reference::softmax(&z, rows, cols).unwrap(),
+            1e-7,
+            1e-4,
+        );
+
+        // The device API chunks inside the caller's buffers, at unaligned row offsets.
+        let labels = rng.labels(rows, cols);
+        let dev = DeviceRun::new(&ctx, &z, &labels);
+        let got = dev.run(&ctx, rows, cols, &CrossEntropyOptions::default());
+        let cpu =
+            reference::cross_entropy(&z, &labels, rows, cols, &CrossEntropyOptions::default())
+                .unwrap();
+        assert_output_close("chunked device", &got, &cpu, 1.0 / rows as f32);
+        println!("{}: chunked ok", ctx.describe());
+    }
+}
+
+/// -inf is a mask; NaN and +inf poison their own row only.
+#[test]
+fn ieee_specials_stay_in_their_row() {
+    let mut rng = Rng::new("ieee");
+    for ctx in contexts() {
+        let (rows, cols) = (6, 40);
+        let mut z = rng.logits(rows * cols, 2.0);
+        let labels: Vec<i64> = vec![3, 3, 3, 3, 3, 3];
+        for j in (0..cols).step_by(3) {
+            if j != 3 {
+                z[cols + j] = f32::NEG_INFINITY; // row 1: masked classes
+            }
+        }
+        z[2 * cols + 7] = f32::NAN; // row 2
+        z[3 * cols + 9] = f32::INFINITY; // row 3
+        let options = CrossEntropyOptions {
+            reduction: Reduction::None,
+            ..Default::default()
+        };
+        let gpu = ctx
+            .cross_entropy(&z, &labels, rows, cols, &options)
+            .unwrap();
+        let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+        assert_output_close("ieee", &gpu, &cpu, 1.0);
+        for r in [0, 1, 4, 5] {
+            assert!(gpu.row_loss[r].is_finite(), "row {r} must stay finite");
+            assert!(gpu.grad[r * cols..][..cols].iter().all(|g| g.is_finite()));
+        }
+        for r in [2, 3] {
+            assert!(gpu.row_loss[r].is_nan(), "row {r} loss must be NaN");
+            assert!(gpu.grad[r * cols..][..cols].iter().all(|g| g.is_nan()));
+        }
+        // Masked classes get probability 0, hence gradient exactly 0.
+        assert!(
+            (0..cols)
+                .step_by(3)
+                .filter(|&j| j != 3)
+                .all(|j| gpu.grad[cols + j] == 0.0)
+        );
+    }
+}
+
+/// Device buffers in, device buffers out: the caller's buffers are poisoned first.
+struct DeviceRun {
+    logits: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    grad: wgpu::Buffer,
+    loss: wgpu::Buffer,
+    row_loss: wgpu::Buffer,
+    lse: wgpu::Buffer,
+}
+
+impl DeviceRun {
+    fn new(ctx: &Context, logits: &[f32], labels: &[i64]) -> Self {
+        let d = ctx.device();
+        let labels: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
+        let init = |label, bytes: &[u8], usage| {
+            d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage,
+            })
+        };
+        use wgpu::BufferUsages as U;
+        let nan = |n: usize| vec![f32::NAN; n];
+        Self {
+            logits: init("logits", bytemuck::cast_slice(logits), U::STORAGE),
+            labels: init("labels", bytemuck::cast_slice(&labels), U::STORAGE),
+            grad: init(
+                "grad",
+                bytemuck::cast_slice(&nan(logits.len())),
+                U::STORAGE | U::COPY_SRC,
+            ),
+            loss: init(
+                "loss",
+                bytemuck::cast_slice(&nan(1)),
+                U::COPY_DST | U::COPY_SRC,
+            ),
+            row_loss: init(
+                "row_loss",
+                bytemuck::cast_slice(&nan(labels.len())),
+                U::STORAGE | U::COPY_SRC,
+            ),
+            lse: init(
+                "lse",
+                bytemuck::cast_slice(&nan(labels.len())),
+                U::STORAGE | U::COPY_SRC,
+            ),
+        }
+    }
+
+    fn run(
+        &self,
+        ctx: &Context,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+    ) -> ml_softmax::CrossEntropyOutput {
+        let bufs = DeviceCrossEntropy {
+            logits: &self.logits,
+            labels: &self.labels,
+            grad: &self.grad,
+            loss: Some(&self.loss),
+            row_loss: Some(&self.row_loss),
+            lse: Some(&self.lse),
+        };
+        ctx.cross_entropy_device(&bufs, rows, cols, options, Strategy::Auto)
+            .unwrap();
+        ml_softmax::CrossEntropyOutput {
+            loss: read(ctx, &self.loss)[0],
+            row_loss: read(ctx, &self.row_loss),
+            lse: read(ctx, &self.lse),
+            grad: read(ctx, &self.grad),
+        }
+    }
+}
+
+fn read(ctx: &Context, buffer: &wgpu::Buffer) -> Vec<f32> {
+    let d = ctx.device();
+    let staging = d.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = d.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+    ctx.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let v = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
+    staging.unmap();
+    v
+}
+
+#[test]
+fn the_device_api_matches_the_reference() {
+    let mut rng = Rng::new("device");
+    for ctx in contexts() {
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            let (rows, cols) = (50, 300);
+            let z = rng.logits(rows * cols, 2.0);
+            let mut labels = rng.labels(rows, cols);
+            labels[7] = -100; // ignored: the GPU computes the mean's denominator itself
+            let options = CrossEntropyOptions {
+                reduction,
+                ..Default::default()
+            };
+            let got = DeviceRun::new(ctx, &z, &labels).run(ctx, rows, cols, &options);
+            let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+            assert_output_close("device", &got, &cpu, 1.0 / rows as f32);
+        }
+    }
+}
+
+#[test]
+fn results_are_bit_identical_run_after_run() {
+    let mut rng = Rng::new("determinism");
+    for ctx in contexts() {
+        let (rows, cols) = (64, 5000);
+        let z = rng.logits(rows * cols, 2.0);
+        let labels = rng.labels(rows, cols);
+        let options = CrossEntropyOptions::default();
+        let first = ctx
+            .cross_entropy(&z, &labels, rows, cols, &options)
+            .unwrap();
+        for _ in 0..3 {
+            let again = ctx
+                .cross_entropy(&z, &labels, rows, cols, &options)
+                .unwrap();
+            assert_eq!(first.loss.to_bits(), again.loss.to_bits());
+            assert!(
+                first
+                    .grad
+                    .iter()
+                    .zip(&again.grad)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
+            assert!(
+                first
+                    .row_loss
+                    .iter()
+                    .zip(&again.row_loss)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
+        }
+    }
+}
+
+#[test]
+fn eight_threads_share_one_context() {
+    for ctx in contexts() {
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                s.spawn(move || {
+                    let mut rng = Rng::new(&format!("thread {t}"));
+                    let (rows, cols) = (10 + t, 100 + 37 * t);
+                    check_case(
+                        ctx,
+                        &mut rng,
+                        rows,
+                        cols,
+                        &CrossEntropyOptions::default(),
+                        Strategy::Auto,
+                    );
+                });
+            }
+        });
+    }
+}
+
+// ---- bad input: typed errors that name the problem, never a panic ----
+
+#[test]
+fn bad_input_gives_errors_that_name_the_problem() {
+    let ctx = &contexts()[0];
+    let opts = CrossEntropyOptions::default();
+    let e = ctx
+        .cross_entropy(&[0.0; 6], &[0, 5], 2, 3, &opts)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LabelOutOfRange {
+                row: 1,
+                value: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("row 1") && e.to_string().contains("label 5"),
+        "{e}"
+    );
+
+    let e = ctx
+        .cross_entropy(&[0.0; 5], &[0, 1], 2, 3, &opts)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                what: "logits",
+                expected: 6,
+                actual: 5
+            }
+        ),
+        "{e}"
+    );
+    let e = ctx.cross_entropy(&[0.0; 6], &[0], 2, 3, &opts).unwrap_err();
+    assert!(
+        matches!(e, Error::LengthMismatch { what: "labels", .. }),
+        "{e}"
+    );
+    let e = ctx.cross_entropy(&[], &[], 0, 3, &opts).unwrap_err();
+    assert!(matches!(e, Error::EmptyShape { rows: 0, cols: 3 }), "{e}");
+    let e = ctx.softmax(&[], 2, 0).unwrap_err();
+    assert!(matches!(e, Error::EmptyShape { .. }), "{e}");
+
+    let bad = CrossEntropyOptions {
+        label_smoothing: 1.5,
+        ..Default::default()
+    };
+    let e = ctx.cross_entropy(&[0.0; 3], &[0], 1, 3, &bad).unwrap_err();
+    assert!(e.to_string().contains("label_smoothing"), "{e}");
+    let bad = CrossEntropyOptions {
+        weight: Some(vec![1.0, -1.0, 1.0]),
+        ..Default::default()
+    };
+    let e = ctx.cross_entropy(&[0.0; 3], &[0], 1, 3, &bad).unwrap_err();
+    assert!(matches!(e, Error::InvalidWeight { index: 1, .. }), "{e}");
+}
+
+#[test]
+fn no_matching_adapter_is_an_error_not_a_panic() {
+    let e = Context::with_options(&ContextOptions {
+        adapter_name: Some("no such adapter 1234".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::NoAdapter { .. }), "{e}");
+    assert!(e.to_string().contains("no such adapter 1234"), "{e}");
+}
+
+#[test]
+fn the_subgroup_strategy_without_subgroups_is_an_error() {
+    for ctx in contexts().iter().filter(|c| !c.has_subgroups()) {
+        let e = ctx
+            .cross_entropy_with(
+                &[1.0, 2.0],
+                &[0],
+                1,
+                2,
+                &Default::default(),
+                Strategy::Subgroup,
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+}
+
+#[test]
+fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
+    let ctx = &contexts()[0];
+    let d = ctx.device();
+    let buffer = |size, usage| {
+        d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let storage = wgpu::BufferUsages::STORAGE;
+    let logits = buffer(4 * 12, storage);
+    let labels = buffer(4 * 4, storage);
+    let small_grad = buffer(4 * 11, storage);
+    let uniform_grad = buffer(4 * 12, wgpu::BufferUsages::UNIFORM);
+    let opts = CrossEntropyOptions::default();
+    for (grad, needle) in [
+        (&small_grad, "holds 44 bytes, needs 48"),
+        (&uniform_grad, "needs usage"),
+    ] {
+        let bufs = DeviceCrossEntropy {
+            logits: &logits,
+            labels: &labels,
+            grad,
+            loss: None,
+            row_loss: None,
+            lse: None,
+        };
+        let e = ctx
+            .cross_entropy_device(&bufs, 4, 3, &opts, Strategy::Auto)
+            .unwrap_err();
+        assert!(matches!(e, Error::BadBuffer { what: "grad", .. }), "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Every shader module and every specialisation the crate builds is parsed and validated by
+//! naga (wgpu's shader compiler) and translated to SPIR-V (Vulkan) and GLSL (GL), with no GPU.
+//! A shader error fails `cargo test` here even on a machine without an adapter.
+
+use ml_softmax::kernels::{ModuleKey, PipelineKey, all_pipeline_keys};
+use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
+
+fn validator(subgroups: bool) -> Validator {
+    let caps = if subgroups {
+        Capabilities::SUBGROUP
+    } else {
+        Capabilities::empty()
+    };
+    let mut v = Validator::new(ValidationFlags::all(), caps);
+    if subgroups {
+        v.subgroup_stages(ShaderStages::COMPUTE);
+        v.subgroup_operations(SubgroupOperationSet::all());
+    }
+    v
+}
+
+fn parse(module: ModuleKey) -> naga::Module {
+    naga::front::wgsl::parse_str(&module.source()).unwrap_or_else(|e| {
+        panic!(
+            "{} does not parse:\n{}",
+            module.label(),
+            e.emit_to_string(&module.source())
+        )
+    })
+}
+
+#[test]
+fn every_module_parses_and_validates() {
+    for module in ModuleKey::ALL {
+        let parsed = parse(module);
+        validator(module.needs_subgroups())
+            .validate(&parsed)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} fails validation:\n{}",
+                    module.label(),
+                    e.emit_to_string(&module.source())
+                )
+            });
+        for entry in module.entry_points() {
+            assert!(
+                parsed.entry_points.iter().any(|ep| ep.name == *entry),
+                "{} has no entry point {entry}",
+                module.label()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_workgroup_module_needs_no_subgroup_feature() {
+    // GL adapters have no subgroups: the fallback must validate without the capability.
+    let parsed = parse(ModuleKey::RowSoftmaxWorkgroup);
+    validator(false)
+        .validate(&parsed)
+        .expect("team_workgroup + row_softmax must not need subgroups");
+    let parsed = parse(ModuleKey::RowSoftmaxSubgroup);
+    assert!(
+        validator(false).validate(&parsed).is_err(),
+        "the subgroup module should be rejected without Capabilities::SUBGROUP"
+    );
+}
+
+/// Applies the key's override constants, validates the specialised module, and writes it as
+/// SPIR-V and (for modules GL can run) GLSL for its entry point.
+fn specialise(key: &PipelineKey) {
+    let module = key.module;
+    let subgroups = module.needs_subgroups();
+    let parsed = parse(module);
+    let info = validator(subgroups).validate(&parsed).expect("validates");
+    let constants: naga::back::PipelineConstants = key
+        .constants()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+    let entry = (naga::ShaderStage::Compute, key.entry_point());
+    let (special, special_info) =
+        naga::back::pipeline_constants::process_overrides(&parsed, &info, Some(entry), &constants)
+            .unwrap_or_else(|e| panic!("{key:?}: overrides rejected: {e}"));
+    validator(subgroups)
+        .validate(&special)
+        .unwrap_or_else(|e| panic!("{key:?}: specialised module fails validation: {e}"));
+
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: key.entry_point().to_string(),
+    };
+    naga::back::spv::write_vec(
+        &special,
+        &special_info,
+        &naga::back::spv::Options::default(),
+        Some(&pipeline),
+    )
+    .unwrap_or_else(|e| panic!("{key:?}: SPIR-V output failed: {e}"));
+
+    if !subgroups {
+        let options = naga::back::glsl::Options {
+            version: naga::back::glsl::Version::Embedded {
+                version: 310,
+                is_webgl: false,
+            },
+            ..Default::default()
+        };
+        let pipeline = naga::back::glsl::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: key.entry_point().to_string(),
+            multiview: None,
+        };
+        let mut glsl = String::new();
+        let mut writer = naga::back::glsl::Writer::new(
+            &mut glsl,
+            &special,
+            &special_info,
+            &options,
+            &pipeline,
+            naga::proc::BoundsCheckPolicies::default(),
+        )
+        .unwrap_or_else(|e| panic!("{key:?}: GLSL writer failed: {e}"));
+        writer
+            .write()
+            .unwrap_or_else(|e| panic!("{key:?}: GLSL output failed: {e}"));
+    }
+}
+
+#[test]
+fn every_specialisation_validates_and_translates() {
+    // Subgroup sizes seen in practice: 8 (lavapipe), 32 (NVIDIA), 64 (AMD), 128 (WARP max).
+    let mut keys = all_pipeline_keys(None);
+    for size in [8, 32, 64, 128] {
+        keys.extend(all_pipeline_keys(Some(size)));
+    }
+    keys.sort_by_key(|k| format!("{k:?}"));
+    keys.dedup();
+    for key in &keys {
+        specialise(key);
+    }
+    println!("validated {} specialisations", keys.len());
+    assert!(keys.len() > 20);
+}
