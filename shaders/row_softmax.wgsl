@@ -83,6 +83,13 @@ fn load4(i: u32) -> vec4<f32> {
     return vec4<f32>(logits[i], logits[i + 1u], logits[i + 2u], logits[i + 3u]);
 }
 
+fn store4(i: u32, v: vec4<f32>) {
+    out[i] = v.x;
+    out[i + 1u] = v.y;
+    out[i + 2u] = v.z;
+    out[i + 3u] = v.w;
+}
+
 fn class_weight(j: u32) -> f32 {
     if params.has_weights != 0u {
         return weights[j];
@@ -147,9 +154,16 @@ fn softmax_row(team: Team) {
     let start = params.logits_base + team.row * params.cols;
     let out_start = params.out_base + team.row * params.cols;
     let lse = row_stats(team, start, cols, false).lse;
-    for (var j = team.lane; j < cols; j += team.size) {
+    let log = params.log_softmax != 0u;
+    let blocks = cols / BLOCK;
+    for (var blk = team.lane; blk < blocks; blk += team.size) {
+        let j = blk * BLOCK;
+        let logp = capped4(load4(start + j)) - vec4<f32>(lse);
+        store4(out_start + j, select(exp(logp), logp, log));
+    }
+    for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
         let logp = capped(logits[start + j]) - lse;
-        out[out_start + j] = select(exp(logp), logp, params.log_softmax != 0u);
+        out[out_start + j] = select(exp(logp), logp, log);
     }
 }
 
@@ -189,14 +203,25 @@ fn cross_entropy_row(team: Team) {
     let b = scale * (1.0 - eps) * w_y;
     let e = scale * eps / C;
 
-    // Pass 2: the gradient. Ignored rows write zeros whatever their logits hold.
-    for (var j = team.lane; j < cols; j += team.size) {
-        let z = logits[start + j];
-        let zc = capped(z);
-        var g = a * exp(zc - lse) - e * class_weight(j);
-        if j == yc {
-            g -= b;
+    // Pass 2: the gradient, in blocks of 4 like pass 1 (measured on lavapipe: a scalar loop
+    // here made the whole kernel 2.5x slower than pass 1 alone). Ignored rows write zeros
+    // whatever their logits hold.
+    let blocks = cols / BLOCK;
+    for (var blk = team.lane; blk < blocks; blk += team.size) {
+        let j = blk * BLOCK;
+        let zc = capped4(load4(start + j));
+        var g = a * exp(zc - vec4<f32>(lse)) - e * class_weight4(j);
+        g -= select(vec4<f32>(0.0), vec4<f32>(b), vec4<u32>(j, j + 1u, j + 2u, j + 3u) == vec4<u32>(yc));
+        if params.softcap > 0.0 {
+            let t = zc / params.softcap;
+            g *= 1.0 - t * t;
         }
+        store4(out_start + j, select(g, vec4<f32>(0.0), ignored));
+    }
+    for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
+        let zc = capped(logits[start + j]);
+        var g = a * exp(zc - lse) - e * class_weight(j);
+        g -= select(0.0, b, j == yc);
         if params.softcap > 0.0 {
             let t = zc / params.softcap;
             g *= 1.0 - t * t;

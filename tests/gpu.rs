@@ -550,3 +550,124 @@ fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
         assert!(e.to_string().contains(needle), "{e}");
     }
 }
+
+// ---- the options of the loss, alone and in the combinations that interact ----
+
+fn options_cases(cols: usize, rng: &mut Rng) -> Vec<(&'static str, CrossEntropyOptions)> {
+    let weight: Vec<f32> = (0..cols)
+        .map(|_| 0.25 + 2.0 * rng.uniform() as f32)
+        .collect();
+    let base = CrossEntropyOptions::default;
+    vec![
+        (
+            "ignore_index",
+            CrossEntropyOptions {
+                ignore_index: 2,
+                ..base()
+            },
+        ),
+        (
+            "label_smoothing",
+            CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ..base()
+            },
+        ),
+        (
+            "weight",
+            CrossEntropyOptions {
+                weight: Some(weight.clone()),
+                ..base()
+            },
+        ),
+        (
+            "z_loss",
+            CrossEntropyOptions {
+                z_loss: 1e-2,
+                ..base()
+            },
+        ),
+        (
+            "softcap",
+            CrossEntropyOptions {
+                softcap: 3.0,
+                ..base()
+            },
+        ),
+        (
+            "weight+smoothing+ignore",
+            CrossEntropyOptions {
+                weight: Some(weight.clone()),
+                label_smoothing: 0.2,
+                ignore_index: 2,
+                ..base()
+            },
+        ),
+        (
+            "softcap+z_loss+ignore",
+            CrossEntropyOptions {
+                softcap: 2.5,
+                z_loss: 1e-3,
+                ignore_index: 2,
+                ..base()
+            },
+        ),
+    ]
+}
+
+#[test]
+fn every_option_matches_the_reference_in_every_reduction() {
+    let mut rng = Rng::new("options");
+    for ctx in contexts() {
+        for (rows, cols) in [(40, 13), (6, 3001)] {
+            for (name, options) in options_cases(cols, &mut rng) {
+                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+                    let options = CrossEntropyOptions {
+                        reduction,
+                        ..options.clone()
+                    };
+                    let logits = rng.logits(rows * cols, 3.0);
+                    let mut labels = rng.labels(rows, cols);
+                    labels[1] = 2; // at least one row hits the ignore index 2 where it is set
+                    let gpu = ctx
+                        .cross_entropy(&logits, &labels, rows, cols, &options)
+                        .unwrap();
+                    let cpu =
+                        reference::cross_entropy(&logits, &labels, rows, cols, &options).unwrap();
+                    let what = format!(
+                        "{} {name} {reduction:?} {rows}x{cols}",
+                        ctx.adapter_info().name
+                    );
+                    let scale = if reduction == Reduction::Mean {
+                        1.0 / rows as f32
+                    } else {
+                        1.0
+                    };
+                    assert_output_close(&what, &gpu, &cpu, scale);
+                }
+            }
+        }
+    }
+}
+
+/// A fully ignored mean batch gives loss 0 and a zero gradient (PyTorch: NaN), on the host
+/// and on the device path, where the GPU computes the denominator itself.
+#[test]
+fn a_fully_ignored_batch_gives_zero_not_nan() {
+    let mut rng = Rng::new("all ignored");
+    for ctx in contexts() {
+        let (rows, cols) = (5, 9);
+        let z = rng.logits(rows * cols, 2.0);
+        let labels = vec![-100i64; rows];
+        let options = CrossEntropyOptions::default();
+        let host = ctx
+            .cross_entropy(&z, &labels, rows, cols, &options)
+            .unwrap();
+        let device = DeviceRun::new(ctx, &z, &labels).run(ctx, rows, cols, &options);
+        for out in [host, device] {
+            assert_eq!(out.loss, 0.0);
+            assert!(out.grad.iter().all(|&g| g == 0.0));
+            assert!(out.row_loss.iter().all(|&l| l == 0.0));
+        }
+    }
+}
