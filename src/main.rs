@@ -293,9 +293,17 @@ fn adapters(backend: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads a .npy file; every error names the file (I/O errors already do).
+fn read_npy(path: &Path) -> Result<npy::NpyArray, String> {
+    npy::read(path).map_err(|e| match e {
+        npy::NpyError::Io { .. } => e.to_string(),
+        _ => format!("{}: {e}", path.display()),
+    })
+}
+
 /// A float32 `[rows, cols]` array from a .npy file.
 fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), String> {
-    let array = npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let array = read_npy(path)?;
     let (rows, cols) = match array.shape[..] {
         [rows, cols] => (rows, cols),
         _ => {
@@ -317,7 +325,7 @@ fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), Stri
 }
 
 fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
-    let array = npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let array = read_npy(path)?;
     if array.shape != [rows] {
         return Err(format!(
             "{}: labels must be 1-D [{rows}] to match the logits, got shape {:?}",
@@ -337,7 +345,7 @@ fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
 }
 
 fn read_vector(path: &Path, len: usize, what: &str) -> Result<Vec<f32>, String> {
-    let array = npy::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let array = read_npy(path)?;
     if array.shape != [len] {
         return Err(format!(
             "{}: {what} must be 1-D [{len}], got shape {:?}",
@@ -355,8 +363,65 @@ fn read_vector(path: &Path, len: usize, what: &str) -> Result<Vec<f32>, String> 
     }
 }
 
-fn write(path: &Path, shape: &[usize], data: Vec<f32>) -> Result<(), String> {
-    npy::write(path, shape, &NpyData::F32(data)).map_err(|e| e.to_string())
+/// The output files of one command, written together: each goes to a temporary file beside
+/// its destination, and only when all are written are they renamed into place. A failure
+/// removes the temporary files, so no output is half-written and no set is half-updated.
+#[derive(Default)]
+struct Outputs {
+    files: Vec<(PathBuf, Vec<usize>, Vec<f32>)>,
+}
+
+impl Outputs {
+    /// Fails early, before any GPU work, when a destination's folder does not exist.
+    fn check_folders(paths: &[&Path]) -> Result<(), String> {
+        for path in paths {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = parent {
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "{}: cannot write: the folder {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, path: &Path, shape: &[usize], data: Vec<f32>) {
+        self.files.push((path.to_path_buf(), shape.to_vec(), data));
+    }
+
+    fn write(self) -> Result<(), String> {
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut result = Ok(());
+        for (path, shape, data) in self.files {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let tmp = path.with_file_name(format!(
+                ".{}.part-{}",
+                name.unwrap_or_default(),
+                std::process::id()
+            ));
+            if let Err(e) = npy::write(&tmp, &shape, &NpyData::F32(data)) {
+                result = Err(format!("{}: {e}", path.display()));
+                break;
+            }
+            staged.push((tmp, path));
+        }
+        if result.is_ok() {
+            for (tmp, path) in &staged {
+                if let Err(e) = std::fs::rename(tmp, path) {
+                    result = Err(format!("{}: cannot write: {e}", path.display()));
+                    break;
+                }
+            }
+        }
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        result
+    }
 }
 
 fn xent(args: &XentArgs) -> Result<(), String> {
@@ -381,29 +446,41 @@ fn xent(args: &XentArgs) -> Result<(), String> {
     let strategy: Strategy = args.strategy.parse().map_err(|e| format!("{e}"))?;
     // Check everything the library checks before touching the GPU, so bad input fails fast.
     options.validate(cols).map_err(|e| e.to_string())?;
+    options
+        .check_labels(&labels, cols)
+        .map_err(|e| format!("{}: {e}", args.labels.display()))?;
+    let mut paths = vec![args.loss_out.as_path(), args.grad_out.as_path()];
+    paths.extend(args.lse_out.as_deref());
+    paths.extend(args.row_loss_out.as_deref());
+    Outputs::check_folders(&paths)?;
+
     let ctx = args.gpu.context()?;
     let out = ctx
         .cross_entropy_with(&logits, &labels, rows, cols, &options, strategy)
         .map_err(|e| e.to_string())?;
+    let mut outputs = Outputs::default();
     match options.reduction {
-        Reduction::None => write(&args.loss_out, &[rows], out.row_loss.clone())?,
-        _ => write(&args.loss_out, &[], vec![out.loss])?,
+        Reduction::None => outputs.add(&args.loss_out, &[rows], out.row_loss.clone()),
+        _ => outputs.add(&args.loss_out, &[], vec![out.loss]),
     }
-    write(&args.grad_out, &[rows, cols], out.grad)?;
+    outputs.add(&args.grad_out, &[rows, cols], out.grad);
     if let Some(p) = &args.lse_out {
-        write(p, &[rows], out.lse)?;
+        outputs.add(p, &[rows], out.lse);
     }
     if let Some(p) = &args.row_loss_out {
-        write(p, &[rows], out.row_loss)?;
+        outputs.add(p, &[rows], out.row_loss);
     }
-    Ok(())
+    outputs.write()
 }
 
 fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool) -> Result<(), String> {
     let (z, rows, cols) = read_matrix(logits, "logits")?;
+    Outputs::check_folders(&[out])?;
     let ctx = gpu.context()?;
     let p = ctx
         .softmax_with(&z, rows, cols, log, Strategy::Auto)
         .map_err(|e| e.to_string())?;
-    write(out, &[rows, cols], p)
+    let mut outputs = Outputs::default();
+    outputs.add(out, &[rows, cols], p);
+    outputs.write()
 }

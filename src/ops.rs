@@ -80,7 +80,7 @@ impl Context {
         options.validate(cols)?;
         check_labels(labels, cols, options.ignore_index)?;
         let cols32 = self.check_cols(cols)?;
-        let strategy = strategy.resolve(cols, self.has_subgroups());
+        let strategy = self.resolve(strategy, cols);
 
         // Labels go to the GPU as i32; ignored rows become -1, which no class can be, so any
         // i64 ignore index works.
@@ -196,7 +196,7 @@ impl Context {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
         let cols32 = self.check_cols(cols)?;
-        let strategy = strategy.resolve(cols, self.has_subgroups());
+        let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
         let chunk_rows = self.chunk_rows(cols)?;
@@ -285,7 +285,7 @@ impl Context {
         if let Some(b) = bufs.lse {
             check_buffer("lse", b, rows64, wgpu::BufferUsages::STORAGE)?;
         }
-        let strategy = strategy.resolve(cols, self.has_subgroups());
+        let strategy = self.resolve(strategy, cols);
         let prepared = self.prepare(options, cols32, ignore)?;
 
         let scratch = |label| {
@@ -426,7 +426,7 @@ impl Context {
         let cols32 = self.check_cols(cols)?;
         check_buffer("logits", logits, n, wgpu::BufferUsages::STORAGE)?;
         check_buffer("out", out, n, wgpu::BufferUsages::STORAGE)?;
-        let strategy = strategy.resolve(cols, self.has_subgroups());
+        let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
         self.scoped(|| {
@@ -477,6 +477,11 @@ impl Context {
     }
 
     // ---- helpers, in the order the operations above use them ----
+
+    /// The concrete strategy for this adapter and row length.
+    fn resolve(&self, strategy: Strategy, cols: usize) -> Strategy {
+        strategy.resolve(cols, self.has_subgroups(), self.adapter_info().device_type)
+    }
 
     /// `cols` as u32, checked against what one binding can hold.
     fn check_cols(&self, cols: usize) -> Result<u32> {

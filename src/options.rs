@@ -90,6 +90,11 @@ impl CrossEntropyOptions {
         }
         Ok(())
     }
+
+    /// Checks class-index labels: each in `0..cols` or equal to `ignore_index`.
+    pub fn check_labels(&self, labels: &[i64], cols: usize) -> Result<()> {
+        check_labels(labels, cols, self.ignore_index)
+    }
 }
 
 /// Checks a shape and returns `rows * cols`.

@@ -671,3 +671,26 @@ fn a_fully_ignored_batch_gives_zero_not_nan() {
         }
     }
 }
+
+/// A device and queue the caller already has can be wrapped.
+#[test]
+fn a_context_can_wrap_an_existing_device() {
+    let adapter = &ml_softmax::list_adapters(BackendChoice::Auto)[0];
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = Context::from_device(device, queue, &ContextOptions::default()).unwrap();
+    // No SUBGROUP feature was requested, so the subgroup strategy is not used.
+    assert!(!ctx.has_subgroups());
+    let mut rng = Rng::new("wrapped device");
+    check_case(
+        &ctx,
+        &mut rng,
+        12,
+        345,
+        &CrossEntropyOptions::default(),
+        Strategy::Auto,
+    );
+}

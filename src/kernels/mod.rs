@@ -149,21 +149,25 @@ impl Strategy {
         v
     }
 
-    /// The concrete strategy for rows of `cols` columns on an adapter with or without usable
-    /// subgroups.
+    /// The concrete strategy for rows of `cols` columns on an adapter of `device_type`, with
+    /// or without usable subgroups (a fixed subgroup size and `Features::SUBGROUP`).
     ///
-    /// | row length | choice | why |
-    /// |---|---|---|
-    /// | subgroups, any cols | `Subgroup` | no barriers: on lavapipe each barrier costs a coroutine switch |
-    /// | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
-    /// | cols <= 4096 | `Workgroup { lanes: 32 }` | medium rows |
-    /// | longer | `Workgroup { lanes: 256 }` | long rows: the whole workgroup on one row |
+    /// | adapter | row length | choice | why |
+    /// |---|---|---|---|
+    /// | subgroups | any | `Subgroup` | fastest at every shape of the bench on lavapipe (BENCHMARKS.md): no barriers |
+    /// | software (CPU), no subgroups | any | `Workgroup { lanes: 8 }` | fastest or within noise at every shape on llvmpipe GL: each barrier of a wider team is a coroutine switch there |
+    /// | GPU, no subgroups | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
+    /// | GPU, no subgroups | cols <= 4096 | `Workgroup { lanes: 32 }` | medium rows |
+    /// | GPU, no subgroups | longer | `Workgroup { lanes: 256 }` | long rows: the whole workgroup on one row |
     ///
-    /// The thresholds are provisional; BENCHMARKS.md holds the measurements behind them.
-    pub fn resolve(self, cols: usize, subgroups: bool) -> Strategy {
+    /// The GPU rows without subgroups are the usual choice of row-softmax kernels (one warp for
+    /// medium rows, one block for long ones) and are not yet measured here: no hardware GPU was
+    /// at hand when they were written.
+    pub fn resolve(self, cols: usize, subgroups: bool, device_type: wgpu::DeviceType) -> Strategy {
+        let software = device_type == wgpu::DeviceType::Cpu;
         match self {
             Strategy::Auto if subgroups => Strategy::Subgroup,
-            Strategy::Auto if cols <= 256 => Strategy::Workgroup { lanes: 8 },
+            Strategy::Auto if software || cols <= 256 => Strategy::Workgroup { lanes: 8 },
             Strategy::Auto if cols <= 4096 => Strategy::Workgroup { lanes: 32 },
             Strategy::Auto => Strategy::Workgroup { lanes: 256 },
             other => other,

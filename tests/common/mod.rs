@@ -2,6 +2,7 @@
 //! pipeline is compiled once), fresh random data, and comparison with the f64 reference.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,8 +23,11 @@ pub fn contexts() -> &'static [Context] {
             "no GPU adapter found: the GPU tests cannot run. On Debian/Ubuntu install Mesa's \
              software Vulkan driver: `apt-get install -y mesa-vulkan-drivers libvulkan1`"
         );
+        // Written to the stderr handle itself, past the test harness's output capture, so
+        // every run shows which adapters the GPU tests ran on.
+        let mut err = std::io::stderr();
         for ctx in &all {
-            eprintln!("GPU tests run on: {}", ctx.describe());
+            let _ = writeln!(err, "GPU tests run on: {}", ctx.describe());
         }
         all
     })
