@@ -1,7 +1,7 @@
 // Team = one subgroup; the workgroup holds as many rows as it has subgroups. Reductions are
 // subgroupMax / subgroupAdd: no workgroup memory and no barrier. The subgroup size comes from
 // the hardware at run time (8 on lavapipe, 32 on NVIDIA, 32 or 64 on AMD), so a lane strides by
-// `subgroup_size`. Needs Features::SUBGROUP. Prepended to row_softmax.wgsl.
+// `subgroup_size`. Needs Features::SUBGROUP. Put between an io_*.wgsl file and row_softmax.wgsl.
 
 // Lanes per workgroup; rows per workgroup = WORKGROUP_SIZE / subgroup size.
 override WORKGROUP_SIZE: u32 = 64u;
@@ -10,7 +10,7 @@ fn team_max(x: f32) -> f32 {
     return subgroupMax(x);
 }
 
-fn team_sum2(x: vec2<f32>) -> vec2<f32> {
+fn team_sum4(x: vec4<f32>) -> vec4<f32> {
     return subgroupAdd(x);
 }
 

@@ -3,7 +3,7 @@
 // lane i of a team owns slot `team_base + i`; at each step the lower half of the team folds
 // in the upper half (log2(TEAM_SIZE) steps); every step ends in a workgroupBarrier so the
 // next step reads finished values, and a last barrier lets the slots be reused.
-// Works on every adapter (no subgroup feature needed). Prepended to row_softmax.wgsl.
+// Works on every adapter (no subgroup feature needed). Put between an io_*.wgsl file and row_softmax.wgsl.
 
 // Lanes per workgroup (a power of two, at most MAX_WORKGROUP_SIZE).
 override WORKGROUP_SIZE: u32 = 256u;
@@ -13,7 +13,7 @@ override TEAM_SIZE: u32 = 256u;
 const MAX_WORKGROUP_SIZE = 1024u;
 
 var<workgroup> scratch_max: array<f32, MAX_WORKGROUP_SIZE>;
-var<workgroup> scratch_sum: array<vec2<f32>, MAX_WORKGROUP_SIZE>;
+var<workgroup> scratch_sum: array<vec4<f32>, MAX_WORKGROUP_SIZE>;
 var<private> lane_index: u32; // set by the entry point: the lane's slot in the scratch
 
 fn team_base() -> u32 {
@@ -35,7 +35,7 @@ fn team_max(x: f32) -> f32 {
     return result;
 }
 
-fn team_sum2(x: vec2<f32>) -> vec2<f32> {
+fn team_sum4(x: vec4<f32>) -> vec4<f32> {
     scratch_sum[lane_index] = x;
     workgroupBarrier();
     let lane = lane_index % TEAM_SIZE;

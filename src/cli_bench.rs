@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Args;
 use ml_softmax::wgpu;
-use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, Strategy};
+use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Strategy};
 
 use crate::GpuArgs;
 
@@ -202,11 +202,12 @@ impl Buffers {
     fn device(&self) -> DeviceCrossEntropy<'_> {
         DeviceCrossEntropy {
             logits: &self.logits,
-            labels: &self.labels,
-            grad: &self.grad,
+            targets: DeviceTargets::Classes(&self.labels),
+            grad: Some(&self.grad),
             loss: Some(&self.loss),
             row_loss: None,
             lse: None,
+            upstream: None,
         }
     }
 }

@@ -375,7 +375,7 @@ impl Context {
                     .or_insert_with(|| {
                         self.device
                             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                                label: Some(key.module.label()),
+                                label: Some(&key.module.label()),
                                 source: wgpu::ShaderSource::Wgsl(key.module.source().into()),
                             })
                     })

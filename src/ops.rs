@@ -9,29 +9,54 @@ use wgpu::util::DeviceExt;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
-use crate::kernels::row_softmax::{self, Entry, RowBuffers};
+use crate::kernels::row_softmax::{self, Entry, RowBuffers, UPSTREAM};
 use crate::kernels::{Slice, Strategy};
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
+/// The targets of a host cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    /// One class index per row, `[rows]` (PyTorch's class-index targets).
+    Classes(&'a [i64]),
+    /// A probability distribution per row, row-major `[rows, cols]` (PyTorch's probability
+    /// targets). `ignore_index` does not apply; `Mean` divides by `rows`.
+    Probabilities(&'a [f32]),
+}
+
+/// The targets of a device-resident cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceTargets<'a> {
+    /// i32 class indices, `[rows]`. Out-of-range labels that are not the ignore index make
+    /// their row's loss and gradient NaN (they cannot be checked without a host round trip).
+    Classes(&'a wgpu::Buffer),
+    /// f32 probabilities, `[rows, cols]`.
+    Probabilities(&'a wgpu::Buffer),
+}
+
 /// Buffers for the device-resident cross-entropy ([`Context::cross_entropy_device`]).
 ///
-/// All buffers need `BufferUsages::STORAGE` except `loss`, which needs `COPY_DST`.
+/// All buffers need `BufferUsages::STORAGE`, except `loss` (`COPY_DST`) and `upstream`
+/// (`COPY_SRC`).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceCrossEntropy<'a> {
     /// f32 logits, row-major `[rows, cols]`.
     pub logits: &'a wgpu::Buffer,
-    /// i32 class indices, `[rows]`. Out-of-range labels that are not the ignore index make
-    /// their row's loss and gradient NaN (they cannot be checked without a host round trip).
-    pub labels: &'a wgpu::Buffer,
-    /// f32 gradient output, `[rows, cols]`.
-    pub grad: &'a wgpu::Buffer,
+    /// Class indices or probabilities.
+    pub targets: DeviceTargets<'a>,
+    /// f32 gradient output, `[rows, cols]`; `None` writes the gradient over `logits`
+    /// (in place: one `[rows, cols]` buffer per step instead of two).
+    pub grad: Option<&'a wgpu::Buffer>,
     /// Receives the reduced loss as one f32 at offset 0 (`None`: not written).
     pub loss: Option<&'a wgpu::Buffer>,
     /// Receives the per-row losses, f32 `[rows]`.
     pub row_loss: Option<&'a wgpu::Buffer>,
     /// Receives the per-row log-sum-exp, f32 `[rows]`.
     pub lse: Option<&'a wgpu::Buffer>,
+    /// The upstream gradient of each row's loss, f32 `[rows]`: row r of the gradient is
+    /// multiplied by `upstream[r]` (with `Reduction::None`, the gradient of
+    /// `sum_r upstream[r] * row_loss[r]`). The reduced loss is not affected.
+    pub upstream: Option<&'a wgpu::Buffer>,
 }
 
 /// The options as the kernels take them, and the class weights on the device.
@@ -41,7 +66,8 @@ struct Prepared {
 }
 
 impl Context {
-    /// Cross-entropy loss, per-row losses, per-row lse and the gradient, for host data.
+    /// Cross-entropy loss, per-row losses, per-row lse and the gradient, for host data with
+    /// class-index targets.
     ///
     /// `logits` is row-major `[rows, cols]`, `labels` holds one class index per row. See
     /// [`crate::reference::cross_entropy`] for the exact formulas, which this matches.
@@ -60,7 +86,14 @@ impl Context {
         cols: usize,
         options: &CrossEntropyOptions,
     ) -> Result<CrossEntropyOutput> {
-        self.cross_entropy_with(logits, labels, rows, cols, options, Strategy::Auto)
+        self.cross_entropy_targets(
+            logits,
+            Targets::Classes(labels),
+            rows,
+            cols,
+            options,
+            Strategy::Auto,
+        )
     }
 
     /// [`Context::cross_entropy`] with an explicit reduction strategy.
@@ -73,32 +106,91 @@ impl Context {
         options: &CrossEntropyOptions,
         strategy: Strategy,
     ) -> Result<CrossEntropyOutput> {
+        self.cross_entropy_targets(
+            logits,
+            Targets::Classes(labels),
+            rows,
+            cols,
+            options,
+            strategy,
+        )
+    }
+
+    /// Cross-entropy with probability targets `[rows, cols]`; see
+    /// [`crate::reference::cross_entropy_probs`] for the formulas.
+    pub fn cross_entropy_probs(
+        &self,
+        logits: &[f32],
+        targets: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        self.cross_entropy_targets(
+            logits,
+            Targets::Probabilities(targets),
+            rows,
+            cols,
+            options,
+            Strategy::Auto,
+        )
+    }
+
+    /// Cross-entropy for host data, with either kind of targets and an explicit strategy.
+    pub fn cross_entropy_targets(
+        &self,
+        logits: &[f32],
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput> {
         self.check_alive()?;
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
-        check_len("labels", rows, labels.len())?;
         options.validate(cols)?;
-        check_labels(labels, cols, options.ignore_index)?;
         let cols32 = self.check_cols(cols)?;
         let strategy = self.resolve(strategy, cols);
 
-        // Labels go to the GPU as i32; ignored rows become -1, which no class can be, so any
-        // i64 ignore index works.
-        let gpu_labels: Vec<i32> = labels
-            .iter()
-            .map(|&y| {
-                if y == options.ignore_index {
-                    -1
-                } else {
-                    y as i32
-                }
-            })
-            .collect();
-        let prepared = self.prepare(options, cols32, -1)?;
-        let stats = self.host_stats(labels, options);
+        // Class labels go to the GPU as i32; ignored rows become -1, which no class can be,
+        // so any i64 ignore index works.
+        let (gpu_labels, probs, stats) = match targets {
+            Targets::Classes(labels) => {
+                check_len("labels", rows, labels.len())?;
+                check_labels(labels, cols, options.ignore_index)?;
+                let gpu: Vec<i32> = labels
+                    .iter()
+                    .map(|&y| {
+                        if y == options.ignore_index {
+                            -1
+                        } else {
+                            y as i32
+                        }
+                    })
+                    .collect();
+                (gpu, None, host_stats(labels, options))
+            }
+            Targets::Probabilities(t) => {
+                check_len("targets", n, t.len())?;
+                let scale = match options.reduction {
+                    Reduction::Mean => 1.0 / rows as f64,
+                    Reduction::Sum | Reduction::None => 1.0,
+                };
+                (Vec::new(), Some(t), [scale as f32, rows as f32, 0.0, 0.0])
+            }
+        };
+        let mut prepared = self.prepare(options, cols32, -1)?;
+        prepared.params.has_targets = u32::from(probs.is_some());
 
         let chunk_rows = self.chunk_rows(cols)?;
-        let bufs = self.scoped(|| HostBuffers::new(self, chunk_rows, cols, true, &stats))?;
+        let layout = HostLayout {
+            chunk_rows,
+            cols,
+            per_row: true,
+            targets: probs.is_some(),
+        };
+        let bufs = self.scoped(|| HostBuffers::new(self, layout, &stats))?;
         let mut out = CrossEntropyOutput {
             loss: 0.0,
             row_loss: Vec::with_capacity(rows),
@@ -110,11 +202,11 @@ impl Context {
             let elems = count * cols;
             // Upload and dispatch inside an error scope; wait and read back outside it.
             self.scoped(|| {
-                bufs.upload(
-                    self,
-                    &logits[first * cols..][..elems],
-                    &gpu_labels[first..][..count],
-                );
+                bufs.upload(self, &logits[first * cols..][..elems]);
+                match probs {
+                    Some(t) => bufs.upload_targets(self, &t[first * cols..][..elems]),
+                    None => bufs.upload_labels(self, &gpu_labels[first..][..count]),
+                }
                 let mut encoder = self.encoder();
                 let mut params = prepared.params;
                 params.rows = count as u32;
@@ -139,7 +231,7 @@ impl Context {
                     rb.labels,
                     rb.row_loss,
                     &prepared.weights,
-                    &bufs.stats,
+                    &bufs.scales,
                     sum_params,
                 )?;
                 bufs.copy_to_staging(&mut encoder, elems, count);
@@ -164,27 +256,16 @@ impl Context {
     /// # Ok::<(), ml_softmax::Error>(())
     /// ```
     pub fn softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.softmax_host(logits, rows, cols, false, Strategy::Auto)
+        self.softmax_with(logits, rows, cols, false, Strategy::Auto)
     }
 
     /// Log-softmax of each row of host data.
     pub fn log_softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.softmax_host(logits, rows, cols, true, Strategy::Auto)
+        self.softmax_with(logits, rows, cols, true, Strategy::Auto)
     }
 
-    /// Softmax or log-softmax with an explicit strategy.
+    /// Softmax (`log = false`) or log-softmax with an explicit strategy.
     pub fn softmax_with(
-        &self,
-        logits: &[f32],
-        rows: usize,
-        cols: usize,
-        log: bool,
-        strategy: Strategy,
-    ) -> Result<Vec<f32>> {
-        self.softmax_host(logits, rows, cols, log, strategy)
-    }
-
-    fn softmax_host(
         &self,
         logits: &[f32],
         rows: usize,
@@ -200,14 +281,19 @@ impl Context {
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
         let chunk_rows = self.chunk_rows(cols)?;
-        let bufs =
-            self.scoped(|| HostBuffers::new(self, chunk_rows, cols, false, &[1.0, 0.0, 0.0, 0.0]))?;
+        let layout = HostLayout {
+            chunk_rows,
+            cols,
+            per_row: false,
+            targets: false,
+        };
+        let bufs = self.scoped(|| HostBuffers::new(self, layout, &[1.0, 0.0, 0.0, 0.0]))?;
         let mut out = Vec::with_capacity(n);
         for first in (0..rows).step_by(chunk_rows) {
             let count = chunk_rows.min(rows - first);
             let elems = count * cols;
             self.scoped(|| {
-                bufs.upload(self, &logits[first * cols..][..elems], &[]);
+                bufs.upload(self, &logits[first * cols..][..elems]);
                 let mut encoder = self.encoder();
                 let mut params = prepared.params;
                 params.rows = count as u32;
@@ -232,7 +318,7 @@ impl Context {
 
     /// Device-resident cross-entropy: reads the caller's buffers, writes the gradient (and on
     /// request the loss, per-row losses and lse) into the caller's buffers, and returns
-    /// without waiting. Labels are i32; `options.ignore_index` must fit in i32.
+    /// without waiting. Class labels are i32; `options.ignore_index` must fit in i32.
     ///
     /// The whole batch is recorded into one command buffer and submitted once; poll the
     /// device (or map a buffer) to wait for it.
@@ -273,51 +359,67 @@ impl Context {
             reason: "the device API takes i32 labels, so the ignore index must fit in i32",
         })?;
         let rows64 = rows as u64;
-        check_buffer("logits", bufs.logits, n, wgpu::BufferUsages::STORAGE)?;
-        check_buffer("labels", bufs.labels, rows64, wgpu::BufferUsages::STORAGE)?;
-        check_buffer("grad", bufs.grad, n, wgpu::BufferUsages::STORAGE)?;
+        let storage = wgpu::BufferUsages::STORAGE;
+        check_buffer("logits", bufs.logits, n, storage)?;
+        let (labels, targets) = match bufs.targets {
+            DeviceTargets::Classes(b) => {
+                check_buffer("labels", b, rows64, storage)?;
+                (Some(b), None)
+            }
+            DeviceTargets::Probabilities(b) => {
+                check_buffer("targets", b, n, storage)?;
+                (None, Some(b))
+            }
+        };
+        if let Some(b) = bufs.grad {
+            check_buffer("grad", b, n, storage)?;
+        }
         if let Some(b) = bufs.loss {
             check_buffer("loss", b, 1, wgpu::BufferUsages::COPY_DST)?;
         }
         if let Some(b) = bufs.row_loss {
-            check_buffer("row_loss", b, rows64, wgpu::BufferUsages::STORAGE)?;
+            check_buffer("row_loss", b, rows64, storage)?;
         }
         if let Some(b) = bufs.lse {
-            check_buffer("lse", b, rows64, wgpu::BufferUsages::STORAGE)?;
+            check_buffer("lse", b, rows64, storage)?;
+        }
+        if let Some(b) = bufs.upstream {
+            check_buffer("upstream", b, rows64, wgpu::BufferUsages::COPY_SRC)?;
         }
         let strategy = self.resolve(strategy, cols);
-        let prepared = self.prepare(options, cols32, ignore)?;
+        let mut prepared = self.prepare(options, cols32, ignore)?;
+        prepared.params.has_targets = u32::from(targets.is_some());
+        prepared.params.has_upstream = u32::from(bufs.upstream.is_some());
 
-        let scratch = |label| {
+        // Scratch for what the caller did not ask for, and the scales: the reduction factor
+        // (set here, or computed on the GPU for a class-target mean), then the upstream
+        // gradients copied in.
+        let scratch = |label, len: u64| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: rows64 * 4,
+                size: len.max(1) * 4,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             })
         };
-        let own_row_loss;
-        let row_loss = match bufs.row_loss {
-            Some(b) => b,
-            None => {
-                own_row_loss = scratch("row_loss");
-                &own_row_loss
-            }
+        let own_row_loss = scratch("row_loss", rows64);
+        let own_lse = scratch("lse", rows64);
+        let tiny = scratch("unused", 1);
+        let row_loss = bufs.row_loss.unwrap_or(&own_row_loss);
+        let lse = bufs.lse.unwrap_or(&own_lse);
+        let gpu_mean = options.reduction == Reduction::Mean && labels.is_some();
+        let scale = match options.reduction {
+            Reduction::Mean if gpu_mean => 0.0,
+            Reduction::Mean => 1.0 / rows as f32,
+            Reduction::Sum | Reduction::None => 1.0,
         };
-        let own_lse;
-        let lse = match bufs.lse {
-            Some(b) => b,
-            None => {
-                own_lse = scratch("lse");
-                &own_lse
-            }
-        };
-        let scale = if options.reduction == Reduction::Mean {
-            0.0
-        } else {
-            1.0
-        };
-        let stats = self.stats_buffer(&[scale, 0.0, 0.0, 0.0]);
+        let upstream_len = if bufs.upstream.is_some() { rows } else { 0 };
+        let mut init = vec![0.0f32; UPSTREAM + upstream_len];
+        init[0] = scale;
+        let scales = self.scales_buffer(&init);
+        if let Some(up) = bufs.upstream {
+            encoder.copy_buffer_to_buffer(up, 0, &scales, (UPSTREAM * 4) as u64, rows64 * 4);
+        }
 
         let chunk_rows = self.chunk_rows(cols)?;
         let row_slice = |b, first: usize, count: usize| Slice {
@@ -325,6 +427,12 @@ impl Context {
             start: first as u64,
             len: count as u64,
         };
+        let elem_slice = |b, first: usize, count: usize| Slice {
+            buffer: b,
+            start: (first * cols) as u64,
+            len: (count * cols) as u64,
+        };
+        let tiny_slice = row_slice(&tiny, 0, 1);
         let sum_params = |count: usize| batch_sum::Params {
             rows: count as u32,
             cols: cols32,
@@ -332,23 +440,23 @@ impl Context {
             has_weights: prepared.params.has_weights,
             ..Default::default()
         };
-        // 1. The mean's denominator: sum of target weights over all rows, then 1 / D.
-        if options.reduction == Reduction::Mean {
+        // 1. A class-target mean's denominator: sum of target weights over all rows, then 1/D.
+        if let (Some(labels), true) = (labels, gpu_mean) {
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
-                let labels = row_slice(bufs.labels, first, count);
+                let slice = row_slice(labels, first, count);
                 batch_sum::record(
                     self,
                     encoder,
                     batch_sum::Entry::TargetWeightSum,
-                    labels,
-                    labels,
+                    slice,
+                    slice,
                     &prepared.weights,
-                    &stats,
+                    &scales,
                     sum_params(count),
                 )?;
             }
-            let one = row_slice(bufs.labels, 0, 1);
+            let one = row_slice(labels, 0, 1);
             batch_sum::record(
                 self,
                 encoder,
@@ -356,34 +464,26 @@ impl Context {
                 one,
                 one,
                 &prepared.weights,
-                &stats,
+                &scales,
                 sum_params(0),
             )?;
         }
         // 2. The rows, chunk by chunk, then each chunk's share of the loss.
         for first in (0..rows).step_by(chunk_rows) {
             let count = chunk_rows.min(rows - first);
-            let start = (first * cols) as u64;
-            let elems = (count * cols) as u64;
             let rb = RowBuffers {
-                logits: Slice {
-                    buffer: bufs.logits,
-                    start,
-                    len: elems,
-                },
-                out: Slice {
-                    buffer: bufs.grad,
-                    start,
-                    len: elems,
-                },
-                labels: row_slice(bufs.labels, first, count),
+                logits: elem_slice(bufs.logits, first, count),
+                out: bufs.grad.map(|g| elem_slice(g, first, count)),
+                labels: labels.map_or(tiny_slice, |b| row_slice(b, first, count)),
+                targets: targets.map_or(tiny_slice, |b| elem_slice(b, first, count)),
                 row_loss: row_slice(row_loss, first, count),
                 lse: row_slice(lse, first, count),
                 weights: &prepared.weights,
-                stats: &stats,
+                scales: &scales,
             };
             let mut params = prepared.params;
             params.rows = count as u32;
+            params.row_offset = first as u32;
             row_softmax::record(
                 self,
                 encoder,
@@ -397,25 +497,26 @@ impl Context {
                 self,
                 encoder,
                 batch_sum::Entry::LossSum,
-                rb.labels,
+                rb.row_loss,
                 rb.row_loss,
                 &prepared.weights,
-                &stats,
+                &scales,
                 sum_params(count),
             )?;
         }
         // 3. The reduced loss into the caller's buffer.
         if let Some(loss) = bufs.loss {
-            encoder.copy_buffer_to_buffer(&stats, (STATS_LOSS * 4) as u64, loss, 0, 4);
+            encoder.copy_buffer_to_buffer(&scales, (STATS_LOSS * 4) as u64, loss, 0, 4);
         }
         Ok(())
     }
 
-    /// Device-resident softmax (or log-softmax): `out[r, j]` for the caller's f32 buffers.
+    /// Device-resident softmax (or log-softmax) of the caller's f32 buffer `logits` into
+    /// `out` (`None`: in place, over `logits`).
     pub fn softmax_device(
         &self,
         logits: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        out: Option<&wgpu::Buffer>,
         rows: usize,
         cols: usize,
         log: bool,
@@ -425,40 +526,41 @@ impl Context {
         let n = check_shape(rows, cols)? as u64;
         let cols32 = self.check_cols(cols)?;
         check_buffer("logits", logits, n, wgpu::BufferUsages::STORAGE)?;
-        check_buffer("out", out, n, wgpu::BufferUsages::STORAGE)?;
+        if let Some(out) = out {
+            check_buffer("out", out, n, wgpu::BufferUsages::STORAGE)?;
+        }
         let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
         self.scoped(|| {
-            let stats = self.stats_buffer(&[1.0, 0.0, 0.0, 0.0]);
-            let dummy = self.stats_buffer(&[0.0; 4]);
+            let scales = self.scales_buffer(&[1.0, 0.0, 0.0, 0.0]);
+            // Softmax has no per-row inputs or outputs: small stand-ins, one per binding so
+            // that no buffer is both read and written in one dispatch.
+            let stand_ins: Vec<wgpu::Buffer> =
+                (0..4).map(|_| self.scales_buffer(&[0.0; 4])).collect();
+            let tiny = |i: usize| Slice {
+                buffer: &stand_ins[i],
+                start: 0,
+                len: 1,
+            };
             let chunk_rows = self.chunk_rows(cols)?;
             let mut encoder = self.encoder();
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
-                let start = (first * cols) as u64;
-                let elems = (count * cols) as u64;
-                let tiny = Slice {
-                    buffer: &dummy,
-                    start: 0,
-                    len: 1,
+                let elems = |buffer| Slice {
+                    buffer,
+                    start: (first * cols) as u64,
+                    len: (count * cols) as u64,
                 };
                 let rb = RowBuffers {
-                    logits: Slice {
-                        buffer: logits,
-                        start,
-                        len: elems,
-                    },
-                    out: Slice {
-                        buffer: out,
-                        start,
-                        len: elems,
-                    },
-                    labels: tiny,
-                    row_loss: tiny,
-                    lse: tiny,
+                    logits: elems(logits),
+                    out: out.map(elems),
+                    labels: tiny(0),
+                    targets: tiny(1),
+                    row_loss: tiny(2),
+                    lse: tiny(3),
                     weights: &prepared.weights,
-                    stats: &stats,
+                    scales: &scales,
                 };
                 let mut params = prepared.params;
                 params.rows = count as u32;
@@ -543,29 +645,11 @@ impl Context {
         })
     }
 
-    /// The stats buffer for host labels: the mean's denominator is summed here in f64.
-    fn host_stats(&self, labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN] {
-        let denominator: f64 = labels
-            .iter()
-            .filter(|&&y| y != options.ignore_index)
-            .map(|&y| match &options.weight {
-                Some(w) => f64::from(w[y as usize]),
-                None => 1.0,
-            })
-            .sum();
-        let scale = match options.reduction {
-            Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
-            Reduction::Mean => 0.0,
-            Reduction::Sum | Reduction::None => 1.0,
-        };
-        [scale as f32, denominator as f32, 0.0, 0.0]
-    }
-
-    fn stats_buffer(&self, stats: &[f32; STATS_LEN]) -> wgpu::Buffer {
+    fn scales_buffer(&self, init: &[f32]) -> wgpu::Buffer {
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("stats"),
-                contents: bytemuck::cast_slice(stats),
+                label: Some("scales"),
+                contents: bytemuck::cast_slice(init),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
@@ -578,6 +662,24 @@ impl Context {
                 label: Some("ml-softmax"),
             })
     }
+}
+
+/// The stats for host class labels: the mean's denominator is summed here, in f64.
+fn host_stats(labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN] {
+    let denominator: f64 = labels
+        .iter()
+        .filter(|&&y| y != options.ignore_index)
+        .map(|&y| match &options.weight {
+            Some(w) => f64::from(w[y as usize]),
+            None => 1.0,
+        })
+        .sum();
+    let scale = match options.reduction {
+        Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
+        Reduction::Mean => 0.0,
+        Reduction::Sum | Reduction::None => 1.0,
+    };
+    [scale as f32, denominator as f32, 0.0, 0.0]
 }
 
 /// Checks a caller's buffer: its usage and that it holds at least `elems` 4-byte elements.
@@ -603,30 +705,41 @@ fn check_buffer(
     Ok(())
 }
 
+/// What the device buffers of a host call hold.
+#[derive(Debug, Clone, Copy)]
+struct HostLayout {
+    /// Rows per chunk.
+    chunk_rows: usize,
+    cols: usize,
+    /// Per-row inputs and outputs (labels, losses, lse); softmax has none.
+    per_row: bool,
+    /// Probability targets, `chunk_rows * cols`.
+    targets: bool,
+}
+
 /// The device buffers of one host call, sized for one chunk and reused for each chunk.
 struct HostBuffers {
+    layout: HostLayout,
     logits: wgpu::Buffer,
     out: wgpu::Buffer,
     labels: wgpu::Buffer,
+    targets: wgpu::Buffer,
     row_loss: wgpu::Buffer,
     lse: wgpu::Buffer,
-    stats: wgpu::Buffer,
+    scales: wgpu::Buffer,
     staging: wgpu::Buffer,
-    with_rows: bool,
     poison: bool,
 }
 
 impl HostBuffers {
-    fn new(
-        ctx: &Context,
-        chunk_rows: usize,
-        cols: usize,
-        with_rows: bool,
-        stats: &[f32; STATS_LEN],
-    ) -> Result<Self> {
+    fn new(ctx: &Context, layout: HostLayout, stats: &[f32; STATS_LEN]) -> Result<Self> {
         use wgpu::BufferUsages as U;
-        let elems = (chunk_rows * cols) as u64;
-        let rows = if with_rows { chunk_rows as u64 } else { 1 };
+        let elems = (layout.chunk_rows * layout.cols) as u64;
+        let rows = if layout.per_row {
+            layout.chunk_rows as u64
+        } else {
+            1
+        };
         let buffer = |label, len: u64, usage| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -636,41 +749,53 @@ impl HostBuffers {
             })
         };
         Ok(Self {
+            layout,
             logits: buffer("logits", elems, U::STORAGE | U::COPY_DST),
             out: buffer("out", elems, U::STORAGE | U::COPY_SRC | U::COPY_DST),
             labels: buffer("labels", rows, U::STORAGE | U::COPY_DST),
+            targets: buffer(
+                "targets",
+                if layout.targets { elems } else { 1 },
+                U::STORAGE | U::COPY_DST,
+            ),
             row_loss: buffer("row_loss", rows, U::STORAGE | U::COPY_SRC | U::COPY_DST),
             lse: buffer("lse", rows, U::STORAGE | U::COPY_SRC | U::COPY_DST),
-            stats: ctx.stats_buffer(stats),
+            scales: ctx.scales_buffer(stats),
             staging: buffer(
                 "staging",
                 elems + 2 * rows + STATS_LEN as u64,
                 U::MAP_READ | U::COPY_DST,
             ),
-            with_rows,
             poison: ctx.poison_outputs,
         })
     }
 
-    /// Writes one chunk of logits and labels (and, when poisoning, NaN into the outputs so
-    /// that an element the kernel fails to write shows up).
-    fn upload(&self, ctx: &Context, logits: &[f32], labels: &[i32]) {
+    /// Writes one chunk of logits (and, when poisoning, NaN into the outputs so that an
+    /// element the kernel fails to write shows up).
+    fn upload(&self, ctx: &Context, logits: &[f32]) {
         ctx.queue
             .write_buffer(&self.logits, 0, bytemuck::cast_slice(logits));
-        if !labels.is_empty() {
-            ctx.queue
-                .write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
-        }
         if self.poison {
-            let nan = vec![f32::NAN; logits.len().max(labels.len())];
+            let nan = vec![f32::NAN; logits.len()];
             ctx.queue
-                .write_buffer(&self.out, 0, bytemuck::cast_slice(&nan[..logits.len()]));
-            if !labels.is_empty() {
-                let rows = bytemuck::cast_slice(&nan[..labels.len()]);
+                .write_buffer(&self.out, 0, bytemuck::cast_slice(&nan));
+            if self.layout.per_row {
+                let rows = logits.len() / self.layout.cols;
+                let rows = bytemuck::cast_slice(&nan[..rows]);
                 ctx.queue.write_buffer(&self.row_loss, 0, rows);
                 ctx.queue.write_buffer(&self.lse, 0, rows);
             }
         }
+    }
+
+    fn upload_labels(&self, ctx: &Context, labels: &[i32]) {
+        ctx.queue
+            .write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
+    }
+
+    fn upload_targets(&self, ctx: &Context, targets: &[f32]) {
+        ctx.queue
+            .write_buffer(&self.targets, 0, bytemuck::cast_slice(targets));
     }
 
     fn row_buffers<'a>(
@@ -680,7 +805,8 @@ impl HostBuffers {
         weights: &'a wgpu::Buffer,
     ) -> RowBuffers<'a> {
         // Without per-row outputs (softmax) the row buffers hold one element.
-        let rows = if self.with_rows { rows } else { 1 };
+        let rows = if self.layout.per_row { rows } else { 1 };
+        let targets = if self.layout.targets { elems } else { 1 };
         let slice = |buffer, len: usize| Slice {
             buffer,
             start: 0,
@@ -688,12 +814,13 @@ impl HostBuffers {
         };
         RowBuffers {
             logits: slice(&self.logits, elems),
-            out: slice(&self.out, elems),
+            out: Some(slice(&self.out, elems)),
             labels: slice(&self.labels, rows),
+            targets: slice(&self.targets, targets),
             row_loss: slice(&self.row_loss, rows),
             lse: slice(&self.lse, rows),
             weights,
-            stats: &self.stats,
+            scales: &self.scales,
         }
     }
 
@@ -704,7 +831,7 @@ impl HostBuffers {
         encoder.copy_buffer_to_buffer(&self.row_loss, 0, &self.staging, e, r);
         encoder.copy_buffer_to_buffer(&self.lse, 0, &self.staging, e + r, r);
         encoder.copy_buffer_to_buffer(
-            &self.stats,
+            &self.scales,
             0,
             &self.staging,
             e + 2 * r,

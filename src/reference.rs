@@ -304,6 +304,86 @@ pub fn cross_entropy(
     })
 }
 
+/// Cross-entropy with probability targets (PyTorch's `cross_entropy` with a float target of
+/// the logits' shape), plus the same z-loss and soft-capping as [`cross_entropy`].
+///
+/// Per row, with smoothed targets `t'_j = (1 - eps) t_j + eps / C` and `T = sum_j w_j t'_j`:
+/// - loss = `-sum_j w_j t'_j log p_j + s lse^2 = T lse - sum_j w_j t'_j z'_j + s lse^2`
+/// - gradient `dL/dz'_j = k [(T + 2 s lse) p_j - w_j t'_j]`, times `1 - (z'_j / c)^2` with
+///   soft-capping
+///
+/// `Mean` divides by `rows` (PyTorch's rule for probability targets, weights or not); `Sum`
+/// and `None` use `k = 1`. `ignore_index` does not apply. The targets are not checked to be
+/// distributions: any finite values work, as in PyTorch.
+pub fn cross_entropy_probs(
+    logits: &[f32],
+    targets: &[f32],
+    rows: usize,
+    cols: usize,
+    options: &CrossEntropyOptions,
+) -> Result<CrossEntropyOutput> {
+    let n = check_shape(rows, cols)?;
+    check_len("logits", n, logits.len())?;
+    check_len("targets", n, targets.len())?;
+    options.validate(cols)?;
+
+    let eps = f64::from(options.label_smoothing);
+    let s = f64::from(options.z_loss);
+    let c = f64::from(options.softcap);
+    let num_classes = cols as f64;
+    let weight = |j: usize| -> f64 { options.weight.as_ref().map_or(1.0, |w| f64::from(w[j])) };
+    let scale = match options.reduction {
+        Reduction::Mean => 1.0 / rows as f64,
+        Reduction::Sum | Reduction::None => 1.0,
+    };
+
+    let mut row_loss = vec![0.0_f32; rows];
+    let mut lse_out = vec![0.0_f32; rows];
+    let mut grad = vec![0.0_f32; n];
+    let mut loss_sum = 0.0_f64;
+    for r in 0..rows {
+        let z_row = &logits[r * cols..][..cols];
+        let t_row = &targets[r * cols..][..cols];
+        let (z, dz): (Vec<f64>, Vec<f64>) = z_row
+            .iter()
+            .map(|&zj| {
+                let zj = f64::from(zj);
+                if c > 0.0 { soft_cap(zj, c) } else { (zj, 1.0) }
+            })
+            .unzip();
+        let lse = log_sum_exp(&z);
+        lse_out[r] = lse as f32;
+        // w_j t'_j, the weight each class's log-probability gets.
+        let wt: Vec<f64> = t_row
+            .iter()
+            .enumerate()
+            .map(|(j, &t)| weight(j) * ((1.0 - eps) * f64::from(t) + eps / num_classes))
+            .collect();
+        let total: f64 = wt.iter().sum();
+        // A -inf logit with target weight 0 gives 0 * inf = NaN here, as in PyTorch.
+        let mut loss: f64 = wt.iter().zip(&z).map(|(w, zj)| w * (lse - zj)).sum();
+        if s > 0.0 {
+            loss += s * lse * lse;
+        }
+        row_loss[r] = loss as f32;
+        loss_sum += loss;
+        for j in 0..cols {
+            let p = (z[j] - lse).exp();
+            let mut g = total * p - wt[j];
+            if s > 0.0 {
+                g += 2.0 * s * lse * p;
+            }
+            grad[r * cols + j] = (scale * g * dz[j]) as f32;
+        }
+    }
+    Ok(CrossEntropyOutput {
+        loss: (loss_sum * scale) as f32,
+        row_loss,
+        lse: lse_out,
+        grad,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -1203,4 +1283,196 @@ mod tests {
     /// `torch.log_softmax` of the `default_3x5` logits (float64, printed as float32).
     #[rustfmt::skip]
     const TORCH_LOG_SOFTMAX_3X5: &[f32] = &[-1.7266924, -2.2423625, -0.6973076, -1.7683526, -3.0494916, -2.3949459, -0.510136, -1.2239741, -4.5256066, -5.648979, -1.9939824, -0.6647816, -5.3974953, -1.1850169, -3.2392554];
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod probability_tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    // Generated with torch 2.15.0 (float64 autograd on these float32 inputs):
+    // F.cross_entropy(z, t, weight=w, reduction=..., label_smoothing=...), t float targets.
+    const Z: [f32; 12] = [
+        3.577_257,
+        0.873_019_7,
+        0.192_994_94,
+        -3.726_985_5,
+        -0.554_776_43,
+        -0.709_517_96,
+        -0.165_482_97,
+        -1.254_001_4,
+        -0.087_636_34,
+        -0.954_436_06,
+        -2.627_729_4,
+        1.769_244_8,
+    ];
+    const T: [f32; 12] = [
+        0.365_552_34,
+        0.319_393_28,
+        0.012_963_504,
+        0.302_090_85,
+        0.157_025_95,
+        0.251_421_57,
+        0.171_727_57,
+        0.419_824_9,
+        0.229_130_27,
+        0.081_604_83,
+        0.283_334_14,
+        0.405_930_82,
+    ];
+    const W: [f32; 4] = [0.5, 1.0, 2.0, 0.25];
+
+    fn check(options: CrossEntropyOptions, loss: &[f32], grad: &[f32]) {
+        let out = cross_entropy_probs(&Z, &T, 3, 4, &options).unwrap();
+        if options.reduction == Reduction::None {
+            for (a, b) in out.row_loss.iter().zip(loss) {
+                assert_relative_eq!(*a, *b, max_relative = 1e-6);
+            }
+        } else {
+            assert_relative_eq!(out.loss, loss[0], max_relative = 1e-6);
+        }
+        for (a, b) in out.grad.iter().zip(grad) {
+            assert_relative_eq!(*a, *b, max_relative = 1e-5, epsilon = 1e-8);
+        }
+    }
+
+    #[test]
+    fn plain_mean_matches_torch() {
+        check(
+            CrossEntropyOptions::default(),
+            &[2.307_681_8],
+            &[
+                0.180_767_76,
+                -0.086_212_78,
+                0.005_938_404,
+                -0.100_493_39,
+                0.034_700_57,
+                -0.009_243_357,
+                0.071_226_86,
+                -0.096_684_07,
+                -0.034_198_07,
+                -0.009_474_143,
+                -0.091_118_54,
+                0.134_790_76,
+            ],
+        );
+    }
+
+    #[test]
+    fn weights_and_smoothing_mean_matches_torch() {
+        check(
+            CrossEntropyOptions {
+                weight: Some(W.to_vec()),
+                label_smoothing: 0.1,
+                ..Default::default()
+            },
+            &[1.953_763_8],
+            &[
+                0.133_770_69,
+                -0.091_250_87,
+                -0.017_909_346,
+                -0.024_610_475,
+                0.041_413_974,
+                -0.024_536_636,
+                -0.017_664_95,
+                0.000_787_611_06,
+                -0.001_771_630_3,
+                -0.017_362_835,
+                -0.183_767_93,
+                0.202_902_39,
+            ],
+        );
+    }
+
+    #[test]
+    fn weights_and_smoothing_sum_matches_torch() {
+        check(
+            CrossEntropyOptions {
+                weight: Some(W.to_vec()),
+                label_smoothing: 0.2,
+                reduction: Reduction::Sum,
+                ..Default::default()
+            },
+            &[6.028_994],
+            &[
+                0.437_401_26,
+                -0.264_784_8,
+                -0.100_107_7,
+                -0.072_508_76,
+                0.123_749_17,
+                -0.069_907_606,
+                -0.062_515_41,
+                0.008_673_841,
+                -0.005_432_398_5,
+                -0.068_538_84,
+                -0.544_563_96,
+                0.618_535_16,
+            ],
+        );
+    }
+
+    #[test]
+    fn weights_none_matches_torch() {
+        check(
+            CrossEntropyOptions {
+                weight: Some(W.to_vec()),
+                reduction: Reduction::None,
+                ..Default::default()
+            },
+            &[1.561_447, 1.023_709_3, 3.108_432_5],
+            &[
+                0.365_222_9,
+                -0.282_720_45,
+                -0.007_348_384,
+                -0.075_154_09,
+                0.124_734_67,
+                -0.077_312_21,
+                -0.043_474_29,
+                -0.003_948_175,
+                -0.005_197_383,
+                -0.035_638_172,
+                -0.558_043_66,
+                0.598_879_2,
+            ],
+        );
+    }
+
+    #[test]
+    fn one_hot_targets_equal_class_targets() {
+        // A one-hot probability row is the class-index loss, also with smoothing, z-loss
+        // and soft-capping (all rows counted: Sum avoids the differing Mean denominators).
+        let labels = [0i64, 3, 1];
+        let mut onehot = [0.0f32; 12];
+        for (r, &y) in labels.iter().enumerate() {
+            onehot[r * 4 + y as usize] = 1.0;
+        }
+        let options = CrossEntropyOptions {
+            reduction: Reduction::Sum,
+            label_smoothing: 0.3,
+            z_loss: 0.01,
+            softcap: 2.0,
+            weight: None,
+            ..Default::default()
+        };
+        let a = cross_entropy(&Z, &labels, 3, 4, &options).unwrap();
+        let b = cross_entropy_probs(&Z, &onehot, 3, 4, &options).unwrap();
+        assert_relative_eq!(a.loss, b.loss, max_relative = 1e-6);
+        for (x, y) in a.grad.iter().zip(&b.grad) {
+            assert_relative_eq!(*x, *y, max_relative = 1e-5, epsilon = 1e-7);
+        }
+    }
+
+    #[test]
+    fn a_target_array_of_the_wrong_shape_is_an_error() {
+        let e = cross_entropy_probs(&Z, &T[..11], 3, 4, &CrossEntropyOptions::default());
+        assert!(matches!(
+            e,
+            Err(crate::error::Error::LengthMismatch {
+                what: "targets",
+                expected: 12,
+                actual: 11
+            })
+        ));
+    }
 }

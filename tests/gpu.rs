@@ -7,8 +7,8 @@ mod common;
 use common::{Rng, assert_close, assert_output_close, contexts};
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
-    BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, Error,
-    Reduction, Strategy, reference,
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets,
+    Error, Reduction, Strategy, reference,
 };
 
 /// Runs the host API and the reference on the same input and compares them.
@@ -311,11 +311,12 @@ impl DeviceRun {
     ) -> ml_softmax::CrossEntropyOutput {
         let bufs = DeviceCrossEntropy {
             logits: &self.logits,
-            labels: &self.labels,
-            grad: &self.grad,
+            targets: DeviceTargets::Classes(&self.labels),
+            grad: Some(&self.grad),
             loss: Some(&self.loss),
             row_loss: Some(&self.row_loss),
             lse: Some(&self.lse),
+            upstream: None,
         };
         ctx.cross_entropy_device(&bufs, rows, cols, options, Strategy::Auto)
             .unwrap();
@@ -537,11 +538,12 @@ fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
     ] {
         let bufs = DeviceCrossEntropy {
             logits: &logits,
-            labels: &labels,
-            grad,
+            targets: DeviceTargets::Classes(&labels),
+            grad: Some(grad),
             loss: None,
             row_loss: None,
             lse: None,
+            upstream: None,
         };
         let e = ctx
             .cross_entropy_device(&bufs, 4, 3, &opts, Strategy::Auto)
@@ -693,4 +695,144 @@ fn a_context_can_wrap_an_existing_device() {
         &CrossEntropyOptions::default(),
         Strategy::Auto,
     );
+}
+
+// ---- probability targets, in-place gradients, upstream gradients ----
+
+fn random_targets(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
+    let mut t: Vec<f32> = (0..rows * cols).map(|_| rng.uniform() as f32).collect();
+    for row in t.chunks_mut(cols) {
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|x| *x /= sum);
+    }
+    t
+}
+
+#[test]
+fn probability_targets_match_the_reference() {
+    let mut rng = Rng::new("probabilities");
+    for ctx in contexts() {
+        for (rows, cols) in [(17, 9), (5, 2049)] {
+            for (name, options) in options_cases(cols, &mut rng) {
+                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+                    let options = CrossEntropyOptions {
+                        reduction,
+                        ..options.clone()
+                    };
+                    let z = rng.logits(rows * cols, 3.0);
+                    let t = random_targets(&mut rng, rows, cols);
+                    let gpu = ctx
+                        .cross_entropy_probs(&z, &t, rows, cols, &options)
+                        .unwrap();
+                    let cpu = reference::cross_entropy_probs(&z, &t, rows, cols, &options).unwrap();
+                    let what = format!(
+                        "{} probs {name} {reduction:?} {rows}x{cols}",
+                        ctx.adapter_info().name
+                    );
+                    let scale = if reduction == Reduction::Mean {
+                        1.0 / rows as f32
+                    } else {
+                        1.0
+                    };
+                    assert_output_close(&what, &gpu, &cpu, scale);
+                }
+            }
+        }
+    }
+}
+
+fn storage_init(
+    ctx: &Context,
+    label: &str,
+    data: &[f32],
+    extra: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | extra,
+        })
+}
+
+/// The gradient written over the logits, probability targets on the device, and a per-row
+/// upstream gradient: each against the reference (the upstream one scaled by hand).
+#[test]
+fn in_place_probability_and_upstream_device_calls() {
+    let mut rng = Rng::new("device extras");
+    for ctx in contexts() {
+        let (rows, cols) = (23, 301);
+        let z = rng.logits(rows * cols, 2.0);
+        let labels = rng.labels(rows, cols);
+        let t = random_targets(&mut rng, rows, cols);
+        let options = CrossEntropyOptions {
+            reduction: Reduction::None,
+            label_smoothing: 0.05,
+            ..Default::default()
+        };
+        let up: Vec<f32> = (0..rows).map(|_| rng.normal(1.0)).collect();
+        let labels32: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
+        let label_buf = ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("labels"),
+                contents: bytemuck::cast_slice(&labels32),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let target_buf = storage_init(ctx, "targets", &t, wgpu::BufferUsages::empty());
+        let up_buf = storage_init(ctx, "upstream", &up, wgpu::BufferUsages::empty());
+        let nan = vec![f32::NAN; rows];
+        let row_loss = storage_init(ctx, "row_loss", &nan, wgpu::BufferUsages::empty());
+
+        for probs in [false, true] {
+            // The logits buffer receives the gradient: nothing else is written.
+            let logits = storage_init(ctx, "logits", &z, wgpu::BufferUsages::empty());
+            let targets = if probs {
+                DeviceTargets::Probabilities(&target_buf)
+            } else {
+                DeviceTargets::Classes(&label_buf)
+            };
+            let bufs = DeviceCrossEntropy {
+                logits: &logits,
+                targets,
+                grad: None,
+                loss: None,
+                row_loss: Some(&row_loss),
+                lse: None,
+                upstream: Some(&up_buf),
+            };
+            ctx.cross_entropy_device(&bufs, rows, cols, &options, Strategy::Auto)
+                .unwrap();
+            let grad = read(ctx, &logits);
+            let mut cpu = if probs {
+                reference::cross_entropy_probs(&z, &t, rows, cols, &options).unwrap()
+            } else {
+                reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap()
+            };
+            for (r, row) in cpu.grad.chunks_mut(cols).enumerate() {
+                row.iter_mut().for_each(|g| *g *= up[r]);
+            }
+            let what = format!("{} in place, probs {probs}", ctx.adapter_info().name);
+            assert_close(&format!("{what} grad"), &grad, &cpu.grad, 2e-6, 1e-4);
+            assert_close(
+                &format!("{what} row_loss"),
+                &read(ctx, &row_loss),
+                &cpu.row_loss,
+                1e-5,
+                1e-5,
+            );
+        }
+
+        // Softmax in place too.
+        let logits = storage_init(ctx, "logits", &z, wgpu::BufferUsages::empty());
+        ctx.softmax_device(&logits, None, rows, cols, false, Strategy::Auto)
+            .unwrap();
+        assert_close(
+            "softmax in place",
+            &read(ctx, &logits),
+            &reference::softmax(&z, rows, cols).unwrap(),
+            1e-7,
+            1e-4,
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! naga (wgpu's shader compiler) and translated to SPIR-V (Vulkan) and GLSL (GL), with no GPU.
 //! A shader error fails `cargo test` here even on a machine without an adapter.
 
-use ml_softmax::kernels::{ModuleKey, PipelineKey, all_pipeline_keys};
+use ml_softmax::kernels::{Io, ModuleKey, PipelineKey, TeamKind, all_pipeline_keys};
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 
 fn validator(subgroups: bool) -> Validator {
@@ -55,11 +55,19 @@ fn every_module_parses_and_validates() {
 #[test]
 fn the_workgroup_module_needs_no_subgroup_feature() {
     // GL adapters have no subgroups: the fallback must validate without the capability.
-    let parsed = parse(ModuleKey::RowSoftmaxWorkgroup);
-    validator(false)
-        .validate(&parsed)
-        .expect("team_workgroup + row_softmax must not need subgroups");
-    let parsed = parse(ModuleKey::RowSoftmaxSubgroup);
+    for io in [Io::F32, Io::F32InPlace] {
+        let parsed = parse(ModuleKey::RowSoftmax {
+            team: TeamKind::Workgroup,
+            io,
+        });
+        validator(false)
+            .validate(&parsed)
+            .expect("team_workgroup + row_softmax must not need subgroups");
+    }
+    let parsed = parse(ModuleKey::RowSoftmax {
+        team: TeamKind::Subgroup,
+        io: Io::F32,
+    });
     assert!(
         validator(false).validate(&parsed).is_err(),
         "the subgroup module should be rejected without Capabilities::SUBGROUP"

@@ -7,13 +7,13 @@ use super::{Binding, ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::Result;
 
-/// Bindings of batch_sum.wgsl, in order: params, labels, weights, row_loss, stats.
-pub const BINDINGS: &[Binding] = &[
-    Binding::Uniform,
-    Binding::Read,
-    Binding::Read,
-    Binding::Read,
-    Binding::ReadWrite,
+/// Bindings of batch_sum.wgsl: params, labels, weights, row_loss, stats.
+pub const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Uniform),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::ReadWrite),
 ];
 
 /// Floats in the stats buffer: [gradient scale, mean denominator, loss, unused].

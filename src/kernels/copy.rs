@@ -8,7 +8,11 @@ use crate::context::Context;
 use crate::error::Result;
 
 /// Bindings of copy.wgsl, in order.
-pub const BINDINGS: &[Binding] = &[Binding::Uniform, Binding::Read, Binding::ReadWrite];
+pub const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Uniform),
+    (1, Binding::Read),
+    (2, Binding::ReadWrite),
+];
 
 /// Lanes' share of the copy: each lane copies about this many elements, so the grid stays
 /// small enough for one dispatch.

@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 const ROW_SOFTMAX: &str = include_str!("../../shaders/row_softmax.wgsl");
 const TEAM_WORKGROUP: &str = include_str!("../../shaders/team_workgroup.wgsl");
 const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
+const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
+const IO_F32_INPLACE: &str = include_str!("../../shaders/io_f32_inplace.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
 const COPY: &str = include_str!("../../shaders/copy.wgsl");
 
@@ -31,13 +33,34 @@ pub const MAX_WORKGROUP_LANES: u32 = 1024;
 /// Workgroups per grid dimension that every adapter accepts (WebGPU's limit).
 pub const MAX_GRID_DIM: u32 = 65535;
 
+/// How the lanes of a row reduce together (the team file of a row_softmax module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TeamKind {
+    /// `team_workgroup.wgsl`: barrier trees in workgroup memory.
+    Workgroup,
+    /// `team_subgroup.wgsl`: one subgroup per row (needs `Features::SUBGROUP`).
+    Subgroup,
+}
+
+/// How elements are stored (the io file of a row_softmax module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Io {
+    /// `io_f32.wgsl`: f32 logits in, a separate f32 output.
+    F32,
+    /// `io_f32_inplace.wgsl`: the output overwrites the f32 logits.
+    F32InPlace,
+}
+
 /// A shader module: one WGSL source, possibly several files put together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModuleKey {
-    /// Row softmax / cross-entropy, teams in workgroup memory.
-    RowSoftmaxWorkgroup,
-    /// Row softmax / cross-entropy, one subgroup per row (needs `Features::SUBGROUP`).
-    RowSoftmaxSubgroup,
+    /// Row softmax / cross-entropy: io file + team file + row_softmax.wgsl.
+    RowSoftmax {
+        /// The team file.
+        team: TeamKind,
+        /// The io file.
+        io: Io,
+    },
     /// Batch sums for the reductions.
     BatchSum,
     /// The copy kernel.
@@ -46,9 +69,23 @@ pub enum ModuleKey {
 
 impl ModuleKey {
     /// Every module, for the shader validation test.
-    pub const ALL: [ModuleKey; 4] = [
-        ModuleKey::RowSoftmaxWorkgroup,
-        ModuleKey::RowSoftmaxSubgroup,
+    pub const ALL: [ModuleKey; 6] = [
+        ModuleKey::RowSoftmax {
+            team: TeamKind::Workgroup,
+            io: Io::F32,
+        },
+        ModuleKey::RowSoftmax {
+            team: TeamKind::Subgroup,
+            io: Io::F32,
+        },
+        ModuleKey::RowSoftmax {
+            team: TeamKind::Workgroup,
+            io: Io::F32InPlace,
+        },
+        ModuleKey::RowSoftmax {
+            team: TeamKind::Subgroup,
+            io: Io::F32InPlace,
+        },
         ModuleKey::BatchSum,
         ModuleKey::Copy,
     ];
@@ -56,34 +93,46 @@ impl ModuleKey {
     /// The complete WGSL text of the module.
     pub fn source(self) -> String {
         match self {
-            ModuleKey::RowSoftmaxWorkgroup => format!("{TEAM_WORKGROUP}\n{ROW_SOFTMAX}"),
-            ModuleKey::RowSoftmaxSubgroup => format!("{TEAM_SUBGROUP}\n{ROW_SOFTMAX}"),
+            ModuleKey::RowSoftmax { team, io } => {
+                let io = match io {
+                    Io::F32 => IO_F32,
+                    Io::F32InPlace => IO_F32_INPLACE,
+                };
+                let team = match team {
+                    TeamKind::Workgroup => TEAM_WORKGROUP,
+                    TeamKind::Subgroup => TEAM_SUBGROUP,
+                };
+                format!("{io}\n{team}\n{ROW_SOFTMAX}")
+            }
             ModuleKey::BatchSum => BATCH_SUM.to_string(),
             ModuleKey::Copy => COPY.to_string(),
         }
     }
 
     /// A label for wgpu's error messages.
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            ModuleKey::RowSoftmaxWorkgroup => "row_softmax+team_workgroup",
-            ModuleKey::RowSoftmaxSubgroup => "row_softmax+team_subgroup",
-            ModuleKey::BatchSum => "batch_sum",
-            ModuleKey::Copy => "copy",
+            ModuleKey::RowSoftmax { team, io } => format!("row_softmax {team:?} {io:?}"),
+            ModuleKey::BatchSum => "batch_sum".into(),
+            ModuleKey::Copy => "copy".into(),
         }
     }
 
     /// Whether the module needs `Features::SUBGROUP`.
     pub fn needs_subgroups(self) -> bool {
-        self == ModuleKey::RowSoftmaxSubgroup
+        matches!(
+            self,
+            ModuleKey::RowSoftmax {
+                team: TeamKind::Subgroup,
+                ..
+            }
+        )
     }
 
     /// The entry points of the module.
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
-            ModuleKey::RowSoftmaxWorkgroup | ModuleKey::RowSoftmaxSubgroup => {
-                &["softmax_main", "cross_entropy_main"]
-            }
+            ModuleKey::RowSoftmax { .. } => &["softmax_main", "cross_entropy_main"],
             ModuleKey::BatchSum => &["target_weight_sum", "mean_scale", "loss_sum"],
             ModuleKey::Copy => &["copy_main"],
         }
@@ -112,7 +161,11 @@ impl PipelineKey {
     /// The pipeline-overridable constants of this specialisation.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("WORKGROUP_SIZE", f64::from(self.workgroup_size))];
-        if self.module == ModuleKey::RowSoftmaxWorkgroup {
+        if let ModuleKey::RowSoftmax {
+            team: TeamKind::Workgroup,
+            ..
+        } = self.module
+        {
             c.push(("TEAM_SIZE", f64::from(self.team_size)));
         }
         c
@@ -228,6 +281,7 @@ pub fn grid(workgroups: u64) -> Result<(u32, u32)> {
 /// The bind group layouts and pipeline layouts of every family, built once per context.
 pub struct Layouts {
     row_softmax: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    row_softmax_inplace: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
     batch_sum: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
     copy: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
 }
@@ -237,6 +291,11 @@ impl Layouts {
     pub fn new(device: &wgpu::Device) -> Self {
         Self {
             row_softmax: layout(device, "row_softmax", row_softmax::BINDINGS),
+            row_softmax_inplace: layout(
+                device,
+                "row_softmax in place",
+                row_softmax::BINDINGS_IN_PLACE,
+            ),
             batch_sum: layout(device, "batch_sum", batch_sum::BINDINGS),
             copy: layout(device, "copy", copy::BINDINGS),
         }
@@ -254,7 +313,10 @@ impl Layouts {
 
     fn pair(&self, module: ModuleKey) -> &(wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         match module {
-            ModuleKey::RowSoftmaxWorkgroup | ModuleKey::RowSoftmaxSubgroup => &self.row_softmax,
+            ModuleKey::RowSoftmax { io: Io::F32, .. } => &self.row_softmax,
+            ModuleKey::RowSoftmax {
+                io: Io::F32InPlace, ..
+            } => &self.row_softmax_inplace,
             ModuleKey::BatchSum => &self.batch_sum,
             ModuleKey::Copy => &self.copy,
         }
@@ -275,13 +337,12 @@ pub enum Binding {
 fn layout(
     device: &wgpu::Device,
     label: &str,
-    bindings: &[Binding],
+    bindings: &[(u32, Binding)],
 ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
         .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupLayoutEntry {
-            binding: i as u32,
+        .map(|&(binding, b)| wgpu::BindGroupLayoutEntry {
+            binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
                 ty: match b {
@@ -344,26 +405,34 @@ impl<'a> Slice<'a> {
 /// `subgroup_size` (`None`: no subgroup strategy). The shader test validates each one.
 pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     let mut keys = Vec::new();
-    let mut lanes = 1;
-    while lanes <= MAX_WORKGROUP_LANES {
-        for entry in 0..2 {
-            keys.push(PipelineKey {
-                module: ModuleKey::RowSoftmaxWorkgroup,
-                entry,
-                workgroup_size: lanes.max(WORKGROUP_LANES),
-                team_size: lanes,
-            });
+    for io in [Io::F32, Io::F32InPlace] {
+        let mut lanes = 1;
+        while lanes <= MAX_WORKGROUP_LANES {
+            for entry in 0..2 {
+                keys.push(PipelineKey {
+                    module: ModuleKey::RowSoftmax {
+                        team: TeamKind::Workgroup,
+                        io,
+                    },
+                    entry,
+                    workgroup_size: lanes.max(WORKGROUP_LANES),
+                    team_size: lanes,
+                });
+            }
+            lanes *= 2;
         }
-        lanes *= 2;
-    }
-    if let Some(size) = subgroup_size {
-        for entry in 0..2 {
-            keys.push(PipelineKey {
-                module: ModuleKey::RowSoftmaxSubgroup,
-                entry,
-                workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
-                team_size: size,
-            });
+        if let Some(size) = subgroup_size {
+            for entry in 0..2 {
+                keys.push(PipelineKey {
+                    module: ModuleKey::RowSoftmax {
+                        team: TeamKind::Subgroup,
+                        io,
+                    },
+                    entry,
+                    workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
+                    team_size: size,
+                });
+            }
         }
     }
     for (entry, workgroup_size) in [(0, WORKGROUP_LANES), (1, 1), (2, WORKGROUP_LANES)] {

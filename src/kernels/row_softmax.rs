@@ -7,23 +7,39 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::{Binding, ModuleKey, PipelineKey, Slice, Strategy, grid};
+use super::{Binding, Io, ModuleKey, PipelineKey, Slice, Strategy, TeamKind, grid};
 use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// Bindings of row_softmax.wgsl, in order: params, logits, labels, weights, stats, out,
-/// row_loss, row_lse.
-pub const BINDINGS: &[Binding] = &[
-    Binding::Uniform,
-    Binding::Read,
-    Binding::Read,
-    Binding::Read,
-    Binding::Read,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
+/// Bindings of row_softmax.wgsl (with io_f32.wgsl): params, logits, labels, weights, scales,
+/// targets, out, row_loss, row_lse.
+pub const BINDINGS: &[(u32, Binding)] = &[
+    (0, Binding::Uniform),
+    (1, Binding::Read),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::Read),
+    (6, Binding::ReadWrite),
+    (7, Binding::ReadWrite),
+    (8, Binding::ReadWrite),
 ];
+
+/// Bindings with io_f32_inplace.wgsl: the logits are written, there is no `out`.
+pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
+    (0, Binding::Uniform),
+    (1, Binding::ReadWrite),
+    (2, Binding::Read),
+    (3, Binding::Read),
+    (4, Binding::Read),
+    (5, Binding::Read),
+    (7, Binding::ReadWrite),
+    (8, Binding::ReadWrite),
+];
+
+/// Offset of the per-row upstream gradients in the scales buffer (after the stats).
+pub const UPSTREAM: usize = 4;
 
 /// `struct Params` of row_softmax.wgsl.
 #[repr(C)]
@@ -37,12 +53,20 @@ pub struct Params {
     pub logits_base: u32,
     /// Element offset of row 0 in the `labels`, `row_loss` and `row_lse` bindings.
     pub row_base: u32,
-    /// Element offset of row 0 in the `out` binding.
+    /// Element offset of row 0 in the output binding.
     pub out_base: u32,
+    /// Element offset of row 0 in the `targets` binding.
+    pub targets_base: u32,
+    /// Index of row 0 in the whole batch (for the upstream gradients in `scales`).
+    pub row_offset: u32,
     /// Label of ignored rows.
     pub ignore_index: i32,
     /// 1 when `weights` holds class weights.
     pub has_weights: u32,
+    /// 1 for probability targets (in `targets`), 0 for class indices (in `labels`).
+    pub has_targets: u32,
+    /// 1 when `scales[4 + row]` holds each row's upstream gradient.
+    pub has_upstream: u32,
     /// 1: the softmax entry writes log-probabilities.
     pub log_softmax: u32,
     /// Label smoothing.
@@ -69,22 +93,24 @@ pub enum Entry {
 pub struct RowBuffers<'a> {
     /// f32 logits, `rows * cols` elements.
     pub logits: Slice<'a>,
-    /// f32 output, `rows * cols` elements.
-    pub out: Slice<'a>,
-    /// i32 labels, `rows` elements.
+    /// f32 output, `rows * cols` elements; `None` writes the output over the logits.
+    pub out: Option<Slice<'a>>,
+    /// i32 labels, `rows` elements (any small slice with probability targets).
     pub labels: Slice<'a>,
+    /// f32 probability targets, `rows * cols` elements (any small slice with labels).
+    pub targets: Slice<'a>,
     /// f32 per-row loss, `rows` elements.
     pub row_loss: Slice<'a>,
     /// f32 per-row log-sum-exp, `rows` elements.
     pub lse: Slice<'a>,
     /// f32 class weights (any small buffer when unweighted).
     pub weights: &'a wgpu::Buffer,
-    /// The 4-float stats buffer of batch_sum.wgsl (element 0: the gradient scale).
-    pub stats: &'a wgpu::Buffer,
+    /// f32 scales: the 4 stats of batch_sum.wgsl, then the upstream gradient of each row.
+    pub scales: &'a wgpu::Buffer,
 }
 
 /// Workgroup size, team size and module of a concrete strategy on this context.
-pub fn shape_of(ctx: &Context, strategy: Strategy) -> Result<(ModuleKey, u32, u32)> {
+pub fn shape_of(ctx: &Context, strategy: Strategy, io: Io) -> Result<(ModuleKey, u32, u32)> {
     let max = ctx
         .limits
         .max_compute_invocations_per_workgroup
@@ -92,7 +118,10 @@ pub fn shape_of(ctx: &Context, strategy: Strategy) -> Result<(ModuleKey, u32, u3
         .min(MAX_WORKGROUP_LANES);
     let (module, workgroup, team) = match strategy {
         Strategy::Workgroup { lanes } => (
-            ModuleKey::RowSoftmaxWorkgroup,
+            ModuleKey::RowSoftmax {
+                team: TeamKind::Workgroup,
+                io,
+            },
             lanes.max(WORKGROUP_LANES),
             lanes,
         ),
@@ -103,7 +132,10 @@ pub fn shape_of(ctx: &Context, strategy: Strategy) -> Result<(ModuleKey, u32, u3
                     .into(),
             })?;
             (
-                ModuleKey::RowSoftmaxSubgroup,
+                ModuleKey::RowSoftmax {
+                    team: TeamKind::Subgroup,
+                    io,
+                },
                 SUBGROUP_WORKGROUP_LANES.max(size),
                 size,
             )
@@ -133,7 +165,12 @@ pub fn record(
     mut params: Params,
     timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
 ) -> Result<()> {
-    let (module, workgroup_size, team_size) = shape_of(ctx, strategy)?;
+    let io = if bufs.out.is_some() {
+        Io::F32
+    } else {
+        Io::F32InPlace
+    };
+    let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io)?;
     let pipeline = ctx.pipeline(PipelineKey {
         module,
         entry: entry as usize,
@@ -142,8 +179,8 @@ pub fn record(
     })?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (logits, logits_base) = bufs.logits.bind(align);
-    let (out, out_base) = bufs.out.bind(align);
     let (labels, row_base) = bufs.labels.bind(align);
+    let (targets, targets_base) = bufs.targets.bind(align);
     let (row_loss, loss_base) = bufs.row_loss.bind(align);
     let (lse, lse_base) = bufs.lse.bind(align);
     if loss_base != row_base || lse_base != row_base {
@@ -152,8 +189,25 @@ pub fn record(
         ));
     }
     params.logits_base = logits_base;
-    params.out_base = out_base;
     params.row_base = row_base;
+    params.targets_base = targets_base;
+    let mut entries = vec![
+        part(1, logits),
+        part(2, labels),
+        whole(3, bufs.weights),
+        whole(4, bufs.scales),
+        part(5, targets),
+        part(7, row_loss),
+        part(8, lse),
+    ];
+    match bufs.out {
+        Some(out) => {
+            let (out, out_base) = out.bind(align);
+            params.out_base = out_base;
+            entries.push(part(6, out));
+        }
+        None => params.out_base = logits_base,
+    }
     let uniform = ctx
         .device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -161,19 +215,11 @@ pub fn record(
             contents: bytemuck::bytes_of(&params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
+    entries.push(whole(0, &uniform));
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("row_softmax"),
         layout: ctx.layouts.bind_group_layout(module),
-        entries: &[
-            whole(0, &uniform),
-            part(1, logits),
-            part(2, labels),
-            whole(3, bufs.weights),
-            whole(4, bufs.stats),
-            part(5, out),
-            part(6, row_loss),
-            part(7, lse),
-        ],
+        entries: &entries,
     });
     let rows_per_workgroup = u64::from(workgroup_size / team_size);
     let (x, y) = grid(u64::from(params.rows).div_ceil(rows_per_workgroup))?;
