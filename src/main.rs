@@ -7,7 +7,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ml_softmax::npy::{self, NpyData};
 use ml_softmax::{
-    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Reduction, Strategy, reference,
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Reduction, Strategy, Targets,
+    reference,
 };
 
 mod cli_bench;
@@ -102,9 +103,12 @@ struct XentArgs {
     /// float32 logits [rows, cols].
     #[arg(long)]
     logits: PathBuf,
-    /// int64 or int32 class indices [rows].
+    /// int64 or int32 class indices [rows] (or give --targets).
+    #[arg(long, required_unless_present = "targets", conflicts_with = "targets")]
+    labels: Option<PathBuf>,
+    /// float32 probability targets [rows, cols], in place of --labels.
     #[arg(long)]
-    labels: PathBuf,
+    targets: Option<PathBuf>,
     /// Output: the loss (0-d for mean/sum, [rows] for none), float32.
     #[arg(long)]
     loss_out: PathBuf,
@@ -117,6 +121,12 @@ struct XentArgs {
     /// Output (optional): per-row loss [rows], beside a reduced loss.
     #[arg(long)]
     row_loss_out: Option<PathBuf>,
+    /// Output (optional): softmax probabilities [rows, cols] (of the soft-capped logits).
+    #[arg(long)]
+    probs_out: Option<PathBuf>,
+    /// Output (optional): log-softmax [rows, cols] (of the soft-capped logits).
+    #[arg(long)]
+    log_probs_out: Option<PathBuf>,
     /// How row losses are combined.
     #[arg(long, value_enum, default_value = "mean")]
     reduction: ReductionArg,
@@ -426,7 +436,6 @@ impl Outputs {
 
 fn xent(args: &XentArgs) -> Result<(), String> {
     let (logits, rows, cols) = read_matrix(&args.logits, "logits")?;
-    let labels = read_labels(&args.labels, rows)?;
     let weight = match &args.weight {
         Some(p) => Some(read_vector(p, cols, "weight")?),
         None => None,
@@ -446,17 +455,45 @@ fn xent(args: &XentArgs) -> Result<(), String> {
     let strategy: Strategy = args.strategy.parse().map_err(|e| format!("{e}"))?;
     // Check everything the library checks before touching the GPU, so bad input fails fast.
     options.validate(cols).map_err(|e| e.to_string())?;
-    options
-        .check_labels(&labels, cols)
-        .map_err(|e| format!("{}: {e}", args.labels.display()))?;
+    let (labels, probs) = match (&args.labels, &args.targets) {
+        (Some(path), _) => {
+            let labels = read_labels(path, rows)?;
+            options
+                .check_labels(&labels, cols)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            (labels, None)
+        }
+        (None, Some(path)) => {
+            let (t, t_rows, t_cols) = read_matrix(path, "targets")?;
+            if (t_rows, t_cols) != (rows, cols) {
+                return Err(format!(
+                    "{}: targets must have the logits' shape [{rows}, {cols}], got [{t_rows}, \
+                     {t_cols}]",
+                    path.display()
+                ));
+            }
+            (Vec::new(), Some(t))
+        }
+        (None, None) => return Err("give --labels or --targets".into()),
+    };
     let mut paths = vec![args.loss_out.as_path(), args.grad_out.as_path()];
-    paths.extend(args.lse_out.as_deref());
-    paths.extend(args.row_loss_out.as_deref());
+    for p in [
+        &args.lse_out,
+        &args.row_loss_out,
+        &args.probs_out,
+        &args.log_probs_out,
+    ] {
+        paths.extend(p.as_deref());
+    }
     Outputs::check_folders(&paths)?;
 
     let ctx = args.gpu.context()?;
+    let targets = match &probs {
+        Some(t) => Targets::Probabilities(t),
+        None => Targets::Classes(&labels),
+    };
     let out = ctx
-        .cross_entropy_with(&logits, &labels, rows, cols, &options, strategy)
+        .cross_entropy_targets(&logits, targets, rows, cols, &options, strategy)
         .map_err(|e| e.to_string())?;
     let mut outputs = Outputs::default();
     match options.reduction {
@@ -470,7 +507,29 @@ fn xent(args: &XentArgs) -> Result<(), String> {
     if let Some(p) = &args.row_loss_out {
         outputs.add(p, &[rows], out.row_loss);
     }
+    // Probabilities are a second output array: a softmax pass over the (capped) logits.
+    for (path, log) in [(&args.probs_out, false), (&args.log_probs_out, true)] {
+        if let Some(path) = path {
+            let capped = soft_capped(&logits, options.softcap);
+            let p = ctx
+                .softmax_with(&capped, rows, cols, log, strategy)
+                .map_err(|e| e.to_string())?;
+            outputs.add(path, &[rows, cols], p);
+        }
+    }
     outputs.write()
+}
+
+/// The logits as the loss sees them: `c * tanh(z / c)` with soft-capping.
+fn soft_capped(logits: &[f32], softcap: f32) -> Vec<f32> {
+    if softcap > 0.0 {
+        logits
+            .iter()
+            .map(|z| softcap * (z / softcap).tanh())
+            .collect()
+    } else {
+        logits.to_vec()
+    }
 }
 
 fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool) -> Result<(), String> {

@@ -585,3 +585,80 @@ fn error_output_directory_missing() {
         read_f32(&loss, &[]);
     }
 }
+
+#[test]
+fn xent_probability_targets_softcap_and_probability_outputs() {
+    let dir = Scratch::new("probs");
+    let z = logits(ROWS * COLS);
+    let mut t: Vec<f32> = logits(ROWS * COLS).iter().map(|v| v.abs() + 0.1).collect();
+    for row in t.chunks_mut(COLS) {
+        let s: f32 = row.iter().sum();
+        row.iter_mut().for_each(|x| *x /= s);
+    }
+    let l = dir.npy("logits.npy", &[ROWS, COLS], NpyData::F32(z.clone()));
+    let tp = dir.npy("targets.npy", &[ROWS, COLS], NpyData::F32(t.clone()));
+    let (loss, grad) = (dir.path("loss.npy"), dir.path("grad.npy"));
+    let (probs, log_probs) = (dir.path("p.npy"), dir.path("logp.npy"));
+    let out = run(&[
+        &"xent",
+        &"--backend",
+        &"vulkan",
+        &"--softcap",
+        &"2.5",
+        &"--label-smoothing",
+        &"0.1",
+        &"--logits",
+        &l,
+        &"--targets",
+        &tp,
+        &"--loss-out",
+        &loss,
+        &"--grad-out",
+        &grad,
+        &"--probs-out",
+        &probs,
+        &"--log-probs-out",
+        &log_probs,
+    ]);
+    assert_success(&out);
+    let options = CrossEntropyOptions {
+        softcap: 2.5,
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    let want = reference::cross_entropy_probs(&z, &t, ROWS, COLS, &options).unwrap();
+    assert_close("loss", &read_f32(&loss, &[]), &[want.loss]);
+    assert_close("grad", &read_f32(&grad, &[ROWS, COLS]), &want.grad);
+    let capped: Vec<f32> = z.iter().map(|v| 2.5 * (v / 2.5).tanh()).collect();
+    let p = reference::softmax(&capped, ROWS, COLS).unwrap();
+    let logp = reference::log_softmax(&capped, ROWS, COLS).unwrap();
+    assert_close("probs", &read_f32(&probs, &[ROWS, COLS]), &p);
+    assert_close("log probs", &read_f32(&log_probs, &[ROWS, COLS]), &logp);
+}
+
+#[test]
+fn error_targets_of_the_wrong_shape() {
+    let dir = Scratch::new("targets-shape");
+    let l = dir.npy(
+        "logits.npy",
+        &[ROWS, COLS],
+        NpyData::F32(logits(ROWS * COLS)),
+    );
+    let t = dir.npy(
+        "t.npy",
+        &[ROWS, COLS - 1],
+        NpyData::F32(logits(ROWS * (COLS - 1))),
+    );
+    let out = run(&[
+        &"xent",
+        &"--logits",
+        &l,
+        &"--targets",
+        &t,
+        &"--loss-out",
+        &dir.path("loss.npy"),
+        &"--grad-out",
+        &dir.path("grad.npy"),
+    ]);
+    assert_error(&out, &["targets must have the logits' shape"]);
+}
