@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use clap::Args;
 use ml_softmax::wgpu;
-use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Strategy};
+use ml_softmax::{
+    Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Precision, Strategy,
+};
 
 use crate::GpuArgs;
 
@@ -202,6 +204,7 @@ impl Buffers {
     fn device(&self) -> DeviceCrossEntropy<'_> {
         DeviceCrossEntropy {
             logits: &self.logits,
+            precision: Precision::F32,
             targets: DeviceTargets::Classes(&self.labels),
             grad: Some(&self.grad),
             loss: Some(&self.loss),

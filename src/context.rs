@@ -226,6 +226,7 @@ impl Context {
     /// A context on this adapter, asking for its real limits and the optional features used.
     pub fn from_adapter(adapter: &wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
         let wanted = wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let features = adapter.features() & wanted;
@@ -413,10 +414,10 @@ impl Context {
         Ok(value)
     }
 
-    /// Maps `staging` (MAP_READ) after the work that fills it was submitted and waited for,
-    /// and copies `len` f32 out of it.
-    pub(crate) fn read_f32(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-        let bytes = (len * 4) as u64;
+    /// Maps `staging` (MAP_READ) after the work that fills it was submitted, waits for it,
+    /// and copies the first `len` bytes out.
+    pub(crate) fn read_bytes(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<u8>> {
+        let bytes = len as u64;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
@@ -437,7 +438,7 @@ impl Context {
             let view = staging
                 .get_mapped_range(0..bytes)
                 .map_err(|e| Error::Wait(format!("reading the mapped buffer: {e}")))?;
-            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+            view.to_vec()
         };
         staging.unmap();
         Ok(out)

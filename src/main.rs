@@ -7,8 +7,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ml_softmax::npy::{self, NpyData};
 use ml_softmax::{
-    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Reduction, Strategy, Targets,
-    reference,
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Precision, Reduction, Strategy,
+    Targets, reference,
 };
 
 mod cli_bench;
@@ -334,6 +334,36 @@ fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), Stri
     }
 }
 
+/// Logits as the file holds them: float32, or float16 bits (kept as they are: the GPU reads
+/// them and writes a float16 gradient).
+enum Logits {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+fn read_logits(path: &Path) -> Result<(Logits, usize, usize), String> {
+    let array = read_npy(path)?;
+    let (rows, cols) = match array.shape[..] {
+        [rows, cols] => (rows, cols),
+        _ => {
+            return Err(format!(
+                "{}: logits must be 2-D [rows, cols], got shape {:?}",
+                path.display(),
+                array.shape
+            ));
+        }
+    };
+    match array.data {
+        NpyData::F32(v) => Ok((Logits::F32(v), rows, cols)),
+        NpyData::F16(v) => Ok((Logits::F16(v), rows, cols)),
+        other => Err(format!(
+            "{}: logits must be float32 or float16, got {}",
+            path.display(),
+            other.dtype()
+        )),
+    }
+}
+
 fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
     let array = read_npy(path)?;
     if array.shape != [rows] {
@@ -378,7 +408,7 @@ fn read_vector(path: &Path, len: usize, what: &str) -> Result<Vec<f32>, String> 
 /// removes the temporary files, so no output is half-written and no set is half-updated.
 #[derive(Default)]
 struct Outputs {
-    files: Vec<(PathBuf, Vec<usize>, Vec<f32>)>,
+    files: Vec<(PathBuf, Vec<usize>, NpyData)>,
 }
 
 impl Outputs {
@@ -400,6 +430,10 @@ impl Outputs {
     }
 
     fn add(&mut self, path: &Path, shape: &[usize], data: Vec<f32>) {
+        self.add_data(path, shape, NpyData::F32(data));
+    }
+
+    fn add_data(&mut self, path: &Path, shape: &[usize], data: NpyData) {
         self.files.push((path.to_path_buf(), shape.to_vec(), data));
     }
 
@@ -413,7 +447,7 @@ impl Outputs {
                 name.unwrap_or_default(),
                 std::process::id()
             ));
-            if let Err(e) = npy::write(&tmp, &shape, &NpyData::F32(data)) {
+            if let Err(e) = npy::write(&tmp, &shape, &data) {
                 result = Err(format!("{}: {e}", path.display()));
                 break;
             }
@@ -435,7 +469,7 @@ impl Outputs {
 }
 
 fn xent(args: &XentArgs) -> Result<(), String> {
-    let (logits, rows, cols) = read_matrix(&args.logits, "logits")?;
+    let (logits, rows, cols) = read_logits(&args.logits)?;
     let weight = match &args.weight {
         Some(p) => Some(read_vector(p, cols, "weight")?),
         None => None,
@@ -492,29 +526,52 @@ fn xent(args: &XentArgs) -> Result<(), String> {
         Some(t) => Targets::Probabilities(t),
         None => Targets::Classes(&labels),
     };
-    let out = ctx
-        .cross_entropy_targets(&logits, targets, rows, cols, &options, strategy)
-        .map_err(|e| e.to_string())?;
     let mut outputs = Outputs::default();
+    let (loss, row_loss, lse) = match &logits {
+        Logits::F32(z) => {
+            let out = ctx
+                .cross_entropy_targets(z, targets, rows, cols, &options, strategy)
+                .map_err(|e| e.to_string())?;
+            outputs.add(&args.grad_out, &[rows, cols], out.grad);
+            (out.loss, out.row_loss, out.lse)
+        }
+        Logits::F16(z) => {
+            let out = ctx
+                .cross_entropy_half(z, Precision::F16, targets, rows, cols, &options, strategy)
+                .map_err(|e| e.to_string())?;
+            outputs.add_data(&args.grad_out, &[rows, cols], NpyData::F16(out.grad));
+            (out.loss, out.row_loss, out.lse)
+        }
+    };
     match options.reduction {
-        Reduction::None => outputs.add(&args.loss_out, &[rows], out.row_loss.clone()),
-        _ => outputs.add(&args.loss_out, &[], vec![out.loss]),
+        Reduction::None => outputs.add(&args.loss_out, &[rows], row_loss.clone()),
+        _ => outputs.add(&args.loss_out, &[], vec![loss]),
     }
-    outputs.add(&args.grad_out, &[rows, cols], out.grad);
     if let Some(p) = &args.lse_out {
-        outputs.add(p, &[rows], out.lse);
+        outputs.add(p, &[rows], lse);
     }
     if let Some(p) = &args.row_loss_out {
-        outputs.add(p, &[rows], out.row_loss);
+        outputs.add(p, &[rows], row_loss);
     }
     // Probabilities are a second output array: a softmax pass over the (capped) logits.
     for (path, log) in [(&args.probs_out, false), (&args.log_probs_out, true)] {
         if let Some(path) = path {
-            let capped = soft_capped(&logits, options.softcap);
-            let p = ctx
-                .softmax_with(&capped, rows, cols, log, strategy)
-                .map_err(|e| e.to_string())?;
-            outputs.add(path, &[rows, cols], p);
+            let data = match &logits {
+                Logits::F32(z) => NpyData::F32(
+                    ctx.softmax_with(&soft_capped(z, options.softcap), rows, cols, log, strategy)
+                        .map_err(|e| e.to_string())?,
+                ),
+                Logits::F16(_) if options.softcap > 0.0 => {
+                    return Err(
+                        "--probs-out / --log-probs-out with --softcap need float32 logits".into(),
+                    );
+                }
+                Logits::F16(z) => NpyData::F16(
+                    ctx.softmax_half(z, Precision::F16, rows, cols, log, strategy)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            outputs.add_data(path, &[rows, cols], data);
         }
     }
     outputs.write()
@@ -533,13 +590,20 @@ fn soft_capped(logits: &[f32], softcap: f32) -> Vec<f32> {
 }
 
 fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool) -> Result<(), String> {
-    let (z, rows, cols) = read_matrix(logits, "logits")?;
+    let (z, rows, cols) = read_logits(logits)?;
     Outputs::check_folders(&[out])?;
     let ctx = gpu.context()?;
-    let p = ctx
-        .softmax_with(&z, rows, cols, log, Strategy::Auto)
-        .map_err(|e| e.to_string())?;
+    let data = match &z {
+        Logits::F32(z) => NpyData::F32(
+            ctx.softmax_with(z, rows, cols, log, Strategy::Auto)
+                .map_err(|e| e.to_string())?,
+        ),
+        Logits::F16(z) => NpyData::F16(
+            ctx.softmax_half(z, Precision::F16, rows, cols, log, Strategy::Auto)
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let mut outputs = Outputs::default();
-    outputs.add(out, &[rows, cols], p);
+    outputs.add_data(out, &[rows, cols], data);
     outputs.write()
 }

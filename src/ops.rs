@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
 use crate::kernels::row_softmax::{self, Entry, RowBuffers, UPSTREAM};
-use crate::kernels::{Slice, Strategy};
+use crate::kernels::{Precision, Slice, Strategy};
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
@@ -40,11 +40,15 @@ pub enum DeviceTargets<'a> {
 /// (`COPY_SRC`).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceCrossEntropy<'a> {
-    /// f32 logits, row-major `[rows, cols]`.
+    /// Logits, row-major `[rows, cols]`, in `precision`.
     pub logits: &'a wgpu::Buffer,
+    /// The storage format of `logits` and `grad` (f32 unless you keep half-precision
+    /// logits; the arithmetic is f32 either way). 2-byte buffers must be padded to a
+    /// multiple of 4 bytes.
+    pub precision: Precision,
     /// Class indices or probabilities.
     pub targets: DeviceTargets<'a>,
-    /// f32 gradient output, `[rows, cols]`; `None` writes the gradient over `logits`
+    /// Gradient output, `[rows, cols]` in `precision`; `None` writes the gradient over `logits`
     /// (in place: one `[rows, cols]` buffer per step instead of two).
     pub grad: Option<&'a wgpu::Buffer>,
     /// Receives the reduced loss as one f32 at offset 0 (`None`: not written).
@@ -146,9 +150,74 @@ impl Context {
         options: &CrossEntropyOptions,
         strategy: Strategy,
     ) -> Result<CrossEntropyOutput> {
-        self.check_alive()?;
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
+        let bytes = bytemuck::cast_slice(logits);
+        let out = self.host_cross_entropy(
+            bytes,
+            Precision::F32,
+            targets,
+            rows,
+            cols,
+            options,
+            strategy,
+        )?;
+        Ok(CrossEntropyOutput {
+            loss: out.loss,
+            row_loss: out.row_loss,
+            lse: out.lse,
+            grad: bytemuck::pod_collect_to_vec(&out.grad),
+        })
+    }
+
+    /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
+    /// gradient comes back in the same format; loss, row losses and lse as f32. All
+    /// arithmetic is f32. `F16` needs an adapter with `Features::SHADER_F16`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_half(
+        &self,
+        logits: &[u16],
+        precision: Precision,
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> Result<HalfCrossEntropyOutput> {
+        let n = check_shape(rows, cols)?;
+        check_len("logits", n, logits.len())?;
+        if precision == Precision::F32 {
+            return Err(Error::InvalidOption {
+                name: "precision",
+                value: "F32".into(),
+                reason: "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
+            });
+        }
+        let bytes = bytemuck::cast_slice(logits);
+        let out =
+            self.host_cross_entropy(bytes, precision, targets, rows, cols, options, strategy)?;
+        Ok(HalfCrossEntropyOutput {
+            loss: out.loss,
+            row_loss: out.row_loss,
+            lse: out.lse,
+            grad: bytemuck::pod_collect_to_vec(&out.grad),
+        })
+    }
+
+    /// The host cross-entropy on logits stored as `precision`, as bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn host_cross_entropy(
+        &self,
+        logits: &[u8],
+        precision: Precision,
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> Result<RawOutput> {
+        self.check_alive()?;
+        let n = check_shape(rows, cols)?;
         options.validate(cols)?;
         let cols32 = self.check_cols(cols)?;
         let strategy = self.resolve(strategy, cols);
@@ -189,20 +258,22 @@ impl Context {
             cols,
             per_row: true,
             targets: probs.is_some(),
+            precision,
         };
         let bufs = self.scoped(|| HostBuffers::new(self, layout, &stats))?;
-        let mut out = CrossEntropyOutput {
+        let eb = precision.bytes() as usize;
+        let mut out = RawOutput {
             loss: 0.0,
             row_loss: Vec::with_capacity(rows),
             lse: Vec::with_capacity(rows),
-            grad: Vec::with_capacity(n),
+            grad: Vec::with_capacity(n * eb),
         };
         for first in (0..rows).step_by(chunk_rows) {
             let count = chunk_rows.min(rows - first);
             let elems = count * cols;
             // Upload and dispatch inside an error scope; wait and read back outside it.
             self.scoped(|| {
-                bufs.upload(self, &logits[first * cols..][..elems]);
+                bufs.upload(self, &logits[first * cols * eb..][..elems * eb], elems);
                 match probs {
                     Some(t) => bufs.upload_targets(self, &t[first * cols..][..elems]),
                     None => bufs.upload_labels(self, &gpu_labels[first..][..count]),
@@ -238,11 +309,13 @@ impl Context {
                 self.queue.submit([encoder.finish()]);
                 Ok(())
             })?;
-            let back = self.read_f32(&bufs.staging, elems + 2 * count + STATS_LEN)?;
-            out.grad.extend_from_slice(&back[..elems]);
-            out.row_loss.extend_from_slice(&back[elems..][..count]);
-            out.lse.extend_from_slice(&back[elems + count..][..count]);
-            out.loss = back[elems + 2 * count + STATS_LOSS];
+            let out_bytes = padded(elems * eb);
+            let back = self.read_bytes(&bufs.staging, out_bytes + (2 * count + STATS_LEN) * 4)?;
+            out.grad.extend_from_slice(&back[..elems * eb]);
+            let tail: Vec<f32> = bytemuck::pod_collect_to_vec(&back[out_bytes..]);
+            out.row_loss.extend_from_slice(&tail[..count]);
+            out.lse.extend_from_slice(&tail[count..][..count]);
+            out.loss = tail[2 * count + STATS_LOSS];
         }
         Ok(out)
     }
@@ -273,9 +346,42 @@ impl Context {
         log: bool,
         strategy: Strategy,
     ) -> Result<Vec<f32>> {
-        self.check_alive()?;
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
+        let bytes = bytemuck::cast_slice(logits);
+        let out = self.host_softmax(bytes, Precision::F32, rows, cols, log, strategy)?;
+        Ok(bytemuck::pod_collect_to_vec(&out))
+    }
+
+    /// Softmax or log-softmax of half-precision logits (`F16` or `Bf16` bits), with the
+    /// output in the same format.
+    pub fn softmax_half(
+        &self,
+        logits: &[u16],
+        precision: Precision,
+        rows: usize,
+        cols: usize,
+        log: bool,
+        strategy: Strategy,
+    ) -> Result<Vec<u16>> {
+        let n = check_shape(rows, cols)?;
+        check_len("logits", n, logits.len())?;
+        let bytes = bytemuck::cast_slice(logits);
+        let out = self.host_softmax(bytes, precision, rows, cols, log, strategy)?;
+        Ok(bytemuck::pod_collect_to_vec(&out))
+    }
+
+    fn host_softmax(
+        &self,
+        logits: &[u8],
+        precision: Precision,
+        rows: usize,
+        cols: usize,
+        log: bool,
+        strategy: Strategy,
+    ) -> Result<Vec<u8>> {
+        self.check_alive()?;
+        let n = check_shape(rows, cols)?;
         let cols32 = self.check_cols(cols)?;
         let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
@@ -286,14 +392,16 @@ impl Context {
             cols,
             per_row: false,
             targets: false,
+            precision,
         };
         let bufs = self.scoped(|| HostBuffers::new(self, layout, &[1.0, 0.0, 0.0, 0.0]))?;
-        let mut out = Vec::with_capacity(n);
+        let eb = precision.bytes() as usize;
+        let mut out = Vec::with_capacity(n * eb);
         for first in (0..rows).step_by(chunk_rows) {
             let count = chunk_rows.min(rows - first);
             let elems = count * cols;
             self.scoped(|| {
-                bufs.upload(self, &logits[first * cols..][..elems]);
+                bufs.upload(self, &logits[first * cols * eb..][..elems * eb], elems);
                 let mut encoder = self.encoder();
                 let mut params = prepared.params;
                 params.rows = count as u32;
@@ -307,11 +415,13 @@ impl Context {
                     params,
                     None,
                 )?;
-                encoder.copy_buffer_to_buffer(&bufs.out, 0, &bufs.staging, 0, (elems * 4) as u64);
+                let bytes = padded(elems * eb) as u64;
+                encoder.copy_buffer_to_buffer(&bufs.out, 0, &bufs.staging, 0, bytes);
                 self.queue.submit([encoder.finish()]);
                 Ok(())
             })?;
-            out.extend_from_slice(&self.read_f32(&bufs.staging, elems)?);
+            let back = self.read_bytes(&bufs.staging, padded(elems * eb))?;
+            out.extend_from_slice(&back[..elems * eb]);
         }
         Ok(out)
     }
@@ -360,7 +470,8 @@ impl Context {
         })?;
         let rows64 = rows as u64;
         let storage = wgpu::BufferUsages::STORAGE;
-        check_buffer("logits", bufs.logits, n, storage)?;
+        let eb = bufs.precision.bytes();
+        check_bytes("logits", bufs.logits, n * eb, storage)?;
         let (labels, targets) = match bufs.targets {
             DeviceTargets::Classes(b) => {
                 check_buffer("labels", b, rows64, storage)?;
@@ -372,7 +483,7 @@ impl Context {
             }
         };
         if let Some(b) = bufs.grad {
-            check_buffer("grad", b, n, storage)?;
+            check_bytes("grad", b, n * eb, storage)?;
         }
         if let Some(b) = bufs.loss {
             check_buffer("loss", b, 1, wgpu::BufferUsages::COPY_DST)?;
@@ -422,15 +533,12 @@ impl Context {
         }
 
         let chunk_rows = self.chunk_rows(cols)?;
-        let row_slice = |b, first: usize, count: usize| Slice {
-            buffer: b,
-            start: first as u64,
-            len: count as u64,
-        };
-        let elem_slice = |b, first: usize, count: usize| Slice {
+        let row_slice = |b, first: usize, count: usize| Slice::words(b, first as u64, count as u64);
+        let elem_slice = |b, first: usize, count: usize, elem_bytes| Slice {
             buffer: b,
             start: (first * cols) as u64,
             len: (count * cols) as u64,
+            elem_bytes,
         };
         let tiny_slice = row_slice(&tiny, 0, 1);
         let sum_params = |count: usize| batch_sum::Params {
@@ -472,10 +580,11 @@ impl Context {
         for first in (0..rows).step_by(chunk_rows) {
             let count = chunk_rows.min(rows - first);
             let rb = RowBuffers {
-                logits: elem_slice(bufs.logits, first, count),
-                out: bufs.grad.map(|g| elem_slice(g, first, count)),
+                logits: elem_slice(bufs.logits, first, count, eb),
+                out: bufs.grad.map(|g| elem_slice(g, first, count, eb)),
+                precision: bufs.precision,
                 labels: labels.map_or(tiny_slice, |b| row_slice(b, first, count)),
-                targets: targets.map_or(tiny_slice, |b| elem_slice(b, first, count)),
+                targets: targets.map_or(tiny_slice, |b| elem_slice(b, first, count, 4)),
                 row_loss: row_slice(row_loss, first, count),
                 lse: row_slice(lse, first, count),
                 weights: &prepared.weights,
@@ -511,12 +620,14 @@ impl Context {
         Ok(())
     }
 
-    /// Device-resident softmax (or log-softmax) of the caller's f32 buffer `logits` into
-    /// `out` (`None`: in place, over `logits`).
+    /// Device-resident softmax (or log-softmax) of the caller's buffer `logits` (stored as
+    /// `precision`) into `out` (`None`: in place, over `logits`).
+    #[allow(clippy::too_many_arguments)]
     pub fn softmax_device(
         &self,
         logits: &wgpu::Buffer,
         out: Option<&wgpu::Buffer>,
+        precision: Precision,
         rows: usize,
         cols: usize,
         log: bool,
@@ -525,9 +636,10 @@ impl Context {
         self.check_alive()?;
         let n = check_shape(rows, cols)? as u64;
         let cols32 = self.check_cols(cols)?;
-        check_buffer("logits", logits, n, wgpu::BufferUsages::STORAGE)?;
+        let eb = precision.bytes();
+        check_bytes("logits", logits, n * eb, wgpu::BufferUsages::STORAGE)?;
         if let Some(out) = out {
-            check_buffer("out", out, n, wgpu::BufferUsages::STORAGE)?;
+            check_bytes("out", out, n * eb, wgpu::BufferUsages::STORAGE)?;
         }
         let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
@@ -538,11 +650,7 @@ impl Context {
             // that no buffer is both read and written in one dispatch.
             let stand_ins: Vec<wgpu::Buffer> =
                 (0..4).map(|_| self.scales_buffer(&[0.0; 4])).collect();
-            let tiny = |i: usize| Slice {
-                buffer: &stand_ins[i],
-                start: 0,
-                len: 1,
-            };
+            let tiny = |i: usize| Slice::words(&stand_ins[i], 0, 1);
             let chunk_rows = self.chunk_rows(cols)?;
             let mut encoder = self.encoder();
             for first in (0..rows).step_by(chunk_rows) {
@@ -551,10 +659,12 @@ impl Context {
                     buffer,
                     start: (first * cols) as u64,
                     len: (count * cols) as u64,
+                    elem_bytes: eb,
                 };
                 let rb = RowBuffers {
                     logits: elems(logits),
                     out: out.map(elems),
+                    precision,
                     labels: tiny(0),
                     targets: tiny(1),
                     row_loss: tiny(2),
@@ -682,11 +792,22 @@ fn host_stats(labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN]
     [scale as f32, denominator as f32, 0.0, 0.0]
 }
 
-/// Checks a caller's buffer: its usage and that it holds at least `elems` 4-byte elements.
+/// Checks a caller's buffer of 4-byte elements: its usage and that it holds `elems`.
 fn check_buffer(
     what: &'static str,
     buffer: &wgpu::Buffer,
     elems: u64,
+    usage: wgpu::BufferUsages,
+) -> Result<()> {
+    check_bytes(what, buffer, elems * 4, usage)
+}
+
+/// Checks a caller's buffer: its usage and that it holds `bytes` (rounded up to whole
+/// 4-byte words, the granularity of storage bindings).
+fn check_bytes(
+    what: &'static str,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
     usage: wgpu::BufferUsages,
 ) -> Result<()> {
     if !buffer.usage().contains(usage) {
@@ -695,7 +816,7 @@ fn check_buffer(
             problem: format!("needs usage {usage:?}, has {:?}", buffer.usage()),
         });
     }
-    let needed = elems * 4;
+    let needed = bytes.next_multiple_of(4);
     if buffer.size() < needed {
         return Err(Error::BadBuffer {
             what,
@@ -703,6 +824,32 @@ fn check_buffer(
         });
     }
     Ok(())
+}
+
+/// `bytes` rounded up to whole 4-byte words (copies and storage bindings move words).
+fn padded(bytes: usize) -> usize {
+    bytes.next_multiple_of(4)
+}
+
+/// The output of a half-precision host cross-entropy: the gradient in the logits' format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HalfCrossEntropyOutput {
+    /// The reduced loss (see [`CrossEntropyOutput::loss`]).
+    pub loss: f32,
+    /// Per-row loss before reduction.
+    pub row_loss: Vec<f32>,
+    /// Per-row log-sum-exp.
+    pub lse: Vec<f32>,
+    /// The gradient, `[rows, cols]`, as F16 or Bf16 bits.
+    pub grad: Vec<u16>,
+}
+
+/// A host cross-entropy result with the gradient still as bytes.
+struct RawOutput {
+    loss: f32,
+    row_loss: Vec<f32>,
+    lse: Vec<f32>,
+    grad: Vec<u8>,
 }
 
 /// What the device buffers of a host call hold.
@@ -715,6 +862,8 @@ struct HostLayout {
     per_row: bool,
     /// Probability targets, `chunk_rows * cols`.
     targets: bool,
+    /// The storage format of logits and output.
+    precision: Precision,
 }
 
 /// The device buffers of one host call, sized for one chunk and reused for each chunk.
@@ -735,55 +884,55 @@ impl HostBuffers {
     fn new(ctx: &Context, layout: HostLayout, stats: &[f32; STATS_LEN]) -> Result<Self> {
         use wgpu::BufferUsages as U;
         let elems = (layout.chunk_rows * layout.cols) as u64;
+        let elem_bytes = padded((elems * layout.precision.bytes()) as usize) as u64;
         let rows = if layout.per_row {
             layout.chunk_rows as u64
         } else {
             1
         };
-        let buffer = |label, len: u64, usage| {
+        let buffer = |label, bytes: u64, usage| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: len * 4,
+                size: bytes,
                 usage,
                 mapped_at_creation: false,
             })
         };
         Ok(Self {
             layout,
-            logits: buffer("logits", elems, U::STORAGE | U::COPY_DST),
-            out: buffer("out", elems, U::STORAGE | U::COPY_SRC | U::COPY_DST),
-            labels: buffer("labels", rows, U::STORAGE | U::COPY_DST),
+            logits: buffer("logits", elem_bytes, U::STORAGE | U::COPY_DST),
+            out: buffer("out", elem_bytes, U::STORAGE | U::COPY_SRC | U::COPY_DST),
+            labels: buffer("labels", rows * 4, U::STORAGE | U::COPY_DST),
             targets: buffer(
                 "targets",
-                if layout.targets { elems } else { 1 },
+                if layout.targets { elems * 4 } else { 4 },
                 U::STORAGE | U::COPY_DST,
             ),
-            row_loss: buffer("row_loss", rows, U::STORAGE | U::COPY_SRC | U::COPY_DST),
-            lse: buffer("lse", rows, U::STORAGE | U::COPY_SRC | U::COPY_DST),
+            row_loss: buffer("row_loss", rows * 4, U::STORAGE | U::COPY_SRC | U::COPY_DST),
+            lse: buffer("lse", rows * 4, U::STORAGE | U::COPY_SRC | U::COPY_DST),
             scales: ctx.scales_buffer(stats),
             staging: buffer(
                 "staging",
-                elems + 2 * rows + STATS_LEN as u64,
+                elem_bytes + (2 * rows + STATS_LEN as u64) * 4,
                 U::MAP_READ | U::COPY_DST,
             ),
             poison: ctx.poison_outputs,
         })
     }
 
-    /// Writes one chunk of logits (and, when poisoning, NaN into the outputs so that an
-    /// element the kernel fails to write shows up).
-    fn upload(&self, ctx: &Context, logits: &[f32]) {
-        ctx.queue
-            .write_buffer(&self.logits, 0, bytemuck::cast_slice(logits));
+    /// Writes one chunk of `elems` logits, given as bytes (and, when poisoning, NaN into the
+    /// outputs so that an element the kernel fails to write shows up).
+    fn upload(&self, ctx: &Context, logits: &[u8], elems: usize) {
+        write_padded(ctx, &self.logits, logits);
         if self.poison {
-            let nan = vec![f32::NAN; logits.len()];
-            ctx.queue
-                .write_buffer(&self.out, 0, bytemuck::cast_slice(&nan));
+            // All-ones bits are a NaN in f32, f16 and bf16 alike.
+            let nan = vec![0xffu8; padded(logits.len())];
+            ctx.queue.write_buffer(&self.out, 0, &nan);
             if self.layout.per_row {
-                let rows = logits.len() / self.layout.cols;
-                let rows = bytemuck::cast_slice(&nan[..rows]);
-                ctx.queue.write_buffer(&self.row_loss, 0, rows);
-                ctx.queue.write_buffer(&self.lse, 0, rows);
+                let rows = elems / self.layout.cols;
+                let nan = vec![0xffu8; rows * 4];
+                ctx.queue.write_buffer(&self.row_loss, 0, &nan);
+                ctx.queue.write_buffer(&self.lse, 0, &nan);
             }
         }
     }
@@ -807,26 +956,30 @@ impl HostBuffers {
         // Without per-row outputs (softmax) the row buffers hold one element.
         let rows = if self.layout.per_row { rows } else { 1 };
         let targets = if self.layout.targets { elems } else { 1 };
-        let slice = |buffer, len: usize| Slice {
+        let words = |buffer, len: usize| Slice::words(buffer, 0, len as u64);
+        let data = |buffer| Slice {
             buffer,
             start: 0,
-            len: len as u64,
+            len: elems as u64,
+            elem_bytes: self.layout.precision.bytes(),
         };
         RowBuffers {
-            logits: slice(&self.logits, elems),
-            out: Some(slice(&self.out, elems)),
-            labels: slice(&self.labels, rows),
-            targets: slice(&self.targets, targets),
-            row_loss: slice(&self.row_loss, rows),
-            lse: slice(&self.lse, rows),
+            logits: data(&self.logits),
+            out: Some(data(&self.out)),
+            precision: self.layout.precision,
+            labels: words(&self.labels, rows),
+            targets: words(&self.targets, targets),
+            row_loss: words(&self.row_loss, rows),
+            lse: words(&self.lse, rows),
             weights,
             scales: &self.scales,
         }
     }
 
-    /// Staging layout: gradient, row losses, lse, stats.
+    /// Staging layout: the output (padded to whole words), row losses, lse, stats.
     fn copy_to_staging(&self, encoder: &mut wgpu::CommandEncoder, elems: usize, rows: usize) {
-        let (e, r) = ((elems * 4) as u64, (rows * 4) as u64);
+        let e = padded(elems * self.layout.precision.bytes() as usize) as u64;
+        let r = (rows * 4) as u64;
         encoder.copy_buffer_to_buffer(&self.out, 0, &self.staging, 0, e);
         encoder.copy_buffer_to_buffer(&self.row_loss, 0, &self.staging, e, r);
         encoder.copy_buffer_to_buffer(&self.lse, 0, &self.staging, e + r, r);
@@ -837,5 +990,16 @@ impl HostBuffers {
             e + 2 * r,
             (STATS_LEN * 4) as u64,
         );
+    }
+}
+
+/// `queue.write_buffer` moves whole 4-byte words: pad an odd number of 2-byte elements.
+fn write_padded(ctx: &Context, buffer: &wgpu::Buffer, bytes: &[u8]) {
+    if bytes.len() % 4 == 0 {
+        ctx.queue.write_buffer(buffer, 0, bytes);
+    } else {
+        let mut v = bytes.to_vec();
+        v.resize(padded(bytes.len()), 0);
+        ctx.queue.write_buffer(buffer, 0, &v);
     }
 }

@@ -662,3 +662,49 @@ fn error_targets_of_the_wrong_shape() {
     ]);
     assert_error(&out, &["targets must have the logits' shape"]);
 }
+
+#[test]
+fn xent_float16_logits_give_a_float16_gradient() {
+    let dir = Scratch::new("f16");
+    let (bits, z): (Vec<u16>, Vec<f32>) = logits(ROWS * COLS)
+        .iter()
+        .map(|&v| {
+            let h = half::f16::from_f32(v);
+            (h.to_bits(), h.to_f32())
+        })
+        .unzip();
+    let l = dir.npy("logits.npy", &[ROWS, COLS], NpyData::F16(bits));
+    let y = dir.npy("labels.npy", &[ROWS], NpyData::I64(LABELS.to_vec()));
+    let (loss, grad) = (dir.path("loss.npy"), dir.path("grad.npy"));
+    let out = run(&[
+        &"xent",
+        &"--backend",
+        &"vulkan",
+        &"--logits",
+        &l,
+        &"--labels",
+        &y,
+        &"--loss-out",
+        &loss,
+        &"--grad-out",
+        &grad,
+    ]);
+    assert_success(&out);
+    let want = reference::cross_entropy(&z, &LABELS, ROWS, COLS, &Default::default()).unwrap();
+    assert_close("loss", &read_f32(&loss, &[]), &[want.loss]);
+    let g = ml_softmax::npy::read(&grad).unwrap();
+    assert_eq!(g.shape, [ROWS, COLS]);
+    let NpyData::F16(g) = g.data else {
+        panic!(
+            "the gradient of float16 logits must be float16, got {}",
+            g.data.dtype()
+        )
+    };
+    for (i, (&h, &w)) in g.iter().zip(&want.grad).enumerate() {
+        let h = half::f16::from_bits(h).to_f32();
+        assert!(
+            (h - w).abs() <= 1e-7 + w.abs() / 1024.0,
+            "grad[{i}]: {h} vs {w}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Rng, assert_close, assert_output_close, contexts};
+use ml_softmax::Precision;
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets,
@@ -311,6 +312,7 @@ impl DeviceRun {
     ) -> ml_softmax::CrossEntropyOutput {
         let bufs = DeviceCrossEntropy {
             logits: &self.logits,
+            precision: Precision::F32,
             targets: DeviceTargets::Classes(&self.labels),
             grad: Some(&self.grad),
             loss: Some(&self.loss),
@@ -538,6 +540,7 @@ fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
     ] {
         let bufs = DeviceCrossEntropy {
             logits: &logits,
+            precision: Precision::F32,
             targets: DeviceTargets::Classes(&labels),
             grad: Some(grad),
             loss: None,
@@ -794,6 +797,7 @@ fn in_place_probability_and_upstream_device_calls() {
             };
             let bufs = DeviceCrossEntropy {
                 logits: &logits,
+                precision: Precision::F32,
                 targets,
                 grad: None,
                 loss: None,
@@ -825,14 +829,207 @@ fn in_place_probability_and_upstream_device_calls() {
 
         // Softmax in place too.
         let logits = storage_init(ctx, "logits", &z, wgpu::BufferUsages::empty());
-        ctx.softmax_device(&logits, None, rows, cols, false, Strategy::Auto)
-            .unwrap();
+        ctx.softmax_device(
+            &logits,
+            None,
+            Precision::F32,
+            rows,
+            cols,
+            false,
+            Strategy::Auto,
+        )
+        .unwrap();
         assert_close(
             "softmax in place",
             &read(ctx, &logits),
             &reference::softmax(&z, rows, cols).unwrap(),
             1e-7,
             1e-4,
+        );
+    }
+}
+
+// ---- half precision: f16 where the adapter has SHADER_F16, bf16 everywhere ----
+
+/// Round-trips f32 through the half format, returning the bits and the exact f32 values.
+fn to_half(z: &[f32], precision: Precision) -> (Vec<u16>, Vec<f32>) {
+    match precision {
+        Precision::F16 => z
+            .iter()
+            .map(|&v| {
+                let h = half::f16::from_f32(v);
+                (h.to_bits(), h.to_f32())
+            })
+            .unzip(),
+        Precision::Bf16 => z
+            .iter()
+            .map(|&v| {
+                let h = half::bf16::from_f32(v);
+                (h.to_bits(), h.to_f32())
+            })
+            .unzip(),
+        Precision::F32 => unreachable!(),
+    }
+}
+
+fn from_half(bits: &[u16], precision: Precision) -> Vec<f32> {
+    bits.iter()
+        .map(|&b| match precision {
+            Precision::F16 => half::f16::from_bits(b).to_f32(),
+            _ => half::bf16::from_bits(b).to_f32(),
+        })
+        .collect()
+}
+
+#[test]
+fn half_precision_logits_and_gradients() {
+    let mut rng = Rng::new("half");
+    for ctx in contexts() {
+        let has_f16 = ctx.device().features().contains(wgpu::Features::SHADER_F16);
+        for precision in [Precision::F16, Precision::Bf16] {
+            // Odd row lengths put row boundaries inside bf16 words.
+            for (rows, cols) in [(3, 3), (7, 1001), (4, 4096)] {
+                let (bits, z) = to_half(&rng.logits(rows * cols, 2.0), precision);
+                let labels = rng.labels(rows, cols);
+                let options = CrossEntropyOptions {
+                    label_smoothing: 0.1,
+                    ..Default::default()
+                };
+                let got = ctx.cross_entropy_half(
+                    &bits,
+                    precision,
+                    ml_softmax::Targets::Classes(&labels),
+                    rows,
+                    cols,
+                    &options,
+                    Strategy::Auto,
+                );
+                if precision == Precision::F16 && !has_f16 {
+                    let e = got.unwrap_err();
+                    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+                    assert!(e.to_string().contains("SHADER_F16"), "{e}");
+                    continue;
+                }
+                let got = got.unwrap();
+                // The reference sees exactly the values the GPU read.
+                let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+                let what = format!("{} {precision:?} {rows}x{cols}", ctx.adapter_info().name);
+                assert_close(
+                    &format!("{what} loss"),
+                    &[got.loss],
+                    &[cpu.loss],
+                    1e-6,
+                    2e-5,
+                );
+                assert_close(&format!("{what} lse"), &got.lse, &cpu.lse, 1e-5, 1e-5);
+                // The gradient is rounded once to the half format: within half an ulp.
+                let rel = if precision == Precision::F16 {
+                    1.0 / 1024.0
+                } else {
+                    1.0 / 128.0
+                };
+                let grad = from_half(&got.grad, precision);
+                assert_close(&format!("{what} grad"), &grad, &cpu.grad, 1e-7, rel);
+
+                let p = ctx
+                    .softmax_half(&bits, precision, rows, cols, false, Strategy::Auto)
+                    .unwrap();
+                let want = reference::softmax(&z, rows, cols).unwrap();
+                assert_close(
+                    &format!("{what} softmax"),
+                    &from_half(&p, precision),
+                    &want,
+                    1e-7,
+                    rel,
+                );
+            }
+        }
+    }
+}
+
+/// The device API on half-precision buffers: f16 in place (where the adapter has it), bf16
+/// into a separate buffer, and bf16 in place refused with a clear error.
+#[test]
+fn half_precision_on_the_device() {
+    let mut rng = Rng::new("half device");
+    for ctx in contexts() {
+        let has_f16 = ctx.device().features().contains(wgpu::Features::SHADER_F16);
+        let (rows, cols) = (9, 333); // 2997 elements: an odd count, padded to whole words
+        let labels = rng.labels(rows, cols);
+        let labels32: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
+        let label_buf = ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("labels"),
+                contents: bytemuck::cast_slice(&labels32),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let options = CrossEntropyOptions::default();
+        for precision in [Precision::F16, Precision::Bf16] {
+            if precision == Precision::F16 && !has_f16 {
+                continue;
+            }
+            let (mut bits, z) = to_half(&rng.logits(rows * cols, 2.0), precision);
+            bits.push(0); // pad to a multiple of 4 bytes
+            let half_buf = |label| {
+                ctx.device()
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(label),
+                        contents: bytemuck::cast_slice(&bits),
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    })
+            };
+            let logits = half_buf("logits");
+            let separate = half_buf("grad");
+            let in_place = precision == Precision::F16;
+            let bufs = DeviceCrossEntropy {
+                logits: &logits,
+                precision,
+                targets: DeviceTargets::Classes(&label_buf),
+                grad: if in_place { None } else { Some(&separate) },
+                loss: None,
+                row_loss: None,
+                lse: None,
+                upstream: None,
+            };
+            ctx.cross_entropy_device(&bufs, rows, cols, &options, Strategy::Auto)
+                .unwrap();
+            let written = read(ctx, if in_place { &logits } else { &separate });
+            let grad_bits: Vec<u16> =
+                bytemuck::cast_slice::<f32, u16>(&written)[..rows * cols].to_vec();
+            let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+            let rel = if precision == Precision::F16 {
+                1.0 / 1024.0
+            } else {
+                1.0 / 128.0
+            };
+            let what = format!("{} device {precision:?}", ctx.adapter_info().name);
+            assert_close(
+                &what,
+                &from_half(&grad_bits, precision),
+                &cpu.grad,
+                1e-7,
+                rel,
+            );
+        }
+        // bf16 has no in-place variant.
+        let buf = storage_init(ctx, "bf16", &[0.0; 8], wgpu::BufferUsages::empty());
+        let bufs = DeviceCrossEntropy {
+            logits: &buf,
+            precision: Precision::Bf16,
+            targets: DeviceTargets::Classes(&label_buf),
+            grad: None,
+            loss: None,
+            row_loss: None,
+            lse: None,
+            upstream: None,
+        };
+        let e = ctx
+            .cross_entropy_device(&bufs, 2, 8, &options, Strategy::Auto)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported { .. }) && e.to_string().contains("bf16"),
+            "{e}"
         );
     }
 }

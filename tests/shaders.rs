@@ -2,15 +2,18 @@
 //! naga (wgpu's shader compiler) and translated to SPIR-V (Vulkan) and GLSL (GL), with no GPU.
 //! A shader error fails `cargo test` here even on a machine without an adapter.
 
-use ml_softmax::kernels::{Io, ModuleKey, PipelineKey, TeamKind, all_pipeline_keys};
+use ml_softmax::kernels::{Io, ModuleKey, PipelineKey, Precision, TeamKind, all_pipeline_keys};
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 
-fn validator(subgroups: bool) -> Validator {
-    let caps = if subgroups {
-        Capabilities::SUBGROUP
-    } else {
-        Capabilities::empty()
-    };
+fn validator_for(module: ModuleKey) -> Validator {
+    let mut caps = Capabilities::empty();
+    if module.needs_subgroups() {
+        caps |= Capabilities::SUBGROUP;
+    }
+    if module.needs_f16() {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
+    let subgroups = module.needs_subgroups();
     let mut v = Validator::new(ValidationFlags::all(), caps);
     if subgroups {
         v.subgroup_stages(ShaderStages::COMPUTE);
@@ -31,17 +34,15 @@ fn parse(module: ModuleKey) -> naga::Module {
 
 #[test]
 fn every_module_parses_and_validates() {
-    for module in ModuleKey::ALL {
+    for module in ModuleKey::all() {
         let parsed = parse(module);
-        validator(module.needs_subgroups())
-            .validate(&parsed)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} fails validation:\n{}",
-                    module.label(),
-                    e.emit_to_string(&module.source())
-                )
-            });
+        validator_for(module).validate(&parsed).unwrap_or_else(|e| {
+            panic!(
+                "{} fails validation:\n{}",
+                module.label(),
+                e.emit_to_string(&module.source())
+            )
+        });
         for entry in module.entry_points() {
             assert!(
                 parsed.entry_points.iter().any(|ep| ep.name == *entry),
@@ -55,21 +56,26 @@ fn every_module_parses_and_validates() {
 #[test]
 fn the_workgroup_module_needs_no_subgroup_feature() {
     // GL adapters have no subgroups: the fallback must validate without the capability.
-    for io in [Io::F32, Io::F32InPlace] {
-        let parsed = parse(ModuleKey::RowSoftmax {
+    for io in Io::ALL
+        .into_iter()
+        .filter(|io| io.precision != Precision::F16)
+    {
+        let module = ModuleKey::RowSoftmax {
             team: TeamKind::Workgroup,
             io,
-        });
-        validator(false)
-            .validate(&parsed)
+        };
+        Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&parse(module))
             .expect("team_workgroup + row_softmax must not need subgroups");
     }
-    let parsed = parse(ModuleKey::RowSoftmax {
+    let module = ModuleKey::RowSoftmax {
         team: TeamKind::Subgroup,
-        io: Io::F32,
-    });
+        io: Io::ALL[0],
+    };
     assert!(
-        validator(false).validate(&parsed).is_err(),
+        Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&parse(module))
+            .is_err(),
         "the subgroup module should be rejected without Capabilities::SUBGROUP"
     );
 }
@@ -78,9 +84,8 @@ fn the_workgroup_module_needs_no_subgroup_feature() {
 /// SPIR-V and (for modules GL can run) GLSL for its entry point.
 fn specialise(key: &PipelineKey) {
     let module = key.module;
-    let subgroups = module.needs_subgroups();
     let parsed = parse(module);
-    let info = validator(subgroups).validate(&parsed).expect("validates");
+    let info = validator_for(module).validate(&parsed).expect("validates");
     let constants: naga::back::PipelineConstants = key
         .constants()
         .into_iter()
@@ -90,7 +95,7 @@ fn specialise(key: &PipelineKey) {
     let (special, special_info) =
         naga::back::pipeline_constants::process_overrides(&parsed, &info, Some(entry), &constants)
             .unwrap_or_else(|e| panic!("{key:?}: overrides rejected: {e}"));
-    validator(subgroups)
+    validator_for(module)
         .validate(&special)
         .unwrap_or_else(|e| panic!("{key:?}: specialised module fails validation: {e}"));
 
@@ -106,7 +111,8 @@ fn specialise(key: &PipelineKey) {
     )
     .unwrap_or_else(|e| panic!("{key:?}: SPIR-V output failed: {e}"));
 
-    if !subgroups {
+    // GL runs neither subgroups nor f16.
+    if !module.needs_subgroups() && !module.needs_f16() {
         let options = naga::back::glsl::Options {
             version: naga::back::glsl::Version::Embedded {
                 version: 310,

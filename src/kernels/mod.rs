@@ -20,7 +20,8 @@ const ROW_SOFTMAX: &str = include_str!("../../shaders/row_softmax.wgsl");
 const TEAM_WORKGROUP: &str = include_str!("../../shaders/team_workgroup.wgsl");
 const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
 const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
-const IO_F32_INPLACE: &str = include_str!("../../shaders/io_f32_inplace.wgsl");
+const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
+const IO_BF16: &str = include_str!("../../shaders/io_bf16.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
 const COPY: &str = include_str!("../../shaders/copy.wgsl");
 
@@ -42,13 +43,92 @@ pub enum TeamKind {
     Subgroup,
 }
 
+/// The storage format of logits and outputs (gradient, probabilities). Arithmetic is f32
+/// in every case; targets, weights and per-row values are always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// IEEE half floats (`f16` in WGSL); needs `Features::SHADER_F16`.
+    F16,
+    /// bfloat16, two per u32 word (WGSL has no bf16 type); works on every adapter.
+    Bf16,
+}
+
+impl Precision {
+    /// Bytes per element.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 | Precision::Bf16 => 2,
+        }
+    }
+}
+
 /// How elements are stored (the io file of a row_softmax module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Io {
-    /// `io_f32.wgsl`: f32 logits in, a separate f32 output.
-    F32,
-    /// `io_f32_inplace.wgsl`: the output overwrites the f32 logits.
-    F32InPlace,
+pub struct Io {
+    /// The element format.
+    pub precision: Precision,
+    /// Whether the output overwrites the logits.
+    pub in_place: bool,
+}
+
+impl Io {
+    /// Every io variant the shaders have (bf16 has no in-place variant).
+    pub const ALL: [Io; 5] = [
+        Io {
+            precision: Precision::F32,
+            in_place: false,
+        },
+        Io {
+            precision: Precision::F32,
+            in_place: true,
+        },
+        Io {
+            precision: Precision::F16,
+            in_place: false,
+        },
+        Io {
+            precision: Precision::F16,
+            in_place: true,
+        },
+        Io {
+            precision: Precision::Bf16,
+            in_place: false,
+        },
+    ];
+
+    /// The WGSL text of the io file.
+    fn source(self) -> String {
+        let text = match self.precision {
+            Precision::F32 => IO_F32,
+            Precision::F16 => IO_F16,
+            Precision::Bf16 => IO_BF16,
+        };
+        if self.in_place {
+            in_place(text)
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// The in-place variant of an io file (see io_f32.wgsl): `logits` becomes read_write, the
+/// `out` binding (6) is dropped, and every store goes to `logits`.
+fn in_place(io: &str) -> String {
+    io.lines()
+        .filter(|line| !line.contains("@binding(6)"))
+        .map(|line| {
+            line.replace(
+                "var<storage, read> logits",
+                "var<storage, read_write> logits",
+            )
+            .replace("out[", "logits[")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A shader module: one WGSL source, possibly several files put together.
@@ -69,35 +149,22 @@ pub enum ModuleKey {
 
 impl ModuleKey {
     /// Every module, for the shader validation test.
-    pub const ALL: [ModuleKey; 6] = [
-        ModuleKey::RowSoftmax {
-            team: TeamKind::Workgroup,
-            io: Io::F32,
-        },
-        ModuleKey::RowSoftmax {
-            team: TeamKind::Subgroup,
-            io: Io::F32,
-        },
-        ModuleKey::RowSoftmax {
-            team: TeamKind::Workgroup,
-            io: Io::F32InPlace,
-        },
-        ModuleKey::RowSoftmax {
-            team: TeamKind::Subgroup,
-            io: Io::F32InPlace,
-        },
-        ModuleKey::BatchSum,
-        ModuleKey::Copy,
-    ];
+    pub fn all() -> Vec<ModuleKey> {
+        let mut all = Vec::new();
+        for team in [TeamKind::Workgroup, TeamKind::Subgroup] {
+            for io in Io::ALL {
+                all.push(ModuleKey::RowSoftmax { team, io });
+            }
+        }
+        all.extend([ModuleKey::BatchSum, ModuleKey::Copy]);
+        all
+    }
 
     /// The complete WGSL text of the module.
     pub fn source(self) -> String {
         match self {
             ModuleKey::RowSoftmax { team, io } => {
-                let io = match io {
-                    Io::F32 => IO_F32,
-                    Io::F32InPlace => IO_F32_INPLACE,
-                };
+                let io = io.source();
                 let team = match team {
                     TeamKind::Workgroup => TEAM_WORKGROUP,
                     TeamKind::Subgroup => TEAM_SUBGROUP,
@@ -116,6 +183,20 @@ impl ModuleKey {
             ModuleKey::BatchSum => "batch_sum".into(),
             ModuleKey::Copy => "copy".into(),
         }
+    }
+
+    /// Whether the module needs `Features::SHADER_F16`.
+    pub fn needs_f16(self) -> bool {
+        matches!(
+            self,
+            ModuleKey::RowSoftmax {
+                io: Io {
+                    precision: Precision::F16,
+                    ..
+                },
+                ..
+            }
+        )
     }
 
     /// Whether the module needs `Features::SUBGROUP`.
@@ -313,10 +394,8 @@ impl Layouts {
 
     fn pair(&self, module: ModuleKey) -> &(wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         match module {
-            ModuleKey::RowSoftmax { io: Io::F32, .. } => &self.row_softmax,
-            ModuleKey::RowSoftmax {
-                io: Io::F32InPlace, ..
-            } => &self.row_softmax_inplace,
+            ModuleKey::RowSoftmax { io, .. } if io.in_place => &self.row_softmax_inplace,
+            ModuleKey::RowSoftmax { .. } => &self.row_softmax,
             ModuleKey::BatchSum => &self.batch_sum,
             ModuleKey::Copy => &self.copy,
         }
@@ -368,7 +447,7 @@ fn layout(
     (bgl, pl)
 }
 
-/// A range of f32 (or i32) elements of a buffer, as one dispatch binds it.
+/// A range of elements of a buffer, as one dispatch binds it.
 ///
 /// Storage bindings must start at a multiple of `min_storage_buffer_offset_alignment`, but a
 /// chunk of rows can start anywhere; so the binding starts at the aligned offset at or below
@@ -381,15 +460,28 @@ pub struct Slice<'a> {
     pub start: u64,
     /// Number of elements.
     pub len: u64,
+    /// Bytes per element: 4 (f32, i32) or 2 (f16, bf16).
+    pub elem_bytes: u64,
 }
 
 impl<'a> Slice<'a> {
-    /// The binding and the element offset (`base`) the shader must add.
+    /// A slice of 4-byte elements.
+    pub fn words(buffer: &'a wgpu::Buffer, start: u64, len: u64) -> Self {
+        Self {
+            buffer,
+            start,
+            len,
+            elem_bytes: 4,
+        }
+    }
+
+    /// The binding and the element offset (`base`) the shader must add. The binding's size
+    /// is rounded up to whole 4-byte words, so 2-byte data needs buffers padded to 4 bytes.
     pub fn bind(&self, align: u64) -> (wgpu::BufferBinding<'a>, u32) {
-        let start_bytes = self.start * 4;
+        let start_bytes = self.start * self.elem_bytes;
         let offset = start_bytes / align * align;
-        let base = (start_bytes - offset) / 4;
-        let size = (base + self.len.max(1)) * 4;
+        let base = (start_bytes - offset) / self.elem_bytes;
+        let size = ((base + self.len.max(1)) * self.elem_bytes).next_multiple_of(4);
         (
             wgpu::BufferBinding {
                 buffer: self.buffer,
@@ -405,7 +497,7 @@ impl<'a> Slice<'a> {
 /// `subgroup_size` (`None`: no subgroup strategy). The shader test validates each one.
 pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     let mut keys = Vec::new();
-    for io in [Io::F32, Io::F32InPlace] {
+    for io in Io::ALL {
         let mut lanes = 1;
         while lanes <= MAX_WORKGROUP_LANES {
             for entry in 0..2 {

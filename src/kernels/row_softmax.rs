@@ -7,7 +7,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::{Binding, Io, ModuleKey, PipelineKey, Slice, Strategy, TeamKind, grid};
+use super::{Binding, Io, ModuleKey, PipelineKey, Precision, Slice, Strategy, TeamKind, grid};
 use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -91,10 +91,12 @@ pub enum Entry {
 /// The buffers one dispatch binds. `labels`, `row_loss` and `lse` start at the same row.
 #[derive(Debug, Clone, Copy)]
 pub struct RowBuffers<'a> {
-    /// f32 logits, `rows * cols` elements.
+    /// Logits, `rows * cols` elements of `precision`.
     pub logits: Slice<'a>,
-    /// f32 output, `rows * cols` elements; `None` writes the output over the logits.
+    /// Output, `rows * cols` elements of `precision`; `None` writes over the logits.
     pub out: Option<Slice<'a>>,
+    /// The storage format of `logits` and `out`.
+    pub precision: Precision,
     /// i32 labels, `rows` elements (any small slice with probability targets).
     pub labels: Slice<'a>,
     /// f32 probability targets, `rows * cols` elements (any small slice with labels).
@@ -165,11 +167,22 @@ pub fn record(
     mut params: Params,
     timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
 ) -> Result<()> {
-    let io = if bufs.out.is_some() {
-        Io::F32
-    } else {
-        Io::F32InPlace
+    let io = Io {
+        precision: bufs.precision,
+        in_place: bufs.out.is_none(),
     };
+    let unsupported = |what: &str| Error::Unsupported {
+        adapter: ctx.adapter_info().name.clone(),
+        what: what.into(),
+    };
+    if io.precision == Precision::Bf16 && io.in_place {
+        return Err(unsupported(
+            "bf16 has no in-place variant: give a separate output buffer",
+        ));
+    }
+    if io.precision == Precision::F16 && !ctx.features.contains(wgpu::Features::SHADER_F16) {
+        return Err(unsupported("f16 data needs Features::SHADER_F16"));
+    }
     let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io)?;
     let pipeline = ctx.pipeline(PipelineKey {
         module,

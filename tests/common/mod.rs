@@ -131,3 +131,42 @@ pub fn assert_output_close(
         1e-4,
     );
 }
+
+// ---- added for tests/properties.rs and tests/soak.rs ----
+
+impl Rng {
+    /// A generator with a given seed: the property tests draw the seed, so that a failing
+    /// case prints everything needed to replay it.
+    pub fn seeded(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// `gpu[i]` equals `reference[i]` within `tol(i)` (absolute), NaN equal to NaN and an
+/// infinity equal only to itself; reports the first mismatch with its tolerance. For the
+/// property tests, whose tolerances come from an error model per element.
+pub fn assert_within(what: &str, gpu: &[f32], reference: &[f32], tol: impl Fn(usize) -> f64) {
+    assert_eq!(gpu.len(), reference.len(), "{what}: lengths differ");
+    for (i, (&g, &r)) in gpu.iter().zip(reference).enumerate() {
+        let (ok, t) = if r.is_nan() || g.is_nan() {
+            (r.is_nan() && g.is_nan(), f64::NAN)
+        } else if r.is_infinite() || g.is_infinite() {
+            (g == r, 0.0)
+        } else {
+            let t = tol(i);
+            ((f64::from(g) - f64::from(r)).abs() <= t, t)
+        };
+        assert!(
+            ok,
+            "{what}[{i}]: gpu {g:e} vs reference {r:e} (|diff| {:e}, tolerance {t:e})",
+            (f64::from(g) - f64::from(r)).abs()
+        );
+    }
+}
+
+/// Resident set size of this process in KiB (`VmRSS` of /proc/self/status; Linux only).
+pub fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

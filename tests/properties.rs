@@ -1,0 +1,1232 @@
+//! Property tests: the GPU against the f64 reference (`ml_softmax::reference`) on inputs that
+//! proptest draws — shapes, value ranges (normal data, logits in ±1e4, `-inf` masks, rows whose
+//! values are all equal, NaN / ±inf / ±f32::MAX), every option of the loss, class and
+//! probability targets — on every adapter of the machine and with every reduction strategy.
+//! Also: bit-identical results run after run, and the chunking index math under small
+//! simulated binding limits, through the host and the device API.
+//!
+//! Cases per property: 64, or `ML_SOFTMAX_PROPTEST_CASES` (e.g. `=5000` for a long run). A
+//! failure prints the minimal `Case` (shape, value recipe, options, seed: the data is drawn
+//! from the seed, so the printed case replays exactly); turn it into a plain `#[test]` with
+//! `Case { .. }.check_host()` — see `known_bugs` at the end of the file.
+
+mod common;
+
+use common::{Rng, assert_within, contexts};
+use ml_softmax::reference;
+use ml_softmax::wgpu::{self, util::DeviceExt};
+use ml_softmax::{
+    Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, DeviceCrossEntropy,
+    DeviceTargets, Error, Reduction, Strategy as Kernel, Targets,
+};
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+
+// ---------------------------------------------------------------------------- case counts
+
+/// Cases per property: `ML_SOFTMAX_PROPTEST_CASES`, else 64 (what CI runs).
+fn cases() -> u32 {
+    std::env::var("ML_SOFTMAX_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+/// No regression files in the source tree (a failure prints its case, which replays
+/// exactly: turn it into a plain test); shrinking re-runs the GPU, so it is bounded.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 512,
+        ..ProptestConfig::default()
+    }
+}
+
+// ------------------------------------------------------------------------------ the inputs
+
+/// How the logits of a batch are drawn.
+#[derive(Debug, Clone, Copy)]
+enum Values {
+    /// N(0, sigma) everywhere.
+    Normal(f64),
+    /// Uniform in [-1e4, 1e4]: lse ~ 1e4, where one f32 ulp is ~1e-3.
+    Wide,
+    /// Every row constant (0, ±1, ±1e4, or a random value).
+    Equal,
+    /// N(0, 3) with each logit `-inf` with this probability (some rows end fully masked).
+    Masked(f64),
+    /// Each row drawn from one of the kinds above, or fully masked, or with NaN, ±inf or
+    /// ±f32::MAX at a few places.
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RowKind {
+    Normal(f64),
+    Wide,
+    Equal,
+    Masked(f64),
+    FullyMasked,
+    Special,
+}
+
+/// Which label marks an ignored row.
+#[derive(Debug, Clone, Copy)]
+enum Ignore {
+    /// PyTorch's default, -100.
+    Default,
+    /// -1.
+    MinusOne,
+    /// A real class index (drawn from the seed): rows of that class are ignored.
+    Class,
+    /// 2^40, beyond i32 (host API only).
+    Huge,
+}
+
+/// Class weights.
+#[derive(Debug, Clone, Copy)]
+enum Weights {
+    None,
+    /// In [0.25, 3].
+    Positive,
+    /// A quarter exactly 0, the rest in [0, 3].
+    SomeZero,
+    /// All 0: the mean's denominator is 0.
+    AllZero,
+}
+
+/// Probability targets (for the probability-target properties).
+#[derive(Debug, Clone, Copy)]
+enum Probs {
+    /// Uniform draws normalised to sum 1.
+    Distribution,
+    /// One class 1, the rest 0.
+    OneHot,
+    /// Arbitrary values in [-1, 2] (PyTorch does not check targets either).
+    Arbitrary,
+}
+
+/// One property-test input: everything but the data, which comes from `seed`.
+#[derive(Debug, Clone)]
+struct Case {
+    rows: usize,
+    cols: usize,
+    values: Values,
+    ignore: Ignore,
+    /// Percent of rows whose label is the ignore index (100: the whole batch).
+    ignored_percent: u32,
+    /// Percent of (other) rows whose label is the row's argmax: the loss is then small and
+    /// all its error is cancellation.
+    argmax_percent: u32,
+    weights: Weights,
+    probs: Probs,
+    reduction: Reduction,
+    label_smoothing: f32,
+    z_loss: f32,
+    softcap: f32,
+    seed: u64,
+}
+
+/// The data of a case.
+struct Input {
+    logits: Vec<f32>,
+    labels: Vec<i64>,
+    targets: Vec<f32>,
+    options: CrossEntropyOptions,
+}
+
+impl Case {
+    /// Independent streams, so that shrinking one part of a case leaves the others alone.
+    fn rng(&self, stream: u64) -> Rng {
+        Rng::seeded(
+            self.seed
+                .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03)),
+        )
+    }
+
+    fn input(&self) -> Input {
+        let logits = self.logits();
+        let labels = self.labels(&logits);
+        Input {
+            targets: self.targets(),
+            options: self.options(),
+            labels,
+            logits,
+        }
+    }
+
+    fn logits(&self) -> Vec<f32> {
+        let mut rng = self.rng(1);
+        let mut z = vec![0.0f32; self.rows * self.cols];
+        for row in z.chunks_mut(self.cols) {
+            let kind = match self.values {
+                Values::Normal(s) => RowKind::Normal(s),
+                Values::Wide => RowKind::Wide,
+                Values::Equal => RowKind::Equal,
+                Values::Masked(f) => RowKind::Masked(f),
+                Values::Mixed => match rng.below(20) {
+                    0..=5 => RowKind::Normal(2.0),
+                    6..=8 => RowKind::Wide,
+                    9..=11 => RowKind::Equal,
+                    12..=15 => RowKind::Masked(0.5),
+                    16 => RowKind::FullyMasked,
+                    _ => RowKind::Special,
+                },
+            };
+            fill_row(&mut rng, kind, row);
+        }
+        z
+    }
+
+    fn ignore_index(&self) -> i64 {
+        match self.ignore {
+            Ignore::Default => -100,
+            Ignore::MinusOne => -1,
+            Ignore::Class => self.rng(3).below(self.cols) as i64,
+            Ignore::Huge => 1 << 40,
+        }
+    }
+
+    fn labels(&self, logits: &[f32]) -> Vec<i64> {
+        let mut rng = self.rng(2);
+        let ignore = self.ignore_index();
+        logits
+            .chunks(self.cols)
+            .map(|row| {
+                if rng.below(100) < self.ignored_percent as usize {
+                    ignore
+                } else if rng.below(100) < self.argmax_percent as usize {
+                    argmax(row).unwrap_or_else(|| rng.below(self.cols)) as i64
+                } else {
+                    rng.below(self.cols) as i64
+                }
+            })
+            .collect()
+    }
+
+    fn options(&self) -> CrossEntropyOptions {
+        let mut rng = self.rng(4);
+        let cols = self.cols;
+        let weight = match self.weights {
+            Weights::None => None,
+            Weights::Positive => Some(
+                (0..cols)
+                    .map(|_| (0.25 + 2.75 * rng.uniform()) as f32)
+                    .collect(),
+            ),
+            Weights::SomeZero => Some(
+                (0..cols)
+                    .map(|_| {
+                        if rng.below(4) == 0 {
+                            0.0
+                        } else {
+                            (3.0 * rng.uniform()) as f32
+                        }
+                    })
+                    .collect(),
+            ),
+            Weights::AllZero => Some(vec![0.0; cols]),
+        };
+        CrossEntropyOptions {
+            reduction: self.reduction,
+            ignore_index: self.ignore_index(),
+            label_smoothing: self.label_smoothing,
+            weight,
+            z_loss: self.z_loss,
+            softcap: self.softcap,
+        }
+    }
+
+    fn targets(&self) -> Vec<f32> {
+        let mut rng = self.rng(5);
+        let mut t = vec![0.0f32; self.rows * self.cols];
+        for row in t.chunks_mut(self.cols) {
+            match self.probs {
+                Probs::Distribution => {
+                    row.iter_mut().for_each(|x| *x = rng.uniform() as f32);
+                    let sum: f32 = row.iter().sum();
+                    if sum > 0.0 {
+                        row.iter_mut().for_each(|x| *x /= sum);
+                    }
+                }
+                Probs::OneHot => row[rng.below(self.cols)] = 1.0,
+                Probs::Arbitrary => {
+                    row.iter_mut()
+                        .for_each(|x| *x = (3.0 * rng.uniform() - 1.0) as f32);
+                }
+            }
+        }
+        t
+    }
+}
+
+fn fill_row(rng: &mut Rng, kind: RowKind, row: &mut [f32]) {
+    let wide = |rng: &mut Rng| ((2.0 * rng.uniform() - 1.0) * 1e4) as f32;
+    match kind {
+        RowKind::Normal(s) => row.iter_mut().for_each(|x| *x = rng.normal(s)),
+        RowKind::Wide => row.iter_mut().for_each(|x| *x = wide(rng)),
+        RowKind::Equal => {
+            let v = match rng.below(7) {
+                0 => 0.0,
+                1 => 1.0,
+                2 => -1.0,
+                3 => 1e4,
+                4 => -1e4,
+                5 => wide(rng),
+                _ => rng.normal(3.0),
+            };
+            row.fill(v);
+        }
+        RowKind::Masked(f) => row.iter_mut().for_each(|x| {
+            *x = if rng.uniform() < f {
+                f32::NEG_INFINITY
+            } else {
+                rng.normal(3.0)
+            }
+        }),
+        RowKind::FullyMasked => row.fill(f32::NEG_INFINITY),
+        RowKind::Special => {
+            row.iter_mut().for_each(|x| *x = rng.normal(2.0));
+            for _ in 0..1 + rng.below(3) {
+                let j = rng.below(row.len());
+                row[j] = [
+                    f32::NAN,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    f32::MAX,
+                    -f32::MAX,
+                ][rng.below(5)];
+            }
+        }
+    }
+}
+
+/// The first largest finite-or-infinite logit (NaN skipped), if any.
+fn argmax(row: &[f32]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (j, &v) in row.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|b| v > row[b]) {
+            best = Some(j);
+        }
+    }
+    best
+}
+
+// ------------------------------------------------------------------- proptest strategies
+
+/// Rows in 1..=300 and columns in 1..=5000, each spread over short, medium and long ranges
+/// (a plain uniform draw would almost never give 1-8 columns, or fewer than 10 rows).
+fn shapes() -> impl Strategy<Value = (usize, usize)> {
+    let rows = prop_oneof![1usize..=4, 5usize..=64, 65usize..=300];
+    let cols = prop_oneof![1usize..=8, 9usize..=300, 301usize..=5000];
+    (rows, cols)
+}
+
+fn values() -> impl Strategy<Value = Values> {
+    prop_oneof![
+        3 => prop::sample::select(vec![0.1, 1.0, 3.0, 10.0]).prop_map(Values::Normal),
+        2 => Just(Values::Wide),
+        1 => Just(Values::Equal),
+        2 => prop::sample::select(vec![0.1, 0.5, 0.9, 0.99]).prop_map(Values::Masked),
+        2 => Just(Values::Mixed),
+    ]
+}
+
+/// A coefficient that is off half of the time.
+fn coefficient(values: Vec<f32>) -> impl Strategy<Value = f32> {
+    prop_oneof![
+        3 => Just(0.0f32),
+        2 => prop::sample::select(values),
+        1 => 0.0f32..=1.0,
+    ]
+}
+
+/// Cases over `shape`. `device`: only ignore indices that fit the device API's i32 labels.
+fn case_strategy(
+    shape: impl Strategy<Value = (usize, usize)>,
+    device: bool,
+) -> impl Strategy<Value = Case> {
+    let ignore = if device {
+        prop::sample::select(vec![Ignore::Default, Ignore::MinusOne, Ignore::Class]).boxed()
+    } else {
+        prop::sample::select(vec![
+            Ignore::Default,
+            Ignore::MinusOne,
+            Ignore::Class,
+            Ignore::Huge,
+        ])
+        .boxed()
+    };
+    let labels = (
+        ignore,
+        prop::sample::select(vec![0u32, 0, 20, 100]),
+        prop::sample::select(vec![0u32, 50]),
+    );
+    let weights = prop::sample::select(vec![
+        Weights::None,
+        Weights::None,
+        Weights::Positive,
+        Weights::SomeZero,
+        Weights::AllZero,
+    ]);
+    let probs = prop::sample::select(vec![Probs::Distribution, Probs::OneHot, Probs::Arbitrary]);
+    let options = (
+        prop::sample::select(vec![Reduction::Mean, Reduction::Sum, Reduction::None]),
+        coefficient(vec![0.1, 1.0]),
+        coefficient(vec![1e-4, 1e-2]),
+        coefficient(vec![1.0, 3.0, 30.0]),
+    );
+    (
+        shape,
+        values(),
+        labels,
+        weights,
+        probs,
+        options,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                (rows, cols),
+                values,
+                (ignore, ignored_percent, argmax_percent),
+                weights,
+                probs,
+                (reduction, label_smoothing, z_loss, softcap),
+                seed,
+            )| Case {
+                rows,
+                cols,
+                values,
+                ignore,
+                ignored_percent,
+                argmax_percent,
+                weights,
+                probs,
+                reduction,
+                label_smoothing,
+                z_loss,
+                softcap,
+                seed,
+            },
+        )
+}
+
+/// Every concrete strategy of the adapter, and Auto.
+fn kernels(ctx: &Context) -> Vec<Kernel> {
+    let mut all = Kernel::all(ctx.has_subgroups());
+    all.push(Kernel::Auto);
+    all
+}
+
+/// Lanes that share one row (for the summation depth of the error model); Auto: 1, the
+/// most conservative, as it may resolve to any team.
+fn team(ctx: &Context, kernel: Kernel) -> u32 {
+    match kernel {
+        Kernel::Workgroup { lanes } => lanes,
+        Kernel::Subgroup => ctx.subgroup_size().unwrap_or(1),
+        Kernel::Auto => 1,
+    }
+}
+
+// ------------------------------------------------------------------------ the error model
+//
+// The GPU computes in f32 and the reference in f64, so the tolerance must cover f32
+// rounding, and f32 rounding scales with the size of the numbers involved: the existing
+// tolerances of `assert_output_close` (1e-5 absolute and relative for lse and row losses,
+// 2e-6 x gradient scale absolute and 1e-4 relative for the gradient) are right for logits of
+// a few units, but with logits in ±1e4 one ulp of lse is ~1e-3, so `p_j = exp(z_j - lse)`
+// carries a relative error of ~1e-3 whatever the kernel does, and a row loss `lse - z_y` near
+// 0 (target = argmax) is pure cancellation. So each element's tolerance here is the existing
+// one PLUS a first-order bound on the f32 error of the formula the kernel evaluates, with
+// u = 2^-24 (unit roundoff):
+//
+// * M, the magnitude that matters for lse: the largest |z'_j| among logits with p_j >= 1e-12,
+//   and |lse| (logits with less mass have exponentially small weight in d = sum exp(z' - m),
+//   so their exponent errors do not count). lse = m + log(d): each `exp(z' - m)` and each
+//   rescale `exp(m - m_new)` of the online sum has an exponent rounded to <= u|z' - m| <= 2uM
+//   (the rescales telescope), log(d) turns d's relative error into an absolute one, and the
+//   final add rounds by u|lse|: |err lse| <= ~7uM. Model: 8uM.
+// * p_j = exp(z'_j - lse): exponent error <= 8uM + u|z'_j - lse|, i.e. a relative error
+//   delta_j of p_j. Every gradient term that multiplies p_j inherits it; the terms that do
+//   not (the target's -w_y, the smoothing's -eps/C w_j, the probability targets' -w_j t'_j)
+//   are the cancellation partners, so the bound is delta_j x (the p_j term), not x |grad|.
+// * sums over a row (sum_j w_j z'_j for label smoothing; sum_j w_j t'_j z'_j and T for
+//   probability targets): recursive f32 summation errs by <= n u sum|x_i| with n the
+//   sequential depth: ceil(C / (4 team)) blocks per lane, + 3 inside a block of 4, + the
+//   tail, + log2(team) for the merge. Worst-case bound (no sqrt(n) statistics).
+// * z-loss s lse^2: 2 s |lse| |err lse| + rounding.
+// * soft-capping: the driver's tanh (Vulkan: precision inherited from exp, 3 + 2|x| ulp)
+//   gives z' = c tanh(z / c) an absolute error <= 33uc, and the slope 1 - (z'/c)^2 an
+//   absolute error <= 66u, i.e. 66u x |dz'|.
+// * the reduced loss: the sum of the row-loss bounds (times the reduction factor), plus
+//   (chunks + 16) u x sum |row loss| for the f32 batch sum (Kahan within a chunk, one
+//   rounding per chunk added to the total).
+//
+// Every bound is then doubled (HEADROOM) for the constant factors of exp/log on the driver.
+// For normal data (|z| <~ 10) the model adds <= ~1e-5 relative to the gradients, <= 2e-6 to
+// lse and the losses: the existing tolerances still decide. For ±1e4 the model decides: ~1%
+// relative on p_j (that is 2^-24 x 1e4 x 16 x 2 headroom...; the measured errors are ~1e-3),
+// a few 1e-3 absolute on lse (and 1e-5 relative, the existing rtol, is 0.1 there anyway).
+// A real kernel bug — a wrong index, a missed rescale, a term dropped or doubled — moves a
+// value by O(its size), far outside these bounds, except for a dropped term smaller than the
+// bound itself (a dropped p_j < 1e-2 p of a ±1e4 row): the normal-data cases catch those.
+
+const U: f64 = (f32::EPSILON as f64) / 2.0;
+const HEADROOM: f64 = 2.0;
+
+/// The targets an output was computed for.
+#[derive(Clone, Copy)]
+enum Truth<'a> {
+    Classes(&'a [i64]),
+    Probs(&'a [f32]),
+}
+
+/// What the error model needs to know about a call besides its input.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    /// Lanes per row (summation depth).
+    team: u32,
+    /// Row chunks the batch was split into (f32 additions of the loss).
+    chunks: usize,
+    /// Per-row upstream gradients (device API), already applied to the reference's grad.
+    upstream: Option<&'a [f32]>,
+}
+
+impl Call<'_> {
+    fn host(team: u32) -> Self {
+        Call {
+            team,
+            chunks: 1,
+            upstream: None,
+        }
+    }
+}
+
+/// Soft-capped logits in f64, as the reference computes them.
+fn capped(z: &[f32], c: f64) -> Vec<f64> {
+    z.iter()
+        .map(|&v| {
+            let v = f64::from(v);
+            if c > 0.0 { c * (v / c).tanh() } else { v }
+        })
+        .collect()
+}
+
+/// M of the error model: |lse| and the largest |z'_j| with p_j >= 1e-12.
+fn magnitude(z: &[f64], lse: f64) -> f64 {
+    let mut m = if lse.is_finite() { lse.abs() } else { 0.0 };
+    for &v in z {
+        if v.is_finite() && (!lse.is_finite() || v - lse >= -27.6) {
+            m = m.max(v.abs());
+        }
+    }
+    m
+}
+
+/// A model term, 0 where the model is undefined (NaN rows: compared for NaN, not tolerance).
+fn finite_or_zero(x: f64) -> f64 {
+    if x.is_finite() { x } else { 0.0 }
+}
+
+/// Compares a cross-entropy output with the reference under the error model above.
+#[allow(clippy::too_many_arguments)]
+fn check_cross_entropy(
+    what: &str,
+    gpu: &CrossEntropyOutput,
+    cpu: &CrossEntropyOutput,
+    logits: &[f32],
+    truth: Truth<'_>,
+    rows: usize,
+    cols: usize,
+    options: &CrossEntropyOptions,
+    call: Call<'_>,
+) {
+    let eps = f64::from(options.label_smoothing);
+    let s = f64::from(options.z_loss);
+    let c = f64::from(options.softcap);
+    let w = |j: usize| options.weight.as_ref().map_or(1.0, |w| f64::from(w[j]));
+    let w_sum: f64 = (0..cols).map(w).sum();
+    let cc = cols as f64;
+    let lanes = f64::from(call.team.max(1));
+    let depth = (cc / (4.0 * lanes)).ceil() + lanes.log2() + 8.0;
+    let cap = |x: f64| if c > 0.0 { x } else { 0.0 };
+
+    // The reduction factor k and the scale of the existing absolute gradient tolerance.
+    let k = match (truth, options.reduction) {
+        (Truth::Classes(labels), Reduction::Mean) => {
+            let d: f64 = labels
+                .iter()
+                .filter(|&&y| y != options.ignore_index)
+                .map(|&y| w(y as usize))
+                .sum();
+            if d > 0.0 { 1.0 / d } else { 0.0 }
+        }
+        (Truth::Probs(_), Reduction::Mean) => 1.0 / rows as f64,
+        _ => 1.0,
+    };
+    let grad_scale = if k > 0.0 { k } else { 1.0 / rows as f64 };
+
+    let mut lse_tol = vec![0.0; rows];
+    let mut row_tol = vec![0.0; rows];
+    let mut grad_tol = vec![0.0; rows * cols];
+    let mut loss_model = 0.0;
+    let mut loss_abs = 0.0;
+    for r in 0..rows {
+        let z = capped(&logits[r * cols..][..cols], c);
+        let lse = f64::from(cpu.lse[r]);
+        let m = magnitude(&z, lse);
+        let err_lse = 8.0 * U * m + cap(33.0 * U * c);
+        lse_tol[r] = 1e-5 + 1e-5 * lse.abs() + HEADROOM * err_lse;
+        let up = call.upstream.map_or(1.0, |u| f64::from(u[r]).abs());
+        let kr = k * up;
+        let p = |j: usize| finite_or_zero((z[j] - lse).exp());
+        let delta = |j: usize| finite_or_zero(err_lse + U * (z[j] - lse).abs());
+
+        // Per row: the loss bound, then for each class a bound on |a p_j| (the term with
+        // p_j's error), the other terms' size, and the error of the coefficient a.
+        let (row_model, a, a_err, other): (f64, f64, f64, Box<dyn Fn(usize) -> f64 + '_>) =
+            match truth {
+                Truth::Classes(labels) => {
+                    let y = labels[r];
+                    if y == options.ignore_index {
+                        // Exactly 0 loss and gradient: the existing tolerances only.
+                        row_tol[r] = 1e-5;
+                        for j in 0..cols {
+                            grad_tol[r * cols + j] = 2e-6 * grad_scale;
+                        }
+                        continue;
+                    }
+                    let y = y as usize;
+                    let w_y = w(y);
+                    let sum_wz: f64 = (0..cols).map(|j| w(j) * z[j].abs()).sum();
+                    let row_model = (1.0 - eps) * w_y * (err_lse + 2.0 * U * (lse - z[y]).abs())
+                        + eps / cc
+                            * (w_sum * err_lse
+                                + (depth + 4.0) * U * sum_wz
+                                + 2.0 * U * w_sum * lse.abs())
+                        + s * (2.0 * lse.abs() * err_lse + 2.0 * U * lse * lse)
+                        + cap(33.0 * U * c * ((1.0 - eps) * w_y + eps * w_sum / cc));
+                    let a = (1.0 - eps) * w_y + eps * w_sum / cc + 2.0 * s * lse.abs();
+                    let a_err = 2.0 * s * err_lse + 4.0 * U * a;
+                    let other = move |j: usize| {
+                        (if j == y { (1.0 - eps) * w_y } else { 0.0 }) + eps / cc * w(j)
+                    };
+                    (row_model, a, a_err, Box::new(other))
+                }
+                Truth::Probs(t) => {
+                    let wt: Vec<f64> = (0..cols)
+                        .map(|j| w(j) * ((1.0 - eps) * f64::from(t[r * cols + j]) + eps / cc))
+                        .collect();
+                    let t_sum: f64 = wt.iter().sum();
+                    let t_abs: f64 = wt.iter().map(|x| x.abs()).sum();
+                    let twz: f64 = wt.iter().zip(&z).map(|(a, b)| (a * b).abs()).sum();
+                    let row_model = t_abs * err_lse
+                        + (depth + 4.0) * U * (twz + t_abs * lse.abs())
+                        + s * (2.0 * lse.abs() * err_lse + 2.0 * U * lse * lse)
+                        + cap(33.0 * U * c * t_abs);
+                    let a = t_sum.abs() + 2.0 * s * lse.abs();
+                    let a_err = (depth + 2.0) * U * t_abs + 2.0 * s * err_lse + 4.0 * U * a;
+                    (row_model, a, a_err, Box::new(move |j: usize| wt[j].abs()))
+                }
+            };
+        let row_model = finite_or_zero(row_model);
+        let r_loss = f64::from(cpu.row_loss[r]);
+        row_tol[r] = 1e-5 + 1e-5 * r_loss.abs() + HEADROOM * row_model;
+        loss_model += row_model;
+        loss_abs += finite_or_zero(r_loss.abs());
+        for j in 0..cols {
+            let g = f64::from(cpu.grad[r * cols + j]);
+            let size = a * p(j) + other(j); // bound on |dz'_j| / k
+            let model =
+                kr * (a * p(j) * delta(j) + p(j) * a_err + 2.0 * U * size + cap(66.0 * U * size));
+            grad_tol[r * cols + j] =
+                2e-6 * grad_scale * up + 1e-4 * g.abs() + HEADROOM * finite_or_zero(model);
+        }
+    }
+    let loss = f64::from(cpu.loss);
+    let loss_tol = 1e-6
+        + 2e-5 * loss.abs()
+        + HEADROOM * k * (loss_model + (call.chunks as f64 + 16.0) * U * loss_abs);
+
+    assert_within(&format!("{what} lse"), &gpu.lse, &cpu.lse, |i| lse_tol[i]);
+    assert_within(
+        &format!("{what} row_loss"),
+        &gpu.row_loss,
+        &cpu.row_loss,
+        |i| row_tol[i],
+    );
+    assert_within(&format!("{what} loss"), &[gpu.loss], &[cpu.loss], |_| {
+        loss_tol
+    });
+    assert_within(&format!("{what} grad"), &gpu.grad, &cpu.grad, |i| {
+        grad_tol[i]
+    });
+}
+
+/// Softmax (`log == false`) or log-softmax against the reference, same model: p_j carries
+/// the relative error delta_j, log p_j = z_j - lse the absolute error 8uM + u|z_j - lse|.
+fn check_softmax(what: &str, gpu: &[f32], logits: &[f32], rows: usize, cols: usize, log: bool) {
+    let want = if log {
+        reference::log_softmax(logits, rows, cols).unwrap()
+    } else {
+        reference::softmax(logits, rows, cols).unwrap()
+    };
+    let mut tol = vec![0.0; rows * cols];
+    for r in 0..rows {
+        let z = capped(&logits[r * cols..][..cols], 0.0);
+        let lse = reference_lse(&z);
+        let m = magnitude(&z, lse);
+        for j in 0..cols {
+            let i = r * cols + j;
+            let err = finite_or_zero(8.0 * U * m + U * (z[j] - lse).abs());
+            let v = f64::from(want[i]).abs();
+            tol[i] = if log {
+                1e-5 + 1e-5 * v + HEADROOM * err
+            } else {
+                1e-7 + 1e-4 * v + HEADROOM * err * v
+            };
+        }
+    }
+    assert_within(what, gpu, &want, |i| tol[i]);
+}
+
+/// log sum exp in f64 (only for the tolerance).
+fn reference_lse(z: &[f64]) -> f64 {
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+// ------------------------------------------------------------------------------- running
+
+impl Case {
+    /// Host API, class targets: every adapter, every strategy, against the reference.
+    fn check_host(&self) {
+        let (rows, cols) = (self.rows, self.cols);
+        let input = self.input();
+        let cpu =
+            reference::cross_entropy(&input.logits, &input.labels, rows, cols, &input.options)
+                .unwrap();
+        for ctx in contexts() {
+            for kernel in kernels(ctx) {
+                let gpu = ctx
+                    .cross_entropy_with(
+                        &input.logits,
+                        &input.labels,
+                        rows,
+                        cols,
+                        &input.options,
+                        kernel,
+                    )
+                    .unwrap_or_else(|e| panic!("{rows}x{cols} {kernel}: {e}"));
+                let what = format!("{} {kernel}", ctx.adapter_info().name);
+                check_cross_entropy(
+                    &what,
+                    &gpu,
+                    &cpu,
+                    &input.logits,
+                    Truth::Classes(&input.labels),
+                    rows,
+                    cols,
+                    &input.options,
+                    Call::host(team(ctx, kernel)),
+                );
+            }
+        }
+    }
+
+    /// Host API, probability targets.
+    fn check_host_probs(&self) {
+        let (rows, cols) = (self.rows, self.cols);
+        let input = self.input();
+        let cpu = reference::cross_entropy_probs(
+            &input.logits,
+            &input.targets,
+            rows,
+            cols,
+            &input.options,
+        )
+        .unwrap();
+        for ctx in contexts() {
+            for kernel in kernels(ctx) {
+                let gpu = ctx
+                    .cross_entropy_targets(
+                        &input.logits,
+                        Targets::Probabilities(&input.targets),
+                        rows,
+                        cols,
+                        &input.options,
+                        kernel,
+                    )
+                    .unwrap_or_else(|e| panic!("{rows}x{cols} {kernel}: {e}"));
+                let what = format!("{} {kernel} probs", ctx.adapter_info().name);
+                check_cross_entropy(
+                    &what,
+                    &gpu,
+                    &cpu,
+                    &input.logits,
+                    Truth::Probs(&input.targets),
+                    rows,
+                    cols,
+                    &input.options,
+                    Call::host(team(ctx, kernel)),
+                );
+            }
+        }
+    }
+
+    /// Softmax and log-softmax, every adapter and strategy.
+    fn check_softmax(&self) {
+        let (rows, cols) = (self.rows, self.cols);
+        let z = self.logits();
+        for ctx in contexts() {
+            for kernel in kernels(ctx) {
+                for log in [false, true] {
+                    let got = ctx
+                        .softmax_with(&z, rows, cols, log, kernel)
+                        .unwrap_or_else(|e| panic!("{rows}x{cols} {kernel}: {e}"));
+                    let what = format!("{} {kernel} log {log}", ctx.adapter_info().name);
+                    check_softmax(&what, &got, &z, rows, cols, log);
+                }
+            }
+        }
+    }
+
+    /// The same input twice, with another call in between: bit-identical outputs, for every
+    /// adapter and strategy, for the loss, lse, row losses, gradient and softmax.
+    fn check_deterministic(&self, other: &Case) {
+        let (rows, cols) = (self.rows, self.cols);
+        let input = self.input();
+        let between = other.input();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        for ctx in contexts() {
+            for kernel in kernels(ctx) {
+                let run = || {
+                    let out = ctx
+                        .cross_entropy_with(
+                            &input.logits,
+                            &input.labels,
+                            rows,
+                            cols,
+                            &input.options,
+                            kernel,
+                        )
+                        .unwrap();
+                    let p = ctx
+                        .softmax_with(&input.logits, rows, cols, false, kernel)
+                        .unwrap();
+                    (out, p)
+                };
+                let (first, p1) = run();
+                ctx.cross_entropy_with(
+                    &between.logits,
+                    &between.labels,
+                    other.rows,
+                    other.cols,
+                    &between.options,
+                    kernel,
+                )
+                .unwrap();
+                let (again, p2) = run();
+                let what = format!("{} {kernel}", ctx.adapter_info().name);
+                assert_eq!(first.loss.to_bits(), again.loss.to_bits(), "{what}: loss");
+                assert!(bits(&first.lse) == bits(&again.lse), "{what}: lse");
+                assert!(
+                    bits(&first.row_loss) == bits(&again.row_loss),
+                    "{what}: row_loss"
+                );
+                assert!(bits(&first.grad) == bits(&again.grad), "{what}: grad");
+                assert!(bits(&p1) == bits(&p2), "{what}: softmax");
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ properties
+
+proptest! {
+    #![proptest_config(config(cases()))]
+
+    /// Class targets, every option, every value range, every adapter and strategy.
+    #[test]
+    fn cross_entropy_matches_the_reference(case in case_strategy(shapes(), false)) {
+        case.check_host();
+    }
+
+    /// Probability targets, every option, every adapter and strategy.
+    #[test]
+    fn probability_targets_match_the_reference(case in case_strategy(shapes(), false)) {
+        case.check_host_probs();
+    }
+
+    /// Softmax and log-softmax, every value range, every adapter and strategy.
+    #[test]
+    fn softmax_and_log_softmax_match_the_reference(case in case_strategy(shapes(), false)) {
+        case.check_softmax();
+    }
+
+    /// Bit-identical results run after run, every adapter and strategy.
+    #[test]
+    fn every_strategy_is_bit_identical_run_after_run(
+        case in case_strategy(shapes(), false),
+        other in case_strategy(shapes(), false),
+    ) {
+        case.check_deterministic(&other);
+    }
+
+    /// The chunking index math under a small simulated binding limit (256 B to 20 kB):
+    /// host and device API, class and probability targets, in place or not, with upstream
+    /// gradients or not. A row that does not fit one binding must be a typed error.
+    #[test]
+    fn chunked_calls_match_the_reference(
+        case in case_strategy(
+            (
+                prop_oneof![1usize..=4, 5usize..=64, 65usize..=300],
+                prop_oneof![1usize..=16, 17usize..=200, 201usize..=1200],
+            ),
+            true,
+        ),
+        chunk_bytes in 256u64..20000,
+        kernel_index in 0usize..8,
+        device in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+    ) {
+        check_chunked(&case, chunk_bytes, kernel_index, device);
+    }
+}
+
+/// A few big fixed shapes (long rows, a vocabulary-sized batch), with values and options
+/// drawn as above: 1/32 of the cases per shape (at least 1).
+#[test]
+fn big_fixed_shapes_match_the_reference() {
+    let per_shape = (cases() / 32).max(1);
+    for shape in [(1, 262144), (3, 131075), (2, 50257), (64, 32000)] {
+        let mut runner = TestRunner::new(config(per_shape));
+        runner
+            .run(&case_strategy(Just(shape), false), |case| {
+                case.check_host();
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------- chunked host and device
+
+/// One case under `max_chunk_bytes = chunk_bytes`, on a fresh context per adapter (the
+/// limit is a context option), with one strategy (`kernel_index` into the adapter's list).
+fn check_chunked(
+    case: &Case,
+    chunk_bytes: u64,
+    kernel_index: usize,
+    (in_place, upstream, probs, log): (bool, bool, bool, bool),
+) {
+    let (rows, cols) = (case.rows, case.cols);
+    let input = case.input();
+    for adapter in ml_softmax::list_adapters(ml_softmax::BackendChoice::Auto) {
+        let ctx = Context::from_adapter(
+            &adapter,
+            &ContextOptions {
+                max_chunk_bytes: Some(chunk_bytes),
+                poison_outputs: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let all = kernels(&ctx);
+        let kernel = all[kernel_index % all.len()];
+        let what = format!("{} {kernel} chunk {chunk_bytes} B", ctx.adapter_info().name);
+        let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
+        let host = ctx.cross_entropy_with(
+            &input.logits,
+            &input.labels,
+            rows,
+            cols,
+            &input.options,
+            kernel,
+        );
+        if 4 * cols as u64 + align > chunk_bytes {
+            // One row does not fit one binding: a typed error from every entry point.
+            assert!(
+                matches!(host, Err(Error::Unsupported { .. })),
+                "{what}: {host:?}"
+            );
+            let e = ctx.softmax_with(&input.logits, rows, cols, log, kernel);
+            assert!(matches!(e, Err(Error::Unsupported { .. })), "{what}: {e:?}");
+            let dev = DeviceIo::new(&ctx, &input, rows, cols);
+            let e = dev.cross_entropy(
+                &ctx,
+                rows,
+                cols,
+                &input.options,
+                kernel,
+                probs,
+                in_place,
+                upstream,
+            );
+            assert!(matches!(e, Err(Error::Unsupported { .. })), "{what}: {e:?}");
+            continue;
+        }
+        let chunk_rows = ((chunk_bytes - align) / (4 * cols as u64)).max(1) as usize;
+        let chunks = rows.div_ceil(chunk_rows);
+
+        // Host API: class targets, and softmax or log-softmax.
+        let host = host.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let cpu =
+            reference::cross_entropy(&input.logits, &input.labels, rows, cols, &input.options)
+                .unwrap();
+        let t = team(&ctx, kernel);
+        let call = Call {
+            team: t,
+            chunks,
+            upstream: None,
+        };
+        check_cross_entropy(
+            &format!("{what} host"),
+            &host,
+            &cpu,
+            &input.logits,
+            Truth::Classes(&input.labels),
+            rows,
+            cols,
+            &input.options,
+            call,
+        );
+        let p = ctx
+            .softmax_with(&input.logits, rows, cols, log, kernel)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        check_softmax(
+            &format!("{what} host softmax log {log}"),
+            &p,
+            &input.logits,
+            rows,
+            cols,
+            log,
+        );
+
+        // Device API: the chunks are slices of the caller's buffers, at offsets that are not
+        // multiples of the binding alignment.
+        let dev = DeviceIo::new(&ctx, &input, rows, cols);
+        let gpu = dev
+            .cross_entropy(
+                &ctx,
+                rows,
+                cols,
+                &input.options,
+                kernel,
+                probs,
+                in_place,
+                upstream,
+            )
+            .unwrap_or_else(|e| panic!("{what} device: {e}"));
+        let mut cpu = if probs {
+            reference::cross_entropy_probs(
+                &input.logits,
+                &input.targets,
+                rows,
+                cols,
+                &input.options,
+            )
+        } else {
+            reference::cross_entropy(&input.logits, &input.labels, rows, cols, &input.options)
+        }
+        .unwrap();
+        if upstream {
+            for (r, row) in cpu.grad.chunks_mut(cols).enumerate() {
+                row.iter_mut().for_each(|g| *g *= dev.upstream[r]);
+            }
+        }
+        let truth = if probs {
+            Truth::Probs(&input.targets)
+        } else {
+            Truth::Classes(&input.labels)
+        };
+        let call = Call {
+            team: t,
+            chunks,
+            upstream: upstream.then_some(&dev.upstream[..]),
+        };
+        let what_dev =
+            format!("{what} device probs {probs} in_place {in_place} upstream {upstream}");
+        check_cross_entropy(
+            &what_dev,
+            &gpu,
+            &cpu,
+            &input.logits,
+            truth,
+            rows,
+            cols,
+            &input.options,
+            call,
+        );
+        let p = dev
+            .softmax(&ctx, rows, cols, log, kernel, in_place)
+            .unwrap_or_else(|e| panic!("{what} device softmax: {e}"));
+        check_softmax(
+            &format!("{what} device softmax log {log} in_place {in_place}"),
+            &p,
+            &input.logits,
+            rows,
+            cols,
+            log,
+        );
+    }
+}
+
+/// The device API's buffers for one input; outputs are poisoned with NaN before each call.
+struct DeviceIo {
+    logits: Vec<f32>,
+    labels: wgpu::Buffer,
+    targets: wgpu::Buffer,
+    upstream: Vec<f32>,
+    upstream_buf: wgpu::Buffer,
+}
+
+impl DeviceIo {
+    fn new(ctx: &Context, input: &Input, rows: usize, _cols: usize) -> Self {
+        let labels: Vec<i32> = input.labels.iter().map(|&y| y as i32).collect();
+        let mut rng = Rng::seeded(rows as u64);
+        let upstream: Vec<f32> = (0..rows).map(|_| rng.normal(1.0)).collect();
+        DeviceIo {
+            logits: input.logits.clone(),
+            labels: buffer(
+                ctx,
+                bytemuck::cast_slice(&labels),
+                wgpu::BufferUsages::empty(),
+            ),
+            targets: buffer(
+                ctx,
+                bytemuck::cast_slice(&input.targets),
+                wgpu::BufferUsages::empty(),
+            ),
+            upstream_buf: buffer(
+                ctx,
+                bytemuck::cast_slice(&upstream),
+                wgpu::BufferUsages::empty(),
+            ),
+            upstream,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy(
+        &self,
+        ctx: &Context,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        kernel: Kernel,
+        probs: bool,
+        in_place: bool,
+        upstream: bool,
+    ) -> Result<CrossEntropyOutput, Error> {
+        let nan = |n: usize| vec![f32::NAN; n];
+        let logits = buffer(
+            ctx,
+            bytemuck::cast_slice(&self.logits),
+            wgpu::BufferUsages::empty(),
+        );
+        let grad = buffer(
+            ctx,
+            bytemuck::cast_slice(&nan(rows * cols)),
+            wgpu::BufferUsages::empty(),
+        );
+        let loss = buffer(
+            ctx,
+            bytemuck::cast_slice(&nan(1)),
+            wgpu::BufferUsages::COPY_DST,
+        );
+        let row_loss = buffer(
+            ctx,
+            bytemuck::cast_slice(&nan(rows)),
+            wgpu::BufferUsages::empty(),
+        );
+        let lse = buffer(
+            ctx,
+            bytemuck::cast_slice(&nan(rows)),
+            wgpu::BufferUsages::empty(),
+        );
+        let bufs = DeviceCrossEntropy {
+            logits: &logits,
+            targets: if probs {
+                DeviceTargets::Probabilities(&self.targets)
+            } else {
+                DeviceTargets::Classes(&self.labels)
+            },
+            grad: (!in_place).then_some(&grad),
+            loss: Some(&loss),
+            row_loss: Some(&row_loss),
+            lse: Some(&lse),
+            upstream: upstream.then_some(&self.upstream_buf),
+        };
+        ctx.cross_entropy_device(&bufs, rows, cols, options, kernel)?;
+        Ok(CrossEntropyOutput {
+            loss: read(ctx, &loss)[0],
+            row_loss: read(ctx, &row_loss),
+            lse: read(ctx, &lse),
+            grad: read(ctx, if in_place { &logits } else { &grad }),
+        })
+    }
+
+    fn softmax(
+        &self,
+        ctx: &Context,
+        rows: usize,
+        cols: usize,
+        log: bool,
+        kernel: Kernel,
+        in_place: bool,
+    ) -> Result<Vec<f32>, Error> {
+        let logits = buffer(
+            ctx,
+            bytemuck::cast_slice(&self.logits),
+            wgpu::BufferUsages::empty(),
+        );
+        let out = buffer(
+            ctx,
+            bytemuck::cast_slice(&vec![f32::NAN; rows * cols]),
+            wgpu::BufferUsages::empty(),
+        );
+        ctx.softmax_device(
+            &logits,
+            (!in_place).then_some(&out),
+            rows,
+            cols,
+            log,
+            kernel,
+        )?;
+        Ok(read(ctx, if in_place { &logits } else { &out }))
+    }
+}
+
+/// A buffer with `STORAGE | COPY_SRC | extra`, holding `bytes`.
+fn buffer(ctx: &Context, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("property test"),
+            contents: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | extra,
+        })
+}
+
+/// Reads a whole f32 buffer back (after the work that fills it).
+fn read(ctx: &Context, buffer: &wgpu::Buffer) -> Vec<f32> {
+    let d = ctx.device();
+    let staging = d.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = d.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+    ctx.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let v = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
+    staging.unmap();
+    v
+}
