@@ -995,7 +995,7 @@ impl HostBuffers {
 
 /// `queue.write_buffer` moves whole 4-byte words: pad an odd number of 2-byte elements.
 fn write_padded(ctx: &Context, buffer: &wgpu::Buffer, bytes: &[u8]) {
-    if bytes.len() % 4 == 0 {
+    if bytes.len().is_multiple_of(4) {
         ctx.queue.write_buffer(buffer, 0, bytes);
     } else {
         let mut v = bytes.to_vec();
