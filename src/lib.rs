@@ -2,7 +2,7 @@
 //!
 //! Softmax, the cross-entropy loss and its gradient `dL/dz = softmax(z) - onehot(y)` for
 //! large batches of logits, on any GPU wgpu reaches (Vulkan, Metal, DX12, GL), with WGSL
-//! compute shaders; and [`reference`], the same functions on the CPU in f64.
+//! compute shaders; and [`reference`](mod@reference), the same functions on the CPU in f64.
 //!
 //! ```no_run
 //! use ml_softmax::{Context, CrossEntropyOptions};
@@ -31,13 +31,21 @@
 //! row's loss, lse and gradient NaN and touches no other row (but a NaN row loss makes a
 //! reduced `Mean`/`Sum` loss NaN, as in PyTorch).
 //!
+//! Probability targets (`t`, one distribution per row) use `t'_j = (1 - eps) t_j + eps / C`,
+//! `T = sum_j w_j t'_j`: row loss `T lse - sum_j w_j t'_j z'_j + s lse^2`, gradient
+//! `k [(T + 2 s lse) p_j - w_j t'_j]`, and `Mean` divides by `rows`.
+//!
 //! ## Two levels of API
-//! - host slices in, `Vec`s out: [`Context::cross_entropy`], [`Context::softmax`],
-//!   [`Context::log_softmax`];
-//! - device-resident buffers: [`Context::cross_entropy_device`], [`Context::softmax_device`].
+//! - host slices in, `Vec`s out: [`Context::cross_entropy`], [`Context::cross_entropy_probs`],
+//!   [`Context::cross_entropy_targets`], [`Context::softmax`], [`Context::log_softmax`], and
+//!   for f16 / bf16 bits [`Context::cross_entropy_half`], [`Context::softmax_half`];
+//! - device-resident buffers: [`Context::cross_entropy_device`] (also in place, with
+//!   per-row upstream gradients), [`Context::encode_cross_entropy`],
+//!   [`Context::softmax_device`].
 //!
 //! Inputs larger than one storage binding (or than 2^31 elements) are split into chunks of
-//! whole rows; the results do not change.
+//! whole rows; the results do not change. Storage may be f32, f16 (with `SHADER_F16`) or
+//! bf16 ([`Precision`]); the arithmetic is always f32.
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
