@@ -341,8 +341,62 @@ impl Context {
         (lo == hi && lo > 0 && self.features.contains(wgpu::Features::SUBGROUP)).then_some(lo)
     }
 
+    /// A buffer on this context's device, for callers of the device-resident API. A size
+    /// past the device's `max_buffer_size`, or an allocation wgpu reports out of memory,
+    /// comes back as [`Error::OutOfMemory`]; the context stays usable.
+    pub fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        self.check_alive()?;
+        let max = self.limits.max_buffer_size;
+        if size > max {
+            return Err(Error::OutOfMemory(format!(
+                "a buffer of {size} bytes is larger than this device allows \
+                 (max_buffer_size {max})"
+            )));
+        }
+        self.scoped(|| {
+            Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            }))
+        })
+    }
+
+    /// A buffer holding `contents`, written through the queue. (wgpu's `create_buffer_init`
+    /// maps the buffer at creation and panics when the device is gone; this does not.)
+    pub(crate) fn buffer_with(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let size = (contents.len() as u64).next_multiple_of(4).max(4);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if contents.len() % 4 == 0 {
+            self.queue.write_buffer(&buffer, 0, contents);
+        } else {
+            let mut padded = contents.to_vec();
+            padded.resize(size as usize, 0);
+            self.queue.write_buffer(&buffer, 0, &padded);
+        }
+        buffer
+    }
+
     /// Fails with [`Error::DeviceLost`] once wgpu has reported the device lost.
     pub(crate) fn check_alive(&self) -> Result<()> {
+        // A non-blocking poll runs wgpu's pending callbacks, the device-lost one included.
+        let _ = self.device.poll(wgpu::PollType::Poll);
         if self.lost_flag.load(Ordering::SeqCst) {
             let why = self
                 .lost

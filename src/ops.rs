@@ -4,8 +4,6 @@
 //! Data flow of a host call, top-down in this file: validate → upload one chunk of rows →
 //! dispatch (row kernel, then the loss sum) → read back → next chunk.
 
-use wgpu::util::DeviceExt;
-
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
@@ -733,13 +731,11 @@ impl Context {
             ),
             None => (vec![0.0], cols as f32, 0),
         };
-        let weights = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("class weights"),
-                contents: bytemuck::cast_slice(&weights),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
+        let weights = self.buffer_with(
+            "class weights",
+            bytemuck::cast_slice(&weights),
+            wgpu::BufferUsages::STORAGE,
+        );
         Ok(Prepared {
             params: row_softmax::Params {
                 cols,
@@ -756,14 +752,11 @@ impl Context {
     }
 
     fn scales_buffer(&self, init: &[f32]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("scales"),
-                contents: bytemuck::cast_slice(init),
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        self.buffer_with(
+            "scales",
+            bytemuck::cast_slice(init),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        )
     }
 
     fn encoder(&self) -> wgpu::CommandEncoder {

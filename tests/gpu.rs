@@ -1033,3 +1033,44 @@ fn half_precision_on_the_device() {
         );
     }
 }
+
+// ---- faults: out of memory and a lost device ----
+
+#[test]
+fn a_buffer_larger_than_the_device_allows_is_an_error_and_the_context_survives() {
+    for ctx in contexts() {
+        let too_big = ctx.device().limits().max_buffer_size + 4;
+        let e = ctx
+            .create_buffer("huge", too_big, wgpu::BufferUsages::STORAGE)
+            .unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+        assert!(e.to_string().contains("max_buffer_size"), "{e}");
+        let ok = ctx.create_buffer("small", 1024, wgpu::BufferUsages::STORAGE);
+        assert!(ok.is_ok());
+        let out = ctx
+            .cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())
+            .unwrap();
+        assert!((out.loss - 1.4076).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn a_lost_device_is_reported_and_says_to_rebuild() {
+    for adapter in ml_softmax::list_adapters(BackendChoice::Auto) {
+        let ctx = Context::from_adapter(&adapter, &ContextOptions::default()).unwrap();
+        ctx.cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())
+            .unwrap();
+        ctx.device().destroy();
+        let e = ctx
+            .cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())
+            .unwrap_err();
+        assert!(matches!(e, Error::DeviceLost(_)), "{}: {e}", ctx.describe());
+        assert!(e.to_string().contains("build a new Context"), "{e}");
+    }
+}
+
+#[test]
+fn a_context_is_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Context>();
+}

@@ -1,7 +1,6 @@
 //! Sums over rows for the reduced loss (`shaders/batch_sum.wgsl`): one workgroup per dispatch.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{Binding, ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
 use crate::context::Context;
@@ -78,13 +77,11 @@ pub fn record(
     let (labels, base) = labels.bind(align);
     let (row_loss, _) = row_loss.bind(align);
     params.row_base = base;
-    let uniform = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("batch_sum params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+    let uniform = ctx.buffer_with(
+        "batch_sum params",
+        bytemuck::bytes_of(&params),
+        wgpu::BufferUsages::UNIFORM,
+    );
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("batch_sum"),
         layout: ctx.layouts.bind_group_layout(ModuleKey::BatchSum),

@@ -1,7 +1,6 @@
 //! The copy kernel (`shaders/copy.wgsl`): the benchmark's speed-of-light reference.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{Binding, ModuleKey, PipelineKey, WORKGROUP_LANES, grid};
 use crate::context::Context;
@@ -44,13 +43,11 @@ pub fn record(
         team_size: 0,
     };
     let pipeline = ctx.pipeline(key)?;
-    let params = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("copy params"),
-            contents: bytemuck::bytes_of(&Params { len, _pad: [0; 3] }),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+    let params = ctx.buffer_with(
+        "copy params",
+        bytemuck::bytes_of(&Params { len, _pad: [0; 3] }),
+        wgpu::BufferUsages::UNIFORM,
+    );
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("copy"),
         layout: ctx.layouts.bind_group_layout(ModuleKey::Copy),

@@ -5,7 +5,6 @@
 //! the rows of one chunk (2-D past 65,535 workgroups).
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::{Binding, Io, ModuleKey, PipelineKey, Precision, Slice, Strategy, TeamKind, grid};
 use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
@@ -221,13 +220,11 @@ pub fn record(
         }
         None => params.out_base = logits_base,
     }
-    let uniform = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("row_softmax params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+    let uniform = ctx.buffer_with(
+        "row_softmax params",
+        bytemuck::bytes_of(&params),
+        wgpu::BufferUsages::UNIFORM,
+    );
     entries.push(whole(0, &uniform));
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("row_softmax"),
