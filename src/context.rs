@@ -157,6 +157,7 @@ pub struct Context {
     pub(crate) layouts: kernels::Layouts,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
+    pub(crate) host_pool: Mutex<crate::ops::HostPool>,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
 }
@@ -298,6 +299,7 @@ impl Context {
             poison_outputs: options.poison_outputs,
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
+            host_pool: Mutex::new(crate::ops::HostPool::default()),
             lost,
             lost_flag,
         })
@@ -383,14 +385,20 @@ impl Context {
             usage: usage | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        if contents.len() % 4 == 0 {
-            self.queue.write_buffer(&buffer, 0, contents);
-        } else {
-            let mut padded = contents.to_vec();
-            padded.resize(size as usize, 0);
-            self.queue.write_buffer(&buffer, 0, &padded);
-        }
+        self.write_words(&buffer, contents);
         buffer
+    }
+
+    /// `queue.write_buffer` at offset 0, padding `bytes` with zeros to whole 4-byte words
+    /// (the queue moves whole words; 2-byte data can have an odd length).
+    pub(crate) fn write_words(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
+        if bytes.len().is_multiple_of(4) {
+            self.queue.write_buffer(buffer, 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buffer, 0, &padded);
+        }
     }
 
     /// Fails with [`Error::DeviceLost`] once wgpu has reported the device lost.

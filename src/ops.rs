@@ -258,7 +258,7 @@ impl Context {
             targets: probs.is_some(),
             precision,
         };
-        let bufs = self.scoped(|| HostBuffers::new(self, layout, &stats))?;
+        let bufs = self.host_buffers(layout, &stats)?;
         let eb = precision.bytes() as usize;
         let mut out = RawOutput {
             loss: 0.0,
@@ -392,7 +392,7 @@ impl Context {
             targets: false,
             precision,
         };
-        let bufs = self.scoped(|| HostBuffers::new(self, layout, &[1.0, 0.0, 0.0, 0.0]))?;
+        let bufs = self.host_buffers(layout, &[1.0, 0.0, 0.0, 0.0])?;
         let eb = precision.bytes() as usize;
         let mut out = Vec::with_capacity(n * eb);
         for first in (0..rows).step_by(chunk_rows) {
@@ -759,6 +759,29 @@ impl Context {
         )
     }
 
+    /// Device buffers for a host call: a pooled set of the same layout when one is free
+    /// (so a stream of small calls allocates nothing), else new ones. They go back to the
+    /// pool when the call's [`Pooled`] guard drops.
+    fn host_buffers(&self, layout: HostLayout, stats: &[f32; STATS_LEN]) -> Result<Pooled<'_>> {
+        let reused = self
+            .host_pool
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.take(layout));
+        let bufs = match reused {
+            Some(bufs) => {
+                self.queue
+                    .write_buffer(&bufs.scales, 0, bytemuck::cast_slice(stats));
+                bufs
+            }
+            None => self.scoped(|| HostBuffers::new(self, layout, stats))?,
+        };
+        Ok(Pooled {
+            ctx: self,
+            bufs: Some(bufs),
+        })
+    }
+
     fn encoder(&self) -> wgpu::CommandEncoder {
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -846,7 +869,7 @@ struct RawOutput {
 }
 
 /// What the device buffers of a host call hold.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct HostLayout {
     /// Rows per chunk.
     chunk_rows: usize,
@@ -860,7 +883,7 @@ struct HostLayout {
 }
 
 /// The device buffers of one host call, sized for one chunk and reused for each chunk.
-struct HostBuffers {
+pub(crate) struct HostBuffers {
     layout: HostLayout,
     logits: wgpu::Buffer,
     out: wgpu::Buffer,
@@ -916,7 +939,7 @@ impl HostBuffers {
     /// Writes one chunk of `elems` logits, given as bytes (and, when poisoning, NaN into the
     /// outputs so that an element the kernel fails to write shows up).
     fn upload(&self, ctx: &Context, logits: &[u8], elems: usize) {
-        write_padded(ctx, &self.logits, logits);
+        ctx.write_words(&self.logits, logits);
         if self.poison {
             // All-ones bits are a NaN in f32, f16 and bf16 alike.
             let nan = vec![0xffu8; padded(logits.len())];
@@ -986,13 +1009,52 @@ impl HostBuffers {
     }
 }
 
-/// `queue.write_buffer` moves whole 4-byte words: pad an odd number of 2-byte elements.
-fn write_padded(ctx: &Context, buffer: &wgpu::Buffer, bytes: &[u8]) {
-    if bytes.len().is_multiple_of(4) {
-        ctx.queue.write_buffer(buffer, 0, bytes);
-    } else {
-        let mut v = bytes.to_vec();
-        v.resize(padded(bytes.len()), 0);
-        ctx.queue.write_buffer(buffer, 0, &v);
+/// Free host-call buffer sets, kept for reuse. Only sets up to [`HostPool::MAX_BYTES`] are
+/// kept, at most [`HostPool::MAX_SETS`] of them: small calls (where allocation is a large
+/// share of the time) reuse, huge ones (where it is not) give their memory back.
+#[derive(Default)]
+pub(crate) struct HostPool {
+    free: Vec<HostBuffers>,
+}
+
+impl HostPool {
+    const MAX_SETS: usize = 4;
+    const MAX_BYTES: u64 = 16 << 20;
+
+    fn take(&mut self, layout: HostLayout) -> Option<HostBuffers> {
+        let i = self.free.iter().position(|b| b.layout == layout)?;
+        Some(self.free.swap_remove(i))
+    }
+
+    fn give(&mut self, bufs: HostBuffers) {
+        if bufs.staging.size() <= Self::MAX_BYTES {
+            if self.free.len() == Self::MAX_SETS {
+                self.free.remove(0);
+            }
+            self.free.push(bufs);
+        }
+    }
+}
+
+/// A host call's buffer set, returned to the context's pool when dropped.
+struct Pooled<'a> {
+    ctx: &'a Context,
+    bufs: Option<HostBuffers>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = HostBuffers;
+
+    fn deref(&self) -> &HostBuffers {
+        // Always `Some` until `drop`.
+        self.bufs.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let (Some(bufs), Ok(mut pool)) = (self.bufs.take(), self.ctx.host_pool.lock()) {
+            pool.give(bufs);
+        }
     }
 }
