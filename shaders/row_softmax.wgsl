@@ -25,6 +25,15 @@
 // So the logits are read twice (the second read is usually served by cache) and the output
 // written once. No atomics: every sum has a fixed order, so results are bit-reproducible.
 //
+// Rows too long for one team to finish quickly, when there are few of them, are *split*:
+// workgroup (chunk c, row r) owns columns [c * col_chunk, (c + 1) * col_chunk) of row r.
+//   split_stats  pass 1 over the chunk; lane 0 stores the chunk's (max, sum-exp, s1, s2)
+//                in `scales` at partials_base + 4 * (r * chunks + c)
+//   split_write  (a second dispatch, so all partials are written) every workgroup merges its
+//                row's partials in chunk order, the same online merge as across lanes, then
+//                writes its chunk as pass 2; chunk 0 writes the row's loss and lse
+// so a 262,144-column row keeps 16+ workgroups busy instead of one.
+//
 // Rows past the end still run both reductions (with no columns) so that every barrier is
 // reached by the whole workgroup; they write nothing.
 
@@ -45,14 +54,19 @@ struct Params {
     z_loss: f32,          // s
     softcap: f32,         // 0 = off
     weight_sum: f32,      // W = sum of class weights (cols without weights)
+    col_chunk: u32,       // split layout: columns per workgroup
+    partials_base: u32,   // split layout: offset of the partials in `scales`
+    softmax: u32,         // split layout: 1 for softmax, 0 for cross-entropy
+    _pad: u32,
 }
 
 // Bindings 1 (logits) and 6 (output) are declared by the io_*.wgsl file.
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read> weights: array<f32>;
-// [0] the reduction factor (see batch_sum.wgsl), [4 + row] the upstream gradient of a row.
-@group(0) @binding(4) var<storage, read> scales: array<f32>;
+// [0] the reduction factor (see batch_sum.wgsl), [4 + row] the upstream gradient of a row,
+// then (split layout only) 4 floats of partial results per chunk of each row.
+@group(0) @binding(4) var<storage, read_write> scales: array<f32>;
 @group(0) @binding(5) var<storage, read> targets: array<f32>;
 @group(0) @binding(7) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(8) var<storage, read_write> row_lse: array<f32>;
@@ -122,17 +136,29 @@ fn target_weight(i: u32, j: u32) -> f32 {
     return class_weight(j) * ((1.0 - eps) * targets[i] + eps / f32(params.cols));
 }
 
-// What pass 1 learns about a row.
+// What pass 1 learns about a row (or, in the split layout, a chunk of one).
 struct RowStats {
-    lse: f32,  // log-sum-exp of the capped row
+    m: f32,    // max of the capped logits
+    d: f32,    // sum_j exp(z'_j - m)
     s1: f32,   // class index: sum_j w_j z'_j (with smoothing);  probabilities: sum_j w_j t'_j z'_j
     s2: f32,   // class index: z'_y;                              probabilities: T = sum_j w_j t'_j
 }
 
-// Pass 1: this lane's online (max, sum-exp) over its columns, merged across the team.
-// `cols` is 0 for idle lanes past the last row, so they join the reductions with nothing.
-// `y` is the row's class (or an impossible index): the lane that owns it captures z'_y.
-fn row_stats(team: Team, start: u32, tstart: u32, cols: u32, y: u32, mode: u32) -> RowStats {
+fn lse_of(st: RowStats) -> f32 {
+    return st.m + log(st.d);
+}
+
+// Folds `b` into `a`: the online-softmax merge (rescale both sums to the larger max).
+fn merge(a: RowStats, b: RowStats) -> RowStats {
+    let m = max(a.m, b.m);
+    return RowStats(m, a.d * exp(a.m - m) + b.d * exp(b.m - m), a.s1 + b.s1, a.s2 + b.s2);
+}
+
+// Pass 1: this lane's online (max, sum-exp) over `cols` columns from `start` (column `col0`
+// of the row), merged across the team. `cols` is 0 for idle lanes past the last row, so they
+// join the reductions with nothing. `y` is the row's class (or an impossible index): the lane
+// that owns it captures z'_y.
+fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, mode: u32) -> RowStats {
     var m = LOWEST;
     var d = 0.0;
     var s1 = 0.0;
@@ -148,17 +174,17 @@ fn row_stats(team: Team, start: u32, tstart: u32, cols: u32, y: u32, mode: u32) 
         m = m_new;
         switch mode {
             case MODE_SMOOTHED: {
-                s1 += dot(class_weight4(j), z);
+                s1 += dot(class_weight4(col0 + j), z);
             }
             case MODE_PROBS: {
-                let wt = target_weight4(tstart + j, j);
+                let wt = target_weight4(tstart + j, col0 + j);
                 s1 += dot(wt, z);
                 s2 += (wt.x + wt.y) + (wt.z + wt.w);
             }
             default: {}
         }
-        if y - j < BLOCK {
-            s2 = z[y - j];
+        if y - (col0 + j) < BLOCK {
+            s2 = z[y - (col0 + j)];
         }
     }
     for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
@@ -168,16 +194,16 @@ fn row_stats(team: Team, start: u32, tstart: u32, cols: u32, y: u32, mode: u32) 
         m = m_new;
         switch mode {
             case MODE_SMOOTHED: {
-                s1 += class_weight(j) * z;
+                s1 += class_weight(col0 + j) * z;
             }
             case MODE_PROBS: {
-                let wt = target_weight(tstart + j, j);
+                let wt = target_weight(tstart + j, col0 + j);
                 s1 += wt * z;
                 s2 += wt;
             }
             default: {}
         }
-        if j == y {
+        if col0 + j == y {
             s2 = z;
         }
     }
@@ -185,7 +211,7 @@ fn row_stats(team: Team, start: u32, tstart: u32, cols: u32, y: u32, mode: u32) 
     // (z'_y is held by one lane, the others hold 0, so the sum moves it to every lane.)
     let row_max = team_max(m);
     let sums = team_sum4(vec4<f32>(d * exp(m - row_max), s1, s2, 0.0));
-    return RowStats(row_max + log(sums.x), sums.y, sums.z);
+    return RowStats(row_max, sums.x, sums.y, sums.z);
 }
 
 // What pass 1 gathers beside (max, sum-exp).
@@ -197,12 +223,8 @@ fn team_cols(team: Team) -> u32 {
     return select(0u, params.cols, team.row < params.rows);
 }
 
-// Softmax (or log-softmax) of each row into the output.
-fn softmax_row(team: Team) {
-    let cols = team_cols(team);
-    let start = params.logits_base + team.row * params.cols;
-    let out_start = params.out_base + team.row * params.cols;
-    let lse = row_stats(team, start, 0u, cols, 0xffffffffu, MODE_PLAIN).lse;
+// Softmax (or log-softmax) of columns [col0, col0 + cols) of a row into the output.
+fn write_softmax(team: Team, start: u32, out_start: u32, cols: u32, lse: f32) {
     let log = params.log_softmax != 0u;
     let blocks = cols / BLOCK;
     for (var b = team.lane; b < blocks; b += team.size) {
@@ -216,100 +238,214 @@ fn softmax_row(team: Team) {
     }
 }
 
-// Fused cross-entropy: the row's loss and lse, and the gradient into the output.
-fn cross_entropy_row(team: Team) {
+// Softmax (or log-softmax) of each row into the output.
+fn softmax_row(team: Team) {
     let cols = team_cols(team);
-    let live = team.row < params.rows;
-    let C = f32(params.cols);
-    let eps = params.label_smoothing;
-    let probs = params.has_targets != 0u;
     let start = params.logits_base + team.row * params.cols;
-    let tstart = params.targets_base + team.row * params.cols;
     let out_start = params.out_base + team.row * params.cols;
-    let r = params.row_base + team.row;
+    let st = row_stats(team, start, 0u, 0u, cols, NO_CLASS, MODE_PLAIN);
+    write_softmax(team, start, out_start, cols, lse_of(st));
+}
 
-    // The row's class. An out-of-range label (possible only through the device API, whose
-    // labels are not checked on the host) makes the row NaN instead of reading out of bounds.
+// A column index no class has.
+const NO_CLASS = 0xffffffffu;
+
+// A row's target, as the loss needs it.
+struct RowTarget {
+    probs: bool,    // probability targets
+    ignored: bool,  // the label is the ignore index
+    valid: bool,    // probabilities, or a label in 0..cols
+    yc: u32,        // the class, or NO_CLASS
+    mode: u32,      // what pass 1 gathers
+}
+
+// The row's class. An out-of-range label (possible only through the device API, whose
+// labels are not checked on the host) makes the row NaN instead of reading out of bounds.
+fn row_target(team: Team) -> RowTarget {
+    let probs = params.has_targets != 0u;
     var y = params.ignore_index;
-    if live && !probs {
-        y = labels[r];
+    if team.row < params.rows && !probs {
+        y = labels[params.row_base + team.row];
     }
     let ignored = !probs && y == params.ignore_index;
     let valid = probs || (!ignored && y >= 0 && u32(y) < params.cols);
-    let yc = select(0xffffffffu, u32(y), valid && !probs);
-
+    let yc = select(NO_CLASS, u32(y), valid && !probs);
     var mode = MODE_PLAIN;
     if probs {
         mode = MODE_PROBS;
-    } else if eps > 0.0 {
+    } else if params.label_smoothing > 0.0 {
         mode = MODE_SMOOTHED;
     }
-    let stats_row = row_stats(team, start, tstart, cols, yc, mode);
-    if !live {
-        return; // idle lanes: the reductions above were their only duty
-    }
-    let lse = stats_row.lse;
+    return RowTarget(probs, ignored, valid, yc, mode);
+}
+
+// The row's loss and the gradient's coefficients: dz'_j = a p_j - b [j == y] - e c_j, where
+// c_j = w_j (class targets) or w_j t'_j (probability targets).
+struct Coefficients {
+    loss: f32,
+    a: f32,
+    b: f32,
+    e: f32,
+}
+
+fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
+    let C = f32(params.cols);
+    let eps = params.label_smoothing;
+    let lse = lse_of(st);
     var k = scales[0];
     if params.has_upstream != 0u {
         k *= scales[UPSTREAM + params.row_offset + team.row];
     }
-    let nan = bitcast<f32>(0x7fc00000u);
     let zloss = params.z_loss * lse * lse;
-
-    // The row's loss and the gradient's coefficients: dz'_j = a p_j - b [j == y] - e c_j,
-    // where c_j = w_j (class targets) or w_j t'_j (probability targets).
-    var loss: f32;
-    var a: f32;
-    var b = 0.0;
-    var e: f32;
-    if probs {
-        loss = stats_row.s2 * lse - stats_row.s1 + zloss;
-        a = k * (stats_row.s2 + 2.0 * params.z_loss * lse);
-        e = k;
+    var c: Coefficients;
+    if t.probs {
+        c = Coefficients(st.s2 * lse - st.s1 + zloss, k * (st.s2 + 2.0 * params.z_loss * lse), 0.0, k);
     } else {
-        let w_y = class_weight(select(0u, yc, valid));
-        loss = (1.0 - eps) * w_y * (lse - stats_row.s2)
-             + eps / C * (params.weight_sum * lse - stats_row.s1) + zloss;
-        a = k * ((1.0 - eps) * w_y + eps * params.weight_sum / C + 2.0 * params.z_loss * lse);
-        b = k * (1.0 - eps) * w_y;
-        e = k * eps / C;
+        let w_y = class_weight(select(0u, t.yc, t.valid));
+        c = Coefficients(
+            (1.0 - eps) * w_y * (lse - st.s2) + eps / C * (params.weight_sum * lse - st.s1) + zloss,
+            k * ((1.0 - eps) * w_y + eps * params.weight_sum / C + 2.0 * params.z_loss * lse),
+            k * (1.0 - eps) * w_y,
+            k * eps / C,
+        );
     }
-    if !valid {
-        loss = nan;
-        a = nan;
+    if !t.valid {
+        let nan = bitcast<f32>(0x7fc00000u);
+        c.loss = nan;
+        c.a = nan;
     }
-    if team.lane == 0u {
-        row_loss[r] = select(loss, 0.0, ignored);
+    return c;
+}
+
+// Lane 0 writes the row's loss (0 when ignored) and lse.
+fn write_row(team: Team, t: RowTarget, c: Coefficients, lse: f32) {
+    if team.lane == 0u && team.row < params.rows {
+        let r = params.row_base + team.row;
+        row_loss[r] = select(c.loss, 0.0, t.ignored);
         row_lse[r] = lse;
     }
+}
 
-    // Pass 2: the gradient. Ignored rows write zeros whatever their logits hold.
+// Pass 2: the gradient of columns [col0, col0 + cols). Ignored rows write zeros whatever
+// their logits hold.
+fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
+                  start: u32, tstart: u32, out_start: u32, col0: u32, cols: u32) {
     let blocks = cols / BLOCK;
     for (var blk = team.lane; blk < blocks; blk += team.size) {
         let j = blk * BLOCK;
+        let col = col0 + j;
         let zc = capped4(load_logit4(start + j));
-        var c: vec4<f32>;
-        if probs {
-            c = target_weight4(tstart + j, j);
+        var w: vec4<f32>;
+        if t.probs {
+            w = target_weight4(tstart + j, col);
         } else {
-            c = class_weight4(j);
+            w = class_weight4(col);
         }
-        var g = a * exp(zc - vec4<f32>(lse)) - e * c;
-        g -= select(vec4<f32>(0.0), vec4<f32>(b), vec4<u32>(j, j + 1u, j + 2u, j + 3u) == vec4<u32>(yc));
+        var g = c.a * exp(zc - vec4<f32>(lse)) - c.e * w;
+        g -= select(vec4<f32>(0.0), vec4<f32>(c.b), vec4<u32>(col, col + 1u, col + 2u, col + 3u) == vec4<u32>(t.yc));
         g *= cap_slope4(zc);
-        store_out4(out_start + j, select(g, vec4<f32>(0.0), ignored));
+        store_out4(out_start + j, select(g, vec4<f32>(0.0), t.ignored));
     }
     for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
+        let col = col0 + j;
         let zc = capped(load_logit(start + j));
-        var c: f32;
-        if probs {
-            c = target_weight(tstart + j, j);
+        var w: f32;
+        if t.probs {
+            w = target_weight(tstart + j, col);
         } else {
-            c = class_weight(j);
+            w = class_weight(col);
         }
-        var g = a * exp(zc - lse) - e * c;
-        g -= select(0.0, b, j == yc);
+        var g = c.a * exp(zc - lse) - c.e * w;
+        g -= select(0.0, c.b, col == t.yc);
         g *= cap_slope4(vec4<f32>(zc)).x;
-        store_out(out_start + j, select(g, 0.0, ignored));
+        store_out(out_start + j, select(g, 0.0, t.ignored));
     }
+}
+
+// Fused cross-entropy of a whole row per team: loss, lse, and the gradient.
+fn cross_entropy_row(team: Team) {
+    let cols = team_cols(team);
+    let start = params.logits_base + team.row * params.cols;
+    let tstart = params.targets_base + team.row * params.cols;
+    let out_start = params.out_base + team.row * params.cols;
+    let t = row_target(team);
+    let st = row_stats(team, start, tstart, 0u, cols, t.yc, t.mode);
+    if team.row >= params.rows {
+        return; // idle lanes: the reductions above were their only duty
+    }
+    let c = coefficients(team, t, st);
+    let lse = lse_of(st);
+    write_row(team, t, c, lse);
+    write_gradient(team, t, c, lse, start, tstart, out_start, 0u, cols);
+}
+
+// ---- the split layout: one workgroup per (chunk, row) ----
+
+fn chunk_count() -> u32 {
+    return (params.cols + params.col_chunk - 1u) / params.col_chunk;
+}
+
+// Columns of chunk `chunk` in this team's row (0 past the last row or column).
+fn chunk_cols(team: Team, chunk: u32) -> u32 {
+    let col0 = chunk * params.col_chunk;
+    if team.row >= params.rows || col0 >= params.cols {
+        return 0u;
+    }
+    return min(params.col_chunk, params.cols - col0);
+}
+
+fn partial_index(team: Team, chunk: u32) -> u32 {
+    return params.partials_base + 4u * (team.row * chunk_count() + chunk);
+}
+
+fn split_target(team: Team) -> RowTarget {
+    if params.softmax != 0u {
+        return RowTarget(false, false, true, NO_CLASS, MODE_PLAIN);
+    }
+    return row_target(team);
+}
+
+// Split pass 1: the chunk's partial stats into `scales`.
+fn split_stats(team: Team, chunk: u32) {
+    let col0 = chunk * params.col_chunk;
+    let cols = chunk_cols(team, chunk);
+    let start = params.logits_base + team.row * params.cols + col0;
+    let tstart = params.targets_base + team.row * params.cols + col0;
+    let t = split_target(team);
+    let st = row_stats(team, start, tstart, col0, cols, t.yc, t.mode);
+    if team.lane == 0u && cols > 0u {
+        let i = partial_index(team, chunk);
+        scales[i] = st.m;
+        scales[i + 1u] = st.d;
+        scales[i + 2u] = st.s1;
+        scales[i + 3u] = st.s2;
+    }
+}
+
+// Split pass 2: merge the row's partials in chunk order, then write this chunk.
+fn split_write(team: Team, chunk: u32) {
+    let cols = chunk_cols(team, chunk);
+    if cols == 0u {
+        return; // no barrier follows: a whole workgroup returns together
+    }
+    var st = RowStats(LOWEST, 0.0, 0.0, 0.0);
+    for (var k = 0u; k < chunk_count(); k += 1u) {
+        let i = partial_index(team, k);
+        st = merge(st, RowStats(scales[i], scales[i + 1u], scales[i + 2u], scales[i + 3u]));
+    }
+    let lse = lse_of(st);
+    let col0 = chunk * params.col_chunk;
+    let start = params.logits_base + team.row * params.cols + col0;
+    let out_start = params.out_base + team.row * params.cols + col0;
+    if params.softmax != 0u {
+        write_softmax(team, start, out_start, cols, lse);
+        return;
+    }
+    let tstart = params.targets_base + team.row * params.cols + col0;
+    let t = row_target(team);
+    let c = coefficients(team, t, st);
+    if chunk == 0u {
+        write_row(team, t, c, lse);
+    }
+    write_gradient(team, t, c, lse, start, tstart, out_start, col0, cols);
 }

@@ -75,3 +75,22 @@ fn cross_entropy_main(@builtin(local_invocation_index) local: u32,
                       @builtin(num_workgroups) count: vec3<u32>) {
     cross_entropy_row(team_of(local, id, count));
 }
+
+// The split layout (see row_softmax.wgsl): the whole workgroup is one team
+// (TEAM_SIZE == WORKGROUP_SIZE); workgroup (x, y) owns chunk x of row y of the dispatch.
+fn split_team(local: u32, id: vec3<u32>) -> Team {
+    lane_index = local;
+    return Team(id.y, local % TEAM_SIZE, TEAM_SIZE);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn split_stats_main(@builtin(local_invocation_index) local: u32,
+                    @builtin(workgroup_id) id: vec3<u32>) {
+    split_stats(split_team(local, id), id.x);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn split_write_main(@builtin(local_invocation_index) local: u32,
+                    @builtin(workgroup_id) id: vec3<u32>) {
+    split_write(split_team(local, id), id.x);
+}

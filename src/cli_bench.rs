@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// Comma-separated ROWSxCOLS shapes.
     #[arg(long, default_value = DEFAULT_SHAPES)]
     shapes: String,
-    /// Timed repetitions per kernel and shape (after one warm-up).
+    /// Timed repetitions per kernel and shape (after one warm-up), taken round-robin.
     #[arg(long, default_value_t = 10)]
     reps: usize,
     /// Write every figure as JSON to this file.
@@ -77,18 +77,58 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     for &(rows, cols) in &shapes {
         let data = Buffers::new(&ctx, rows, cols);
         let bytes = 2.0 * (rows * cols) as f64 * 4.0;
-        let copy_ms = timer.median_ms(&ctx, args.reps, |encoder| {
-            ml_softmax::kernels::copy::record(
-                &ctx,
-                encoder,
-                &data.logits,
-                &data.grad,
-                (rows * cols) as u32,
-                None,
-            )
-            .map_err(|e| e.to_string())
-        })?;
-        let mut line = |strategy: String, ms: f64| {
+        // Every kernel of this shape, the copy first. They are timed round-robin (one run of
+        // each per round), so a slow spell of the machine hits all of them alike.
+        type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
+        let options = CrossEntropyOptions::default();
+        let mut kernels: Vec<(String, Record)> = vec![(
+            "copy".into(),
+            Box::new(|encoder: &mut wgpu::CommandEncoder| {
+                ml_softmax::kernels::copy::record(
+                    &ctx,
+                    encoder,
+                    &data.logits,
+                    &data.grad,
+                    (rows * cols) as u32,
+                )
+                .map_err(|e| e.to_string())
+            }),
+        )];
+        for &strategy in &strategies {
+            let (ctx, data, options) = (&ctx, &data, &options);
+            kernels.push((
+                strategy.to_string(),
+                Box::new(move |encoder: &mut wgpu::CommandEncoder| {
+                    ctx.encode_cross_entropy(encoder, &data.device(), rows, cols, options, strategy)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+        }
+        // Warm-up (builds the pipelines); a kernel this adapter cannot run is reported.
+        let mut live = Vec::new();
+        for (name, record) in kernels {
+            match timer.time(&ctx, &record) {
+                Ok(_) => live.push((name, record, Vec::with_capacity(args.reps))),
+                Err(e) => println!("{:>14} {:>10} skipped: {e}", format!("{rows}x{cols}"), name),
+            }
+        }
+        for _ in 0..args.reps {
+            for (_, record, times) in &mut live {
+                times.push(timer.time(&ctx, &**record)?);
+            }
+        }
+        let medians: Vec<(String, f64)> = live
+            .into_iter()
+            .map(|(name, _, mut times)| {
+                times.sort_by(f64::total_cmp);
+                (name, times[times.len() / 2])
+            })
+            .collect();
+        let copy_ms = medians
+            .first()
+            .map(|m| m.1)
+            .ok_or("the copy kernel did not run")?;
+        for (strategy, ms) in medians {
             let gbps = bytes / (ms * 1e-3) / 1e9;
             println!(
                 "{:>14} {:>10} {:>10.3} {:>10.1} {:>9.2} {:>7.0}%",
@@ -107,22 +147,6 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 gbps,
                 copy_ratio: copy_ms / ms,
             });
-        };
-        line("copy".into(), copy_ms);
-        for &strategy in &strategies {
-            let options = CrossEntropyOptions::default();
-            let ms = timer.median_ms(&ctx, args.reps, |encoder| {
-                ctx.encode_cross_entropy(encoder, &data.device(), rows, cols, &options, strategy)
-                    .map_err(|e| e.to_string())
-            });
-            match ms {
-                Ok(ms) => line(strategy.to_string(), ms),
-                Err(e) => println!(
-                    "{:>14} {:>10} skipped: {e}",
-                    format!("{rows}x{cols}"),
-                    strategy
-                ),
-            }
         }
     }
     if let Some(path) = &args.json {
@@ -257,49 +281,37 @@ impl Timer {
         }
     }
 
-    /// Median over `reps` timed runs, after one untimed warm-up (which builds the pipelines).
-    fn median_ms(
+    /// One timed run of `record`, in milliseconds.
+    fn time(
         &self,
         ctx: &Context,
-        reps: usize,
-        mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<(), String>,
+        record: impl Fn(&mut wgpu::CommandEncoder) -> Result<(), String>,
     ) -> Result<f64, String> {
-        let mut times = Vec::with_capacity(reps);
-        for rep in 0..=reps {
-            let mut encoder = ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            if let Some((set, ..)) = &self.queries {
-                encoder.write_timestamp(set, 0);
-            }
-            record(&mut encoder)?;
-            if let Some((set, resolve, read, _)) = &self.queries {
-                encoder.write_timestamp(set, 1);
-                encoder.resolve_query_set(set, 0..2, resolve, 0);
-                encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
-            }
-            let start = Instant::now();
-            let index = ctx.queue().submit([encoder.finish()]);
-            ctx.device()
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: Some(std::time::Duration::from_secs(120)),
-                })
-                .map_err(|e| e.to_string())?;
-            let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-            let ms = match &self.queries {
-                Some((_, _, read, period)) => {
-                    let ticks = read_ticks(ctx, read)?;
-                    ticks as f64 * period * 1e-6
-                }
-                None => wall_ms,
-            };
-            if rep > 0 {
-                times.push(ms);
-            }
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        if let Some((set, ..)) = &self.queries {
+            encoder.write_timestamp(set, 0);
         }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+        record(&mut encoder)?;
+        if let Some((set, resolve, read, _)) = &self.queries {
+            encoder.write_timestamp(set, 1);
+            encoder.resolve_query_set(set, 0..2, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+        }
+        let start = Instant::now();
+        let index = ctx.queue().submit([encoder.finish()]);
+        ctx.device()
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: Some(std::time::Duration::from_secs(120)),
+            })
+            .map_err(|e| e.to_string())?;
+        let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+        match &self.queries {
+            Some((_, _, read, period)) => Ok(read_ticks(ctx, read)? as f64 * period * 1e-6),
+            None => Ok(wall_ms),
+        }
     }
 }
 

@@ -250,13 +250,15 @@ impl Context {
         let mut prepared = self.prepare(options, cols32, -1)?;
         prepared.params.has_targets = u32::from(probs.is_some());
 
-        let chunk_rows = self.chunk_rows(cols)?;
+        let chunk_rows = self.chunk_rows(cols, strategy)?;
+        prepared.params.partials_base = STATS_LEN as u32;
         let layout = HostLayout {
             chunk_rows,
             cols,
             per_row: true,
             targets: probs.is_some(),
             precision,
+            partials: row_softmax::partials_len(strategy, chunk_rows, cols),
         };
         let bufs = self.host_buffers(layout, &stats)?;
         let eb = precision.bytes() as usize;
@@ -287,7 +289,6 @@ impl Context {
                     strategy,
                     &rb,
                     params,
-                    None,
                 )?;
                 let sum_params = batch_sum::Params {
                     rows: count as u32,
@@ -384,13 +385,15 @@ impl Context {
         let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
-        let chunk_rows = self.chunk_rows(cols)?;
+        let chunk_rows = self.chunk_rows(cols, strategy)?;
+        prepared.params.partials_base = STATS_LEN as u32;
         let layout = HostLayout {
             chunk_rows,
             cols,
             per_row: false,
             targets: false,
             precision,
+            partials: row_softmax::partials_len(strategy, chunk_rows, cols),
         };
         let bufs = self.host_buffers(layout, &[1.0, 0.0, 0.0, 0.0])?;
         let eb = precision.bytes() as usize;
@@ -404,15 +407,7 @@ impl Context {
                 let mut params = prepared.params;
                 params.rows = count as u32;
                 let rb = bufs.row_buffers(elems, count, &prepared.weights);
-                row_softmax::record(
-                    self,
-                    &mut encoder,
-                    Entry::Softmax,
-                    strategy,
-                    &rb,
-                    params,
-                    None,
-                )?;
+                row_softmax::record(self, &mut encoder, Entry::Softmax, strategy, &rb, params)?;
                 let bytes = padded(elems * eb) as u64;
                 encoder.copy_buffer_to_buffer(&bufs.out, 0, &bufs.staging, 0, bytes);
                 self.queue.submit([encoder.finish()]);
@@ -522,15 +517,18 @@ impl Context {
             Reduction::Mean => 1.0 / rows as f32,
             Reduction::Sum | Reduction::None => 1.0,
         };
+        // Scales: [stats | upstream gradients | split partials, reused by each row chunk].
+        let chunk_rows = self.chunk_rows(cols, strategy)?;
         let upstream_len = if bufs.upstream.is_some() { rows } else { 0 };
-        let mut init = vec![0.0f32; UPSTREAM + upstream_len];
+        let partials = row_softmax::partials_len(strategy, chunk_rows, cols);
+        prepared.params.partials_base = (UPSTREAM + upstream_len) as u32;
+        let mut init = vec![0.0f32; UPSTREAM + upstream_len + partials];
         init[0] = scale;
         let scales = self.scales_buffer(&init);
         if let Some(up) = bufs.upstream {
             encoder.copy_buffer_to_buffer(up, 0, &scales, (UPSTREAM * 4) as u64, rows64 * 4);
         }
 
-        let chunk_rows = self.chunk_rows(cols)?;
         let row_slice = |b, first: usize, count: usize| Slice::words(b, first as u64, count as u64);
         let elem_slice = |b, first: usize, count: usize, elem_bytes| Slice {
             buffer: b,
@@ -591,15 +589,7 @@ impl Context {
             let mut params = prepared.params;
             params.rows = count as u32;
             params.row_offset = first as u32;
-            row_softmax::record(
-                self,
-                encoder,
-                Entry::CrossEntropy,
-                strategy,
-                &rb,
-                params,
-                None,
-            )?;
+            row_softmax::record(self, encoder, Entry::CrossEntropy, strategy, &rb, params)?;
             batch_sum::record(
                 self,
                 encoder,
@@ -642,14 +632,18 @@ impl Context {
         let strategy = self.resolve(strategy, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
+        prepared.params.partials_base = STATS_LEN as u32;
         self.scoped(|| {
-            let scales = self.scales_buffer(&[1.0, 0.0, 0.0, 0.0]);
+            let chunk_rows = self.chunk_rows(cols, strategy)?;
+            let mut init =
+                vec![0.0f32; STATS_LEN + row_softmax::partials_len(strategy, chunk_rows, cols)];
+            init[0] = 1.0;
+            let scales = self.scales_buffer(&init);
             // Softmax has no per-row inputs or outputs: small stand-ins, one per binding so
             // that no buffer is both read and written in one dispatch.
             let stand_ins: Vec<wgpu::Buffer> =
                 (0..4).map(|_| self.scales_buffer(&[0.0; 4])).collect();
             let tiny = |i: usize| Slice::words(&stand_ins[i], 0, 1);
-            let chunk_rows = self.chunk_rows(cols)?;
             let mut encoder = self.encoder();
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
@@ -672,15 +666,7 @@ impl Context {
                 };
                 let mut params = prepared.params;
                 params.rows = count as u32;
-                row_softmax::record(
-                    self,
-                    &mut encoder,
-                    Entry::Softmax,
-                    strategy,
-                    &rb,
-                    params,
-                    None,
-                )?;
+                row_softmax::record(self, &mut encoder, Entry::Softmax, strategy, &rb, params)?;
             }
             Ok(self.queue.submit([encoder.finish()]))
         })
@@ -711,15 +697,19 @@ impl Context {
     }
 
     /// Rows per chunk: as many whole rows as fit one binding, leaving room for the alignment
-    /// slack of [`Slice::bind`].
-    pub(crate) fn chunk_rows(&self, cols: usize) -> Result<usize> {
+    /// slack of [`Slice::bind`] (and at most one grid dimension for the split layout).
+    pub(crate) fn chunk_rows(&self, cols: usize, strategy: Strategy) -> Result<usize> {
         let align = u64::from(self.limits.min_storage_buffer_offset_alignment);
         let row_bytes = cols as u64 * 4;
         let budget = self.max_chunk_bytes.saturating_sub(align);
         let by_binding = (budget / row_bytes).max(1);
         // Also keep every element index of a chunk below 2^31 in the shaders' u32 math.
         let by_index = ((1u64 << 31) / cols as u64).max(1);
-        Ok(by_binding.min(by_index) as usize)
+        let mut rows = by_binding.min(by_index);
+        if let Strategy::Split { .. } = strategy {
+            rows = rows.min(u64::from(crate::kernels::MAX_GRID_DIM));
+        }
+        Ok(rows as usize)
     }
 
     fn prepare(&self, options: &CrossEntropyOptions, cols: u32, ignore: i32) -> Result<Prepared> {
@@ -880,6 +870,8 @@ struct HostLayout {
     targets: bool,
     /// The storage format of logits and output.
     precision: Precision,
+    /// Floats of split-layout partials after the stats in `scales`.
+    partials: usize,
 }
 
 /// The device buffers of one host call, sized for one chunk and reused for each chunk.
@@ -926,7 +918,11 @@ impl HostBuffers {
             ),
             row_loss: buffer("row_loss", rows * 4, U::STORAGE | U::COPY_SRC | U::COPY_DST),
             lse: buffer("lse", rows * 4, U::STORAGE | U::COPY_SRC | U::COPY_DST),
-            scales: ctx.scales_buffer(stats),
+            scales: {
+                let mut init = vec![0.0f32; STATS_LEN + layout.partials];
+                init[..STATS_LEN].copy_from_slice(stats);
+                ctx.scales_buffer(&init)
+            },
             staging: buffer(
                 "staging",
                 elem_bytes + (2 * rows + STATS_LEN as u64) * 4,

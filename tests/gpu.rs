@@ -1074,3 +1074,42 @@ fn a_context_is_send_and_sync() {
     fn shareable<T: Send + Sync>() {}
     shareable::<Context>();
 }
+
+/// The split layout (rows over several workgroups, partials merged) with every option,
+/// probability targets and softmax, on rows of 3 chunks with a ragged last chunk.
+#[test]
+fn the_split_layout_matches_the_reference_with_every_option() {
+    let mut rng = Rng::new("split");
+    let split = Strategy::Split { lanes: 256 };
+    for ctx in contexts() {
+        let (rows, cols) = (3, 2 * 16384 + 1001);
+        for (name, options) in options_cases(cols, &mut rng) {
+            let z = rng.logits(rows * cols, 3.0);
+            let mut labels = rng.labels(rows, cols);
+            labels[1] = 2;
+            let what = format!("{} split {name}", ctx.adapter_info().name);
+            let gpu = ctx
+                .cross_entropy_with(&z, &labels, rows, cols, &options, split)
+                .unwrap();
+            let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+            assert_output_close(&what, &gpu, &cpu, 1.0 / rows as f32);
+            let t = random_targets(&mut rng, rows, cols);
+            let targets = ml_softmax::Targets::Probabilities(&t);
+            let gpu = ctx
+                .cross_entropy_targets(&z, targets, rows, cols, &options, split)
+                .unwrap();
+            let cpu = reference::cross_entropy_probs(&z, &t, rows, cols, &options).unwrap();
+            assert_output_close(&format!("{what} probs"), &gpu, &cpu, 1.0 / rows as f32);
+        }
+        let z = rng.logits(rows * cols, 3.0);
+        for log in [false, true] {
+            let got = ctx.softmax_with(&z, rows, cols, log, split).unwrap();
+            let want = if log {
+                reference::log_softmax(&z, rows, cols).unwrap()
+            } else {
+                reference::softmax(&z, rows, cols).unwrap()
+            };
+            assert_close("split softmax", &got, &want, 1e-5, 1e-4);
+        }
+    }
+}

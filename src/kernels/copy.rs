@@ -34,7 +34,6 @@ pub fn record(
     src: &wgpu::Buffer,
     dst: &wgpu::Buffer,
     len: u32,
-    timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
 ) -> Result<()> {
     let key = PipelineKey {
         module: ModuleKey::Copy,
@@ -57,7 +56,7 @@ pub fn record(
     let (x, y) = grid(lanes.div_ceil(u64::from(WORKGROUP_LANES)))?;
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("copy"),
-        timestamp_writes: timestamps,
+        timestamp_writes: None,
     });
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &bind_group, &[]);

@@ -213,6 +213,15 @@ impl ModuleKey {
     /// The entry points of the module.
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
+            ModuleKey::RowSoftmax {
+                team: TeamKind::Workgroup,
+                ..
+            } => &[
+                "softmax_main",
+                "cross_entropy_main",
+                "split_stats_main",
+                "split_write_main",
+            ],
             ModuleKey::RowSoftmax { .. } => &["softmax_main", "cross_entropy_main"],
             ModuleKey::BatchSum => &["target_weight_sum", "mean_scale", "loss_sum"],
             ModuleKey::Copy => &["copy_main"],
@@ -268,6 +277,14 @@ pub enum Strategy {
     /// One subgroup per row, reducing with subgroup operations: no barriers, no workgroup
     /// memory. Needs `Features::SUBGROUP` and a fixed subgroup size.
     Subgroup,
+    /// Long rows split over several workgroups of `lanes` lanes, each owning
+    /// [`row_softmax::SPLIT_CHUNK_COLS`] columns: a first dispatch stores each chunk's
+    /// (max, sum-exp) pair, a second merges a row's pairs and writes the chunk. Keeps the
+    /// whole GPU busy when a few rows hold all the work.
+    Split {
+        /// Lanes per workgroup (and per chunk): a power of two from 32 to 1024.
+        lanes: u32,
+    },
 }
 
 impl Strategy {
@@ -277,6 +294,7 @@ impl Strategy {
             .into_iter()
             .map(|lanes| Strategy::Workgroup { lanes })
             .collect();
+        v.push(Strategy::Split { lanes: 256 });
         if subgroups {
             v.push(Strategy::Subgroup);
         }
@@ -315,6 +333,7 @@ impl fmt::Display for Strategy {
             Strategy::Auto => f.write_str("auto"),
             Strategy::Workgroup { lanes } => write!(f, "wg{lanes}"),
             Strategy::Subgroup => f.write_str("subgroup"),
+            Strategy::Split { lanes } => write!(f, "split{lanes}"),
         }
     }
 }
@@ -326,22 +345,27 @@ impl FromStr for Strategy {
         let bad = || Error::InvalidOption {
             name: "strategy",
             value: s.to_string(),
-            reason: "expected auto, subgroup, or wgN with N a power of two from 1 to 1024",
+            reason: "expected auto, subgroup, wgN (N a power of two, 1..=1024) or splitN \
+                     (N a power of two, 32..=1024)",
         };
         match s {
             "auto" => Ok(Strategy::Auto),
             "subgroup" => Ok(Strategy::Subgroup),
             _ => {
-                let lanes: u32 = s
-                    .strip_prefix("wg")
-                    .ok_or_else(bad)?
-                    .parse()
-                    .map_err(|_| bad())?;
-                if lanes.is_power_of_two() && lanes <= MAX_WORKGROUP_LANES {
-                    Ok(Strategy::Workgroup { lanes })
-                } else {
-                    Err(bad())
+                let (split, digits) = match s.strip_prefix("split") {
+                    Some(d) => (true, d),
+                    None => (false, s.strip_prefix("wg").ok_or_else(bad)?),
+                };
+                let lanes: u32 = digits.parse().map_err(|_| bad())?;
+                let smallest = if split { 32 } else { 1 };
+                if !(lanes.is_power_of_two() && (smallest..=MAX_WORKGROUP_LANES).contains(&lanes)) {
+                    return Err(bad());
                 }
+                Ok(if split {
+                    Strategy::Split { lanes }
+                } else {
+                    Strategy::Workgroup { lanes }
+                })
             }
         }
     }
@@ -510,6 +534,20 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                     workgroup_size: lanes.max(WORKGROUP_LANES),
                     team_size: lanes,
                 });
+            }
+            // The split entries run with the whole workgroup as the team.
+            if lanes >= 32 {
+                for entry in 2..4 {
+                    keys.push(PipelineKey {
+                        module: ModuleKey::RowSoftmax {
+                            team: TeamKind::Workgroup,
+                            io,
+                        },
+                        entry,
+                        workgroup_size: lanes,
+                        team_size: lanes,
+                    });
+                }
             }
             lanes *= 2;
         }

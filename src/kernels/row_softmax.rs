@@ -18,7 +18,7 @@ pub const BINDINGS: &[(u32, Binding)] = &[
     (1, Binding::Read),
     (2, Binding::Read),
     (3, Binding::Read),
-    (4, Binding::Read),
+    (4, Binding::ReadWrite),
     (5, Binding::Read),
     (6, Binding::ReadWrite),
     (7, Binding::ReadWrite),
@@ -31,7 +31,7 @@ pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
     (1, Binding::ReadWrite),
     (2, Binding::Read),
     (3, Binding::Read),
-    (4, Binding::Read),
+    (4, Binding::ReadWrite),
     (5, Binding::Read),
     (7, Binding::ReadWrite),
     (8, Binding::ReadWrite),
@@ -39,6 +39,20 @@ pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
 
 /// Offset of the per-row upstream gradients in the scales buffer (after the stats).
 pub const UPSTREAM: usize = 4;
+
+/// Split layout: columns each workgroup owns. 16,384 columns are 64 per lane of a 256-lane
+/// workgroup: enough to hide the merge of the partials, few enough that a 262,144-column row
+/// spreads over 16 workgroups.
+pub const SPLIT_CHUNK_COLS: u32 = 16384;
+
+/// Floats of partial results the split layout keeps in the scales buffer for `rows` rows of
+/// `cols` columns (0 for the other strategies).
+pub fn partials_len(strategy: Strategy, rows: usize, cols: usize) -> usize {
+    match strategy {
+        Strategy::Split { .. } => 4 * rows * cols.div_ceil(SPLIT_CHUNK_COLS as usize),
+        _ => 0,
+    }
+}
 
 /// `struct Params` of row_softmax.wgsl.
 #[repr(C)]
@@ -76,9 +90,17 @@ pub struct Params {
     pub softcap: f32,
     /// Sum of the class weights (cols when unweighted).
     pub weight_sum: f32,
+    /// Split layout: columns per workgroup (set by [`record`]).
+    pub col_chunk: u32,
+    /// Split layout: offset of the partial results in the scales buffer.
+    pub partials_base: u32,
+    /// Split layout: 1 for softmax, 0 for cross-entropy (set by [`record`]).
+    pub softmax: u32,
+    /// Padding to 16 bytes.
+    pub _pad: u32,
 }
 
-/// The entry point.
+/// What a dispatch computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     /// `softmax_main`: probabilities (or log-probabilities) into `out`.
@@ -86,6 +108,10 @@ pub enum Entry {
     /// `cross_entropy_main`: gradient into `out`, loss and lse per row.
     CrossEntropy = 1,
 }
+
+/// Entry points of the split layout (team_workgroup.wgsl only), by index.
+const SPLIT_STATS: usize = 2;
+const SPLIT_WRITE: usize = 3;
 
 /// The buffers one dispatch binds. `labels`, `row_loss` and `lse` start at the same row.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +152,14 @@ pub fn shape_of(ctx: &Context, strategy: Strategy, io: Io) -> Result<(ModuleKey,
             lanes.max(WORKGROUP_LANES),
             lanes,
         ),
+        Strategy::Split { lanes } => (
+            ModuleKey::RowSoftmax {
+                team: TeamKind::Workgroup,
+                io,
+            },
+            lanes,
+            lanes,
+        ),
         Strategy::Subgroup => {
             let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
                 adapter: ctx.adapter_info().name.clone(),
@@ -156,7 +190,10 @@ pub fn shape_of(ctx: &Context, strategy: Strategy, io: Io) -> Result<(ModuleKey,
     Ok((module, workgroup, team))
 }
 
-/// Records one dispatch over `params.rows` rows into `encoder`; fills in the offsets.
+/// Records the dispatch(es) over `params.rows` rows into `encoder`; fills in the offsets.
+/// The split layout takes two dispatches (partials, then merge and write) and at most
+/// [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
+/// [`partials_len`] floats in the scales buffer.
 pub fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -164,7 +201,6 @@ pub fn record(
     strategy: Strategy,
     bufs: &RowBuffers<'_>,
     mut params: Params,
-    timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
 ) -> Result<()> {
     let io = Io {
         precision: bufs.precision,
@@ -183,12 +219,17 @@ pub fn record(
         return Err(unsupported("f16 data needs Features::SHADER_F16"));
     }
     let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io)?;
-    let pipeline = ctx.pipeline(PipelineKey {
-        module,
-        entry: entry as usize,
-        workgroup_size,
-        team_size,
-    })?;
+    let split = matches!(strategy, Strategy::Split { .. });
+    let pipeline = |entry: usize| {
+        ctx.pipeline(PipelineKey {
+            module,
+            entry,
+            workgroup_size,
+            team_size,
+        })
+    };
+    params.softmax = u32::from(entry == Entry::Softmax);
+    params.col_chunk = SPLIT_CHUNK_COLS;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (logits, logits_base) = bufs.logits.bind(align);
     let (labels, row_base) = bufs.labels.bind(align);
@@ -231,15 +272,36 @@ pub fn record(
         layout: ctx.layouts.bind_group_layout(module),
         entries: &entries,
     });
-    let rows_per_workgroup = u64::from(workgroup_size / team_size);
-    let (x, y) = grid(u64::from(params.rows).div_ceil(rows_per_workgroup))?;
+    // The dispatches: (entry point, grid). Split: x = chunk of the row, y = row, and the
+    // second dispatch sees the first one's writes.
+    let dispatches: Vec<(usize, (u32, u32))> = if split {
+        if params.rows > super::MAX_GRID_DIM {
+            return Err(Error::Validation(
+                "a split dispatch takes at most 65535 rows".into(),
+            ));
+        }
+        let grid = (params.cols.div_ceil(SPLIT_CHUNK_COLS), params.rows);
+        vec![(SPLIT_STATS, grid), (SPLIT_WRITE, grid)]
+    } else {
+        let rows_per_workgroup = u64::from(workgroup_size / team_size);
+        vec![(
+            entry as usize,
+            grid(u64::from(params.rows).div_ceil(rows_per_workgroup))?,
+        )]
+    };
+    let pipelines = dispatches
+        .iter()
+        .map(|&(entry, _)| pipeline(entry))
+        .collect::<Result<Vec<_>>>()?;
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("row_softmax"),
-        timestamp_writes: timestamps,
+        timestamp_writes: None,
     });
-    pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups(x, y, 1);
+    for (p, &(_, (x, y))) in pipelines.iter().zip(&dispatches) {
+        pass.set_pipeline(p);
+        pass.dispatch_workgroups(x, y, 1);
+    }
     Ok(())
 }
 
