@@ -218,7 +218,7 @@ impl Context {
         let n = check_shape(rows, cols)?;
         options.validate(cols)?;
         let cols32 = self.check_cols(cols)?;
-        let strategy = self.resolve(strategy, cols);
+        let strategy = self.resolve(strategy, rows, cols);
 
         // Class labels go to the GPU as i32; ignored rows become -1, which no class can be,
         // so any i64 ignore index works.
@@ -382,7 +382,7 @@ impl Context {
         self.check_alive()?;
         let n = check_shape(rows, cols)?;
         let cols32 = self.check_cols(cols)?;
-        let strategy = self.resolve(strategy, cols);
+        let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
         let chunk_rows = self.chunk_rows(cols, strategy)?;
@@ -490,7 +490,7 @@ impl Context {
         if let Some(b) = bufs.upstream {
             check_buffer("upstream", b, rows64, wgpu::BufferUsages::COPY_SRC)?;
         }
-        let strategy = self.resolve(strategy, cols);
+        let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(options, cols32, ignore)?;
         prepared.params.has_targets = u32::from(targets.is_some());
         prepared.params.has_upstream = u32::from(bufs.upstream.is_some());
@@ -629,7 +629,7 @@ impl Context {
         if let Some(out) = out {
             check_bytes("out", out, n * eb, wgpu::BufferUsages::STORAGE)?;
         }
-        let strategy = self.resolve(strategy, cols);
+        let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
         prepared.params.partials_base = STATS_LEN as u32;
@@ -675,8 +675,9 @@ impl Context {
     // ---- helpers, in the order the operations above use them ----
 
     /// The concrete strategy for this adapter and row length.
-    fn resolve(&self, strategy: Strategy, cols: usize) -> Strategy {
-        strategy.resolve(cols, self.has_subgroups(), self.adapter_info().device_type)
+    fn resolve(&self, strategy: Strategy, rows: usize, cols: usize) -> Strategy {
+        let device_type = self.adapter_info().device_type;
+        strategy.resolve(rows, cols, self.has_subgroups(), device_type)
     }
 
     /// `cols` as u32, checked against what one binding can hold.

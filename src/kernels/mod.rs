@@ -301,28 +301,44 @@ impl Strategy {
         v
     }
 
-    /// The concrete strategy for rows of `cols` columns on an adapter of `device_type`, with
-    /// or without usable subgroups (a fixed subgroup size and `Features::SUBGROUP`).
+    /// The concrete strategy for `rows` rows of `cols` columns on an adapter of
+    /// `device_type`, with or without usable subgroups (a fixed subgroup size and
+    /// `Features::SUBGROUP`).
     ///
-    /// | adapter | row length | choice | why |
+    /// | adapter | shape | choice | why |
     /// |---|---|---|---|
-    /// | subgroups | any | `Subgroup` | fastest at every shape of the bench on lavapipe (BENCHMARKS.md): no barriers |
+    /// | software (CPU), subgroups | any | `Subgroup` | fastest or within noise at every shape of the bench on lavapipe (BENCHMARKS.md): no barriers, and llvmpipe's 2 threads are busy as soon as there are 2 workgroups |
     /// | software (CPU), no subgroups | any | `Workgroup { lanes: 8 }` | fastest or within noise at every shape on llvmpipe GL: each barrier of a wider team is a coroutine switch there |
+    /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
+    /// | GPU, subgroups | otherwise | `Subgroup` | no barriers |
     /// | GPU, no subgroups | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
     /// | GPU, no subgroups | cols <= 4096 | `Workgroup { lanes: 32 }` | medium rows |
     /// | GPU, no subgroups | longer | `Workgroup { lanes: 256 }` | long rows: the whole workgroup on one row |
     ///
-    /// The GPU rows without subgroups are the usual choice of row-softmax kernels (one warp for
-    /// medium rows, one block for long ones) and are not yet measured here: no hardware GPU was
-    /// at hand when they were written.
-    pub fn resolve(self, cols: usize, subgroups: bool, device_type: wgpu::DeviceType) -> Strategy {
+    /// On software adapters the split layout measured slower at every shape (its barrier
+    /// trees and second dispatch cost more than llvmpipe gains from spreading a row). The GPU
+    /// rows are the usual choices of row-softmax kernels (QuACK, OneFlow: a warp for medium
+    /// rows, a block for long ones, several blocks per row when rows are few) and are NOT
+    /// measured here: no hardware GPU was at hand when they were written.
+    pub fn resolve(
+        self,
+        rows: usize,
+        cols: usize,
+        subgroups: bool,
+        device_type: wgpu::DeviceType,
+    ) -> Strategy {
+        if self != Strategy::Auto {
+            return self;
+        }
         let software = device_type == wgpu::DeviceType::Cpu;
-        match self {
-            Strategy::Auto if subgroups => Strategy::Subgroup,
-            Strategy::Auto if software || cols <= 256 => Strategy::Workgroup { lanes: 8 },
-            Strategy::Auto if cols <= 4096 => Strategy::Workgroup { lanes: 32 },
-            Strategy::Auto => Strategy::Workgroup { lanes: 256 },
-            other => other,
+        match () {
+            _ if software && subgroups => Strategy::Subgroup,
+            _ if software => Strategy::Workgroup { lanes: 8 },
+            _ if rows < 1024 && cols >= 65536 => Strategy::Split { lanes: 256 },
+            _ if subgroups => Strategy::Subgroup,
+            _ if cols <= 256 => Strategy::Workgroup { lanes: 8 },
+            _ if cols <= 4096 => Strategy::Workgroup { lanes: 32 },
+            _ => Strategy::Workgroup { lanes: 256 },
         }
     }
 }
@@ -580,4 +596,56 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
         team_size: 0,
     });
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::DeviceType::{Cpu, DiscreteGpu};
+
+    #[test]
+    fn auto_follows_the_table() {
+        let auto = Strategy::Auto;
+        assert_eq!(auto.resolve(4096, 1000, true, Cpu), Strategy::Subgroup);
+        assert_eq!(auto.resolve(8, 262_144, true, Cpu), Strategy::Subgroup);
+        assert_eq!(
+            auto.resolve(4096, 1000, false, Cpu),
+            Strategy::Workgroup { lanes: 8 }
+        );
+        assert_eq!(
+            auto.resolve(64, 262_144, true, DiscreteGpu),
+            Strategy::Split { lanes: 256 }
+        );
+        assert_eq!(
+            auto.resolve(4096, 262_144, true, DiscreteGpu),
+            Strategy::Subgroup
+        );
+        assert_eq!(
+            auto.resolve(9, 128, false, DiscreteGpu),
+            Strategy::Workgroup { lanes: 8 }
+        );
+        assert_eq!(
+            auto.resolve(9000, 4096, false, DiscreteGpu),
+            Strategy::Workgroup { lanes: 32 }
+        );
+        assert_eq!(
+            auto.resolve(9000, 32000, false, DiscreteGpu),
+            Strategy::Workgroup { lanes: 256 }
+        );
+        // An explicit strategy is kept.
+        assert_eq!(
+            Strategy::Subgroup.resolve(1, 1, false, Cpu),
+            Strategy::Subgroup
+        );
+    }
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for s in Strategy::all(true).into_iter().chain([Strategy::Auto]) {
+            assert_eq!(s.to_string().parse::<Strategy>().ok(), Some(s));
+        }
+        for bad in ["wg3", "wg2048", "split16", "split", "wg", "fast"] {
+            assert!(bad.parse::<Strategy>().is_err(), "{bad}");
+        }
+    }
 }
