@@ -4,8 +4,10 @@
 //   stats[1] = denominator D of a mean: sum of w_{y_i} over the rows not ignored
 //   stats[2] = the reduced loss
 // Entry points:
-//   target_weight_sum  stats[1] += sum_i w_{y_i} (rows not ignored)  -- for labels on the GPU
-//   mean_scale         stats[0] = D > 0 ? 1 / D : 0 (a fully ignored batch gives loss 0)
+//   target_weight_sum  stats[1] += sum_i w_{y_i} (rows not ignored), then
+//                      stats[0] = D > 0 ? 1 / D : 0 (a fully ignored batch gives loss 0);
+//                      for labels on the GPU. Over several row chunks, the last call leaves
+//                      the scale of the whole batch (one dispatch per chunk, no extra pass).
 //   loss_sum           stats[2] += stats[0] * sum_i row_loss[i]
 // Layout: lane k sums rows k, k + WORKGROUP_SIZE, ... in f32 with Kahan compensation, then the
 // lanes' sums meet in a barrier tree in workgroup memory; lane 0 adds the total to `stats`.
@@ -77,13 +79,10 @@ fn workgroup_total(lane: u32, of_loss: bool) -> f32 {
 fn target_weight_sum(@builtin(local_invocation_index) lane: u32) {
     let total = workgroup_total(lane, false);
     if lane == 0u {
-        stats[1] += total;
+        let d = stats[1] + total;
+        stats[1] = d;
+        stats[0] = select(0.0, 1.0 / d, d > 0.0);
     }
-}
-
-@compute @workgroup_size(1)
-fn mean_scale() {
-    stats[0] = select(0.0, 1.0 / stats[1], stats[1] > 0.0);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -544,7 +544,7 @@ impl Context {
             has_weights: prepared.params.has_weights,
             ..Default::default()
         };
-        // 1. A class-target mean's denominator: sum of target weights over all rows, then 1/D.
+        // 1. A class-target mean's denominator: sum of target weights over all rows, and 1/D.
         if let (Some(labels), true) = (labels, gpu_mean) {
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
@@ -560,17 +560,6 @@ impl Context {
                     sum_params(count),
                 )?;
             }
-            let one = row_slice(labels, 0, 1);
-            batch_sum::record(
-                self,
-                encoder,
-                batch_sum::Entry::MeanScale,
-                one,
-                one,
-                &prepared.weights,
-                &scales,
-                sum_params(0),
-            )?;
         }
         // 2. The rows, chunk by chunk, then each chunk's share of the loss.
         for first in (0..rows).step_by(chunk_rows) {

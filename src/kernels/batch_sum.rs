@@ -41,12 +41,11 @@ pub struct Params {
 /// The entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    /// `stats[1] += sum of target weights` over the rows not ignored.
+    /// `stats[1] += sum of target weights` over the rows not ignored, `stats[0] = 1 / stats[1]`
+    /// (0 when nothing counts).
     TargetWeightSum = 0,
-    /// `stats[0] = 1 / stats[1]` (0 when nothing counts).
-    MeanScale = 1,
     /// `stats[2] += stats[0] * sum of row losses`.
-    LossSum = 2,
+    LossSum = 1,
 }
 
 /// Records one single-workgroup dispatch of `entry` over the rows of `labels` / `row_loss`
@@ -62,15 +61,10 @@ pub fn record(
     stats: &wgpu::Buffer,
     mut params: Params,
 ) -> Result<()> {
-    let workgroup_size = if entry == Entry::MeanScale {
-        1
-    } else {
-        WORKGROUP_LANES
-    };
     let pipeline = ctx.pipeline(PipelineKey {
         module: ModuleKey::BatchSum,
         entry: entry as usize,
-        workgroup_size,
+        workgroup_size: WORKGROUP_LANES,
         team_size: 0,
     })?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);

@@ -223,7 +223,7 @@ impl ModuleKey {
                 "split_write_main",
             ],
             ModuleKey::RowSoftmax { .. } => &["softmax_main", "cross_entropy_main"],
-            ModuleKey::BatchSum => &["target_weight_sum", "mean_scale", "loss_sum"],
+            ModuleKey::BatchSum => &["target_weight_sum", "loss_sum"],
             ModuleKey::Copy => &["copy_main"],
         }
     }
@@ -581,11 +581,11 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             }
         }
     }
-    for (entry, workgroup_size) in [(0, WORKGROUP_LANES), (1, 1), (2, WORKGROUP_LANES)] {
+    for entry in 0..2 {
         keys.push(PipelineKey {
             module: ModuleKey::BatchSum,
             entry,
-            workgroup_size,
+            workgroup_size: WORKGROUP_LANES,
             team_size: 0,
         });
     }
