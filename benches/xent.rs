@@ -41,11 +41,12 @@ fn device(c: &mut Criterion) {
         let (logits, labels) = inputs(rows, cols);
         let labels32: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
         let init = |bytes: &[u8]| {
-            ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+            ctx.device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
         };
         let z = init(bytemuck::cast_slice(&logits));
         let y = init(bytemuck::cast_slice(&labels32));
@@ -91,7 +92,10 @@ fn host(c: &mut Criterion) {
         let (logits, labels) = inputs(rows, cols);
         let options = CrossEntropyOptions::default();
         group.bench_function(format!("{rows}x{cols}"), |b| {
-            b.iter(|| ctx.cross_entropy(&logits, &labels, rows, cols, &options).expect("runs"))
+            b.iter(|| {
+                ctx.cross_entropy(&logits, &labels, rows, cols, &options)
+                    .expect("runs")
+            })
         });
     }
     group.finish();
