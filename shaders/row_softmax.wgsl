@@ -46,8 +46,8 @@ struct Params {
     targets_base: u32,    // element offset of row 0 in `targets`
     row_offset: u32,      // index of row 0 in the whole batch (for the upstream gradients)
     ignore_index: i32,    // rows with this label are ignored
-    has_weights: u32,     // 1: read `weights`; 0: all weights are 1
-    has_targets: u32,     // 1: probability targets in `targets`; 0: class indices in `labels`
+    has_weights: u32,     // (mirrored by HAS_WEIGHTS, which the code reads)
+    has_targets: u32,     // (mirrored by PROBS, which the code reads)
     has_upstream: u32,    // 1: scales[4 + row] multiplies each row's gradient
     log_softmax: u32,     // softmax entry: 1 writes log-probabilities
     label_smoothing: f32, // eps
@@ -71,6 +71,15 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(8) var<storage, read_write> row_lse: array<f32>;
 
+// Specialisations: which options the loss uses. They are pipeline-overridable constants, not
+// params, so each pipeline holds only the code its options need: measured on lavapipe, the
+// unused branches (tanh of every logit, class-weight and target loads) made the kernel 2.4x
+// slower even when skipped at run time, as llvmpipe runs both sides of a branch under a mask.
+override HAS_WEIGHTS: bool = false;  // class weights in `weights` (else all 1)
+override SOFTCAP: bool = false;      // soft-capping with params.softcap
+override PROBS: bool = false;        // probability targets in `targets` (else class indices)
+override SMOOTHING: bool = false;    // label smoothing with params.label_smoothing
+
 // Columns a lane reads per step: one block of 4 consecutive floats.
 const BLOCK = 4u;
 // The smallest finite f32: the start of a running max, so that `m - m_new` is never
@@ -88,14 +97,14 @@ struct Team {
 
 // The logit as the loss sees it (soft-capped when asked).
 fn capped(z: f32) -> f32 {
-    if params.softcap > 0.0 {
+    if SOFTCAP {
         return params.softcap * tanh(z / params.softcap);
     }
     return z;
 }
 
 fn capped4(z: vec4<f32>) -> vec4<f32> {
-    if params.softcap > 0.0 {
+    if SOFTCAP {
         return params.softcap * tanh(z / params.softcap);
     }
     return z;
@@ -103,7 +112,7 @@ fn capped4(z: vec4<f32>) -> vec4<f32> {
 
 // d z' / d z: the factor soft-capping puts on the gradient.
 fn cap_slope4(zc: vec4<f32>) -> vec4<f32> {
-    if params.softcap > 0.0 {
+    if SOFTCAP {
         let t = zc / params.softcap;
         return 1.0 - t * t;
     }
@@ -111,14 +120,14 @@ fn cap_slope4(zc: vec4<f32>) -> vec4<f32> {
 }
 
 fn class_weight(j: u32) -> f32 {
-    if params.has_weights != 0u {
+    if HAS_WEIGHTS {
         return weights[j];
     }
     return 1.0;
 }
 
 fn class_weight4(j: u32) -> vec4<f32> {
-    if params.has_weights != 0u {
+    if HAS_WEIGHTS {
         return vec4<f32>(weights[j], weights[j + 1u], weights[j + 2u], weights[j + 3u]);
     }
     return vec4<f32>(1.0);
@@ -262,7 +271,7 @@ struct RowTarget {
 // The row's class. An out-of-range label (possible only through the device API, whose
 // labels are not checked on the host) makes the row NaN instead of reading out of bounds.
 fn row_target(team: Team) -> RowTarget {
-    let probs = params.has_targets != 0u;
+    let probs = PROBS;
     var y = params.ignore_index;
     if team.row < params.rows && !probs {
         y = labels[params.row_base + team.row];
@@ -273,7 +282,7 @@ fn row_target(team: Team) -> RowTarget {
     var mode = MODE_PLAIN;
     if probs {
         mode = MODE_PROBS;
-    } else if params.label_smoothing > 0.0 {
+    } else if SMOOTHING {
         mode = MODE_SMOOTHED;
     }
     return RowTarget(probs, ignored, valid, yc, mode);

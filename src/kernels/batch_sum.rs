@@ -66,6 +66,7 @@ pub fn record(
         entry: entry as usize,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
+        options: Default::default(),
     })?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (labels, base) = labels.bind(align);

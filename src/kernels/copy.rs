@@ -40,6 +40,7 @@ pub fn record(
         entry: 0,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
+        options: Default::default(),
     };
     let pipeline = ctx.pipeline(key)?;
     let params = ctx.buffer_with(

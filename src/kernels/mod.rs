@@ -240,6 +240,35 @@ pub struct PipelineKey {
     pub workgroup_size: u32,
     /// `TEAM_SIZE` (workgroup-team module only).
     pub team_size: u32,
+    /// The row_softmax specialisation (which options the code handles).
+    pub options: Specialisation,
+}
+
+/// The loss options a row_softmax pipeline is specialised for (its override constants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Specialisation {
+    /// `HAS_WEIGHTS`: class weights.
+    pub weights: bool,
+    /// `SOFTCAP`: soft-capping.
+    pub softcap: bool,
+    /// `PROBS`: probability targets.
+    pub probs: bool,
+    /// `SMOOTHING`: label smoothing.
+    pub smoothing: bool,
+}
+
+impl Specialisation {
+    /// Every combination, for the shader validation test.
+    pub fn all() -> Vec<Specialisation> {
+        (0..16u8)
+            .map(|bits| Specialisation {
+                weights: bits & 1 != 0,
+                softcap: bits & 2 != 0,
+                probs: bits & 4 != 0,
+                smoothing: bits & 8 != 0,
+            })
+            .collect()
+    }
 }
 
 impl PipelineKey {
@@ -251,12 +280,15 @@ impl PipelineKey {
     /// The pipeline-overridable constants of this specialisation.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("WORKGROUP_SIZE", f64::from(self.workgroup_size))];
-        if let ModuleKey::RowSoftmax {
-            team: TeamKind::Workgroup,
-            ..
-        } = self.module
-        {
-            c.push(("TEAM_SIZE", f64::from(self.team_size)));
+        if let ModuleKey::RowSoftmax { team, .. } = self.module {
+            if team == TeamKind::Workgroup {
+                c.push(("TEAM_SIZE", f64::from(self.team_size)));
+            }
+            let flag = |on: bool| if on { 1.0 } else { 0.0 };
+            c.push(("HAS_WEIGHTS", flag(self.options.weights)));
+            c.push(("SOFTCAP", flag(self.options.softcap)));
+            c.push(("PROBS", flag(self.options.probs)));
+            c.push(("SMOOTHING", flag(self.options.smoothing)));
         }
         c
     }
@@ -549,6 +581,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                     entry,
                     workgroup_size: lanes.max(WORKGROUP_LANES),
                     team_size: lanes,
+                    options: Specialisation::default(),
                 });
             }
             // The split entries run with the whole workgroup as the team.
@@ -562,6 +595,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                         entry,
                         workgroup_size: lanes,
                         team_size: lanes,
+                        options: Specialisation::default(),
                     });
                 }
             }
@@ -577,6 +611,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                     entry,
                     workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
                     team_size: size,
+                    options: Specialisation::default(),
                 });
             }
         }
@@ -587,6 +622,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             entry,
             workgroup_size: WORKGROUP_LANES,
             team_size: 0,
+            options: Specialisation::default(),
         });
     }
     keys.push(PipelineKey {
@@ -594,8 +630,22 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
         entry: 0,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
+        options: Specialisation::default(),
     });
-    keys
+    // Every option specialisation of every row_softmax key.
+    let mut all = Vec::new();
+    for key in keys {
+        if let ModuleKey::RowSoftmax { .. } = key.module {
+            all.extend(
+                Specialisation::all()
+                    .into_iter()
+                    .map(|options| PipelineKey { options, ..key }),
+            );
+        } else {
+            all.push(key);
+        }
+    }
+    all
 }
 
 #[cfg(test)]

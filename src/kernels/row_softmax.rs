@@ -6,7 +6,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Binding, Io, ModuleKey, PipelineKey, Precision, Slice, Strategy, TeamKind, grid};
+use super::{
+    Binding, Io, ModuleKey, PipelineKey, Precision, Slice, Specialisation, Strategy, TeamKind, grid,
+};
 use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -220,12 +222,19 @@ pub fn record(
     }
     let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io)?;
     let split = matches!(strategy, Strategy::Split { .. });
+    let options = Specialisation {
+        weights: params.has_weights != 0,
+        softcap: params.softcap > 0.0,
+        probs: params.has_targets != 0,
+        smoothing: params.label_smoothing > 0.0,
+    };
     let pipeline = |entry: usize| {
         ctx.pipeline(PipelineKey {
             module,
             entry,
             workgroup_size,
             team_size,
+            options,
         })
     };
     params.softmax = u32::from(entry == Entry::Softmax);
