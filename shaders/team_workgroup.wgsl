@@ -12,8 +12,9 @@ override TEAM_SIZE: u32 = 256u;
 // Size of the workgroup-memory scratch: the largest workgroup this file supports.
 const MAX_WORKGROUP_SIZE = 1024u;
 
-var<workgroup> scratch_max: array<f32, MAX_WORKGROUP_SIZE>;
-var<workgroup> scratch_sum: array<vec4<f32>, MAX_WORKGROUP_SIZE>;
+// One vec4 per lane: 16 KiB at 1024 lanes, the smallest workgroup storage every WebGPU
+// adapter offers. team_max uses the .x components, team_sum4 the whole vector.
+var<workgroup> scratch: array<vec4<f32>, MAX_WORKGROUP_SIZE>;
 var<private> lane_index: u32; // set by the entry point: the lane's slot in the scratch
 
 fn team_base() -> u32 {
@@ -21,31 +22,31 @@ fn team_base() -> u32 {
 }
 
 fn team_max(x: f32) -> f32 {
-    scratch_max[lane_index] = x;
+    scratch[lane_index].x = x;
     workgroupBarrier();
     let lane = lane_index % TEAM_SIZE;
     for (var stride = TEAM_SIZE / 2u; stride > 0u; stride /= 2u) {
         if lane < stride {
-            scratch_max[lane_index] = max(scratch_max[lane_index], scratch_max[lane_index + stride]);
+            scratch[lane_index].x = max(scratch[lane_index].x, scratch[lane_index + stride].x);
         }
         workgroupBarrier();
     }
-    let result = scratch_max[team_base()];
+    let result = scratch[team_base()].x;
     workgroupBarrier();
     return result;
 }
 
 fn team_sum4(x: vec4<f32>) -> vec4<f32> {
-    scratch_sum[lane_index] = x;
+    scratch[lane_index] = x;
     workgroupBarrier();
     let lane = lane_index % TEAM_SIZE;
     for (var stride = TEAM_SIZE / 2u; stride > 0u; stride /= 2u) {
         if lane < stride {
-            scratch_sum[lane_index] += scratch_sum[lane_index + stride];
+            scratch[lane_index] += scratch[lane_index + stride];
         }
         workgroupBarrier();
     }
-    let result = scratch_sum[team_base()];
+    let result = scratch[team_base()];
     workgroupBarrier();
     return result;
 }

@@ -156,3 +156,23 @@ fn every_specialisation_validates_and_translates() {
     println!("validated {} specialisations", keys.len());
     assert!(keys.len() > 20);
 }
+
+/// Every module fits the workgroup storage every WebGPU adapter offers (16 KiB), so the
+/// fallback runs on adapters that report only the default limit.
+#[test]
+fn workgroup_memory_fits_the_default_limit() {
+    for module in ModuleKey::all() {
+        let parsed = parse(module);
+        let bytes: u32 = parsed
+            .global_variables
+            .iter()
+            .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, v)| parsed.types[v.ty].inner.size(parsed.to_ctx()))
+            .sum();
+        assert!(
+            bytes <= 16384,
+            "{} uses {bytes} bytes of workgroup memory",
+            module.label()
+        );
+    }
+}
