@@ -405,12 +405,16 @@ fn write_svg(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String
     }
     for (i, name) in names.iter().enumerate() {
         let color = colors[i % colors.len()];
-        let mut pts: Vec<(usize, f64)> = report
+        // One point per column count: the shape with the most rows (the latency case
+        // 8x1000 shares its column count with 8192x1000).
+        let mut pts: Vec<(usize, usize, f64)> = report
             .iter()
             .filter(|r| r.strategy == *name)
-            .map(|r| (r.cols, r.gbps))
+            .map(|r| (r.cols, r.rows, r.gbps))
             .collect();
-        pts.sort_by_key(|p| p.0);
+        pts.sort_by_key(|p| (p.0, std::cmp::Reverse(p.1)));
+        pts.dedup_by_key(|p| p.0);
+        let pts: Vec<(usize, f64)> = pts.into_iter().map(|(c, _, g)| (c, g)).collect();
         let line: Vec<String> = pts
             .iter()
             .map(|(c, g)| format!("{:.1},{:.1}", x(*c as f64), y(*g)))
