@@ -88,7 +88,8 @@ fn target_weight_sum(@builtin(local_invocation_index) lane: u32) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn loss_sum(@builtin(local_invocation_index) lane: u32) {
     let total = workgroup_total(lane, true);
-    if lane == 0u {
+    // A factor of 0 (a mean over nothing) adds nothing, even if a row loss is NaN.
+    if lane == 0u && stats[0] != 0.0 {
         stats[2] += stats[0] * total;
     }
 }

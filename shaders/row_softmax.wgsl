@@ -96,16 +96,15 @@ struct Team {
 }
 
 // The logit as the loss sees it (soft-capped when asked).
+// (NaN stays NaN: some drivers' tanh clamps its argument, which would turn it finite.)
 fn capped(z: f32) -> f32 {
-    if SOFTCAP {
-        return params.softcap * tanh(z / params.softcap);
-    }
-    return z;
+    return capped4(vec4<f32>(z)).x;
 }
 
 fn capped4(z: vec4<f32>) -> vec4<f32> {
     if SOFTCAP {
-        return params.softcap * tanh(z / params.softcap);
+        let is_nan = (bitcast<vec4<u32>>(z) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+        return select(params.softcap * tanh(z / params.softcap), z, is_nan);
     }
     return z;
 }
@@ -295,6 +294,7 @@ struct Coefficients {
     a: f32,
     b: f32,
     e: f32,
+    silent: bool,  // write zeros: the row is ignored or its gradient factor is 0
 }
 
 fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
@@ -305,24 +305,35 @@ fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
     if params.has_upstream != 0u {
         k *= scales[UPSTREAM + params.row_offset + team.row];
     }
-    let zloss = params.z_loss * lse * lse;
+    // Terms whose coefficient is 0 are left out, not multiplied by 0: with a huge lse they
+    // would overflow and 0 * inf is NaN (the reference does the same).
+    var zloss = 0.0;
+    var zgrad = 0.0;
+    if params.z_loss > 0.0 {
+        zloss = params.z_loss * lse * lse;
+        zgrad = 2.0 * params.z_loss * lse;
+    }
     var c: Coefficients;
     if t.probs {
-        c = Coefficients(st.s2 * lse - st.s1 + zloss, k * (st.s2 + 2.0 * params.z_loss * lse), 0.0, k);
+        c = Coefficients(st.s2 * lse - st.s1 + zloss, k * (st.s2 + zgrad), 0.0, k, false);
     } else {
         let w_y = class_weight(select(0u, t.yc, t.valid));
-        c = Coefficients(
-            (1.0 - eps) * w_y * (lse - st.s2) + eps / C * (params.weight_sum * lse - st.s1) + zloss,
-            k * ((1.0 - eps) * w_y + eps * params.weight_sum / C + 2.0 * params.z_loss * lse),
-            k * (1.0 - eps) * w_y,
-            k * eps / C,
-        );
+        var loss = (1.0 - eps) * w_y * (lse - st.s2) + zloss;
+        var a = (1.0 - eps) * w_y + zgrad;
+        if SMOOTHING {
+            loss += eps / C * (params.weight_sum * lse - st.s1);
+            a += eps * params.weight_sum / C;
+        }
+        c = Coefficients(loss, k * a, k * (1.0 - eps) * w_y, k * eps / C, false);
     }
     if !t.valid {
         let nan = bitcast<f32>(0x7fc00000u);
         c.loss = nan;
         c.a = nan;
     }
+    // No gradient flows from an ignored row, nor where the reduction's factor is 0 (a mean
+    // over nothing): zeros, even where the row holds NaN (0 * NaN would be NaN).
+    c.silent = t.ignored || k == 0.0;
     return c;
 }
 
@@ -353,7 +364,7 @@ fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
         var g = c.a * exp(zc - vec4<f32>(lse)) - c.e * w;
         g -= select(vec4<f32>(0.0), vec4<f32>(c.b), vec4<u32>(col, col + 1u, col + 2u, col + 3u) == vec4<u32>(t.yc));
         g *= cap_slope4(zc);
-        store_out4(out_start + j, select(g, vec4<f32>(0.0), t.ignored));
+        store_out4(out_start + j, select(g, vec4<f32>(0.0), c.silent));
     }
     for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
         let col = col0 + j;
@@ -367,7 +378,7 @@ fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
         var g = c.a * exp(zc - lse) - c.e * w;
         g -= select(0.0, c.b, col == t.yc);
         g *= cap_slope4(vec4<f32>(zc)).x;
-        store_out(out_start + j, select(g, 0.0, t.ignored));
+        store_out(out_start + j, select(g, 0.0, c.silent));
     }
 }
 

@@ -241,11 +241,13 @@ pub fn record(
     params.col_chunk = SPLIT_CHUNK_COLS;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (logits, logits_base) = bufs.logits.bind(align);
-    let (labels, row_base) = bufs.labels.bind(align);
+    let (labels, labels_base) = bufs.labels.bind(align);
     let (targets, targets_base) = bufs.targets.bind(align);
-    let (row_loss, loss_base) = bufs.row_loss.bind(align);
+    let (row_loss, row_base) = bufs.row_loss.bind(align);
     let (lse, lse_base) = bufs.lse.bind(align);
-    if loss_base != row_base || lse_base != row_base {
+    // The shader indexes all three with one row_base (labels are unused with probabilities).
+    let labels_used = params.has_targets == 0;
+    if lse_base != row_base || (labels_used && labels_base != row_base) {
         return Err(Error::Validation(
             "labels, row_loss and lse must start at one row".into(),
         ));
