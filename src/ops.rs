@@ -250,7 +250,7 @@ impl Context {
         let mut prepared = self.prepare(options, cols32, -1)?;
         prepared.params.has_targets = u32::from(probs.is_some());
 
-        let chunk_rows = self.chunk_rows(cols, strategy)?;
+        let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
         prepared.params.partials_base = STATS_LEN as u32;
         let layout = HostLayout {
             chunk_rows,
@@ -385,7 +385,7 @@ impl Context {
         let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1)?;
         prepared.params.log_softmax = u32::from(log);
-        let chunk_rows = self.chunk_rows(cols, strategy)?;
+        let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
         prepared.params.partials_base = STATS_LEN as u32;
         let layout = HostLayout {
             chunk_rows,
@@ -518,7 +518,7 @@ impl Context {
             Reduction::Sum | Reduction::None => 1.0,
         };
         // Scales: [stats | upstream gradients | split partials, reused by each row chunk].
-        let chunk_rows = self.chunk_rows(cols, strategy)?;
+        let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
         let upstream_len = if bufs.upstream.is_some() { rows } else { 0 };
         let partials = row_softmax::partials_len(strategy, chunk_rows, cols);
         prepared.params.partials_base = (UPSTREAM + upstream_len) as u32;
@@ -623,7 +623,7 @@ impl Context {
         prepared.params.log_softmax = u32::from(log);
         prepared.params.partials_base = STATS_LEN as u32;
         self.scoped(|| {
-            let chunk_rows = self.chunk_rows(cols, strategy)?;
+            let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
             let mut init =
                 vec![0.0f32; STATS_LEN + row_softmax::partials_len(strategy, chunk_rows, cols)];
             init[0] = 1.0;
