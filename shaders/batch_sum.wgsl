@@ -61,7 +61,10 @@ fn workgroup_total(lane: u32, of_loss: bool) -> f32 {
         }
         let y = x - carry;
         let t = sum + y;
-        carry = (t - sum) - y;
+        // Once the sum is infinite (a row loss of +inf) the compensation would be
+        // inf - inf = NaN under strict IEEE arithmetic: drop it, so +inf stays +inf.
+        let finite = (bitcast<u32>(t) & 0x7fffffffu) < 0x7f800000u;
+        carry = select(0.0, (t - sum) - y, finite);
         sum = t;
     }
     partial[lane] = sum;

@@ -1113,3 +1113,22 @@ fn the_split_layout_matches_the_reference_with_every_option() {
         }
     }
 }
+
+/// A row loss of +inf (label smoothing over a masked class, as in PyTorch) keeps a summed
+/// loss at +inf: the compensated batch sum must not turn it into NaN.
+#[test]
+fn an_infinite_row_loss_sums_to_infinity() {
+    for ctx in contexts() {
+        let z = [0.5, f32::NEG_INFINITY, 1.0, 0.25, 0.75, 2.0];
+        let options = CrossEntropyOptions {
+            label_smoothing: 0.1,
+            reduction: Reduction::Sum,
+            ..Default::default()
+        };
+        let gpu = ctx.cross_entropy(&z, &[0, 2], 2, 3, &options).unwrap();
+        let cpu = reference::cross_entropy(&z, &[0, 2], 2, 3, &options).unwrap();
+        assert_eq!(cpu.loss, f32::INFINITY);
+        assert_eq!(gpu.loss, f32::INFINITY, "{}", ctx.describe());
+        assert_eq!(gpu.row_loss[0], f32::INFINITY);
+    }
+}
