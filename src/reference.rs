@@ -154,6 +154,17 @@ fn log_sum_exp(z: &[f64]) -> f64 {
     m + sum.ln()
 }
 
+/// A row's logits as f64, soft-capped when `c > 0`, with d z'/d z for the chain rule.
+fn capped_row(z_row: &[f32], c: f64) -> (Vec<f64>, Vec<f64>) {
+    z_row
+        .iter()
+        .map(|&zj| {
+            let zj = f64::from(zj);
+            if c > 0.0 { soft_cap(zj, c) } else { (zj, 1.0) }
+        })
+        .unzip()
+}
+
 /// Soft-capping of one logit with cap `c > 0`: returns `(c * tanh(z / c), d/dz of it)`.
 ///
 /// The derivative is `1 - tanh^2(z / c)`. For `z = +-inf`, `tanh` is `+-1`, so the capped
@@ -239,13 +250,7 @@ pub fn cross_entropy(
         .zip(row_loss.iter_mut().zip(lse_out.iter_mut()));
     for (((z_row, grad_row), &label), (row_loss_i, lse_i)) in per_row {
         // Soft-cap (or not) each logit; keep d z'/d z for the chain rule at the end.
-        let (z, dz): (Vec<f64>, Vec<f64>) = z_row
-            .iter()
-            .map(|&zj| {
-                let zj = f64::from(zj);
-                if c > 0.0 { soft_cap(zj, c) } else { (zj, 1.0) }
-            })
-            .unzip();
+        let (z, dz) = capped_row(z_row, c);
 
         let lse = log_sum_exp(&z);
         *lse_i = lse as f32;
@@ -344,13 +349,7 @@ pub fn cross_entropy_probs(
     for r in 0..rows {
         let z_row = &logits[r * cols..][..cols];
         let t_row = &targets[r * cols..][..cols];
-        let (z, dz): (Vec<f64>, Vec<f64>) = z_row
-            .iter()
-            .map(|&zj| {
-                let zj = f64::from(zj);
-                if c > 0.0 { soft_cap(zj, c) } else { (zj, 1.0) }
-            })
-            .unzip();
+        let (z, dz) = capped_row(z_row, c);
         let lse = log_sum_exp(&z);
         lse_out[r] = lse as f32;
         // w_j t'_j, the weight each class's log-probability gets.

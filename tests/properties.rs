@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Rng, assert_within, contexts};
+use common::{Rng, assert_within, contexts, read};
 use ml_softmax::reference;
 use ml_softmax::wgpu;
 use ml_softmax::{
@@ -1233,25 +1233,6 @@ fn buffer(ctx: &Context, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffe
     });
     ctx.queue().write_buffer(&buffer, 0, bytes);
     buffer
-}
-
-/// Reads a whole f32 buffer back (after the work that fills it).
-fn read(ctx: &Context, buffer: &wgpu::Buffer) -> Vec<f32> {
-    let d = ctx.device();
-    let staging = d.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size: buffer.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = d.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
-    ctx.queue().submit([encoder.finish()]);
-    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
-    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    let v = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
-    staging.unmap();
-    v
 }
 
 // ------------------------------------------------------------------------- found bugs

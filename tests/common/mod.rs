@@ -177,3 +177,23 @@ pub fn vm_hwm_kib() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Reads a whole f32 buffer back (after the work that fills it).
+pub fn read(ctx: &Context, buffer: &ml_softmax::wgpu::Buffer) -> Vec<f32> {
+    use ml_softmax::wgpu;
+    let d = ctx.device();
+    let staging = d.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = d.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+    ctx.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    d.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let v = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
+    staging.unmap();
+    v
+}
