@@ -63,7 +63,7 @@ pub mod reference;
 pub use context::{BackendChoice, Context, ContextOptions, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
-pub use ops::{DeviceCrossEntropy, DeviceTargets, HalfCrossEntropyOutput, Targets};
+pub use ops::{DeviceCrossEntropy, DeviceTargets, Targets};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
 

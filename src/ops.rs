@@ -160,12 +160,7 @@ impl Context {
             options,
             strategy,
         )?;
-        Ok(CrossEntropyOutput {
-            loss: out.loss,
-            row_loss: out.row_loss,
-            lse: out.lse,
-            grad: bytemuck::pod_collect_to_vec(&out.grad),
-        })
+        Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
 
     /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
@@ -181,7 +176,7 @@ impl Context {
         cols: usize,
         options: &CrossEntropyOptions,
         strategy: Strategy,
-    ) -> Result<HalfCrossEntropyOutput> {
+    ) -> Result<CrossEntropyOutput<u16>> {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
         if precision == Precision::F32 {
@@ -194,15 +189,11 @@ impl Context {
         let bytes = bytemuck::cast_slice(logits);
         let out =
             self.host_cross_entropy(bytes, precision, targets, rows, cols, options, strategy)?;
-        Ok(HalfCrossEntropyOutput {
-            loss: out.loss,
-            row_loss: out.row_loss,
-            lse: out.lse,
-            grad: bytemuck::pod_collect_to_vec(&out.grad),
-        })
+        Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
 
-    /// The host cross-entropy on logits stored as `precision`, as bytes.
+    /// The host cross-entropy on logits stored as `precision`, as bytes; the gradient comes
+    /// back as bytes in the same format.
     #[allow(clippy::too_many_arguments)]
     fn host_cross_entropy(
         &self,
@@ -213,7 +204,7 @@ impl Context {
         cols: usize,
         options: &CrossEntropyOptions,
         strategy: Strategy,
-    ) -> Result<RawOutput> {
+    ) -> Result<CrossEntropyOutput<u8>> {
         self.check_alive()?;
         let n = check_shape(rows, cols)?;
         options.validate(cols)?;
@@ -262,7 +253,7 @@ impl Context {
         };
         let bufs = self.host_buffers(layout, &stats)?;
         let eb = precision.bytes() as usize;
-        let mut out = RawOutput {
+        let mut out = CrossEntropyOutput {
             loss: 0.0,
             row_loss: Vec::with_capacity(rows),
             lse: Vec::with_capacity(rows),
@@ -825,27 +816,6 @@ fn check_bytes(
 /// `bytes` rounded up to whole 4-byte words (copies and storage bindings move words).
 fn padded(bytes: usize) -> usize {
     bytes.next_multiple_of(4)
-}
-
-/// The output of a half-precision host cross-entropy: the gradient in the logits' format.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HalfCrossEntropyOutput {
-    /// The reduced loss (see [`CrossEntropyOutput::loss`]).
-    pub loss: f32,
-    /// Per-row loss before reduction.
-    pub row_loss: Vec<f32>,
-    /// Per-row log-sum-exp.
-    pub lse: Vec<f32>,
-    /// The gradient, `[rows, cols]`, as F16 or Bf16 bits.
-    pub grad: Vec<u16>,
-}
-
-/// A host cross-entropy result with the gradient still as bytes.
-struct RawOutput {
-    loss: f32,
-    row_loss: Vec<f32>,
-    lse: Vec<f32>,
-    grad: Vec<u8>,
 }
 
 /// What the device buffers of a host call hold.

@@ -58,9 +58,10 @@
 use crate::error::Result;
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 
-/// Output of the cross-entropy forward + backward.
+/// Output of the cross-entropy forward + backward. `G` is the gradient's element type:
+/// `f32`, or `u16` bits for half-precision logits ([`crate::Context::cross_entropy_half`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct CrossEntropyOutput {
+pub struct CrossEntropyOutput<G = f32> {
     /// Mean: the mean; Sum: the sum; None: the sum of `row_loss` (the quantity `grad` is the
     /// gradient of).
     ///
@@ -81,7 +82,19 @@ pub struct CrossEntropyOutput {
     /// Ignored rows get an all-zero gradient row, even when their logits hold a NaN or `+inf`
     /// (PyTorch's autograd gives NaN there, because `0 * NaN = NaN` in its log-softmax
     /// backward).
-    pub grad: Vec<f32>,
+    pub grad: Vec<G>,
+}
+
+impl<G> CrossEntropyOutput<G> {
+    /// The same output with the gradient converted by `f` (e.g. from bytes to elements).
+    pub fn map_grad<H>(self, f: impl FnOnce(Vec<G>) -> Vec<H>) -> CrossEntropyOutput<H> {
+        CrossEntropyOutput {
+            loss: self.loss,
+            row_loss: self.row_loss,
+            lse: self.lse,
+            grad: f(self.grad),
+        }
+    }
 }
 
 /// Softmax of each row: `p_j = exp(z_j - lse)`, so that every row sums to 1.
