@@ -194,7 +194,7 @@ impl Buffers {
             state ^= state << 17;
             state
         };
-        let logits: Vec<f32> = (0..rows * cols)
+        let mut logits: Vec<f32> = (0..rows * cols)
             .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
             .collect();
         let labels: Vec<i32> = (0..rows).map(|_| (next() % cols as u64) as i32).collect();
@@ -207,12 +207,15 @@ impl Buffers {
                 })
         };
         let storage = wgpu::BufferUsages::STORAGE;
+        // Both element buffers hold whole vec4s, which the copy kernel moves.
+        let padded = (rows * cols).next_multiple_of(4);
+        logits.resize(padded, 0.0);
         Self {
             logits: init("logits", bytemuck::cast_slice(&logits), storage),
             labels: init("labels", bytemuck::cast_slice(&labels), storage),
             grad: ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("grad"),
-                size: (rows * cols * 4) as u64,
+                size: (padded * 4) as u64,
                 usage: storage,
                 mapped_at_creation: false,
             }),

@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{Binding, ModuleKey, PipelineKey, WORKGROUP_LANES, grid};
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Bindings of copy.wgsl, in order.
 pub const BINDINGS: &[(u32, Binding)] = &[
@@ -13,21 +13,25 @@ pub const BINDINGS: &[(u32, Binding)] = &[
     (2, Binding::ReadWrite),
 ];
 
-/// Lanes' share of the copy: each lane copies about this many elements, so the grid stays
+/// Lanes' share of the copy: each lane copies about this many vec4s, so the grid stays
 /// small enough for one dispatch.
-const ELEMENTS_PER_LANE: u64 = 16;
+const VECTORS_PER_LANE: u64 = 4;
+
+/// f32 elements per vector (the kernel moves `vec4<f32>`).
+const VECTOR: u64 = 4;
 
 /// `struct Params` of copy.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct Params {
-    /// Elements to copy.
-    pub len: u32,
+    /// vec4s to copy.
+    pub vectors: u32,
     /// Padding to 16 bytes.
     pub _pad: [u32; 3],
 }
 
-/// Records `dst[i] = src[i]` for `len` f32 elements into `encoder`.
+/// Records `dst[i] = src[i]` for `len` f32 elements into `encoder`. The kernel moves whole
+/// vec4s, so both buffers must hold `len` rounded up to a multiple of 4 elements.
 pub fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -42,10 +46,20 @@ pub fn record(
         team_size: 0,
         options: Default::default(),
     };
+    let vectors = u64::from(len).div_ceil(VECTOR);
+    let bytes = vectors * VECTOR * 4;
+    if src.size() < bytes || dst.size() < bytes {
+        return Err(Error::Validation(format!(
+            "copy of {len} elements needs buffers of {bytes} bytes (whole vec4s)"
+        )));
+    }
     let pipeline = ctx.pipeline(key)?;
     let params = ctx.buffer_with(
         "copy params",
-        bytemuck::bytes_of(&Params { len, _pad: [0; 3] }),
+        bytemuck::bytes_of(&Params {
+            vectors: vectors as u32,
+            _pad: [0; 3],
+        }),
         wgpu::BufferUsages::UNIFORM,
     );
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -53,7 +67,7 @@ pub fn record(
         layout: ctx.layouts.bind_group_layout(ModuleKey::Copy),
         entries: &[entry(0, &params), entry(1, src), entry(2, dst)],
     });
-    let lanes = u64::from(len).div_ceil(ELEMENTS_PER_LANE);
+    let lanes = vectors.div_ceil(VECTORS_PER_LANE);
     let (x, y) = grid(lanes.div_ceil(u64::from(WORKGROUP_LANES)))?;
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("copy"),

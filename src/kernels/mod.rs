@@ -20,6 +20,7 @@ const ROW_SOFTMAX: &str = include_str!("../../shaders/row_softmax.wgsl");
 const TEAM_WORKGROUP: &str = include_str!("../../shaders/team_workgroup.wgsl");
 const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
 const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
+const IO_F32X4: &str = include_str!("../../shaders/io_f32x4.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
 const IO_BF16: &str = include_str!("../../shaders/io_bf16.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
@@ -73,36 +74,50 @@ pub struct Io {
     pub precision: Precision,
     /// Whether the output overwrites the logits.
     pub in_place: bool,
+    /// f32 only: logits and output bound as `vec4<f32>` arrays (io_f32x4.wgsl), for rows that
+    /// start at multiples of 4 elements (see [`Io::for_rows`]).
+    pub vec4: bool,
 }
 
 impl Io {
     /// Every io variant the shaders have (bf16 has no in-place variant).
-    pub const ALL: [Io; 5] = [
-        Io {
-            precision: Precision::F32,
-            in_place: false,
-        },
-        Io {
-            precision: Precision::F32,
-            in_place: true,
-        },
-        Io {
-            precision: Precision::F16,
-            in_place: false,
-        },
-        Io {
-            precision: Precision::F16,
-            in_place: true,
-        },
-        Io {
-            precision: Precision::Bf16,
-            in_place: false,
-        },
+    pub const ALL: [Io; 7] = [
+        Io::new(Precision::F32, false, false),
+        Io::new(Precision::F32, true, false),
+        Io::new(Precision::F32, false, true),
+        Io::new(Precision::F32, true, true),
+        Io::new(Precision::F16, false, false),
+        Io::new(Precision::F16, true, false),
+        Io::new(Precision::Bf16, false, false),
     ];
+
+    const fn new(precision: Precision, in_place: bool, vec4: bool) -> Self {
+        Io {
+            precision,
+            in_place,
+            vec4,
+        }
+    }
+
+    /// The io file for a dispatch: f32 rows of `cols` columns whose first elements sit at
+    /// element offsets `logits_base` and `out_base` of their bindings use the vec4 file when
+    /// all of those are multiples of 4 (then every row, and each block of 4 columns the row
+    /// code reads, is a whole vec4); everything else uses scalar access.
+    pub fn for_rows(
+        precision: Precision,
+        in_place: bool,
+        cols: u32,
+        logits_base: u32,
+        out_base: u32,
+    ) -> Self {
+        let aligned = [cols, logits_base, out_base].iter().all(|n| n % 4 == 0);
+        Io::new(precision, in_place, precision == Precision::F32 && aligned)
+    }
 
     /// The WGSL text of the io file.
     fn source(self) -> String {
         let text = match self.precision {
+            Precision::F32 if self.vec4 => IO_F32X4,
             Precision::F32 => IO_F32,
             Precision::F16 => IO_F16,
             Precision::Bf16 => IO_BF16,
@@ -687,6 +702,21 @@ mod tests {
             Strategy::Subgroup.resolve(1, 1, false, Cpu),
             Strategy::Subgroup
         );
+    }
+
+    #[test]
+    fn vec4_io_only_for_rows_starting_at_whole_vectors() {
+        let f32_io = |cols, logits_base, out_base| {
+            Io::for_rows(Precision::F32, false, cols, logits_base, out_base).vec4
+        };
+        assert!(f32_io(1000, 0, 0));
+        assert!(f32_io(128, 64, 8));
+        assert!(!f32_io(1001, 0, 0), "rows would start mid-vector");
+        assert!(!f32_io(1000, 2, 2), "the chunk starts mid-vector");
+        assert!(!f32_io(1000, 0, 6), "the output starts mid-vector");
+        assert!(!Io::for_rows(Precision::F16, false, 1000, 0, 0).vec4);
+        assert!(!Io::for_rows(Precision::Bf16, false, 1000, 0, 0).vec4);
+        assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, 8, 0, 0)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// Bindings of row_softmax.wgsl (with io_f32.wgsl): params, logits, labels, weights, scales,
+/// Bindings of row_softmax.wgsl (with any io file): params, logits, labels, weights, scales,
 /// targets, out, row_loss, row_lse.
 pub const BINDINGS: &[(u32, Binding)] = &[
     (0, Binding::Uniform),
@@ -27,7 +27,7 @@ pub const BINDINGS: &[(u32, Binding)] = &[
     (8, Binding::ReadWrite),
 ];
 
-/// Bindings with io_f32_inplace.wgsl: the logits are written, there is no `out`.
+/// Bindings of the in-place variants (any io file): the logits are written, there is no `out`.
 pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
     (0, Binding::Uniform),
     (1, Binding::ReadWrite),
@@ -204,10 +204,13 @@ pub fn record(
     bufs: &RowBuffers<'_>,
     mut params: Params,
 ) -> Result<()> {
-    let io = Io {
-        precision: bufs.precision,
-        in_place: bufs.out.is_none(),
-    };
+    let in_place = bufs.out.is_none();
+    // The bindings first: where each row starts in them decides the io file.
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+    let (logits, logits_base) = bufs.logits.bind(align);
+    let out = bufs.out.map(|out| out.bind(align));
+    let out_base = out.as_ref().map_or(logits_base, |o| o.1);
+    let io = Io::for_rows(bufs.precision, in_place, params.cols, logits_base, out_base);
     let unsupported = |what: &str| Error::Unsupported {
         adapter: ctx.adapter_info().name.clone(),
         what: what.into(),
@@ -239,8 +242,6 @@ pub fn record(
     };
     params.softmax = u32::from(entry == Entry::Softmax);
     params.col_chunk = SPLIT_CHUNK_COLS;
-    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
-    let (logits, logits_base) = bufs.logits.bind(align);
     let (labels, labels_base) = bufs.labels.bind(align);
     let (targets, targets_base) = bufs.targets.bind(align);
     let (row_loss, row_base) = bufs.row_loss.bind(align);
@@ -264,13 +265,9 @@ pub fn record(
         part(7, row_loss),
         part(8, lse),
     ];
-    match bufs.out {
-        Some(out) => {
-            let (out, out_base) = out.bind(align);
-            params.out_base = out_base;
-            entries.push(part(6, out));
-        }
-        None => params.out_base = logits_base,
+    params.out_base = out_base;
+    if let Some((out, _)) = out {
+        entries.push(part(6, out));
     }
     let uniform = ctx.buffer_with(
         "row_softmax params",
