@@ -400,22 +400,19 @@ fn write_row(team: Team, t: RowTarget, c: Coefficients, lse: f32) {
 fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
                   start: u32, tstart: u32, out_start: u32, col0: u32, cols: u32) {
     let blocks = cols / BLOCK;
-    for (var blk = team.lane; blk < blocks; blk += team.size) {
-        let j = blk * BLOCK;
-        let col = col0 + j;
-        let zc = capped4(load_logit4(start + j));
-        var w: vec4<f32>;
-        if t.probs {
-            w = target_weight4(tstart + j, col);
-        } else {
-            w = class_weight4(col);
-        }
-        var g = c.a * exp(zc - vec4<f32>(lse)) - c.e * w;
-        g -= select(vec4<f32>(0.0), vec4<f32>(c.b), vec4<u32>(col, col + 1u, col + 2u, col + 3u) == vec4<u32>(t.yc));
-        g *= cap_slope4(zc);
-        store_out4(out_start + j, select(g, vec4<f32>(0.0), c.silent));
+    let stride = team.size;
+    // STEP_BLOCKS blocks per iteration, as in pass 1 (fewer loop turns).
+    var b = team.lane;
+    for (; b + (STEP_BLOCKS - 1u) * stride < blocks; b += STEP_BLOCKS * stride) {
+        gradient_block(t, c, lse, start, tstart, out_start, col0, b * BLOCK);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, (b + stride) * BLOCK);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, (b + 2u * stride) * BLOCK);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, (b + 3u * stride) * BLOCK);
     }
-    for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
+    for (; b < blocks; b += stride) {
+        gradient_block(t, c, lse, start, tstart, out_start, col0, b * BLOCK);
+    }
+    for (var j = blocks * BLOCK + team.lane; j < cols; j += stride) {
         let col = col0 + j;
         let zc = capped(load_logit(start + j));
         var w: f32;
@@ -429,6 +426,23 @@ fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
         g *= cap_slope4(vec4<f32>(zc)).x;
         store_out(out_start + j, select(g, 0.0, c.silent));
     }
+}
+
+// The gradient of the block of 4 columns at `j` of the chunk.
+fn gradient_block(t: RowTarget, c: Coefficients, lse: f32,
+                  start: u32, tstart: u32, out_start: u32, col0: u32, j: u32) {
+    let col = col0 + j;
+    let zc = capped4(load_logit4(start + j));
+    var w: vec4<f32>;
+    if t.probs {
+        w = target_weight4(tstart + j, col);
+    } else {
+        w = class_weight4(col);
+    }
+    var g = c.a * exp(zc - vec4<f32>(lse)) - c.e * w;
+    g -= select(vec4<f32>(0.0), vec4<f32>(c.b), vec4<u32>(col, col + 1u, col + 2u, col + 3u) == vec4<u32>(t.yc));
+    g *= cap_slope4(zc);
+    store_out4(out_start + j, select(g, vec4<f32>(0.0), c.silent));
 }
 
 // Fused cross-entropy of a whole row per team: loss, lse, and the gradient.

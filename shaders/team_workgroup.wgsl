@@ -4,6 +4,8 @@
 // in the upper half (log2(TEAM_SIZE) steps); every step ends in a workgroupBarrier so the
 // next step reads finished values, and a last barrier lets the slots be reused.
 // Works on every adapter (no subgroup feature needed). Put between an io_*.wgsl file and row_softmax.wgsl.
+// TEAM_SIZE 1 is one lane per row: a lane's own values are the row's, so the reductions
+// return them with no barrier (TEAM_SIZE is an override, so the tree is compiled out).
 
 // Lanes per workgroup (a power of two, at most MAX_WORKGROUP_SIZE).
 override WORKGROUP_SIZE: u32 = 256u;
@@ -22,6 +24,12 @@ fn team_base() -> u32 {
 }
 
 fn team_max(x: f32) -> f32 {
+    if TEAM_SIZE == 1u {
+        return x;
+    }
+    if TEAM_SIZE == 1u {
+        return x;
+    }
     scratch[lane_index].x = x;
     workgroupBarrier();
     let lane = lane_index % TEAM_SIZE;
@@ -37,6 +45,12 @@ fn team_max(x: f32) -> f32 {
 }
 
 fn team_sum4(x: vec4<f32>) -> vec4<f32> {
+    if TEAM_SIZE == 1u {
+        return x;
+    }
+    if TEAM_SIZE == 1u {
+        return x;
+    }
     scratch[lane_index] = x;
     workgroupBarrier();
     let lane = lane_index % TEAM_SIZE;

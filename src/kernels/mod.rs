@@ -317,6 +317,9 @@ pub enum Strategy {
     Auto,
     /// `lanes` lanes of a workgroup share one row and reduce through barrier trees in
     /// workgroup memory; a 256-lane workgroup holds `256 / lanes` rows. Works everywhere.
+    /// `lanes: 1` (`wg1`) is one lane per row, with no reduction and no barrier at all, in
+    /// workgroups of 8 to 64 lanes sized by the row count (see
+    /// [`row_softmax::workgroup_lanes`]).
     Workgroup {
         /// Lanes per row: a power of two from 1 to 1024.
         lanes: u32,
@@ -337,7 +340,7 @@ pub enum Strategy {
 impl Strategy {
     /// Every concrete strategy (not `Auto`) that `subgroups` allows, for tests and the bench.
     pub fn all(subgroups: bool) -> Vec<Strategy> {
-        let mut v: Vec<Strategy> = [8, 32, 256]
+        let mut v: Vec<Strategy> = [1, 8, 32, 256]
             .into_iter()
             .map(|lanes| Strategy::Workgroup { lanes })
             .collect();
@@ -354,8 +357,7 @@ impl Strategy {
     ///
     /// | adapter | shape | choice | why |
     /// |---|---|---|---|
-    /// | software (CPU), subgroups | any | `Subgroup` | fastest or within noise at every shape of the bench on lavapipe (BENCHMARKS.md): no barriers, and llvmpipe's 2 threads are busy as soon as there are 2 workgroups |
-    /// | software (CPU), no subgroups | any | `Workgroup { lanes: 8 }` | fastest or within noise at every shape on llvmpipe GL: each barrier of a wider team is a coroutine switch there |
+    /// | software (CPU) | any | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 8192x1000 on lavapipe: 80% of copy, against 66% for `Subgroup` and 50% for `wg8`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
     /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
     /// | GPU, subgroups | otherwise | `Subgroup` | no barriers |
     /// | GPU, no subgroups | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
@@ -379,8 +381,7 @@ impl Strategy {
         }
         let software = device_type == wgpu::DeviceType::Cpu;
         match () {
-            _ if software && subgroups => Strategy::Subgroup,
-            _ if software => Strategy::Workgroup { lanes: 8 },
+            _ if software => Strategy::Workgroup { lanes: 1 },
             _ if rows < 1024 && cols >= 65536 => Strategy::Split { lanes: 256 },
             _ if subgroups => Strategy::Subgroup,
             _ if cols <= 256 => Strategy::Workgroup { lanes: 8 },
@@ -587,17 +588,28 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     for io in Io::ALL {
         let mut lanes = 1;
         while lanes <= MAX_WORKGROUP_LANES {
-            for entry in 0..2 {
-                keys.push(PipelineKey {
-                    module: ModuleKey::RowSoftmax {
-                        team: TeamKind::Workgroup,
-                        io,
-                    },
-                    entry,
-                    workgroup_size: lanes.max(WORKGROUP_LANES),
-                    team_size: lanes,
-                    options: Specialisation::default(),
-                });
+            // One lane per row takes several workgroup sizes (see workgroup_lanes).
+            let mut sizes = vec![lanes.max(WORKGROUP_LANES)];
+            if lanes == 1 {
+                sizes = std::iter::successors(Some(row_softmax::ROW_PER_LANE_MIN_LANES), |s| {
+                    Some(s * 2)
+                })
+                .take_while(|s| *s <= row_softmax::ROW_PER_LANE_MAX_LANES)
+                .collect();
+            }
+            for workgroup_size in sizes {
+                for entry in 0..2 {
+                    keys.push(PipelineKey {
+                        module: ModuleKey::RowSoftmax {
+                            team: TeamKind::Workgroup,
+                            io,
+                        },
+                        entry,
+                        workgroup_size,
+                        team_size: lanes,
+                        options: Specialisation::default(),
+                    });
+                }
             }
             // The split entries run with the whole workgroup as the team.
             if lanes >= 32 {
@@ -671,12 +683,10 @@ mod tests {
     #[test]
     fn auto_follows_the_table() {
         let auto = Strategy::Auto;
-        assert_eq!(auto.resolve(4096, 1000, true, Cpu), Strategy::Subgroup);
-        assert_eq!(auto.resolve(8, 262_144, true, Cpu), Strategy::Subgroup);
-        assert_eq!(
-            auto.resolve(4096, 1000, false, Cpu),
-            Strategy::Workgroup { lanes: 8 }
-        );
+        let row_per_lane = Strategy::Workgroup { lanes: 1 };
+        assert_eq!(auto.resolve(4096, 1000, true, Cpu), row_per_lane);
+        assert_eq!(auto.resolve(8, 262_144, true, Cpu), row_per_lane);
+        assert_eq!(auto.resolve(4096, 1000, false, Cpu), row_per_lane);
         assert_eq!(
             auto.resolve(64, 262_144, true, DiscreteGpu),
             Strategy::Split { lanes: 256 }

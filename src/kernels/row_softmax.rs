@@ -138,8 +138,40 @@ pub struct RowBuffers<'a> {
     pub scales: &'a wgpu::Buffer,
 }
 
-/// Workgroup size, team size and module of a concrete strategy on this context.
-pub fn shape_of(ctx: &Context, strategy: Strategy, io: Io) -> Result<(ModuleKey, u32, u32)> {
+/// Lanes per workgroup of `Workgroup { lanes }` over `rows` rows.
+///
+/// Teams of 2+ lanes share [`WORKGROUP_LANES`]-lane workgroups (or one workgroup per row past
+/// that). One lane per row needs no barrier, so the workgroup only decides how rows spread
+/// over workgroups: up to [`ROW_PER_LANE_MAX_LANES`] rows each, but at least
+/// [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups where there are enough rows. Measured on
+/// lavapipe (which runs a workgroup on one of its threads): 64x262144 ran at 44% of copy in
+/// one 64-lane workgroup and at 104% in two 32-lane ones; 16384x128 ran about as fast with
+/// 32 or 64 lanes and 15% slower with 8.
+pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
+    if lanes > 1 {
+        return lanes.max(WORKGROUP_LANES);
+    }
+    let spread = (rows / ROW_PER_LANE_MIN_WORKGROUPS).max(1);
+    // The largest power of two <= spread, within the bounds.
+    (1u32 << spread.ilog2()).clamp(ROW_PER_LANE_MIN_LANES, ROW_PER_LANE_MAX_LANES)
+}
+
+/// One lane per row: the most rows a workgroup holds.
+pub const ROW_PER_LANE_MAX_LANES: u32 = 64;
+/// One lane per row: the fewest lanes a workgroup has (a whole subgroup on most adapters).
+pub const ROW_PER_LANE_MIN_LANES: u32 = 8;
+/// One lane per row: workgroups to spread the rows over, when there are enough rows (2 per
+/// thread of llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
+pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
+
+/// Workgroup size, team size and module of a concrete strategy on this context, for a
+/// dispatch of `rows` rows.
+pub fn shape_of(
+    ctx: &Context,
+    strategy: Strategy,
+    io: Io,
+    rows: u32,
+) -> Result<(ModuleKey, u32, u32)> {
     let max = ctx
         .limits
         .max_compute_invocations_per_workgroup
@@ -151,7 +183,7 @@ pub fn shape_of(ctx: &Context, strategy: Strategy, io: Io) -> Result<(ModuleKey,
                 team: TeamKind::Workgroup,
                 io,
             },
-            lanes.max(WORKGROUP_LANES),
+            workgroup_lanes(lanes, rows),
             lanes,
         ),
         Strategy::Split { lanes } => (
@@ -223,7 +255,7 @@ pub fn record(
     if io.precision == Precision::F16 && !ctx.features.contains(wgpu::Features::SHADER_F16) {
         return Err(unsupported("f16 data needs Features::SHADER_F16"));
     }
-    let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io)?;
+    let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io, params.rows)?;
     let split = matches!(strategy, Strategy::Split { .. });
     let options = Specialisation {
         weights: params.has_weights != 0,
