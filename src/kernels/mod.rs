@@ -318,7 +318,7 @@ pub enum Strategy {
     /// `lanes` lanes of a workgroup share one row and reduce through barrier trees in
     /// workgroup memory; a 256-lane workgroup holds `256 / lanes` rows. Works everywhere.
     /// `lanes: 1` (`wg1`) is one lane per row, with no reduction and no barrier at all, in
-    /// workgroups of 8 to 64 lanes sized by the row count (see
+    /// workgroups of 8 or 64 lanes chosen by the row count (see
     /// [`row_softmax::workgroup_lanes`]).
     Workgroup {
         /// Lanes per row: a power of two from 1 to 1024.
@@ -591,11 +591,10 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             // One lane per row takes several workgroup sizes (see workgroup_lanes).
             let mut sizes = vec![lanes.max(WORKGROUP_LANES)];
             if lanes == 1 {
-                sizes = std::iter::successors(Some(row_softmax::ROW_PER_LANE_MIN_LANES), |s| {
-                    Some(s * 2)
-                })
-                .take_while(|s| *s <= row_softmax::ROW_PER_LANE_MAX_LANES)
-                .collect();
+                sizes = vec![
+                    row_softmax::ROW_PER_LANE_FEW_LANES,
+                    row_softmax::ROW_PER_LANE_LANES,
+                ];
             }
             for workgroup_size in sizes {
                 for entry in 0..2 {
@@ -727,6 +726,21 @@ mod tests {
         assert!(!Io::for_rows(Precision::F16, false, 1000, 0, 0).vec4);
         assert!(!Io::for_rows(Precision::Bf16, false, 1000, 0, 0).vec4);
         assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, 8, 0, 0)));
+    }
+
+    #[test]
+    fn one_lane_per_row_spreads_few_rows_over_small_workgroups() {
+        use row_softmax::workgroup_lanes;
+        assert_eq!(workgroup_lanes(1, 8), 8, "8 rows: one 8-lane workgroup");
+        assert_eq!(workgroup_lanes(1, 64), 8, "64 rows: 8 workgroups, not 1");
+        assert_eq!(workgroup_lanes(1, 255), 8);
+        assert_eq!(workgroup_lanes(1, 256), 64, "256 rows: 4 workgroups of 64");
+        assert_eq!(
+            workgroup_lanes(8, 5),
+            256,
+            "teams share 256-lane workgroups"
+        );
+        assert_eq!(workgroup_lanes(512, 5), 512, "or take one to themselves");
     }
 
     #[test]

@@ -142,26 +142,28 @@ pub struct RowBuffers<'a> {
 ///
 /// Teams of 2+ lanes share [`WORKGROUP_LANES`]-lane workgroups (or one workgroup per row past
 /// that). One lane per row needs no barrier, so the workgroup only decides how rows spread
-/// over workgroups: up to [`ROW_PER_LANE_MAX_LANES`] rows each, but at least
-/// [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups where there are enough rows. Measured on
-/// lavapipe (which runs a workgroup on one of its threads): 64x262144 ran at 44% of copy in
-/// one 64-lane workgroup and at 104% in two 32-lane ones; 16384x128 ran about as fast with
-/// 32 or 64 lanes and 15% slower with 8.
+/// over workgroups: [`ROW_PER_LANE_LANES`] rows each, or [`ROW_PER_LANE_FEW_LANES`] when that
+/// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Measured on lavapipe
+/// (which runs a workgroup on one of its 2 threads): 64x262144 ran at 44% of copy in one
+/// 64-lane workgroup and at 95-104% in 8- or 32-lane ones; 16384x128 ran 15% slower in 8-lane
+/// workgroups than in 32- or 64-lane ones. Two sizes only, as every size is another pipeline
+/// to compile (0.2-3 s each on lavapipe).
 pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
     if lanes > 1 {
-        return lanes.max(WORKGROUP_LANES);
+        lanes.max(WORKGROUP_LANES)
+    } else if rows >= ROW_PER_LANE_MIN_WORKGROUPS * ROW_PER_LANE_LANES {
+        ROW_PER_LANE_LANES
+    } else {
+        ROW_PER_LANE_FEW_LANES
     }
-    let spread = (rows / ROW_PER_LANE_MIN_WORKGROUPS).max(1);
-    // The largest power of two <= spread, within the bounds.
-    (1u32 << spread.ilog2()).clamp(ROW_PER_LANE_MIN_LANES, ROW_PER_LANE_MAX_LANES)
 }
 
-/// One lane per row: the most rows a workgroup holds.
-pub const ROW_PER_LANE_MAX_LANES: u32 = 64;
-/// One lane per row: the fewest lanes a workgroup has (a whole subgroup on most adapters).
-pub const ROW_PER_LANE_MIN_LANES: u32 = 8;
-/// One lane per row: workgroups to spread the rows over, when there are enough rows (2 per
-/// thread of llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
+/// One lane per row: lanes (rows) per workgroup.
+pub const ROW_PER_LANE_LANES: u32 = 64;
+/// One lane per row, few rows: lanes per workgroup (a whole subgroup on most adapters).
+pub const ROW_PER_LANE_FEW_LANES: u32 = 8;
+/// One lane per row: the fewest workgroups worth spreading the rows over (2 per thread of
+/// llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
 pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
 
 /// Workgroup size, team size and module of a concrete strategy on this context, for a
