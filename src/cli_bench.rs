@@ -3,8 +3,8 @@
 //! For each shape the logits, labels and outputs live on the device; one repetition is one
 //! submission of the whole device-resident cross-entropy (mean denominator, row kernel, loss
 //! sum), timed by GPU timestamps written into the encoder before and after it when the
-//! adapter has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else by host wall time around
-//! submit + wait. The copy kernel moves the same bytes (read `rows * cols` f32, write as many)
+//! adapter has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else (or with `--wall`) by host wall time
+//! around record + submit + wait. The copy kernel moves the same bytes (read `rows * cols` f32, write as many)
 //! under the same timer, so `copy_ratio = copy time / this time` is the share of the
 //! adapter's own speed of light that the kernel reaches.
 
@@ -39,9 +39,13 @@ pub struct BenchArgs {
     /// Draw GB/s against cols per strategy, with the copy line, as SVG.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Only these strategies (comma-separated: auto, subgroup, wg8, ...); default all.
+    /// Only these strategies (comma-separated: auto, subgroup, wg1, wg8, ...); default all.
     #[arg(long)]
     strategies: Option<String>,
+    /// Time each run by host wall time around record + submit + wait (what one call costs
+    /// the caller), even where the adapter has GPU timestamps.
+    #[arg(long)]
+    wall: bool,
 }
 
 /// One line of the report.
@@ -65,7 +69,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .map(|s| s.trim().parse::<Strategy>().map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
     }
-    let timer = Timer::new(&ctx);
+    let timer = Timer::new(&ctx, args.wall);
     let adapter = ctx.describe();
     println!("adapter: {adapter}");
     println!("timer: {}", timer.describe());
@@ -150,7 +154,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = &args.json {
-        write_json(path, &adapter, &report)?;
+        write_json(path, &adapter, timer.describe(), &report)?;
     }
     if let Some(path) = &args.plot {
         write_svg(path, &adapter, &report)?;
@@ -243,16 +247,18 @@ impl Buffers {
 }
 
 /// GPU timestamps around the recorded work when the adapter can write them inside an
-/// encoder, host wall time around submit + wait otherwise.
+/// encoder (and `--wall` is not given), host wall time around record + submit + wait
+/// otherwise.
 struct Timer {
     queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer, f64)>,
 }
 
 impl Timer {
-    fn new(ctx: &Context) -> Self {
+    fn new(ctx: &Context, wall: bool) -> Self {
         let needed =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let queries = ctx.device().features().contains(needed).then(|| {
+        let timestamps = !wall && ctx.device().features().contains(needed);
+        let queries = timestamps.then(|| {
             let set = ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("bench timestamps"),
                 ty: wgpu::QueryType::Timestamp,
@@ -280,7 +286,7 @@ impl Timer {
         if self.queries.is_some() {
             "GPU timestamps around each submission's work"
         } else {
-            "host wall time around submit + wait (no timestamp queries on this adapter)"
+            "host wall time around record + submit + wait (--wall, or no timestamp queries)"
         }
     }
 
@@ -290,6 +296,7 @@ impl Timer {
         ctx: &Context,
         record: impl Fn(&mut wgpu::CommandEncoder) -> Result<(), String>,
     ) -> Result<f64, String> {
+        let start = Instant::now();
         let mut encoder = ctx
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -302,7 +309,6 @@ impl Timer {
             encoder.resolve_query_set(set, 0..2, resolve, 0);
             encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
         }
-        let start = Instant::now();
         let index = ctx.queue().submit([encoder.finish()]);
         ctx.device()
             .poll(wgpu::PollType::Wait {
@@ -338,14 +344,15 @@ fn read_ticks(ctx: &Context, read: &wgpu::Buffer) -> Result<u64, String> {
     Ok(ticks)
 }
 
-fn write_json(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String> {
+fn write_json(path: &PathBuf, adapter: &str, timer: &str, report: &[Row]) -> Result<(), String> {
     let mut s = String::from("[\n");
     for (i, r) in report.iter().enumerate() {
         let _ = writeln!(
             s,
-            "  {{\"adapter\": {}, \"strategy\": {}, \"rows\": {}, \"cols\": {}, \
+            "  {{\"adapter\": {}, \"timer\": {}, \"strategy\": {}, \"rows\": {}, \"cols\": {}, \
              \"median_ms\": {:.6}, \"bytes\": {}, \"gbps\": {:.4}, \"copy_ratio\": {:.4}}}{}",
             json_string(adapter),
+            json_string(timer),
             json_string(&r.strategy),
             r.rows,
             r.cols,

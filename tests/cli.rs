@@ -1,9 +1,9 @@
-//! Integration tests of the `ml-softmax` binary: `xent`, `softmax` and `adapters` end to end,
+//! Integration tests of the `ml-softmax` binary: `xent`, `softmax`, `adapters` and `bench` end to end,
 //! through real `.npy` files, checked against the f64 CPU reference; and bad input, which must
 //! give exit code 1, one `error:` line on stderr that names the problem, no panic and no output
 //! file.
 //!
-//! Kept fast on purpose: tiny shapes, and only six invocations that run a kernel (each one
+//! Kept fast on purpose: tiny shapes, and only eight invocations that run a kernel (each one
 //! builds a device and compiles its pipelines). Most bad-input cases fail before the GPU is
 //! touched.
 
@@ -707,4 +707,93 @@ fn xent_float16_logits_give_a_float16_gradient() {
             "grad[{i}]: {h} vs {w}"
         );
     }
+}
+
+/// The value of `"key": ...` in one line of the bench's JSON (numbers and plain strings).
+fn json_field<'a>(line: &'a str, key: &str) -> &'a str {
+    let tag = format!("\"{key}\": ");
+    let start = line
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + tag.len();
+    let rest = &line[start..];
+    let value = if let Some(quoted) = rest.strip_prefix('"') {
+        &quoted[..quoted.find('"').unwrap()]
+    } else {
+        &rest[..rest.find([',', '}']).unwrap()]
+    };
+    value.trim()
+}
+
+#[test]
+fn bench_reports_every_strategy_against_the_copy_kernel() {
+    let dir = Scratch::new("bench");
+    let (json, svg) = (dir.path("bench.json"), dir.path("bench.svg"));
+    // 3x5: 15 elements, not whole vec4s, so the copy kernel's padding is exercised too.
+    let out = run(&[
+        &"bench",
+        &"--shapes",
+        &"9x12,3x5",
+        &"--reps",
+        &"2",
+        &"--strategies",
+        &"auto,wg1,wg8",
+        &"--json",
+        &json,
+        &"--plot",
+        &svg,
+    ]);
+    assert_success(&out);
+    let text = fs::read_to_string(&json).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains('{')).collect();
+    assert_eq!(lines.len(), 2 * 4, "copy + 3 strategies per shape:\n{text}");
+    for (line, (shape, strategy)) in lines.iter().zip(
+        [(9, 12), (3, 5)]
+            .iter()
+            .flat_map(|s| ["copy", "auto", "wg1", "wg8"].map(|k| (s, k))),
+    ) {
+        assert_eq!(json_field(line, "strategy"), strategy, "{line}");
+        assert_eq!(json_field(line, "rows"), shape.0.to_string(), "{line}");
+        assert_eq!(json_field(line, "cols"), shape.1.to_string(), "{line}");
+        assert!(!json_field(line, "adapter").is_empty());
+        assert!(
+            json_field(line, "timer").contains("GPU timestamps"),
+            "{line}"
+        );
+        let bytes = 2 * shape.0 * shape.1 * 4;
+        assert_eq!(json_field(line, "bytes"), bytes.to_string(), "{line}");
+        let ms: f64 = json_field(line, "median_ms").parse().unwrap();
+        let gbps: f64 = json_field(line, "gbps").parse().unwrap();
+        let ratio: f64 = json_field(line, "copy_ratio").parse().unwrap();
+        assert!(ms > 0.0 && ms.is_finite(), "{line}");
+        // (gbps is written with 4 decimals)
+        let want = bytes as f64 / ms / 1e6;
+        assert!((gbps - want).abs() <= 5e-5 + 1e-3 * want, "{line}");
+        assert!(ratio > 0.0 && ratio.is_finite(), "{line}");
+        if strategy == "copy" {
+            assert_eq!(ratio, 1.0, "{line}");
+        }
+    }
+    let plot = fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
+    for name in ["copy", "auto", "wg1", "wg8"] {
+        assert!(plot.contains(name), "the plot has no {name} line");
+    }
+
+    // --wall: host wall time instead of timestamps, said in the report.
+    let out = run(&[
+        &"bench",
+        &"--shapes",
+        &"4x8",
+        &"--reps",
+        &"1",
+        &"--strategies",
+        &"auto",
+        &"--wall",
+        &"--json",
+        &json,
+    ]);
+    assert_success(&out);
+    let text = fs::read_to_string(&json).unwrap();
+    assert!(text.contains("host wall time"), "{text}");
 }
