@@ -15,8 +15,9 @@
 // and with soft-capping dz_j = dz'_j (1 - (z'_j / softcap)^2).
 //
 // Layout: a *team* of lanes owns one row. Three files make one module: an io_*.wgsl file
-// (how elements are stored: f32, in place, ...), a team_*.wgsl file (how lanes find their row
-// and reduce together: barrier trees in workgroup memory, or one subgroup per row), and this
+// (how elements are stored: f32 scalars or vec4s, f16, bf16, in place or not), a team_*.wgsl
+// file (how lanes find their row and reduce together: barrier trees in workgroup memory, one
+// subgroup per row, or one lane per row with no reduction), and this
 // one, the row math. Each lane walks its row in blocks of 4 consecutive columns, strided by
 // the team size, then a scalar tail:
 //   pass 1  read z (and t), keep a per-lane online (max, sum of exp) pair and the sums the
