@@ -745,8 +745,11 @@ fn storage_init(
 #[test]
 fn in_place_probability_and_upstream_device_calls() {
     let mut rng = Rng::new("device extras");
-    for ctx in contexts() {
-        let (rows, cols) = (23, 301);
+    // 301 columns: scalar f32 access; 300: whole vec4s (io_f32x4.wgsl), in place too.
+    for ((rows, cols), ctx) in [(23, 301), (23, 300)]
+        .into_iter()
+        .flat_map(|shape| contexts().iter().map(move |ctx| (shape, ctx)))
+    {
         let z = rng.logits(rows * cols, 2.0);
         let labels = rng.labels(rows, cols);
         let t = random_targets(&mut rng, rows, cols);
@@ -798,7 +801,10 @@ fn in_place_probability_and_upstream_device_calls() {
             for (r, row) in cpu.grad.chunks_mut(cols).enumerate() {
                 row.iter_mut().for_each(|g| *g *= up[r]);
             }
-            let what = format!("{} in place, probs {probs}", ctx.adapter_info().name);
+            let what = format!(
+                "{} {rows}x{cols} in place, probs {probs}",
+                ctx.adapter_info().name
+            );
             assert_close(&format!("{what} grad"), &grad, &cpu.grad, 2e-6, 1e-4);
             assert_close(
                 &format!("{what} row_loss"),
