@@ -19,7 +19,8 @@
 // file (how lanes find their row and reduce together: barrier trees in workgroup memory, one
 // subgroup per row, or one lane per row with no reduction), and this
 // one, the row math. Each lane walks its row in blocks of 4 consecutive columns, strided by
-// the team size, then a scalar tail:
+// the team size; the blocks start at multiples of 4 of the binding (see `Span`), and the up
+// to 3 columns before the first block (head) and after the last (tail) go one by one:
 //   pass 1  read z (and t), keep a per-lane online (max, sum of exp) pair and the sums the
 //           loss needs, 4 blocks per step; merge them across the team (one max, one vec4
 //           sum)
@@ -86,6 +87,34 @@ override SMOOTHING: bool = false;    // label smoothing with params.label_smooth
 const BLOCK = 4u;
 // Blocks pass 1 folds into a lane's running max per step (row_stats spells out 4 loads).
 const STEP_BLOCKS = 4u;
+
+// How the lanes walk `cols` columns that start at element `start` of the logits binding:
+// `head` loose columns up to the first multiple of BLOCK, then `blocks` whole blocks (block b
+// is columns head + 4b .. head + 4b + 3, a whole vec4 of the binding), then the loose tail.
+// Aligning blocks to the binding, not to the row, is what lets io_f32x4.wgsl load a block as
+// one vec4 whatever the row length; the host binds the output at the same offset modulo 4,
+// so the output's blocks are whole vec4s too.
+struct Span {
+    head: u32,
+    blocks: u32,
+    loose: u32, // head + tail
+}
+
+fn span_of(start: u32, cols: u32) -> Span {
+    let head = min(cols, (BLOCK - start % BLOCK) % BLOCK);
+    let blocks = (cols - head) / BLOCK;
+    return Span(head, blocks, cols - blocks * BLOCK);
+}
+
+// Column of block b.
+fn block_col(s: Span, b: u32) -> u32 {
+    return s.head + b * BLOCK;
+}
+
+// Column of the k-th loose column (k < s.loose): the head first, then the tail.
+fn loose_col(s: Span, k: u32) -> u32 {
+    return select(k + s.blocks * BLOCK, k, k < s.head);
+}
 // The smallest finite f32: the start of a running max, so that `m - m_new` is never
 // `-inf - -inf` (NaN) while a row holds only -inf masks.
 const LOWEST = -3.40282347e38;
@@ -224,11 +253,12 @@ fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, 
     var m = LOWEST;
     var d = 0.0;
     var x = Extras(0.0, 0.0);
-    let blocks = cols / BLOCK;
+    let span = span_of(start, cols);
+    let blocks = span.blocks;
     let stride = team.size;
     var b = team.lane;
     for (; b + (STEP_BLOCKS - 1u) * stride < blocks; b += STEP_BLOCKS * stride) {
-        let j0 = b * BLOCK;
+        let j0 = block_col(span, b);
         let j1 = j0 + stride * BLOCK;
         let j2 = j1 + stride * BLOCK;
         let j3 = j2 + stride * BLOCK;
@@ -247,14 +277,15 @@ fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, 
         add_extras4(&x, z3, j3, tstart, col0, mode);
     }
     for (; b < blocks; b += stride) {
-        let j = b * BLOCK;
+        let j = block_col(span, b);
         let z = capped4(load_logit4(start + j));
         let m_new = max(m, max_of4(z));
         d = d * exp(m - m_new) + sum_of4(exp(z - vec4<f32>(m_new)));
         m = m_new;
         add_extras4(&x, z, j, tstart, col0, mode);
     }
-    for (var j = blocks * BLOCK + team.lane; j < cols; j += stride) {
+    for (var k = team.lane; k < span.loose; k += stride) {
+        let j = loose_col(span, k);
         let z = capped(load_logit(start + j));
         let m_new = max(m, z);
         d = d * exp(m - m_new) + exp(z - m_new);
@@ -284,13 +315,14 @@ fn team_cols(team: Team) -> u32 {
 // Softmax (or log-softmax) of columns [col0, col0 + cols) of a row into the output.
 fn write_softmax(team: Team, start: u32, out_start: u32, cols: u32, lse: f32) {
     let log = params.log_softmax != 0u;
-    let blocks = cols / BLOCK;
-    for (var b = team.lane; b < blocks; b += team.size) {
-        let j = b * BLOCK;
+    let span = span_of(start, cols);
+    for (var b = team.lane; b < span.blocks; b += team.size) {
+        let j = block_col(span, b);
         let logp = capped4(load_logit4(start + j)) - vec4<f32>(lse);
         store_out4(out_start + j, select(exp(logp), logp, log));
     }
-    for (var j = blocks * BLOCK + team.lane; j < cols; j += team.size) {
+    for (var k = team.lane; k < span.loose; k += team.size) {
+        let j = loose_col(span, k);
         let logp = capped(load_logit(start + j)) - lse;
         store_out(out_start + j, select(exp(logp), logp, log));
     }
@@ -400,20 +432,23 @@ fn write_row(team: Team, t: RowTarget, c: Coefficients, lse: f32) {
 // their logits hold.
 fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
                   start: u32, tstart: u32, out_start: u32, col0: u32, cols: u32) {
-    let blocks = cols / BLOCK;
+    let span = span_of(start, cols);
+    let blocks = span.blocks;
     let stride = team.size;
     // STEP_BLOCKS blocks per iteration, as in pass 1 (fewer loop turns).
     var b = team.lane;
     for (; b + (STEP_BLOCKS - 1u) * stride < blocks; b += STEP_BLOCKS * stride) {
-        gradient_block(t, c, lse, start, tstart, out_start, col0, b * BLOCK);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, (b + stride) * BLOCK);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, (b + 2u * stride) * BLOCK);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, (b + 3u * stride) * BLOCK);
+        let j = block_col(span, b);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, j);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, j + stride * BLOCK);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, j + 2u * stride * BLOCK);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, j + 3u * stride * BLOCK);
     }
     for (; b < blocks; b += stride) {
-        gradient_block(t, c, lse, start, tstart, out_start, col0, b * BLOCK);
+        gradient_block(t, c, lse, start, tstart, out_start, col0, block_col(span, b));
     }
-    for (var j = blocks * BLOCK + team.lane; j < cols; j += stride) {
+    for (var k = team.lane; k < span.loose; k += stride) {
+        let j = loose_col(span, k);
         let col = col0 + j;
         let zc = capped(load_logit(start + j));
         var w: f32;
@@ -429,7 +464,7 @@ fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
     }
 }
 
-// The gradient of the block of 4 columns at `j` of the chunk.
+// The gradient of the block of 4 columns at `j` of the chunk (start + j a multiple of 4).
 fn gradient_block(t: RowTarget, c: Coefficients, lse: f32,
                   start: u32, tstart: u32, out_start: u32, col0: u32, j: u32) {
     let col = col0 + j;

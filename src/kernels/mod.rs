@@ -75,8 +75,8 @@ pub struct Io {
     pub precision: Precision,
     /// Whether the output overwrites the logits.
     pub in_place: bool,
-    /// f32 only: logits and output bound as `vec4<f32>` arrays (io_f32x4.wgsl), for rows that
-    /// start at multiples of 4 elements (see [`Io::for_rows`]).
+    /// f32 only: logits and output bound as `vec4<f32>` arrays (io_f32x4.wgsl), when the
+    /// buffers allow it (see [`Io::for_rows`]).
     pub vec4: bool,
 }
 
@@ -100,19 +100,18 @@ impl Io {
         }
     }
 
-    /// The io file for a dispatch: f32 rows of `cols` columns whose first elements sit at
-    /// element offsets `logits_base` and `out_base` of their bindings use the vec4 file when
-    /// all of those are multiples of 4 (then every row, and each block of 4 columns the row
-    /// code reads, is a whole vec4); everything else uses scalar access.
+    /// The io file for a dispatch. f32 data takes the vec4 file when logits and output can
+    /// be bound as whole vec4s (`vector_bases`: their element offsets in such bindings, from
+    /// [`Slice::bind_vectors`]) at the same offset modulo 4, so that every block of 4 columns
+    /// the row code reads is one vec4 of each; everything else takes scalar access.
     pub fn for_rows(
         precision: Precision,
         in_place: bool,
-        cols: u32,
-        logits_base: u32,
-        out_base: u32,
+        vector_bases: Option<(u32, u32)>,
     ) -> Self {
-        let aligned = [cols, logits_base, out_base].iter().all(|n| n % 4 == 0);
-        Io::new(precision, in_place, precision == Precision::F32 && aligned)
+        let vec4 = precision == Precision::F32
+            && vector_bases.is_some_and(|(logits, out)| logits % 4 == out % 4);
+        Io::new(precision, in_place, vec4)
     }
 
     /// The WGSL text of the io file.
@@ -580,6 +579,24 @@ impl<'a> Slice<'a> {
             base as u32,
         )
     }
+
+    /// [`Slice::bind`] for the vec4 io file: the binding starts at a multiple of 16 bytes and
+    /// holds whole vec4s (its size rounded up to 16 bytes), so every element of the slice is
+    /// in some whole vec4 of it. `None` when the buffer ends before the rounded size (or the
+    /// elements are not 4-byte floats).
+    pub fn bind_vectors(&self, align: u64) -> Option<(wgpu::BufferBinding<'a>, u32)> {
+        const VEC4_BYTES: u64 = 16;
+        if self.elem_bytes != 4 {
+            return None;
+        }
+        let (mut binding, base) = self.bind(align.max(VEC4_BYTES));
+        let size = binding.size?.get().next_multiple_of(VEC4_BYTES);
+        if binding.offset + size > self.buffer.size() {
+            return None;
+        }
+        binding.size = wgpu::BufferSize::new(size);
+        Some((binding, base))
+    }
 }
 
 /// Every pipeline this crate can build, for an adapter whose subgroup size is
@@ -715,18 +732,18 @@ mod tests {
     }
 
     #[test]
-    fn vec4_io_only_for_rows_starting_at_whole_vectors() {
-        let f32_io = |cols, logits_base, out_base| {
-            Io::for_rows(Precision::F32, false, cols, logits_base, out_base).vec4
-        };
-        assert!(f32_io(1000, 0, 0));
-        assert!(f32_io(128, 64, 8));
-        assert!(!f32_io(1001, 0, 0), "rows would start mid-vector");
-        assert!(!f32_io(1000, 2, 2), "the chunk starts mid-vector");
-        assert!(!f32_io(1000, 0, 6), "the output starts mid-vector");
-        assert!(!Io::for_rows(Precision::F16, false, 1000, 0, 0).vec4);
-        assert!(!Io::for_rows(Precision::Bf16, false, 1000, 0, 0).vec4);
-        assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, 8, 0, 0)));
+    fn vec4_io_only_where_logits_and_output_line_up_in_whole_vectors() {
+        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases).vec4;
+        assert!(f32_io(Some((0, 0))));
+        assert!(f32_io(Some((2, 6))), "both start 2 elements into a vec4");
+        assert!(
+            !f32_io(Some((0, 6))),
+            "blocks of the output would straddle vec4s"
+        );
+        assert!(!f32_io(None), "a buffer too short for whole vec4s");
+        assert!(!Io::for_rows(Precision::F16, false, Some((0, 0))).vec4);
+        assert!(!Io::for_rows(Precision::Bf16, false, Some((0, 0))).vec4);
+        assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, Some((0, 0)))));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Bindings of row_softmax.wgsl (with any io file): params, logits, labels, weights, scales,
-/// targets, out, row_loss, row_lse.
+/// targets, out, row_loss, row_lse, and the output again (io_f32x4.wgsl's scalar view
+/// `out_words`; the other io files leave it unused).
 pub const BINDINGS: &[(u32, Binding)] = &[
     (0, Binding::Uniform),
     (1, Binding::Read),
@@ -25,9 +26,11 @@ pub const BINDINGS: &[(u32, Binding)] = &[
     (6, Binding::ReadWrite),
     (7, Binding::ReadWrite),
     (8, Binding::ReadWrite),
+    (9, Binding::ReadWrite),
 ];
 
-/// Bindings of the in-place variants (any io file): the logits are written, there is no `out`.
+/// Bindings of the in-place variants (any io file): the logits are written, there is no `out`
+/// (binding 9 views the logits).
 pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
     (0, Binding::Uniform),
     (1, Binding::ReadWrite),
@@ -37,6 +40,7 @@ pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
     (5, Binding::Read),
     (7, Binding::ReadWrite),
     (8, Binding::ReadWrite),
+    (9, Binding::ReadWrite),
 ];
 
 /// Offset of the per-row upstream gradients in the scales buffer (after the stats).
@@ -239,12 +243,25 @@ pub fn record(
     mut params: Params,
 ) -> Result<()> {
     let in_place = bufs.out.is_none();
-    // The bindings first: where each row starts in them decides the io file.
+    // The bindings first: whether logits and output can be bound as whole vec4s, at the same
+    // offset modulo 4, decides the io file.
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
-    let (logits, logits_base) = bufs.logits.bind(align);
-    let out = bufs.out.map(|out| out.bind(align));
+    let vectors = bufs.logits.bind_vectors(align).and_then(|logits| {
+        match bufs.out.map(|out| out.bind_vectors(align)) {
+            Some(None) => None,
+            Some(Some(out)) => Some((logits, Some(out))),
+            None => Some((logits, None)),
+        }
+    });
+    let bases = vectors
+        .as_ref()
+        .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)));
+    let io = Io::for_rows(bufs.precision, in_place, bases);
+    let ((logits, logits_base), out) = match vectors {
+        Some(v) if io.vec4 => v,
+        _ => (bufs.logits.bind(align), bufs.out.map(|out| out.bind(align))),
+    };
     let out_base = out.as_ref().map_or(logits_base, |o| o.1);
-    let io = Io::for_rows(bufs.precision, in_place, params.cols, logits_base, out_base);
     let unsupported = |what: &str| Error::Unsupported {
         adapter: ctx.adapter_info().name.clone(),
         what: what.into(),
@@ -290,7 +307,10 @@ pub fn record(
     params.logits_base = logits_base;
     params.row_base = row_base;
     params.targets_base = targets_base;
+    // Binding 9: the output (in place, the logits) once more, for io_f32x4.wgsl's scalar view.
+    let output = out.as_ref().map_or(&logits, |o| &o.0).clone();
     let mut entries = vec![
+        part(9, output),
         part(1, logits),
         part(2, labels),
         whole(3, bufs.weights),
