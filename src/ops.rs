@@ -36,6 +36,10 @@ pub enum DeviceTargets<'a> {
 ///
 /// All buffers need `BufferUsages::STORAGE`, except `loss` (`COPY_DST`) and `upstream`
 /// (`COPY_SRC`).
+///
+/// Speed: f32 logits and gradient are read and written as `vec4<f32>` when both buffers'
+/// sizes are multiples of 16 bytes (round `rows * cols * 4` up when creating them); otherwise
+/// the kernel falls back to scalar access, 1.4-1.6x slower on lavapipe (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceCrossEntropy<'a> {
     /// Logits, row-major `[rows, cols]`, in `precision`.
@@ -589,7 +593,9 @@ impl Context {
     }
 
     /// Device-resident softmax (or log-softmax) of the caller's buffer `logits` (stored as
-    /// `precision`) into `out` (`None`: in place, over `logits`).
+    /// `precision`) into `out` (`None`: in place, over `logits`). As for
+    /// [`DeviceCrossEntropy`], f32 buffers whose sizes are multiples of 16 bytes are accessed
+    /// as `vec4<f32>` (faster).
     #[allow(clippy::too_many_arguments)]
     pub fn softmax_device(
         &self,
