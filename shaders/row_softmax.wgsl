@@ -249,6 +249,8 @@ fn sum_of4(v: vec4<f32>) -> f32 {
 // into its running max at once, so the running sum is rescaled (one exp) once per 16 columns
 // instead of once per 4: measured on lavapipe at 8192x1000, 12.5 ms -> 10.6 ms, as pass 1's
 // exps were a fifth of the kernel's time there. Leftover blocks go one at a time.
+// Steps also keep the loop turns per lane low: llvmpipe ends every invocation's loops after
+// 65,535 turns in all (the host keeps within that: row_softmax::loop_turns).
 fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, mode: u32) -> RowStats {
     var m = LOWEST;
     var d = 0.0;
@@ -314,18 +316,32 @@ fn team_cols(team: Team) -> u32 {
 
 // Softmax (or log-softmax) of columns [col0, col0 + cols) of a row into the output.
 fn write_softmax(team: Team, start: u32, out_start: u32, cols: u32, lse: f32) {
-    let log = params.log_softmax != 0u;
     let span = span_of(start, cols);
-    for (var b = team.lane; b < span.blocks; b += team.size) {
+    let stride = team.size;
+    // STEP_BLOCKS blocks per iteration, as in pass 1: fewer loop turns (see row_stats).
+    var b = team.lane;
+    for (; b + (STEP_BLOCKS - 1u) * stride < span.blocks; b += STEP_BLOCKS * stride) {
         let j = block_col(span, b);
-        let logp = capped4(load_logit4(start + j)) - vec4<f32>(lse);
-        store_out4(out_start + j, select(exp(logp), logp, log));
+        softmax_block(start, out_start, j, lse);
+        softmax_block(start, out_start, j + stride * BLOCK, lse);
+        softmax_block(start, out_start, j + 2u * stride * BLOCK, lse);
+        softmax_block(start, out_start, j + 3u * stride * BLOCK, lse);
     }
-    for (var k = team.lane; k < span.loose; k += team.size) {
+    for (; b < span.blocks; b += stride) {
+        softmax_block(start, out_start, block_col(span, b), lse);
+    }
+    let log = params.log_softmax != 0u;
+    for (var k = team.lane; k < span.loose; k += stride) {
         let j = loose_col(span, k);
         let logp = capped(load_logit(start + j)) - lse;
         store_out(out_start + j, select(exp(logp), logp, log));
     }
+}
+
+// Softmax (or log-softmax) of the block of 4 columns at `j` (start + j a multiple of 4).
+fn softmax_block(start: u32, out_start: u32, j: u32, lse: f32) {
+    let logp = capped4(load_logit4(start + j)) - vec4<f32>(lse);
+    store_out4(out_start + j, select(exp(logp), logp, params.log_softmax != 0u));
 }
 
 // Softmax (or log-softmax) of each row into the output.

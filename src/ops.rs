@@ -663,7 +663,7 @@ impl Context {
     /// The concrete strategy for this adapter and row length.
     fn resolve(&self, strategy: Strategy, rows: usize, cols: usize) -> Strategy {
         let device_type = self.adapter_info().device_type;
-        strategy.resolve(rows, cols, self.has_subgroups(), device_type)
+        strategy.resolve(rows, cols, self.subgroup_size(), device_type)
     }
 
     /// `cols` as u32, checked against what one binding can hold.

@@ -142,6 +142,93 @@ fn more_rows_than_one_grid_dimension() {
     }
 }
 
+/// llvmpipe ends a shader invocation's loops after 65,535 turns in all: one lane per row left
+/// the end of a 262,144-column softmax row unwritten (found by the soak test). Auto must stay
+/// within the limit on software adapters, an explicit strategy past it must be a typed error
+/// there, and every row must be written everywhere.
+#[test]
+fn long_rows_stay_within_llvmpipe_loop_limit() {
+    let mut rng = Rng::new("loop limit");
+    let one_lane = Strategy::Workgroup { lanes: 1 };
+    for ctx in contexts() {
+        let name = &ctx.adapter_info().name;
+        let software = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        // The case that failed, now in steps of 4 blocks: within the limit.
+        let (rows, cols) = (1, 262_144);
+        let z = rng.logits(rows * cols, 2.0);
+        let lp = ctx.softmax_with(&z, rows, cols, true, one_lane).unwrap();
+        let want = reference::log_softmax(&z, rows, cols).unwrap();
+        assert_close(
+            &format!("{name} log_softmax 1x262144 wg1"),
+            &lp,
+            &want,
+            1e-5,
+            1e-5,
+        );
+
+        // Past what one lane per row can do on llvmpipe.
+        let (rows, cols) = (2, 600_000);
+        let z = rng.logits(rows * cols, 2.0);
+        let labels = rng.labels(rows, cols);
+        let options = CrossEntropyOptions::default();
+        let got = ctx
+            .cross_entropy(&z, &labels, rows, cols, &options)
+            .unwrap();
+        let want_xent = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+        assert_output_close(&format!("{name} 2x600000 auto"), &got, &want_xent, 0.5);
+        let p = ctx.softmax(&z, rows, cols).unwrap();
+        let want = reference::softmax(&z, rows, cols).unwrap();
+        assert_close(
+            &format!("{name} softmax 2x600000 auto"),
+            &p,
+            &want,
+            1e-7,
+            1e-4,
+        );
+        match ctx.cross_entropy_with(&z, &labels, rows, cols, &options, one_lane) {
+            Err(e) if software => {
+                assert!(
+                    matches!(e, Error::Unsupported { .. }) && e.to_string().contains("loop turns"),
+                    "{name}: {e}"
+                );
+            }
+            Err(e) => panic!("{name}: {e}"),
+            Ok(_) if software => panic!("{name}: wg1 over 600,000 columns must be refused"),
+            Ok(got) => assert_output_close(&format!("{name} 2x600000 wg1"), &got, &want_xent, 0.5),
+        }
+    }
+}
+
+/// The batch sums walk all rows of a chunk in one workgroup: past 16.7 million rows its lanes
+/// would take more than llvmpipe's 65,535 loop turns and the sum would silently stop short.
+/// They are split into dispatches of at most 8.4 million rows; 17 million rows of one class
+/// with z-loss (so every row loss is s z^2, not 0) still sum to the reference.
+#[test]
+fn the_loss_sums_every_one_of_17_million_rows() {
+    let mut rng = Rng::new("17M rows");
+    let (rows, cols) = (17_000_000, 1);
+    let z = rng.logits(rows, 2.0);
+    let labels = vec![0i64; rows];
+    let options = CrossEntropyOptions {
+        reduction: Reduction::Sum,
+        z_loss: 1e-3,
+        ..Default::default()
+    };
+    let want = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+    for ctx in contexts() {
+        let got = ctx
+            .cross_entropy(&z, &labels, rows, cols, &options)
+            .unwrap();
+        let name = &ctx.adapter_info().name;
+        assert!(
+            approx::relative_eq!(got.loss, want.loss, max_relative = 1e-4),
+            "{name}: loss {} vs reference {}",
+            got.loss,
+            want.loss
+        );
+    }
+}
+
 #[test]
 fn softmax_and_log_softmax_match_the_reference() {
     let mut rng = Rng::new("softmax");

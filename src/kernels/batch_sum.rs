@@ -48,10 +48,67 @@ pub enum Entry {
     LossSum = 1,
 }
 
-/// Records one single-workgroup dispatch of `entry` over the rows of `labels` / `row_loss`
-/// (which start at the same row).
+/// Rows one dispatch sums: each of its lanes takes `rows / WORKGROUP_LANES` loop turns, which
+/// must stay within llvmpipe's limit of 65,535 per invocation
+/// ([`super::row_softmax::SOFTWARE_LOOP_TURNS`]); half of it leaves room.
+pub const MAX_ROWS_PER_DISPATCH: u32 = WORKGROUP_LANES * 32_768;
+
+/// Records `entry` over the `params.rows` rows of `labels` / `row_loss` (which start at the
+/// same row): one single-workgroup dispatch per [`MAX_ROWS_PER_DISPATCH`] rows, in order
+/// (the entry points accumulate, so pieces add up like the chunks of a batch).
 #[allow(clippy::too_many_arguments)]
 pub fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    entry: Entry,
+    labels: Slice<'_>,
+    row_loss: Slice<'_>,
+    weights: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    params: Params,
+) -> Result<()> {
+    let rows = u64::from(params.rows);
+    if labels.len < rows || row_loss.len < rows {
+        return Err(crate::error::Error::Validation(
+            "batch_sum: labels and row_loss must hold every row".into(),
+        ));
+    }
+    let mut first = 0;
+    loop {
+        let count = (rows - first).min(MAX_ROWS_PER_DISPATCH.into());
+        let sub = Params {
+            rows: count as u32,
+            ..params
+        };
+        record_one(
+            ctx,
+            encoder,
+            entry,
+            piece(labels, first, count),
+            piece(row_loss, first, count),
+            weights,
+            stats,
+            sub,
+        )?;
+        first += count;
+        if first >= rows {
+            return Ok(());
+        }
+    }
+}
+
+/// `count` elements of `slice` from its element `first`.
+fn piece(slice: Slice<'_>, first: u64, count: u64) -> Slice<'_> {
+    Slice {
+        start: slice.start + first,
+        len: count,
+        ..slice
+    }
+}
+
+/// One single-workgroup dispatch of `entry`.
+#[allow(clippy::too_many_arguments)]
+fn record_one(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     entry: Entry,

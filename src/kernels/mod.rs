@@ -352,12 +352,13 @@ impl Strategy {
     }
 
     /// The concrete strategy for `rows` rows of `cols` columns on an adapter of
-    /// `device_type`, with or without usable subgroups (a fixed subgroup size and
-    /// `Features::SUBGROUP`).
+    /// `device_type`, with or without usable subgroups (`subgroup_size`: the fixed subgroup
+    /// size, when the adapter has `Features::SUBGROUP`).
     ///
     /// | adapter | shape | choice | why |
     /// |---|---|---|---|
-    /// | software (CPU) | any | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 8192x1000 on lavapipe: 80% of copy, against 66% for `Subgroup` and 50% for `wg8`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
+    /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 8192x1000 on lavapipe: 80% of copy, against 66% for `Subgroup` and 50% for `wg8`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
+    /// | software (CPU) | longer rows | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's 65,535 loop turns ([`row_softmax::SOFTWARE_LOOP_TURNS`]; one lane per row fits up to about 500,000 columns, 8 lanes up to about 4 million) |
     /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
     /// | GPU, subgroups | otherwise | `Subgroup` | no barriers |
     /// | GPU, no subgroups | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
@@ -373,15 +374,22 @@ impl Strategy {
         self,
         rows: usize,
         cols: usize,
-        subgroups: bool,
+        subgroup_size: Option<u32>,
         device_type: wgpu::DeviceType,
     ) -> Strategy {
         if self != Strategy::Auto {
             return self;
         }
         let software = device_type == wgpu::DeviceType::Cpu;
+        let subgroups = subgroup_size.is_some();
+        let fits = |team: u32| {
+            row_softmax::loop_turns(cols as u64, team.into(), 0) <= row_softmax::SOFTWARE_LOOP_TURNS
+        };
         match () {
-            _ if software => Strategy::Workgroup { lanes: 1 },
+            _ if software && fits(1) => Strategy::Workgroup { lanes: 1 },
+            _ if software && subgroup_size.is_some_and(fits) => Strategy::Subgroup,
+            _ if software && fits(8) => Strategy::Workgroup { lanes: 8 },
+            _ if software => Strategy::Workgroup { lanes: 256 },
             _ if rows < 1024 && cols >= 65536 => Strategy::Split { lanes: 256 },
             _ if subgroups => Strategy::Subgroup,
             _ if cols <= 256 => Strategy::Workgroup { lanes: 8 },
@@ -701,32 +709,47 @@ mod tests {
     fn auto_follows_the_table() {
         let auto = Strategy::Auto;
         let row_per_lane = Strategy::Workgroup { lanes: 1 };
-        assert_eq!(auto.resolve(4096, 1000, true, Cpu), row_per_lane);
-        assert_eq!(auto.resolve(8, 262_144, true, Cpu), row_per_lane);
-        assert_eq!(auto.resolve(4096, 1000, false, Cpu), row_per_lane);
+        assert_eq!(auto.resolve(4096, 1000, Some(8), Cpu), row_per_lane);
+        assert_eq!(auto.resolve(8, 262_144, Some(8), Cpu), row_per_lane);
+        assert_eq!(auto.resolve(4096, 1000, None, Cpu), row_per_lane);
         assert_eq!(
-            auto.resolve(64, 262_144, true, DiscreteGpu),
+            auto.resolve(64, 262_144, Some(32), DiscreteGpu),
             Strategy::Split { lanes: 256 }
         );
         assert_eq!(
-            auto.resolve(4096, 262_144, true, DiscreteGpu),
+            auto.resolve(4096, 262_144, Some(32), DiscreteGpu),
             Strategy::Subgroup
         );
         assert_eq!(
-            auto.resolve(9, 128, false, DiscreteGpu),
+            auto.resolve(9, 128, None, DiscreteGpu),
             Strategy::Workgroup { lanes: 8 }
         );
         assert_eq!(
-            auto.resolve(9000, 4096, false, DiscreteGpu),
+            auto.resolve(9000, 4096, None, DiscreteGpu),
             Strategy::Workgroup { lanes: 32 }
         );
         assert_eq!(
-            auto.resolve(9000, 32000, false, DiscreteGpu),
+            auto.resolve(9000, 32000, None, DiscreteGpu),
+            Strategy::Workgroup { lanes: 256 }
+        );
+        // Past llvmpipe's loop limit for one lane per row: 8 lanes, then 256.
+        assert_eq!(auto.resolve(2, 600_000, Some(8), Cpu), Strategy::Subgroup);
+        assert_eq!(
+            auto.resolve(2, 3_000_000, Some(4), Cpu),
+            Strategy::Workgroup { lanes: 8 },
+            "4-lane subgroups would not fit"
+        );
+        assert_eq!(
+            auto.resolve(2, 600_000, None, Cpu),
+            Strategy::Workgroup { lanes: 8 }
+        );
+        assert_eq!(
+            auto.resolve(1, 10_000_000, Some(8), Cpu),
             Strategy::Workgroup { lanes: 256 }
         );
         // An explicit strategy is kept.
         assert_eq!(
-            Strategy::Subgroup.resolve(1, 1, false, Cpu),
+            Strategy::Subgroup.resolve(1, 1, None, Cpu),
             Strategy::Subgroup
         );
     }

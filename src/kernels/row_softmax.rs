@@ -170,6 +170,24 @@ pub const ROW_PER_LANE_FEW_LANES: u32 = 8;
 /// llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
 pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
 
+/// llvmpipe (lavapipe, llvmpipe GL) ends a shader invocation's loops after this many turns in
+/// all (gallivm's loop limiter, against hangs), silently leaving the rest of the row
+/// unwritten. Found by the soak test: softmax of 1 x 262,144 in one lane per row stopped at
+/// column 196,592, after 16,384 turns of pass 1 and 49,148 of pass 2. On software adapters
+/// the strategies keep [`loop_turns`] within it.
+pub const SOFTWARE_LOOP_TURNS: u64 = 65_535;
+
+/// An upper bound on the loop turns one lane takes over a row of `cols` columns in a team of
+/// `team` lanes (for the split layout, `cols` of one chunk and `chunks` chunks): each pass
+/// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks and up to 6 loose
+/// columns; the barrier trees take up to 10 turns per reduction; the split merge one per
+/// chunk.
+pub fn loop_turns(cols: u64, team: u64, chunks: u64) -> u64 {
+    const STEP_COLS: u64 = 16; // STEP_BLOCKS blocks of BLOCK columns (row_softmax.wgsl)
+    let per_pass = cols.div_ceil(STEP_COLS * team) + 3 + 6;
+    2 * per_pass + 2 * 10 + chunks
+}
+
 /// Workgroup size, team size and module of a concrete strategy on this context, for a
 /// dispatch of `rows` rows.
 pub fn shape_of(
@@ -276,6 +294,20 @@ pub fn record(
     }
     let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io, params.rows)?;
     let split = matches!(strategy, Strategy::Split { .. });
+    let cols = u64::from(params.cols);
+    let turns = if split {
+        let chunk = u64::from(SPLIT_CHUNK_COLS);
+        loop_turns(cols.min(chunk), team_size.into(), cols.div_ceil(chunk))
+    } else {
+        loop_turns(cols, team_size.into(), 0)
+    };
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && turns > SOFTWARE_LOOP_TURNS {
+        return Err(unsupported(&format!(
+            "strategy {strategy} needs up to {turns} loop turns per lane for {cols} columns, \
+             and software adapters (llvmpipe) end a shader's loops after {SOFTWARE_LOOP_TURNS}: \
+             use a strategy with more lanes per row (Auto picks one)"
+        )));
+    }
     let options = Specialisation {
         weights: params.has_weights != 0,
         softcap: params.softcap > 0.0,
