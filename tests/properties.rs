@@ -410,11 +410,23 @@ fn case_strategy(
         )
 }
 
-/// Every concrete strategy of the adapter, and Auto.
-fn kernels(ctx: &Context) -> Vec<Kernel> {
-    let mut all = Kernel::all(ctx.has_subgroups());
+/// Every concrete strategy of the adapter that takes rows of `cols` columns, and Auto.
+fn kernels(ctx: &Context, cols: usize) -> Vec<Kernel> {
+    let mut all: Vec<Kernel> = Kernel::all(ctx.has_subgroups())
+        .into_iter()
+        .filter(|&k| fits(k, cols))
+        .collect();
     all.push(Kernel::Auto);
     all
+}
+
+/// Whether `kernel` takes rows of `cols` columns: `Cached` holds at most 64 per lane in
+/// registers (past that it is a typed error, tested in tests/gpu.rs).
+fn fits(kernel: Kernel, cols: usize) -> bool {
+    match kernel {
+        Kernel::Cached { lanes } => cols <= 64 * lanes as usize,
+        _ => true,
+    }
 }
 
 /// The adapter, for messages: name and backend (lavapipe and llvmpipe GL share a name).
@@ -716,7 +728,7 @@ impl Case {
             reference::cross_entropy(&input.logits, &input.labels, rows, cols, &input.options)
                 .unwrap();
         for ctx in contexts() {
-            for kernel in kernels(ctx) {
+            for kernel in kernels(ctx, cols) {
                 let gpu = ctx
                     .cross_entropy_with(
                         &input.logits,
@@ -756,7 +768,7 @@ impl Case {
         )
         .unwrap();
         for ctx in contexts() {
-            for kernel in kernels(ctx) {
+            for kernel in kernels(ctx, cols) {
                 let gpu = ctx
                     .cross_entropy_targets(
                         &input.logits,
@@ -788,7 +800,7 @@ impl Case {
         let (rows, cols) = (self.rows, self.cols);
         let z = self.logits();
         for ctx in contexts() {
-            for kernel in kernels(ctx) {
+            for kernel in kernels(ctx, cols) {
                 for log in [false, true] {
                     let got = ctx
                         .softmax_with(&z, rows, cols, log, kernel)
@@ -808,7 +820,7 @@ impl Case {
         let between = other.input();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         for ctx in contexts() {
-            for kernel in kernels(ctx) {
+            for kernel in kernels(ctx, cols) {
                 let run = || {
                     let out = ctx
                         .cross_entropy_with(
@@ -953,7 +965,7 @@ fn check_chunked(
             },
         )
         .unwrap();
-        let all = kernels(&ctx);
+        let all = kernels(&ctx, cols);
         let kernel = all[kernel_index % all.len()];
         let what = format!("{} {kernel} chunk {chunk_bytes} B", adapter(&ctx));
         let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
@@ -1248,7 +1260,7 @@ fn assert_host_matches(z: &[f32], labels: &[i64], cols: usize, options: &CrossEn
     let rows = labels.len();
     let cpu = reference::cross_entropy(z, labels, rows, cols, options).unwrap();
     for ctx in contexts() {
-        for kernel in kernels(ctx) {
+        for kernel in kernels(ctx, cols) {
             let gpu = ctx
                 .cross_entropy_with(z, labels, rows, cols, options, kernel)
                 .unwrap();
@@ -1337,7 +1349,7 @@ fn assert_host_probs_match(z: &[f32], t: &[f32], cols: usize, options: &CrossEnt
     let rows = z.len() / cols;
     let cpu = reference::cross_entropy_probs(z, t, rows, cols, options).unwrap();
     for ctx in contexts() {
-        for kernel in kernels(ctx) {
+        for kernel in kernels(ctx, cols) {
             let gpu = ctx
                 .cross_entropy_targets(z, Targets::Probabilities(t), rows, cols, options, kernel)
                 .unwrap();

@@ -80,12 +80,11 @@ fn the_workgroup_module_needs_no_subgroup_feature() {
     );
 }
 
-/// Applies the key's override constants, validates the specialised module, and writes it as
-/// SPIR-V and (for modules GL can run) GLSL for its entry point.
-fn specialise(key: &PipelineKey) {
+/// Applies the key's override constants to its module (`parsed`, validated as `info`),
+/// validates the specialised module, and writes it as SPIR-V and (for modules GL can run)
+/// GLSL for its entry point.
+fn specialise(key: &PipelineKey, parsed: &naga::Module, info: &naga::valid::ModuleInfo) {
     let module = key.module;
-    let parsed = parse(module);
-    let info = validator_for(module).validate(&parsed).expect("validates");
     let constants: naga::back::PipelineConstants = key
         .constants()
         .into_iter()
@@ -93,7 +92,7 @@ fn specialise(key: &PipelineKey) {
         .collect();
     let entry = (naga::ShaderStage::Compute, key.entry_point());
     let (special, special_info) =
-        naga::back::pipeline_constants::process_overrides(&parsed, &info, Some(entry), &constants)
+        naga::back::pipeline_constants::process_overrides(parsed, info, Some(entry), &constants)
             .unwrap_or_else(|e| panic!("{key:?}: overrides rejected: {e}"));
     validator_for(module)
         .validate(&special)
@@ -150,8 +149,21 @@ fn every_specialisation_validates_and_translates() {
     }
     keys.sort_by_key(|k| format!("{k:?}"));
     keys.dedup();
-    for key in &keys {
-        specialise(key);
+    // Each module is parsed and validated once; its keys are specialised on all cores.
+    let mut modules: Vec<ModuleKey> = keys.iter().map(|k| k.module).collect();
+    modules.sort_by_key(|m| format!("{m:?}"));
+    modules.dedup();
+    for module in modules {
+        let parsed = parse(module);
+        let info = validator_for(module).validate(&parsed).expect("validates");
+        let mine: Vec<&PipelineKey> = keys.iter().filter(|k| k.module == module).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|scope| {
+            for part in mine.chunks(mine.len().div_ceil(threads)) {
+                let (parsed, info) = (&parsed, &info);
+                scope.spawn(move || part.iter().for_each(|key| specialise(key, parsed, info)));
+            }
+        });
     }
     println!("validated {} specialisations", keys.len());
     assert!(keys.len() > 20);

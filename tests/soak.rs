@@ -393,7 +393,11 @@ impl Call {
             let s: f32 = row.iter().sum();
             row.iter_mut().for_each(|t| *t /= s);
         }
-        let mut strategies = Strategy::all(ctx.has_subgroups());
+        // (Cached holds rows of at most 64 columns per lane.)
+        let mut strategies: Vec<Strategy> = Strategy::all(ctx.has_subgroups())
+            .into_iter()
+            .filter(|s| !matches!(s, Strategy::Cached { lanes } if cols > 64 * *lanes as usize))
+            .collect();
         strategies.push(Strategy::Auto);
         let strategy = strategies[rng.below(strategies.len())];
         let api = match rng.below(8) {

@@ -123,6 +123,7 @@ fn record_one(
         entry: entry as usize,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
+        cache_blocks: 0,
         options: Default::default(),
     })?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);

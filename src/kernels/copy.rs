@@ -44,6 +44,7 @@ pub fn record(
         entry: 0,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
+        cache_blocks: 0,
         options: Default::default(),
     };
     let vectors = u64::from(len).div_ceil(VECTOR);

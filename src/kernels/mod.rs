@@ -255,6 +255,9 @@ pub struct PipelineKey {
     pub workgroup_size: u32,
     /// `TEAM_SIZE` (workgroup-team module only).
     pub team_size: u32,
+    /// `CACHE_BLOCKS` (row_softmax only): vec4s of its row each lane holds in registers
+    /// between the passes (`Strategy::Cached`); 0 reads the row twice.
+    pub cache_blocks: u32,
     /// The row_softmax specialisation (which options the code handles).
     pub options: Specialisation,
 }
@@ -299,6 +302,7 @@ impl PipelineKey {
             if team == TeamKind::Workgroup {
                 c.push(("TEAM_SIZE", f64::from(self.team_size)));
             }
+            c.push(("CACHE_BLOCKS", f64::from(self.cache_blocks)));
             let flag = |on: bool| if on { 1.0 } else { 0.0 };
             c.push(("HAS_WEIGHTS", flag(self.options.weights)));
             c.push(("SOFTCAP", flag(self.options.softcap)));
@@ -327,6 +331,14 @@ pub enum Strategy {
     /// One subgroup per row, reducing with subgroup operations: no barriers, no workgroup
     /// memory. Needs `Features::SUBGROUP` and a fixed subgroup size.
     Subgroup,
+    /// One workgroup of `lanes` lanes per row, the row held in registers between the two
+    /// passes (up to [`row_softmax::MAX_CACHE_BLOCKS`] vec4s per lane, so rows of at most
+    /// `64 * lanes` columns), so the logits are read once: the medium-row layout of the
+    /// fused softmax kernels of Triton, QuACK or Liger. Works everywhere.
+    Cached {
+        /// Lanes per workgroup (and per row): a power of two from 32 to 1024.
+        lanes: u32,
+    },
     /// Long rows split over several workgroups of `lanes` lanes, each owning
     /// [`row_softmax::SPLIT_CHUNK_COLS`] columns: a first dispatch stores each chunk's
     /// (max, sum-exp) pair, a second merges a row's pairs and writes the chunk. Keeps the
@@ -344,6 +356,7 @@ impl Strategy {
             .into_iter()
             .map(|lanes| Strategy::Workgroup { lanes })
             .collect();
+        v.push(Strategy::Cached { lanes: 256 });
         v.push(Strategy::Split { lanes: 256 });
         if subgroups {
             v.push(Strategy::Subgroup);
@@ -360,6 +373,7 @@ impl Strategy {
     /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 8192x1000 on lavapipe: 80% of copy, against 66% for `Subgroup` and 50% for `wg8`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
     /// | software (CPU) | longer rows | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's 65,535 loop turns ([`row_softmax::SOFTWARE_LOOP_TURNS`]; one lane per row fits up to about 500,000 columns, 8 lanes up to about 4 million) |
     /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
+    /// | GPU | 4,096 < cols <= 16,384 | `Cached { lanes: 256 }` | medium rows: one workgroup per row, the row in registers, the logits read once |
     /// | GPU, subgroups | otherwise | `Subgroup` | no barriers |
     /// | GPU, no subgroups | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
     /// | GPU, no subgroups | cols <= 4096 | `Workgroup { lanes: 32 }` | medium rows |
@@ -368,8 +382,10 @@ impl Strategy {
     /// On software adapters the split layout measured slower at every shape (its barrier
     /// trees and second dispatch cost more than llvmpipe gains from spreading a row). The GPU
     /// rows are the usual choices of row-softmax kernels (QuACK, OneFlow: a warp for medium
-    /// rows, a block for long ones, several blocks per row when rows are few) and are NOT
-    /// measured here: no hardware GPU was at hand when they were written.
+    /// rows, a block with the row in registers up to 16k columns, several blocks per row when
+    /// rows are few) and are NOT measured here: no hardware GPU was at hand when they were
+    /// written. (`Cached` measured no faster than reading twice on lavapipe, where the second
+    /// read hits the CPU cache.)
     pub fn resolve(
         self,
         rows: usize,
@@ -391,6 +407,7 @@ impl Strategy {
             _ if software && fits(8) => Strategy::Workgroup { lanes: 8 },
             _ if software => Strategy::Workgroup { lanes: 256 },
             _ if rows < 1024 && cols >= 65536 => Strategy::Split { lanes: 256 },
+            _ if cols > 4096 && cols <= 16384 => Strategy::Cached { lanes: 256 },
             _ if subgroups => Strategy::Subgroup,
             _ if cols <= 256 => Strategy::Workgroup { lanes: 8 },
             _ if cols <= 4096 => Strategy::Workgroup { lanes: 32 },
@@ -405,6 +422,7 @@ impl fmt::Display for Strategy {
             Strategy::Auto => f.write_str("auto"),
             Strategy::Workgroup { lanes } => write!(f, "wg{lanes}"),
             Strategy::Subgroup => f.write_str("subgroup"),
+            Strategy::Cached { lanes } => write!(f, "cached{lanes}"),
             Strategy::Split { lanes } => write!(f, "split{lanes}"),
         }
     }
@@ -417,29 +435,33 @@ impl FromStr for Strategy {
         let bad = || Error::InvalidOption {
             name: "strategy",
             value: s.to_string(),
-            reason: "expected auto, subgroup, wgN (N a power of two, 1..=1024) or splitN \
-                     (N a power of two, 32..=1024)",
+            reason: "expected auto, subgroup, wgN (N a power of two, 1..=1024), cachedN or \
+                     splitN (N a power of two, 32..=1024)",
         };
-        match s {
-            "auto" => Ok(Strategy::Auto),
-            "subgroup" => Ok(Strategy::Subgroup),
-            _ => {
-                let (split, digits) = match s.strip_prefix("split") {
-                    Some(d) => (true, d),
-                    None => (false, s.strip_prefix("wg").ok_or_else(bad)?),
-                };
-                let lanes: u32 = digits.parse().map_err(|_| bad())?;
-                let smallest = if split { 32 } else { 1 };
-                if !(lanes.is_power_of_two() && (smallest..=MAX_WORKGROUP_LANES).contains(&lanes)) {
-                    return Err(bad());
-                }
-                Ok(if split {
-                    Strategy::Split { lanes }
-                } else {
-                    Strategy::Workgroup { lanes }
-                })
-            }
+        if s == "auto" {
+            return Ok(Strategy::Auto);
         }
+        if s == "subgroup" {
+            return Ok(Strategy::Subgroup);
+        }
+        // (prefix, smallest lanes, constructor)
+        type Make = fn(u32) -> Strategy;
+        let families: [(&str, u32, Make); 3] = [
+            ("wg", 1, |lanes| Strategy::Workgroup { lanes }),
+            ("cached", 32, |lanes| Strategy::Cached { lanes }),
+            ("split", 32, |lanes| Strategy::Split { lanes }),
+        ];
+        let (digits, smallest, make) = families
+            .iter()
+            .find_map(|&(prefix, smallest, make)| {
+                s.strip_prefix(prefix).map(|d| (d, smallest, make))
+            })
+            .ok_or_else(bad)?;
+        let lanes: u32 = digits.parse().map_err(|_| bad())?;
+        if !(lanes.is_power_of_two() && (smallest..=MAX_WORKGROUP_LANES).contains(&lanes)) {
+            return Err(bad());
+        }
+        Ok(make(lanes))
     }
 }
 
@@ -632,12 +654,31 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                         entry,
                         workgroup_size,
                         team_size: lanes,
+                        cache_blocks: 0,
                         options: Specialisation::default(),
                     });
                 }
             }
-            // The split entries run with the whole workgroup as the team.
+            // The split entries run with the whole workgroup as the team, and so does the
+            // cached layout, with each cache size.
             if lanes >= 32 {
+                let mut cache_blocks = 1;
+                while cache_blocks <= row_softmax::MAX_CACHE_BLOCKS {
+                    for entry in 0..2 {
+                        keys.push(PipelineKey {
+                            module: ModuleKey::RowSoftmax {
+                                team: TeamKind::Workgroup,
+                                io,
+                            },
+                            entry,
+                            workgroup_size: lanes,
+                            team_size: lanes,
+                            cache_blocks,
+                            options: Specialisation::default(),
+                        });
+                    }
+                    cache_blocks *= 2;
+                }
                 for entry in 2..4 {
                     keys.push(PipelineKey {
                         module: ModuleKey::RowSoftmax {
@@ -647,6 +688,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                         entry,
                         workgroup_size: lanes,
                         team_size: lanes,
+                        cache_blocks: 0,
                         options: Specialisation::default(),
                     });
                 }
@@ -663,6 +705,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                     entry,
                     workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
                     team_size: size,
+                    cache_blocks: 0,
                     options: Specialisation::default(),
                 });
             }
@@ -674,6 +717,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             entry,
             workgroup_size: WORKGROUP_LANES,
             team_size: 0,
+            cache_blocks: 0,
             options: Specialisation::default(),
         });
     }
@@ -682,6 +726,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
         entry: 0,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
+        cache_blocks: 0,
         options: Specialisation::default(),
     });
     // Every option specialisation of every row_softmax key.
@@ -731,6 +776,10 @@ mod tests {
         assert_eq!(
             auto.resolve(9000, 32000, None, DiscreteGpu),
             Strategy::Workgroup { lanes: 256 }
+        );
+        assert_eq!(
+            auto.resolve(9000, 8192, Some(32), DiscreteGpu),
+            Strategy::Cached { lanes: 256 }
         );
         // Past llvmpipe's loop limit for one lane per row: 8 lanes, then 256.
         assert_eq!(auto.resolve(2, 600_000, Some(8), Cpu), Strategy::Subgroup);
@@ -785,11 +834,29 @@ mod tests {
     }
 
     #[test]
+    fn the_register_cache_covers_the_row_in_powers_of_two() {
+        use row_softmax::cache_blocks;
+        assert_eq!(cache_blocks(1, 32), Some(1));
+        assert_eq!(cache_blocks(1000, 256), Some(1), "250 blocks, 256 lanes");
+        assert_eq!(cache_blocks(1028, 256), Some(2), "257 blocks");
+        assert_eq!(cache_blocks(4097, 256), Some(8), "1025 blocks: 5 per lane");
+        assert_eq!(
+            cache_blocks(16384, 256),
+            Some(16),
+            "the longest row of cached256"
+        );
+        assert_eq!(cache_blocks(16385, 256), None);
+        assert_eq!(cache_blocks(65536, 1024), Some(16));
+    }
+
+    #[test]
     fn strategy_names_round_trip() {
         for s in Strategy::all(true).into_iter().chain([Strategy::Auto]) {
             assert_eq!(s.to_string().parse::<Strategy>().ok(), Some(s));
         }
-        for bad in ["wg3", "wg2048", "split16", "split", "wg", "fast"] {
+        for bad in [
+            "wg3", "wg2048", "split16", "split", "wg", "fast", "cached16", "cached",
+        ] {
             assert!(bad.parse::<Strategy>().is_err(), "{bad}");
         }
     }

@@ -170,6 +170,19 @@ pub const ROW_PER_LANE_FEW_LANES: u32 = 8;
 /// llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
 pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
 
+/// The most vec4s a lane of `Strategy::Cached` holds (`MAX_CACHE_BLOCKS` in
+/// row_softmax.wgsl): 64 registers, what the register-resident softmax kernels of Triton or
+/// QuACK give a thread; rows up to `64 * lanes` columns.
+pub const MAX_CACHE_BLOCKS: u32 = 16;
+
+/// `CACHE_BLOCKS` for `Strategy::Cached { lanes }` over rows of `cols` columns: the smallest
+/// power of two of vec4s per lane that covers the row (powers of two, so few pipelines), or
+/// `None` past [`MAX_CACHE_BLOCKS`].
+pub fn cache_blocks(cols: u32, lanes: u32) -> Option<u32> {
+    let blocks = cols.div_ceil(4).div_ceil(lanes).max(1).next_power_of_two();
+    (blocks <= MAX_CACHE_BLOCKS).then_some(blocks)
+}
+
 /// llvmpipe (lavapipe, llvmpipe GL) ends a shader invocation's loops after this many turns in
 /// all (gallivm's loop limiter, against hangs), silently leaving the rest of the row
 /// unwritten. Found by the soak test: softmax of 1 x 262,144 in one lane per row stopped at
@@ -210,7 +223,7 @@ pub fn shape_of(
             workgroup_lanes(lanes, rows),
             lanes,
         ),
-        Strategy::Split { lanes } => (
+        Strategy::Split { lanes } | Strategy::Cached { lanes } => (
             ModuleKey::RowSoftmax {
                 team: TeamKind::Workgroup,
                 io,
@@ -294,6 +307,16 @@ pub fn record(
     }
     let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io, params.rows)?;
     let split = matches!(strategy, Strategy::Split { .. });
+    let cache_blocks = match strategy {
+        Strategy::Cached { lanes } => cache_blocks(params.cols, lanes).ok_or_else(|| {
+            unsupported(&format!(
+                "strategy {strategy} holds rows of at most {} columns in registers, not {}",
+                64 * lanes,
+                params.cols
+            ))
+        })?,
+        _ => 0,
+    };
     let cols = u64::from(params.cols);
     let turns = if split {
         let chunk = u64::from(SPLIT_CHUNK_COLS);
@@ -320,6 +343,7 @@ pub fn record(
             entry,
             workgroup_size,
             team_size,
+            cache_blocks: if entry < 2 { cache_blocks } else { 0 },
             options,
         })
     };
