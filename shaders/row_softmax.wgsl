@@ -85,7 +85,8 @@ override SMOOTHING: bool = false;    // label smoothing with params.label_smooth
 
 // Columns a lane reads at once: one block of 4 consecutive floats.
 const BLOCK = 4u;
-// Blocks pass 1 folds into a lane's running max per step (row_stats spells out 4 loads).
+// Blocks a lane takes per loop turn (spelled out as 4 calls in the loops): pass 1 folds them
+// into its running max at once.
 const STEP_BLOCKS = 4u;
 
 // Read-once layout (Strategy::Cached): with CACHE_BLOCKS > 0 each lane keeps its blocks
@@ -98,7 +99,7 @@ const STEP_BLOCKS = 4u;
 // hits the CPU cache there); it exists for GPUs, where the second read is a trip to memory
 // for rows longer than the caches hold.
 override CACHE_BLOCKS: u32 = 0u;
-const MAX_CACHE_BLOCKS = 16u;
+const MAX_CACHE_BLOCKS = 16u; // = row_softmax::MAX_CACHE_BLOCKS (checked by tests/shaders.rs)
 var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
 
 // How the lanes walk `cols` columns that start at element `start` of the logits binding:
@@ -128,6 +129,7 @@ fn block_col(s: Span, b: u32) -> u32 {
 fn loose_col(s: Span, k: u32) -> u32 {
     return select(k + s.blocks * BLOCK, k, k < s.head);
 }
+
 // The smallest finite f32: the start of a running max, so that `m - m_new` is never
 // `-inf - -inf` (NaN) while a row holds only -inf masks.
 const LOWEST = -3.40282347e38;

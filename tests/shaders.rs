@@ -188,3 +188,20 @@ fn workgroup_memory_fits_the_default_limit() {
         );
     }
 }
+
+/// The host's copy of the register cache's size matches the shader's.
+#[test]
+fn the_register_cache_size_agrees_with_the_host() {
+    let module = ModuleKey::RowSoftmax {
+        team: TeamKind::Workgroup,
+        io: Io::ALL[0],
+    };
+    let want = format!(
+        "const MAX_CACHE_BLOCKS = {}u;",
+        ml_softmax::kernels::row_softmax::MAX_CACHE_BLOCKS
+    );
+    assert!(
+        module.source().contains(&want),
+        "row_softmax.wgsl lacks {want}"
+    );
+}

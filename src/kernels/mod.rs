@@ -407,7 +407,9 @@ impl Strategy {
             _ if software && fits(8) => Strategy::Workgroup { lanes: 8 },
             _ if software => Strategy::Workgroup { lanes: 256 },
             _ if rows < 1024 && cols >= 65536 => Strategy::Split { lanes: 256 },
-            _ if cols > 4096 && cols <= 16384 => Strategy::Cached { lanes: 256 },
+            _ if cols > 4096 && cols <= row_softmax::cached_max_cols(256) as usize => {
+                Strategy::Cached { lanes: 256 }
+            }
             _ if subgroups => Strategy::Subgroup,
             _ if cols <= 256 => Strategy::Workgroup { lanes: 8 },
             _ if cols <= 4096 => Strategy::Workgroup { lanes: 32 },

@@ -175,6 +175,11 @@ pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
 /// QuACK give a thread; rows up to `64 * lanes` columns.
 pub const MAX_CACHE_BLOCKS: u32 = 16;
 
+/// The longest row `Strategy::Cached { lanes }` holds: `MAX_CACHE_BLOCKS` vec4s per lane.
+pub fn cached_max_cols(lanes: u32) -> u32 {
+    4 * MAX_CACHE_BLOCKS * lanes
+}
+
 /// `CACHE_BLOCKS` for `Strategy::Cached { lanes }` over rows of `cols` columns: the smallest
 /// power of two of vec4s per lane that covers the row (powers of two, so few pipelines), or
 /// `None` past [`MAX_CACHE_BLOCKS`].
@@ -311,7 +316,7 @@ pub fn record(
         Strategy::Cached { lanes } => cache_blocks(params.cols, lanes).ok_or_else(|| {
             unsupported(&format!(
                 "strategy {strategy} holds rows of at most {} columns in registers, not {}",
-                64 * lanes,
+                cached_max_cols(lanes),
                 params.cols
             ))
         })?,
