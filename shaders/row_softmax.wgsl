@@ -328,11 +328,9 @@ fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, 
     if team.lane == 0u && y - col0 < cols {
         x.s2 = capped(load_logit(start + (y - col0)));
     }
-    // Merge the lanes: rescale each lane's sum to the row max, then add everything at once.
-    // (z'_y is held by lane 0, the others hold 0, so the sum moves it to every lane.)
-    let row_max = team_max(m);
-    let sums = team_sum4(vec4<f32>(d * exp(m - row_max), x.s1, x.s2, 0.0));
-    return RowStats(row_max, sums.x, sums.y, sums.z);
+    // Merge the lanes' stats across the team (the team file says how). z'_y is held by lane
+    // 0, the others hold 0, so the sum moves it to every lane.
+    return team_stats(RowStats(m, d, x.s1, x.s2));
 }
 
 // What pass 1 gathers beside (max, sum-exp).

@@ -1,17 +1,16 @@
-// Team = one subgroup; the workgroup holds as many rows as it has subgroups. Reductions are
-// subgroupMax / subgroupAdd: no workgroup memory and no barrier. The subgroup size comes from
+// Team = one subgroup; the workgroup holds as many rows as it has subgroups. The reduction is
+// subgroupMax then subgroupAdd: no workgroup memory and no barrier. The subgroup size comes from
 // the hardware at run time (8 on lavapipe, 32 on NVIDIA, 32 or 64 on AMD), so a lane strides by
 // `subgroup_size`. Needs Features::SUBGROUP. Put between an io_*.wgsl file and row_softmax.wgsl.
 
 // Lanes per workgroup; rows per workgroup = WORKGROUP_SIZE / subgroup size.
 override WORKGROUP_SIZE: u32 = 64u;
 
-fn team_max(x: f32) -> f32 {
-    return subgroupMax(x);
-}
-
-fn team_sum4(x: vec4<f32>) -> vec4<f32> {
-    return subgroupAdd(x);
+// The team's stats: the row max first, then every lane's sum rescaled to it, added at once.
+fn team_stats(st: RowStats) -> RowStats {
+    let row_max = subgroupMax(st.m);
+    let sums = subgroupAdd(vec3<f32>(st.d * exp(st.m - row_max), st.s1, st.s2));
+    return RowStats(row_max, sums.x, sums.y, sums.z);
 }
 
 fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {

@@ -1,11 +1,16 @@
 // Team = TEAM_SIZE consecutive lanes of a workgroup; the workgroup holds
-// WORKGROUP_SIZE / TEAM_SIZE rows. Reductions are barrier trees in workgroup memory:
-// lane i of a team owns slot `team_base + i`; at each step the lower half of the team folds
-// in the upper half (log2(TEAM_SIZE) steps); every step ends in a workgroupBarrier so the
-// next step reads finished values, and a last barrier lets the slots be reused.
-// Works on every adapter (no subgroup feature needed). Put between an io_*.wgsl file and row_softmax.wgsl.
-// TEAM_SIZE 1 is one lane per row: a lane's own values are the row's, so the reductions
-// return them with no barrier (TEAM_SIZE is an override, so the tree is compiled out).
+// WORKGROUP_SIZE / TEAM_SIZE rows. The reduction is one barrier tree in workgroup memory over
+// the lanes' whole RowStats (max, sum-exp and the two extra sums): lane i of a team owns slot
+// `team_base + i`; at each step the lower half of the team folds in the upper half with the
+// online-softmax merge (`merge` in row_softmax.wgsl: rescale both sums to the larger max), in
+// log2(TEAM_SIZE) steps; every step ends in a workgroupBarrier so the next step reads
+// finished values, and a last barrier lets the slots be reused. One tree, not a max tree and
+// then a sum tree: half the barriers (log2(TEAM_SIZE) + 2 per row instead of
+// 2 log2(TEAM_SIZE) + 4), which is what a barrier costs on lavapipe: a coroutine switch.
+// TEAM_SIZE 1 is one lane per row: a lane's own stats are the row's, so no tree at all
+// (TEAM_SIZE is an override, so the tree is compiled out).
+// Works on every adapter (no subgroup feature needed). Put between an io_*.wgsl file and
+// row_softmax.wgsl.
 
 // Lanes per workgroup (a power of two, at most MAX_WORKGROUP_SIZE).
 override WORKGROUP_SIZE: u32 = 256u;
@@ -14,8 +19,8 @@ override TEAM_SIZE: u32 = 256u;
 // Size of the workgroup-memory scratch: the largest workgroup this file supports.
 const MAX_WORKGROUP_SIZE = 1024u;
 
-// One vec4 per lane: 16 KiB at 1024 lanes, the smallest workgroup storage every WebGPU
-// adapter offers. team_max uses the .x components, team_sum4 the whole vector.
+// One RowStats (as a vec4: m, d, s1, s2) per lane: 16 KiB at 1024 lanes, the smallest
+// workgroup storage every WebGPU adapter offers.
 var<workgroup> scratch: array<vec4<f32>, MAX_WORKGROUP_SIZE>;
 var<private> lane_index: u32; // set by the entry point: the lane's slot in the scratch
 
@@ -23,44 +28,31 @@ fn team_base() -> u32 {
     return lane_index - lane_index % TEAM_SIZE;
 }
 
-fn team_max(x: f32) -> f32 {
-    if TEAM_SIZE == 1u {
-        return x;
-    }
-    if TEAM_SIZE == 1u {
-        return x;
-    }
-    scratch[lane_index].x = x;
-    workgroupBarrier();
-    let lane = lane_index % TEAM_SIZE;
-    for (var stride = TEAM_SIZE / 2u; stride > 0u; stride /= 2u) {
-        if lane < stride {
-            scratch[lane_index].x = max(scratch[lane_index].x, scratch[lane_index + stride].x);
-        }
-        workgroupBarrier();
-    }
-    let result = scratch[team_base()].x;
-    workgroupBarrier();
-    return result;
+fn to_vec4(st: RowStats) -> vec4<f32> {
+    return vec4<f32>(st.m, st.d, st.s1, st.s2);
 }
 
-fn team_sum4(x: vec4<f32>) -> vec4<f32> {
+fn from_vec4(v: vec4<f32>) -> RowStats {
+    return RowStats(v.x, v.y, v.z, v.w);
+}
+
+// The team's stats, merged in a fixed order (so results are bit-reproducible).
+fn team_stats(st: RowStats) -> RowStats {
     if TEAM_SIZE == 1u {
-        return x;
+        return st;
     }
-    if TEAM_SIZE == 1u {
-        return x;
-    }
-    scratch[lane_index] = x;
+    scratch[lane_index] = to_vec4(st);
     workgroupBarrier();
     let lane = lane_index % TEAM_SIZE;
     for (var stride = TEAM_SIZE / 2u; stride > 0u; stride /= 2u) {
         if lane < stride {
-            scratch[lane_index] += scratch[lane_index + stride];
+            let mine = from_vec4(scratch[lane_index]);
+            let theirs = from_vec4(scratch[lane_index + stride]);
+            scratch[lane_index] = to_vec4(merge(mine, theirs));
         }
         workgroupBarrier();
     }
-    let result = scratch[team_base()];
+    let result = from_vec4(scratch[team_base()]);
     workgroupBarrier();
     return result;
 }
