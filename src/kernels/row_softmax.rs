@@ -149,8 +149,8 @@ pub struct RowBuffers<'a> {
 /// over workgroups: [`ROW_PER_LANE_LANES`] rows each, or [`ROW_PER_LANE_FEW_LANES`] when that
 /// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Measured on lavapipe
 /// (which runs a workgroup on one of its 2 threads): 64x262144 ran at 44% of copy in one
-/// 64-lane workgroup and at 95-104% in 8- or 32-lane ones; 16384x128 ran 15% slower in 8-lane
-/// workgroups than in 32- or 64-lane ones. Two sizes only, as every size is another pipeline
+/// 64-lane workgroup and at 66-104% over several runs in 8-, 16- or 32-lane ones; 16384x128
+/// ran 15% slower in 8-lane workgroups than in 32- or 64-lane ones. Two sizes only, as every size is another pipeline
 /// to compile (0.2-3 s each on lavapipe).
 pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
     if lanes > 1 {
@@ -197,13 +197,13 @@ pub const SOFTWARE_LOOP_TURNS: u64 = 65_535;
 
 /// An upper bound on the loop turns one lane takes over a row of `cols` columns in a team of
 /// `team` lanes (for the split layout, `cols` of one chunk and `chunks` chunks): each pass
-/// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks and up to 6 loose
-/// columns; the barrier trees take up to 10 turns per reduction; the split merge one per
-/// chunk.
+/// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks, up to 6 loose
+/// columns and (cached layout) up to MAX_CACHE_BLOCKS turns over the cache; the barrier tree
+/// up to 10 turns (log2 of 1024 lanes); the split merge one per chunk.
 pub fn loop_turns(cols: u64, team: u64, chunks: u64) -> u64 {
     const STEP_COLS: u64 = 16; // STEP_BLOCKS blocks of BLOCK columns (row_softmax.wgsl)
-    let per_pass = cols.div_ceil(STEP_COLS * team) + 3 + 6;
-    2 * per_pass + 2 * 10 + chunks
+    let per_pass = cols.div_ceil(STEP_COLS * team) + 3 + 6 + u64::from(MAX_CACHE_BLOCKS);
+    2 * per_pass + 10 + chunks
 }
 
 /// Workgroup size, team size and module of a concrete strategy on this context, for a
