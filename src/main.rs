@@ -145,7 +145,7 @@ struct XentArgs {
     /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
     #[arg(long, default_value_t = 0.0)]
     softcap: f32,
-    /// Reduction strategy: auto, subgroup or wgN.
+    /// Reduction strategy: auto, subgroup, wgN (N lanes per row, 1..1024), cachedN or splitN (N = 32..1024).
     #[arg(long, default_value = "auto")]
     strategy: String,
 }
