@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// the caller), even where the adapter has GPU timestamps.
     #[arg(long)]
     wall: bool,
+    /// Storage format of logits and gradient: f32, f16 or bf16 (the copy kernel then moves
+    /// the same number of bytes).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// One line of the report.
@@ -53,6 +57,8 @@ struct Row {
     strategy: String,
     rows: usize,
     cols: usize,
+    /// Bytes read and written: `2 * rows * cols * element size`.
+    bytes: u64,
     median_ms: f64,
     gbps: f64,
     copy_ratio: f64,
@@ -69,18 +75,25 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .map(|s| s.trim().parse::<Strategy>().map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
     }
+    let precision = match args.precision.as_str() {
+        "f32" => Precision::F32,
+        "f16" => Precision::F16,
+        "bf16" => Precision::Bf16,
+        other => return Err(format!("unknown precision {other:?}: f32, f16 or bf16")),
+    };
     let timer = Timer::new(&ctx, args.wall);
     let adapter = ctx.describe();
     println!("adapter: {adapter}");
     println!("timer: {}", timer.describe());
+    println!("precision: {}", args.precision);
     println!(
         "{:>14} {:>10} {:>10} {:>10} {:>9} {:>8}",
         "shape", "strategy", "median ms", "MB moved", "GB/s", "of copy"
     );
     let mut report = Vec::new();
     for &(rows, cols) in &shapes {
-        let data = Buffers::new(&ctx, rows, cols);
-        let bytes = 2.0 * (rows * cols) as f64 * 4.0;
+        let data = Buffers::new(&ctx, rows, cols, precision);
+        let bytes = 2 * (rows * cols) as u64 * precision.bytes();
         // Every kernel of this shape, the copy first. They are timed round-robin (one run of
         // each per round), so a slow spell of the machine hits all of them alike.
         type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
@@ -93,7 +106,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     encoder,
                     &data.logits,
                     &data.grad,
-                    (rows * cols) as u32,
+                    // The same bytes as f32 words.
+                    (bytes / 2).div_ceil(4) as u32,
                 )
                 .map_err(|e| e.to_string())
             }),
@@ -133,13 +147,13 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .map(|m| m.1)
             .ok_or("the copy kernel did not run")?;
         for (strategy, ms) in medians {
-            let gbps = bytes / (ms * 1e-3) / 1e9;
+            let gbps = bytes as f64 / (ms * 1e-3) / 1e9;
             println!(
                 "{:>14} {:>10} {:>10.3} {:>10.1} {:>9.2} {:>7.0}%",
                 format!("{rows}x{cols}"),
                 strategy,
                 ms,
-                bytes / 1e6,
+                bytes as f64 / 1e6,
                 gbps,
                 100.0 * copy_ms / ms
             );
@@ -147,6 +161,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 strategy,
                 rows,
                 cols,
+                bytes,
                 median_ms: ms,
                 gbps,
                 copy_ratio: copy_ms / ms,
@@ -154,7 +169,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = &args.json {
-        write_json(path, &adapter, timer.describe(), &report)?;
+        write_json(path, &adapter, timer.describe(), &args.precision, &report)?;
     }
     if let Some(path) = &args.plot {
         write_svg(path, &adapter, &report)?;
@@ -186,10 +201,30 @@ struct Buffers {
     labels: wgpu::Buffer,
     grad: wgpu::Buffer,
     loss: wgpu::Buffer,
+    precision: Precision,
+}
+
+/// IEEE half bits of `v`, for the bench's logits (|v| <= 4): normal halves rounded to
+/// nearest, tiny values flushed to zero.
+fn f16_bits(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+    if exp <= 0 {
+        return sign;
+    }
+    let mantissa = ((bits & 0x7f_ffff) + 0x1000) >> 13; // rounded to 10 bits
+    sign | (((exp as u32) << 10) + mantissa) as u16
+}
+
+/// bfloat16 bits of `v` (the top half of the f32, rounded to nearest even).
+fn bf16_bits(v: f32) -> u16 {
+    let bits = v.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
 impl Buffers {
-    fn new(ctx: &Context, rows: usize, cols: usize) -> Self {
+    fn new(ctx: &Context, rows: usize, cols: usize, precision: Precision) -> Self {
         use wgpu::util::DeviceExt;
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
@@ -198,10 +233,18 @@ impl Buffers {
             state ^= state << 17;
             state
         };
-        let mut logits: Vec<f32> = (0..rows * cols)
+        let logits: Vec<f32> = (0..rows * cols)
             .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
             .collect();
         let labels: Vec<i32> = (0..rows).map(|_| (next() % cols as u64) as i32).collect();
+        let mut bytes: Vec<u8> = match precision {
+            Precision::F32 => bytemuck::cast_slice(&logits).to_vec(),
+            Precision::F16 => logits.iter().flat_map(|&v| f16_bits(v).to_le_bytes()).collect(),
+            Precision::Bf16 => logits.iter().flat_map(|&v| bf16_bits(v).to_le_bytes()).collect(),
+        };
+        // Both element buffers hold whole vec4s of f32, which the copy kernel moves.
+        let padded = bytes.len().next_multiple_of(16);
+        bytes.resize(padded, 0);
         let init = |label, bytes: &[u8], usage| {
             ctx.device()
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -211,15 +254,12 @@ impl Buffers {
                 })
         };
         let storage = wgpu::BufferUsages::STORAGE;
-        // Both element buffers hold whole vec4s, which the copy kernel moves.
-        let padded = (rows * cols).next_multiple_of(4);
-        logits.resize(padded, 0.0);
         Self {
-            logits: init("logits", bytemuck::cast_slice(&logits), storage),
+            logits: init("logits", &bytes, storage),
             labels: init("labels", bytemuck::cast_slice(&labels), storage),
             grad: ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("grad"),
-                size: (padded * 4) as u64,
+                size: padded as u64,
                 usage: storage,
                 mapped_at_creation: false,
             }),
@@ -229,13 +269,14 @@ impl Buffers {
                 usage: wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
+            precision,
         }
     }
 
     fn device(&self) -> DeviceCrossEntropy<'_> {
         DeviceCrossEntropy {
             logits: &self.logits,
-            precision: Precision::F32,
+            precision: self.precision,
             targets: DeviceTargets::Classes(&self.labels),
             grad: Some(&self.grad),
             loss: Some(&self.loss),
@@ -344,20 +385,28 @@ fn read_ticks(ctx: &Context, read: &wgpu::Buffer) -> Result<u64, String> {
     Ok(ticks)
 }
 
-fn write_json(path: &PathBuf, adapter: &str, timer: &str, report: &[Row]) -> Result<(), String> {
+fn write_json(
+    path: &PathBuf,
+    adapter: &str,
+    timer: &str,
+    precision: &str,
+    report: &[Row],
+) -> Result<(), String> {
     let mut s = String::from("[\n");
     for (i, r) in report.iter().enumerate() {
         let _ = writeln!(
             s,
             "  {{\"adapter\": {}, \"timer\": {}, \"strategy\": {}, \"rows\": {}, \"cols\": {}, \
-             \"median_ms\": {:.6}, \"bytes\": {}, \"gbps\": {:.4}, \"copy_ratio\": {:.4}}}{}",
+             \"precision\": {}, \"median_ms\": {:.6}, \"bytes\": {}, \"gbps\": {:.4}, \
+             \"copy_ratio\": {:.4}}}{}",
             json_string(adapter),
             json_string(timer),
             json_string(&r.strategy),
             r.rows,
             r.cols,
+            json_string(precision),
             r.median_ms,
-            2 * r.rows * r.cols * 4,
+            r.bytes,
             r.gbps,
             r.copy_ratio,
             if i + 1 < report.len() { "," } else { "" }
