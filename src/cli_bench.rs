@@ -239,8 +239,14 @@ impl Buffers {
         let labels: Vec<i32> = (0..rows).map(|_| (next() % cols as u64) as i32).collect();
         let mut bytes: Vec<u8> = match precision {
             Precision::F32 => bytemuck::cast_slice(&logits).to_vec(),
-            Precision::F16 => logits.iter().flat_map(|&v| f16_bits(v).to_le_bytes()).collect(),
-            Precision::Bf16 => logits.iter().flat_map(|&v| bf16_bits(v).to_le_bytes()).collect(),
+            Precision::F16 => logits
+                .iter()
+                .flat_map(|&v| f16_bits(v).to_le_bytes())
+                .collect(),
+            Precision::Bf16 => logits
+                .iter()
+                .flat_map(|&v| bf16_bits(v).to_le_bytes())
+                .collect(),
         };
         // Both element buffers hold whole vec4s of f32, which the copy kernel moves.
         let padded = bytes.len().next_multiple_of(16);

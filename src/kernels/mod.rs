@@ -23,7 +23,9 @@ const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
 const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
 const IO_F32X4: &str = include_str!("../../shaders/io_f32x4.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
+const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
 const IO_BF16: &str = include_str!("../../shaders/io_bf16.wgsl");
+const IO_BF16X4: &str = include_str!("../../shaders/io_bf16x4.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
 const COPY: &str = include_str!("../../shaders/copy.wgsl");
 
@@ -75,21 +77,24 @@ pub struct Io {
     pub precision: Precision,
     /// Whether the output overwrites the logits.
     pub in_place: bool,
-    /// f32 only: logits and output bound as `vec4<f32>` arrays (io_f32x4.wgsl), when the
-    /// buffers allow it (see [`Io::for_rows`]).
+    /// Logits and output bound as arrays of 4-element vectors (io_f32x4.wgsl,
+    /// io_f16x4.wgsl, io_bf16x4.wgsl), when the buffers allow it (see [`Io::for_rows`]).
     pub vec4: bool,
 }
 
 impl Io {
     /// Every io variant the shaders have (bf16 has no in-place variant).
-    pub const ALL: [Io; 7] = [
+    pub const ALL: [Io; 10] = [
         Io::new(Precision::F32, false, false),
         Io::new(Precision::F32, true, false),
         Io::new(Precision::F32, false, true),
         Io::new(Precision::F32, true, true),
         Io::new(Precision::F16, false, false),
         Io::new(Precision::F16, true, false),
+        Io::new(Precision::F16, false, true),
+        Io::new(Precision::F16, true, true),
         Io::new(Precision::Bf16, false, false),
+        Io::new(Precision::Bf16, false, true),
     ];
 
     const fn new(precision: Precision, in_place: bool, vec4: bool) -> Self {
@@ -100,17 +105,18 @@ impl Io {
         }
     }
 
-    /// The io file for a dispatch. f32 data takes the vec4 file when logits and output can
-    /// be bound as whole vec4s (`vector_bases`: their element offsets in such bindings, from
-    /// [`Slice::bind_vectors`]) at the same offset modulo 4, so that every block of 4 columns
-    /// the row code reads is one vec4 of each; everything else takes scalar access.
+    /// The io file for a dispatch. Data takes a vector file when logits and output can be
+    /// bound as whole 4-element vectors (`vector_bases`: their element offsets in such
+    /// bindings, from [`Slice::bind_vectors`]) at the same offset modulo 4, so that every
+    /// block of 4 columns the row code reads is one vector of each; everything else takes
+    /// scalar access. (bf16 in place has no vector file, as it has no scalar one.)
     pub fn for_rows(
         precision: Precision,
         in_place: bool,
         vector_bases: Option<(u32, u32)>,
     ) -> Self {
-        let vec4 = precision == Precision::F32
-            && vector_bases.is_some_and(|(logits, out)| logits % 4 == out % 4);
+        let vec4 = vector_bases.is_some_and(|(logits, out)| logits % 4 == out % 4)
+            && !(precision == Precision::Bf16 && in_place);
         Io::new(precision, in_place, vec4)
     }
 
@@ -119,7 +125,9 @@ impl Io {
         let text = match self.precision {
             Precision::F32 if self.vec4 => IO_F32X4,
             Precision::F32 => IO_F32,
+            Precision::F16 if self.vec4 => IO_F16X4,
             Precision::F16 => IO_F16,
+            Precision::Bf16 if self.vec4 => IO_BF16X4,
             Precision::Bf16 => IO_BF16,
         };
         if self.in_place {
@@ -612,17 +620,14 @@ impl<'a> Slice<'a> {
         )
     }
 
-    /// [`Slice::bind`] for the vec4 io file: the binding starts at a multiple of 16 bytes and
-    /// holds whole vec4s (its size rounded up to 16 bytes), so every element of the slice is
-    /// in some whole vec4 of it. `None` when the buffer ends before the rounded size (or the
-    /// elements are not 4-byte floats).
+    /// [`Slice::bind`] for the vector io files: the binding starts at a multiple of 16 bytes
+    /// and holds whole 4-element vectors (its size rounded up to `4 * elem_bytes`), so every
+    /// element of the slice is in some whole vector of it. `None` when the buffer ends before
+    /// the rounded size.
     pub fn bind_vectors(&self, align: u64) -> Option<(wgpu::BufferBinding<'a>, u32)> {
-        const VEC4_BYTES: u64 = 16;
-        if self.elem_bytes != 4 {
-            return None;
-        }
-        let (mut binding, base) = self.bind(align.max(VEC4_BYTES));
-        let size = binding.size?.get().next_multiple_of(VEC4_BYTES);
+        let vector_bytes = 4 * self.elem_bytes;
+        let (mut binding, base) = self.bind(align.max(16));
+        let size = binding.size?.get().next_multiple_of(vector_bytes);
         if binding.offset + size > self.buffer.size() {
             return None;
         }
@@ -806,7 +811,7 @@ mod tests {
     }
 
     #[test]
-    fn vec4_io_only_where_logits_and_output_line_up_in_whole_vectors() {
+    fn vector_io_only_where_logits_and_output_line_up_in_whole_vectors() {
         let f32_io = |bases| Io::for_rows(Precision::F32, false, bases).vec4;
         assert!(f32_io(Some((0, 0))));
         assert!(f32_io(Some((2, 6))), "both start 2 elements into a vec4");
@@ -815,8 +820,22 @@ mod tests {
             "blocks of the output would straddle vec4s"
         );
         assert!(!f32_io(None), "a buffer too short for whole vec4s");
-        assert!(!Io::for_rows(Precision::F16, false, Some((0, 0))).vec4);
-        assert!(!Io::for_rows(Precision::Bf16, false, Some((0, 0))).vec4);
+        assert!(Io::for_rows(Precision::F16, true, Some((2, 2))).vec4);
+        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0))).vec4);
+        assert!(
+            !Io::for_rows(Precision::Bf16, true, Some((0, 0))).vec4,
+            "bf16 has no in-place file"
+        );
+        // Every io a dispatch can get has its shader (bf16 in place is refused before).
+        for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
+            for in_place in [false, true] {
+                for bases in [Some((0, 0)), None] {
+                    let io = Io::for_rows(precision, in_place, bases);
+                    let refused = precision == Precision::Bf16 && in_place;
+                    assert!(refused || Io::ALL.contains(&io), "{io:?}");
+                }
+            }
+        }
         assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, Some((0, 0)))));
     }
 
