@@ -37,9 +37,10 @@ pub enum DeviceTargets<'a> {
 /// All buffers need `BufferUsages::STORAGE`, except `loss` (`COPY_DST`) and `upstream`
 /// (`COPY_SRC`).
 ///
-/// Speed: f32 logits and gradient are read and written as `vec4<f32>` when both buffers'
-/// sizes are multiples of 16 bytes (round `rows * cols * 4` up when creating them); otherwise
-/// the kernel falls back to scalar access, 1.4-1.6x slower on lavapipe (BENCHMARKS.md).
+/// Speed: logits and gradient are read and written as 4-element vectors when both buffers'
+/// sizes are whole vectors (multiples of 16 bytes for f32, 8 for f16 and bf16: round the size
+/// up when creating them); otherwise the kernel falls back to scalar access, 1.4-1.6x slower
+/// for f32 and up to 7x for bf16 on lavapipe (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceCrossEntropy<'a> {
     /// Logits, row-major `[rows, cols]`, in `precision`.
@@ -594,8 +595,8 @@ impl Context {
 
     /// Device-resident softmax (or log-softmax) of the caller's buffer `logits` (stored as
     /// `precision`) into `out` (`None`: in place, over `logits`). As for
-    /// [`DeviceCrossEntropy`], f32 buffers whose sizes are multiples of 16 bytes are accessed
-    /// as `vec4<f32>` (faster).
+    /// [`DeviceCrossEntropy`], buffers of whole 4-element vectors are accessed as vectors
+    /// (faster).
     #[allow(clippy::too_many_arguments)]
     pub fn softmax_device(
         &self,

@@ -3,8 +3,8 @@
 //!
 //! One module per pipeline family:
 //! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
-//!   with an io file in front, `io_f32.wgsl`, `io_f32x4.wgsl`, `io_f16.wgsl` or `io_bf16.wgsl`,
-//!   and a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`);
+//!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
+//!   twins `io_*x4.wgsl`) and a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`);
 //! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`);
 //! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`).
 
