@@ -4,7 +4,8 @@
 //! One module per pipeline family:
 //! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
 //!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
-//!   twins `io_*x4.wgsl`) and a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`);
+//!   twins `io_*x4.wgsl`; the bf16 ones after `bf16.wgsl`) and a team file,
+//!   `team_workgroup.wgsl` or `team_subgroup.wgsl`);
 //! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`);
 //! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`).
 
@@ -24,6 +25,7 @@ const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
 const IO_F32X4: &str = include_str!("../../shaders/io_f32x4.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
 const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
+const BF16: &str = include_str!("../../shaders/bf16.wgsl");
 const IO_BF16: &str = include_str!("../../shaders/io_bf16.wgsl");
 const IO_BF16X4: &str = include_str!("../../shaders/io_bf16x4.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
@@ -130,11 +132,12 @@ impl Io {
             Precision::Bf16 if self.vec4 => IO_BF16X4,
             Precision::Bf16 => IO_BF16,
         };
-        if self.in_place {
-            in_place(text)
+        let text = if self.precision == Precision::Bf16 {
+            format!("{BF16}\n{text}")
         } else {
             text.to_string()
-        }
+        };
+        if self.in_place { in_place(&text) } else { text }
     }
 }
 
@@ -641,6 +644,18 @@ impl<'a> Slice<'a> {
 pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     let mut keys = Vec::new();
     for io in Io::ALL {
+        // A workgroup-team key of this io file, with default options.
+        let key = |entry, workgroup_size, team_size, cache_blocks| PipelineKey {
+            module: ModuleKey::RowSoftmax {
+                team: TeamKind::Workgroup,
+                io,
+            },
+            entry,
+            workgroup_size,
+            team_size,
+            cache_blocks,
+            options: Specialisation::default(),
+        };
         let mut lanes = 1;
         while lanes <= MAX_WORKGROUP_LANES {
             // One lane per row takes several workgroup sizes (see workgroup_lanes).
@@ -652,53 +667,17 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                 ];
             }
             for workgroup_size in sizes {
-                for entry in 0..2 {
-                    keys.push(PipelineKey {
-                        module: ModuleKey::RowSoftmax {
-                            team: TeamKind::Workgroup,
-                            io,
-                        },
-                        entry,
-                        workgroup_size,
-                        team_size: lanes,
-                        cache_blocks: 0,
-                        options: Specialisation::default(),
-                    });
-                }
+                keys.extend((0..2).map(|entry| key(entry, workgroup_size, lanes, 0)));
             }
-            // The split entries run with the whole workgroup as the team, and so does the
-            // cached layout, with each cache size.
+            // The cached layout (each cache size) and the split entries run with the whole
+            // workgroup as the team.
             if lanes >= 32 {
                 let mut cache_blocks = 1;
                 while cache_blocks <= row_softmax::MAX_CACHE_BLOCKS {
-                    for entry in 0..2 {
-                        keys.push(PipelineKey {
-                            module: ModuleKey::RowSoftmax {
-                                team: TeamKind::Workgroup,
-                                io,
-                            },
-                            entry,
-                            workgroup_size: lanes,
-                            team_size: lanes,
-                            cache_blocks,
-                            options: Specialisation::default(),
-                        });
-                    }
+                    keys.extend((0..2).map(|entry| key(entry, lanes, lanes, cache_blocks)));
                     cache_blocks *= 2;
                 }
-                for entry in 2..4 {
-                    keys.push(PipelineKey {
-                        module: ModuleKey::RowSoftmax {
-                            team: TeamKind::Workgroup,
-                            io,
-                        },
-                        entry,
-                        workgroup_size: lanes,
-                        team_size: lanes,
-                        cache_blocks: 0,
-                        options: Specialisation::default(),
-                    });
-                }
+                keys.extend((2..4).map(|entry| key(entry, lanes, lanes, 0)));
             }
             lanes *= 2;
         }
