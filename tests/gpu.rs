@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rng, assert_close, assert_output_close, contexts, read};
+use common::{Rng, assert_close, assert_output_close, contexts, from_half, read, to_half};
 use ml_softmax::Precision;
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
@@ -983,36 +983,6 @@ fn in_place_probability_and_upstream_device_calls() {
 
 // ---- half precision: f16 where the adapter has SHADER_F16, bf16 everywhere ----
 
-/// Round-trips f32 through the half format, returning the bits and the exact f32 values.
-fn to_half(z: &[f32], precision: Precision) -> (Vec<u16>, Vec<f32>) {
-    match precision {
-        Precision::F16 => z
-            .iter()
-            .map(|&v| {
-                let h = half::f16::from_f32(v);
-                (h.to_bits(), h.to_f32())
-            })
-            .unzip(),
-        Precision::Bf16 => z
-            .iter()
-            .map(|&v| {
-                let h = half::bf16::from_f32(v);
-                (h.to_bits(), h.to_f32())
-            })
-            .unzip(),
-        Precision::F32 => unreachable!(),
-    }
-}
-
-fn from_half(bits: &[u16], precision: Precision) -> Vec<f32> {
-    bits.iter()
-        .map(|&b| match precision {
-            Precision::F16 => half::f16::from_bits(b).to_f32(),
-            _ => half::bf16::from_bits(b).to_f32(),
-        })
-        .collect()
-}
-
 #[test]
 fn half_precision_logits_and_gradients() {
     let mut rng = Rng::new("half");
@@ -1055,11 +1025,7 @@ fn half_precision_logits_and_gradients() {
                 );
                 assert_close(&format!("{what} lse"), &got.lse, &cpu.lse, 1e-5, 1e-5);
                 // The gradient is rounded once to the half format: within half an ulp.
-                let rel = if precision == Precision::F16 {
-                    1.0 / 1024.0
-                } else {
-                    1.0 / 128.0
-                };
+                let rel = common::half_rel(precision);
                 let grad = from_half(&got.grad, precision);
                 assert_close(&format!("{what} grad"), &grad, &cpu.grad, 1e-7, rel);
 
@@ -1136,11 +1102,7 @@ fn half_precision_on_the_device() {
             let grad_bits: Vec<u16> =
                 bytemuck::cast_slice::<f32, u16>(&written)[..rows * cols].to_vec();
             let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
-            let rel = if precision == Precision::F16 {
-                1.0 / 1024.0
-            } else {
-                1.0 / 128.0
-            };
+            let rel = common::half_rel(precision);
             let what = format!(
                 "{} device {precision:?} in {} elements",
                 ctx.adapter_info().name,

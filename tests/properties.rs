@@ -12,12 +12,12 @@
 
 mod common;
 
-use common::{Rng, assert_within, contexts, read};
+use common::{Rng, assert_close, assert_within, contexts, from_half, half_rel, read, to_half};
 use ml_softmax::reference;
 use ml_softmax::wgpu;
 use ml_softmax::{
     Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, DeviceCrossEntropy,
-    DeviceTargets, Error, Reduction, Strategy as Kernel, Targets,
+    DeviceTargets, Error, Precision, Reduction, Strategy as Kernel, Targets,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -418,6 +418,61 @@ fn kernels(ctx: &Context, cols: usize) -> Vec<Kernel> {
         .collect();
     all.push(Kernel::Auto);
     all
+}
+
+/// The half-precision property: cross-entropy (with label smoothing, so the class sums run
+/// too) and softmax of N(0, 2) logits rounded to f16 / bf16, against the f64 reference of
+/// the rounded values; the gradient and probabilities are rounded once to the half format.
+fn check_half(rows: usize, cols: usize, seed: u64) {
+    let mut rng = Rng::seeded(seed);
+    let logits = rng.logits(rows * cols, 2.0);
+    let labels: Vec<i64> = (0..rows).map(|_| rng.below(cols) as i64).collect();
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    for ctx in contexts() {
+        let has_f16 = ctx.device().features().contains(wgpu::Features::SHADER_F16);
+        let formats = [Precision::F16, Precision::Bf16];
+        for precision in formats
+            .into_iter()
+            .filter(|&p| has_f16 || p != Precision::F16)
+        {
+            let (bits, z) = to_half(&logits, precision);
+            let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+            let p_cpu = reference::softmax(&z, rows, cols).unwrap();
+            let rel = half_rel(precision);
+            for kernel in kernels(ctx, cols) {
+                let what = format!("{} {precision:?} {rows}x{cols} {kernel}", adapter(ctx));
+                let got = ctx
+                    .cross_entropy_half(
+                        &bits,
+                        precision,
+                        Targets::Classes(&labels),
+                        rows,
+                        cols,
+                        &options,
+                        kernel,
+                    )
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_close(
+                    &format!("{what} loss"),
+                    &[got.loss],
+                    &[cpu.loss],
+                    1e-6,
+                    2e-5,
+                );
+                assert_close(&format!("{what} lse"), &got.lse, &cpu.lse, 1e-5, 1e-5);
+                let grad = from_half(&got.grad, precision);
+                assert_close(&format!("{what} grad"), &grad, &cpu.grad, 1e-7, rel);
+                let p = ctx
+                    .softmax_half(&bits, precision, rows, cols, false, kernel)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let p = from_half(&p, precision);
+                assert_close(&format!("{what} softmax"), &p, &p_cpu, 1e-7, rel);
+            }
+        }
+    }
 }
 
 /// Whether `kernel` takes rows of `cols` columns: `Cached` holds at most 64 per lane in
@@ -883,6 +938,19 @@ proptest! {
     #[test]
     fn softmax_and_log_softmax_match_the_reference(case in case_strategy(shapes(), false)) {
         case.check_softmax();
+    }
+
+    /// Half-precision logits and gradients (f16 where the adapter has SHADER_F16, bf16
+    /// everywhere), every adapter and strategy: random shapes put row boundaries anywhere in
+    /// the vectors and words, so the vector io files' loose columns and bf16's shared words
+    /// come up. The reference sees the half values the GPU reads.
+    #[test]
+    fn half_precision_matches_the_reference(
+        rows in 1usize..=24,
+        cols in 1usize..=2100,
+        seed in any::<u64>(),
+    ) {
+        check_half(rows, cols, seed);
     }
 
     /// Bit-identical results run after run, every adapter and strategy.

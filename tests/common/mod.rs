@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ml_softmax::{BackendChoice, Context, ContextOptions, CrossEntropyOutput};
+use ml_softmax::{BackendChoice, Context, ContextOptions, CrossEntropyOutput, Precision};
 
 /// Every adapter of the machine, with output poisoning on. Panics, saying how to get one,
 /// when there is none: a GPU test must never pass without running.
@@ -196,4 +196,44 @@ pub fn read(ctx: &Context, buffer: &ml_softmax::wgpu::Buffer) -> Vec<f32> {
     let v = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
     staging.unmap();
     v
+}
+
+/// Round-trips f32 through the half format, returning the bits and the exact f32 values.
+pub fn to_half(z: &[f32], precision: Precision) -> (Vec<u16>, Vec<f32>) {
+    match precision {
+        Precision::F16 => z
+            .iter()
+            .map(|&v| {
+                let h = half::f16::from_f32(v);
+                (h.to_bits(), h.to_f32())
+            })
+            .unzip(),
+        Precision::Bf16 => z
+            .iter()
+            .map(|&v| {
+                let h = half::bf16::from_f32(v);
+                (h.to_bits(), h.to_f32())
+            })
+            .unzip(),
+        Precision::F32 => panic!("to_half of f32"),
+    }
+}
+
+/// The f32 values of half-format bits.
+pub fn from_half(bits: &[u16], precision: Precision) -> Vec<f32> {
+    bits.iter()
+        .map(|&b| match precision {
+            Precision::F16 => half::f16::from_bits(b).to_f32(),
+            _ => half::bf16::from_bits(b).to_f32(),
+        })
+        .collect()
+}
+
+/// Relative tolerance of a value rounded once to the half format (half an ulp, doubled for
+/// the f32 error before the rounding).
+pub fn half_rel(precision: Precision) -> f32 {
+    match precision {
+        Precision::F16 => 1.0 / 1024.0,
+        _ => 1.0 / 128.0,
+    }
 }
