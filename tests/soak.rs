@@ -621,6 +621,9 @@ fn settled_rss_kib() -> Option<u64> {
     vm_rss_kib()
 }
 
+/// Kinds of call in the memory soak (each an adapter, a shape and a seed for the rest).
+const SOAK_KINDS: usize = 96;
+
 /// The shapes of the soak: a fixed menu, so that every pool (the library's host buffer
 /// sets, wgpu's memory blocks, the driver's) has seen every size by the end of the warm-up,
 /// and what grows afterwards is a leak. From 1 x 1 to 8 MiB, rows past the split layout's
@@ -640,11 +643,12 @@ const SOAK_SHAPES: [(usize, usize); 12] = [
     (256, 8192),
 ];
 
-/// Thousands of calls over a menu of 12 shapes (1 x 1 to 256 x 8192), with options,
-/// strategies and APIs (host, probability targets, softmax, device, in place) drawn per
-/// call, alternating between the adapters; every 16th call is checked against the
-/// reference. RSS (after `malloc_trim`) after a warm-up of 600 calls and then at 20
-/// checkpoints, all printed. The floor of the last quarter of checkpoints must not exceed
+/// Thousands of calls drawn from 96 kinds of call over a menu of 12 shapes (1 x 1 to
+/// 256 x 8192), each kind with its own options, strategy and API (host, probability targets,
+/// softmax, device, in place), on either adapter; every 16th call is checked against the
+/// reference. RSS (after `malloc_trim`) after a warm-up that runs every kind twice, and then
+/// at 20 checkpoints, all printed, with the number of cached pipelines (which must not grow
+/// after the warm-up). The floor of the last quarter of checkpoints must not exceed
 /// the floor of the second quarter by more than 48 MiB (the checkpoints scatter over ~70 MiB
 /// with buffers in flight): with the default N = 7000 calls (about two minutes here), a leak
 /// of more than ~14 KiB per call fails; raise N to see smaller ones.
@@ -652,28 +656,43 @@ const SOAK_SHAPES: [(usize, usize); 12] = [
 #[ignore = "slow: minutes; see TESTING.md"]
 fn thousands_of_mixed_calls_do_not_grow_memory() {
     let calls = env_usize("ML_SOFTMAX_SOAK_CALLS", 7000);
-    let warmup = 600;
     let ctxs = contexts();
     let mut rng = Rng::new("soak");
+    // A menu of call kinds (adapter, shape, and the seed that draws options, strategy, API
+    // and data). Every kind runs twice in the warm-up, which builds every pipeline the soak
+    // needs: a context keeps each pipeline it builds (about 2 MB each on lavapipe), and new
+    // ones appearing during the measurement would look like a leak (they did, once the
+    // strategies and io files multiplied: 305 -> 731 pipelines over a 7000-call run).
+    let kinds: Vec<(usize, (usize, usize), u64)> = (0..SOAK_KINDS)
+        .map(|k| {
+            let shape = SOAK_SHAPES[rng.below(SOAK_SHAPES.len())];
+            (k % ctxs.len(), shape, rng.next_u64())
+        })
+        .collect();
     let rss_start = settled_rss_kib();
     let t = Instant::now();
-    let run = |i: usize, rng: &mut Rng| {
-        let ctx = &ctxs[i % ctxs.len()];
-        let (rows, cols) = SOAK_SHAPES[rng.below(SOAK_SHAPES.len())];
-        let call = Call::draw_shape(rng, ctx, rows, cols);
+    let run = |i: usize, kind: usize| {
+        let (c, (rows, cols), seed) = kinds[kind];
+        let ctx = &ctxs[c];
+        let call = Call::draw_shape(&mut Rng::seeded(seed), ctx, rows, cols);
         call.run(ctx, i.is_multiple_of(16));
     };
+    let warmup = 2 * kinds.len();
     for i in 0..warmup {
-        run(i, &mut rng);
+        run(i, i % kinds.len());
     }
     let warm_s = t.elapsed().as_secs_f64();
     let rss_warm = settled_rss_kib();
     let t = Instant::now();
     let mut checkpoints = Vec::new();
+    let pipelines = || ctxs.iter().map(Context::cached_pipelines).sum::<usize>();
+    let pipelines_warm = pipelines();
+    let mut pipeline_counts = Vec::new();
     for i in 0..calls {
-        run(warmup + i, &mut rng);
+        run(warmup + i, rng.below(kinds.len()));
         if (i + 1) % (calls / 20).max(1) == 0 {
             checkpoints.push(settled_rss_kib().unwrap_or(0));
+            pipeline_counts.push(pipelines());
         }
     }
     let soak_s = t.elapsed().as_secs_f64();
@@ -694,6 +713,7 @@ fn thousands_of_mixed_calls_do_not_grow_memory() {
             .map(|k| (*k as f64 / 1024.0).round())
             .collect::<Vec<_>>()
     );
+    println!("pipelines cached: {pipelines_warm} after warm-up, then {pipeline_counts:?}");
     let q = (checkpoints.len() / 4).max(1);
     let second = *checkpoints[q..2 * q].iter().min().unwrap();
     let last = *checkpoints[checkpoints.len() - q..].iter().min().unwrap();
@@ -702,6 +722,11 @@ fn thousands_of_mixed_calls_do_not_grow_memory() {
         "RSS floor, second quarter {} -> last quarter {} ({per_call:+.0} bytes per call)",
         mib(Some(second)),
         mib(Some(last))
+    );
+    assert_eq!(
+        pipeline_counts.last(),
+        Some(&pipelines_warm),
+        "the warm-up must build every pipeline the soak uses"
     );
     assert!(
         last <= second + 48 * 1024,
