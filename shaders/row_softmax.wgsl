@@ -256,14 +256,15 @@ fn sum_of4(v: vec4<f32>) -> f32 {
 
 // Pass 1: this lane's online (max, sum-exp) over `cols` columns from `start` (column `col0`
 // of the row), merged across the team. `cols` is 0 for idle lanes past the last row, so they
-// join the reductions with nothing. `y` is the row's class (or an impossible index): the lane
-// that owns it captures z'_y.
+// join the reductions with nothing. `y` is the row's class (or an impossible index): lane 0
+// reads z'_y.
 //
 // A lane owns blocks lane, lane + size, lane + 2 size, ... (neighbouring lanes read
 // neighbouring blocks, so each load of the team is contiguous). It folds STEP_BLOCKS of them
 // into its running max at once, so the running sum is rescaled (one exp) once per 16 columns
-// instead of once per 4: measured on lavapipe at 8192x1000, 12.5 ms -> 10.6 ms, as pass 1's
-// exps were a fifth of the kernel's time there. Leftover blocks go one at a time.
+// instead of once per 4: measured on lavapipe at 8192x1000, 12.5 ms -> 11.1 ms, as pass 1's
+// exps were a fifth of the kernel's time there. Leftover blocks go one at a time, then the
+// loose columns. (The cached layout instead takes its blocks one by one into `row_cache`.)
 // Steps also keep the loop turns per lane low: llvmpipe ends every invocation's loops after
 // 65,535 turns in all (the host keeps within that: row_softmax::loop_turns).
 fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, mode: u32) -> RowStats {
