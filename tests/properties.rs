@@ -12,7 +12,10 @@
 
 mod common;
 
-use common::{Rng, assert_close, assert_within, contexts, from_half, half_rel, read, to_half};
+use common::{
+    Rng, assert_close, assert_half_output_close, assert_within, contexts, from_half, half_rel,
+    read, to_half,
+};
 use ml_softmax::reference;
 use ml_softmax::wgpu;
 use ml_softmax::{
@@ -455,16 +458,7 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
                         kernel,
                     )
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
-                assert_close(
-                    &format!("{what} loss"),
-                    &[got.loss],
-                    &[cpu.loss],
-                    1e-6,
-                    2e-5,
-                );
-                assert_close(&format!("{what} lse"), &got.lse, &cpu.lse, 1e-5, 1e-5);
-                let grad = from_half(&got.grad, precision);
-                assert_close(&format!("{what} grad"), &grad, &cpu.grad, 1e-7, rel);
+                assert_half_output_close(&what, &got, &cpu, precision);
                 let p = ctx
                     .softmax_half(&bits, precision, rows, cols, false, kernel)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));

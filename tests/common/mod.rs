@@ -237,3 +237,30 @@ pub fn half_rel(precision: Precision) -> f32 {
         _ => 1.0 / 128.0,
     }
 }
+
+/// Compares a half-precision cross-entropy output (gradient as f16 / bf16 bits) with the f64
+/// reference of the same half values: loss and lse as f32 results, the gradient within the
+/// rounding to the half format.
+pub fn assert_half_output_close(
+    what: &str,
+    got: &CrossEntropyOutput<u16>,
+    cpu: &CrossEntropyOutput,
+    precision: Precision,
+) {
+    assert_close(
+        &format!("{what} loss"),
+        &[got.loss],
+        &[cpu.loss],
+        1e-6,
+        2e-5,
+    );
+    assert_close(&format!("{what} lse"), &got.lse, &cpu.lse, 1e-5, 1e-5);
+    let grad = from_half(&got.grad, precision);
+    assert_close(
+        &format!("{what} grad"),
+        &grad,
+        &cpu.grad,
+        1e-7,
+        half_rel(precision),
+    );
+}
