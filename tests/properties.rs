@@ -548,6 +548,40 @@ enum Truth<'a> {
     Probs(&'a [f32]),
 }
 
+impl<'a> Truth<'a> {
+    /// Class targets, or (`probs`) probability targets, of `input`.
+    fn of(input: &'a Input, probs: bool) -> Self {
+        if probs {
+            Truth::Probs(&input.targets)
+        } else {
+            Truth::Classes(&input.labels)
+        }
+    }
+
+    /// The same targets, as the host API takes them.
+    fn targets(self) -> Targets<'a> {
+        match self {
+            Truth::Classes(labels) => Targets::Classes(labels),
+            Truth::Probs(t) => Targets::Probabilities(t),
+        }
+    }
+
+    /// The f64 reference for these targets.
+    fn reference(
+        self,
+        logits: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+    ) -> CrossEntropyOutput {
+        match self {
+            Truth::Classes(labels) => reference::cross_entropy(logits, labels, rows, cols, options),
+            Truth::Probs(t) => reference::cross_entropy_probs(logits, t, rows, cols, options),
+        }
+        .unwrap()
+    }
+}
+
 /// What the error model needs to know about a call besides its input.
 #[derive(Clone, Copy)]
 struct Call<'a> {
@@ -771,70 +805,42 @@ fn reference_lse(z: &[f64]) -> f64 {
 impl Case {
     /// Host API, class targets: every adapter, every strategy, against the reference.
     fn check_host(&self) {
-        let (rows, cols) = (self.rows, self.cols);
-        let input = self.input();
-        let cpu =
-            reference::cross_entropy(&input.logits, &input.labels, rows, cols, &input.options)
-                .unwrap();
-        for ctx in contexts() {
-            for kernel in kernels(ctx, cols) {
-                let gpu = ctx
-                    .cross_entropy_with(
-                        &input.logits,
-                        &input.labels,
-                        rows,
-                        cols,
-                        &input.options,
-                        kernel,
-                    )
-                    .unwrap_or_else(|e| panic!("{rows}x{cols} {kernel}: {e}"));
-                let what = format!("{} {kernel}", adapter(ctx));
-                check_cross_entropy(
-                    &what,
-                    &gpu,
-                    &cpu,
-                    &input.logits,
-                    Truth::Classes(&input.labels),
-                    rows,
-                    cols,
-                    &input.options,
-                    Call::host(team(ctx, kernel)),
-                );
-            }
-        }
+        self.check_host_targets(false);
     }
 
     /// Host API, probability targets.
     fn check_host_probs(&self) {
+        self.check_host_targets(true);
+    }
+
+    fn check_host_targets(&self, probs: bool) {
         let (rows, cols) = (self.rows, self.cols);
         let input = self.input();
-        let cpu = reference::cross_entropy_probs(
-            &input.logits,
-            &input.targets,
-            rows,
-            cols,
-            &input.options,
-        )
-        .unwrap();
+        let truth = Truth::of(&input, probs);
+        let cpu = truth.reference(&input.logits, rows, cols, &input.options);
         for ctx in contexts() {
             for kernel in kernels(ctx, cols) {
                 let gpu = ctx
                     .cross_entropy_targets(
                         &input.logits,
-                        Targets::Probabilities(&input.targets),
+                        truth.targets(),
                         rows,
                         cols,
                         &input.options,
                         kernel,
                     )
                     .unwrap_or_else(|e| panic!("{rows}x{cols} {kernel}: {e}"));
-                let what = format!("{} {kernel} probs", adapter(ctx));
+                let what = format!(
+                    "{} {kernel}{}",
+                    adapter(ctx),
+                    if probs { " probs" } else { "" }
+                );
                 check_cross_entropy(
                     &what,
                     &gpu,
                     &cpu,
                     &input.logits,
-                    Truth::Probs(&input.targets),
+                    truth,
                     rows,
                     cols,
                     &input.options,
@@ -1113,28 +1119,13 @@ fn check_chunked(
                 upstream,
             )
             .unwrap_or_else(|e| panic!("{what} device: {e}"));
-        let mut cpu = if probs {
-            reference::cross_entropy_probs(
-                &input.logits,
-                &input.targets,
-                rows,
-                cols,
-                &input.options,
-            )
-        } else {
-            reference::cross_entropy(&input.logits, &input.labels, rows, cols, &input.options)
-        }
-        .unwrap();
+        let truth = Truth::of(&input, probs);
+        let mut cpu = truth.reference(&input.logits, rows, cols, &input.options);
         if upstream {
             for (r, row) in cpu.grad.chunks_mut(cols).enumerate() {
                 row.iter_mut().for_each(|g| *g *= dev.upstream[r]);
             }
         }
-        let truth = if probs {
-            Truth::Probs(&input.targets)
-        } else {
-            Truth::Classes(&input.labels)
-        };
         let call = Call {
             team: t,
             chunks,
@@ -1319,12 +1310,17 @@ fn buffer(ctx: &Context, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffe
 /// Runs one small host call on every adapter and strategy and compares it with the
 /// reference under the existing tolerances.
 fn assert_host_matches(z: &[f32], labels: &[i64], cols: usize, options: &CrossEntropyOptions) {
-    let rows = labels.len();
-    let cpu = reference::cross_entropy(z, labels, rows, cols, options).unwrap();
+    assert_host_truth(z, Truth::Classes(labels), cols, options);
+}
+
+/// The host API on every adapter and strategy against the reference, for `truth`.
+fn assert_host_truth(z: &[f32], truth: Truth, cols: usize, options: &CrossEntropyOptions) {
+    let rows = z.len() / cols;
+    let cpu = truth.reference(z, rows, cols, options);
     for ctx in contexts() {
         for kernel in kernels(ctx, cols) {
             let gpu = ctx
-                .cross_entropy_with(z, labels, rows, cols, options, kernel)
+                .cross_entropy_targets(z, truth.targets(), rows, cols, options, kernel)
                 .unwrap();
             let what = format!("{} {kernel}", adapter(ctx));
             common::assert_output_close(&what, &gpu, &cpu, 1.0);
@@ -1408,17 +1404,7 @@ fn device_probability_targets_work_on_chunked_batches() {
 /// Runs one small host call with probability targets on every adapter and strategy and
 /// compares it with the reference under the existing tolerances.
 fn assert_host_probs_match(z: &[f32], t: &[f32], cols: usize, options: &CrossEntropyOptions) {
-    let rows = z.len() / cols;
-    let cpu = reference::cross_entropy_probs(z, t, rows, cols, options).unwrap();
-    for ctx in contexts() {
-        for kernel in kernels(ctx, cols) {
-            let gpu = ctx
-                .cross_entropy_targets(z, Targets::Probabilities(t), rows, cols, options, kernel)
-                .unwrap();
-            let what = format!("{} {kernel} probs", adapter(ctx));
-            common::assert_output_close(&what, &gpu, &cpu, 1.0);
-        }
-    }
+    assert_host_truth(z, Truth::Probs(t), cols, options);
 }
 
 // Logits near f32::MAX. The reference works in f64 and rounds once at the end; the kernels
