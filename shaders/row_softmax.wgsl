@@ -104,10 +104,10 @@ var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
 
 // How the lanes walk `cols` columns that start at element `start` of the logits binding:
 // `head` loose columns up to the first multiple of BLOCK, then `blocks` whole blocks (block b
-// is columns head + 4b .. head + 4b + 3, a whole vec4 of the binding), then the loose tail.
-// Aligning blocks to the binding, not to the row, is what lets io_f32x4.wgsl load a block as
-// one vec4 whatever the row length; the host binds the output at the same offset modulo 4,
-// so the output's blocks are whole vec4s too.
+// is columns head + 4b .. head + 4b + 3, a whole vector of the binding), then the loose tail.
+// Aligning blocks to the binding, not to the row, is what lets the vector io files
+// (io_*x4.wgsl) load a block as one vector whatever the row length; the host binds the output
+// at the same offset modulo 4, so the output's blocks are whole vectors too.
 struct Span {
     head: u32,
     blocks: u32,

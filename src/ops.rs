@@ -859,7 +859,7 @@ impl HostBuffers {
     fn new(ctx: &Context, layout: HostLayout, stats: &[f32; STATS_LEN]) -> Result<Self> {
         use wgpu::BufferUsages as U;
         let elems = (layout.chunk_rows * layout.cols) as u64;
-        // Whole vec4s (16 bytes), so that f32 rows of any length can take the vec4 io file.
+        // Whole 16-byte vectors, so that rows of any length and format take the vector io files.
         let elem_bytes = (elems * layout.precision.bytes()).next_multiple_of(16);
         let rows = if layout.per_row {
             layout.chunk_rows as u64

@@ -14,8 +14,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Bindings of row_softmax.wgsl (with any io file): params, logits, labels, weights, scales,
-/// targets, out, row_loss, row_lse, and the output again (io_f32x4.wgsl's scalar view
-/// `out_words`; the other io files leave it unused).
+/// targets, out, row_loss, row_lse, and the output again (the vector io files' scalar view
+/// `out_words`; the scalar io files leave it unused).
 pub const BINDINGS: &[(u32, Binding)] = &[
     (0, Binding::Uniform),
     (1, Binding::Read),
@@ -368,7 +368,7 @@ pub fn record(
     params.logits_base = logits_base;
     params.row_base = row_base;
     params.targets_base = targets_base;
-    // Binding 9: the output (in place, the logits) once more, for io_f32x4.wgsl's scalar view.
+    // Binding 9: the output (in place, the logits) once more: the vector io files' scalar view.
     let output = out.as_ref().map_or(&logits, |o| &o.0).clone();
     let mut entries = vec![
         part(9, output),
