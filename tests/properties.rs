@@ -16,6 +16,7 @@ use common::{
     Rng, assert_close, assert_half_output_close, assert_within, contexts, from_half, half_rel,
     read, to_half,
 };
+use ml_softmax::kernels::row_softmax::cached_max_cols;
 use ml_softmax::reference;
 use ml_softmax::wgpu;
 use ml_softmax::{
@@ -473,7 +474,7 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
 /// registers (past that it is a typed error, tested in tests/gpu.rs).
 fn fits(kernel: Kernel, cols: usize) -> bool {
     match kernel {
-        Kernel::Cached { lanes } => cols <= 64 * lanes as usize,
+        Kernel::Cached { lanes } => cols <= cached_max_cols(lanes) as usize,
         _ => true,
     }
 }

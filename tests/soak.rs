@@ -22,6 +22,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Rng, assert_close, assert_output_close, contexts, vm_hwm_kib, vm_rss_kib};
+use ml_softmax::kernels::row_softmax::cached_max_cols;
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     Context, CrossEntropyOptions, CrossEntropyOutput, DeviceCrossEntropy, DeviceTargets, Precision,
@@ -396,7 +397,7 @@ impl Call {
         // (Cached holds rows of at most 64 columns per lane.)
         let mut strategies: Vec<Strategy> = Strategy::all(ctx.has_subgroups())
             .into_iter()
-            .filter(|s| !matches!(s, Strategy::Cached { lanes } if cols > 64 * *lanes as usize))
+            .filter(|s| !matches!(s, Strategy::Cached { lanes } if cols > cached_max_cols(*lanes) as usize))
             .collect();
         strategies.push(Strategy::Auto);
         let strategy = strategies[rng.below(strategies.len())];
