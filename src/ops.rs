@@ -39,7 +39,7 @@ pub enum DeviceTargets<'a> {
 ///
 /// Speed: logits and gradient are read and written as 4-element vectors when both buffers'
 /// sizes are whole vectors (multiples of 16 bytes for f32, 8 for f16 and bf16: round the size
-/// up when creating them); otherwise the kernel falls back to scalar access, 1.4-1.6x slower
+/// up when creating them); otherwise the kernel falls back to scalar access, 1.2-1.6x slower
 /// for f32 and up to 7x for bf16 on lavapipe (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceCrossEntropy<'a> {
