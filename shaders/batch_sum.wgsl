@@ -9,10 +9,13 @@
 //                      for labels on the GPU. Over several row chunks, the last call leaves
 //                      the scale of the whole batch (one dispatch per chunk, no extra pass).
 //   loss_sum           stats[2] += stats[0] * sum_i row_loss[i]
-// Layout: lane k sums rows k, k + WORKGROUP_SIZE, ... in f32 with Kahan compensation, then the
-// lanes' sums meet in a barrier tree in workgroup memory; lane 0 adds the total to `stats`.
-// Chunked batches call an entry point once per chunk, in order, so the result does not depend
-// on timing. One workgroup is enough: this touches `rows` floats, the row kernels `rows * cols`.
+// Layout: lane k sums rows k, k + WORKGROUP_SIZE, ... in f32 with Kahan compensation
+// (kahan.wgsl, prepended), then the lanes' sums meet in a barrier tree in workgroup memory;
+// lane 0 adds the total to `stats`. Chunked batches call an entry point once per chunk, in
+// order, so the result does not depend on timing. One workgroup is enough: this touches `rows`
+// floats, the row kernels `rows * cols`.
+// A batch small enough to be one workgroup of the row kernel skips these dispatches: that
+// workgroup does both sums itself (WHOLE_BATCH in row_softmax.wgsl).
 
 override WORKGROUP_SIZE: u32 = 256u;
 const MAX_WORKGROUP_SIZE = 1024u;
@@ -50,24 +53,15 @@ fn target_weight(i: u32) -> f32 {
 
 // Kahan-compensated sum of this lane's rows, then the workgroup tree; valid in lane 0.
 fn workgroup_total(lane: u32, of_loss: bool) -> f32 {
-    var sum = 0.0;
-    var carry = 0.0;
+    var sum = Kahan(0.0, 0.0);
     for (var i = lane; i < params.rows; i += WORKGROUP_SIZE) {
-        var x: f32;
         if of_loss {
-            x = row_loss[params.row_base + i];
+            kahan_add(&sum, row_loss[params.row_base + i]);
         } else {
-            x = target_weight(i);
+            kahan_add(&sum, target_weight(i));
         }
-        let y = x - carry;
-        let t = sum + y;
-        // Once the sum is infinite (a row loss of +inf) the compensation would be
-        // inf - inf = NaN under strict IEEE arithmetic: drop it, so +inf stays +inf.
-        let finite = (bitcast<u32>(t) & 0x7fffffffu) < 0x7f800000u;
-        carry = select(0.0, (t - sum) - y, finite);
-        sum = t;
     }
-    partial[lane] = sum;
+    partial[lane] = sum.sum;
     workgroupBarrier();
     for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
         if lane < stride {

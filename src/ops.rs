@@ -277,6 +277,11 @@ impl Context {
                 let mut encoder = self.encoder();
                 let mut params = prepared.params;
                 params.rows = count as u32;
+                // A batch of one workgroup sums its loss itself (the factor is set here).
+                let whole = rows == count && row_softmax::one_workgroup(strategy, params.rows);
+                if whole {
+                    params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
+                }
                 let rb = bufs.row_buffers(elems, count, &prepared.weights);
                 row_softmax::record(
                     self,
@@ -286,20 +291,22 @@ impl Context {
                     &rb,
                     params,
                 )?;
-                let sum_params = batch_sum::Params {
-                    rows: count as u32,
-                    ..Default::default()
-                };
-                batch_sum::record(
-                    self,
-                    &mut encoder,
-                    batch_sum::Entry::LossSum,
-                    rb.labels,
-                    rb.row_loss,
-                    &prepared.weights,
-                    &bufs.scales,
-                    sum_params,
-                )?;
+                if !whole {
+                    let sum_params = batch_sum::Params {
+                        rows: count as u32,
+                        ..Default::default()
+                    };
+                    batch_sum::record(
+                        self,
+                        &mut encoder,
+                        batch_sum::Entry::LossSum,
+                        rb.labels,
+                        rb.row_loss,
+                        &prepared.weights,
+                        &bufs.scales,
+                        sum_params,
+                    )?;
+                }
                 bufs.copy_to_staging(&mut encoder, elems, count);
                 self.queue.submit([encoder.finish()]);
                 Ok(())
@@ -540,8 +547,10 @@ impl Context {
             has_weights: prepared.params.has_weights,
             ..Default::default()
         };
+        // A batch of one workgroup does the sums of steps 1 and 2 in its row dispatch.
+        let whole = rows == chunk_rows && row_softmax::one_workgroup(strategy, rows as u32);
         // 1. A class-target mean's denominator: sum of target weights over all rows, and 1/D.
-        if let (Some(labels), true) = (labels, gpu_mean) {
+        if let (Some(labels), true, false) = (labels, gpu_mean, whole) {
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
                 let slice = row_slice(labels, first, count);
@@ -574,17 +583,26 @@ impl Context {
             let mut params = prepared.params;
             params.rows = count as u32;
             params.row_offset = first as u32;
+            if whole {
+                params.whole_batch = if gpu_mean {
+                    row_softmax::WHOLE_BATCH_MEAN
+                } else {
+                    row_softmax::WHOLE_BATCH_LOSS
+                };
+            }
             row_softmax::record(self, encoder, Entry::CrossEntropy, strategy, &rb, params)?;
-            batch_sum::record(
-                self,
-                encoder,
-                batch_sum::Entry::LossSum,
-                rb.row_loss,
-                rb.row_loss,
-                &prepared.weights,
-                &scales,
-                sum_params(count),
-            )?;
+            if !whole {
+                batch_sum::record(
+                    self,
+                    encoder,
+                    batch_sum::Entry::LossSum,
+                    rb.row_loss,
+                    rb.row_loss,
+                    &prepared.weights,
+                    &scales,
+                    sum_params(count),
+                )?;
+            }
         }
         // 3. The reduced loss into the caller's buffer.
         if let Some(loss) = bufs.loss {

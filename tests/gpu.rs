@@ -9,7 +9,7 @@ use common::{
     to_half,
 };
 use ml_softmax::Precision;
-use ml_softmax::kernels::row_softmax::cached_max_cols;
+use ml_softmax::kernels::row_softmax::{self, cached_max_cols};
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets,
@@ -438,6 +438,17 @@ impl DeviceRun {
         cols: usize,
         options: &CrossEntropyOptions,
     ) -> ml_softmax::CrossEntropyOutput {
+        self.run_in(ctx, rows, cols, options, Strategy::Auto)
+    }
+
+    fn run_in(
+        &self,
+        ctx: &Context,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> ml_softmax::CrossEntropyOutput {
         let bufs = DeviceCrossEntropy {
             logits: &self.logits,
             precision: Precision::F32,
@@ -448,7 +459,7 @@ impl DeviceRun {
             lse: Some(&self.lse),
             upstream: None,
         };
-        ctx.cross_entropy_device(&bufs, rows, cols, options, Strategy::Auto)
+        ctx.cross_entropy_device(&bufs, rows, cols, options, strategy)
             .unwrap();
         ml_softmax::CrossEntropyOutput {
             loss: read(ctx, &self.loss)[0],
@@ -783,6 +794,48 @@ fn a_fully_ignored_batch_gives_zero_not_nan() {
             assert_eq!(out.loss, 0.0);
             assert!(out.grad.iter().all(|&g| g == 0.0));
             assert!(out.row_loss.iter().all(|&l| l == 0.0));
+        }
+    }
+}
+
+/// A batch that is one workgroup of its strategy sums itself in its row dispatch (the mean's
+/// denominator, then the loss): one pipeline is all the call builds, and the results are the
+/// reference's, through the host API and through the device API (where the GPU computes the
+/// denominator), with class weights and an ignored row. One row more and the batch_sum
+/// dispatches are back. Fresh contexts, so that the pipeline count is this test's alone.
+#[test]
+fn a_batch_of_one_workgroup_sums_itself_in_one_dispatch() {
+    let mut rng = Rng::new("whole batch");
+    let ctx_options = ContextOptions {
+        poison_outputs: true,
+        ..Default::default()
+    };
+    let wg1 = Strategy::Workgroup { lanes: 1 };
+    let cols = 1000;
+    let rows = row_softmax::ROW_PER_LANE_FEW_LANES as usize - 1;
+    assert!(row_softmax::one_workgroup(wg1, rows as u32));
+    assert!(!row_softmax::one_workgroup(wg1, 2 * rows as u32));
+    for ctx in Context::all(BackendChoice::Auto, &ctx_options).unwrap() {
+        let name = ctx.adapter_info().name.clone();
+        let options = CrossEntropyOptions {
+            weight: Some((0..cols).map(|_| 0.5 + rng.uniform() as f32).collect()),
+            ..Default::default()
+        };
+        for (rows, pipelines) in [(rows, 1), (2 * rows, 4)] {
+            let z = rng.logits(rows * cols, 2.0);
+            let mut labels = rng.labels(rows, cols);
+            labels[2] = -100;
+            let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+            let host = ctx
+                .cross_entropy_with(&z, &labels, rows, cols, &options, wg1)
+                .unwrap();
+            let device = DeviceRun::new(&ctx, &z, &labels).run_in(&ctx, rows, cols, &options, wg1);
+            let what = format!("{name} {rows}x{cols} wg1");
+            assert_output_close(&format!("{what} host"), &host, &cpu, 1.0 / rows as f32);
+            assert_output_close(&format!("{what} device"), &device, &cpu, 1.0 / rows as f32);
+            // The row kernel (whole batch); then another row kernel and batch_sum's two
+            // (the loss sum, and the denominator for the device call).
+            assert_eq!(ctx.cached_pipelines(), pipelines, "{what}: pipelines built");
         }
     }
 }

@@ -124,6 +124,7 @@ fn record_one(
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
         cache_blocks: 0,
+        whole_batch: false,
         options: Default::default(),
     })?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);

@@ -45,6 +45,7 @@ pub fn record(
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
         cache_blocks: 0,
+        whole_batch: false,
         options: Default::default(),
     };
     let vectors = u64::from(len).div_ceil(VECTOR);

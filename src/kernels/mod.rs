@@ -5,8 +5,9 @@
 //! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
 //!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
 //!   twins `io_*x4.wgsl`; the bf16 ones after `bf16.wgsl`) and a team file,
-//!   `team_workgroup.wgsl` or `team_subgroup.wgsl`);
-//! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`);
+//!   `team_workgroup.wgsl` or `team_subgroup.wgsl`, and `kahan.wgsl`);
+//! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`, after
+//!   `kahan.wgsl`);
 //! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`).
 
 pub mod batch_sum;
@@ -28,6 +29,7 @@ const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
 const BF16: &str = include_str!("../../shaders/bf16.wgsl");
 const IO_BF16: &str = include_str!("../../shaders/io_bf16.wgsl");
 const IO_BF16X4: &str = include_str!("../../shaders/io_bf16x4.wgsl");
+const KAHAN: &str = include_str!("../../shaders/kahan.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
 const COPY: &str = include_str!("../../shaders/copy.wgsl");
 
@@ -195,9 +197,9 @@ impl ModuleKey {
                     TeamKind::Workgroup => TEAM_WORKGROUP,
                     TeamKind::Subgroup => TEAM_SUBGROUP,
                 };
-                format!("{io}\n{team}\n{ROW_SOFTMAX}")
+                format!("{io}\n{team}\n{KAHAN}\n{ROW_SOFTMAX}")
             }
-            ModuleKey::BatchSum => BATCH_SUM.to_string(),
+            ModuleKey::BatchSum => format!("{KAHAN}\n{BATCH_SUM}"),
             ModuleKey::Copy => COPY.to_string(),
         }
     }
@@ -269,6 +271,9 @@ pub struct PipelineKey {
     /// `CACHE_BLOCKS` (row_softmax only): vec4s of its row each lane holds in registers
     /// between the passes (`Strategy::Cached`); 0 reads the row twice.
     pub cache_blocks: u32,
+    /// `WHOLE_BATCH` (row_softmax cross-entropy only): the dispatch is the whole batch in one
+    /// workgroup and also sums the batch (see [`row_softmax::one_workgroup`]).
+    pub whole_batch: bool,
     /// The row_softmax specialisation (which options the code handles).
     pub options: Specialisation,
 }
@@ -315,6 +320,7 @@ impl PipelineKey {
             }
             c.push(("CACHE_BLOCKS", f64::from(self.cache_blocks)));
             let flag = |on: bool| if on { 1.0 } else { 0.0 };
+            c.push(("WHOLE_BATCH", flag(self.whole_batch)));
             c.push(("HAS_WEIGHTS", flag(self.options.weights)));
             c.push(("SOFTCAP", flag(self.options.softcap)));
             c.push(("PROBS", flag(self.options.probs)));
@@ -645,7 +651,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     let mut keys = Vec::new();
     for io in Io::ALL {
         // A workgroup-team key of this io file, with default options.
-        let key = |entry, workgroup_size, team_size, cache_blocks| PipelineKey {
+        let key = |entry, workgroup_size, team_size, cache_blocks, whole_batch| PipelineKey {
             module: ModuleKey::RowSoftmax {
                 team: TeamKind::Workgroup,
                 io,
@@ -654,7 +660,14 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             workgroup_size,
             team_size,
             cache_blocks,
+            whole_batch,
             options: Specialisation::default(),
+        };
+        // Softmax, cross-entropy, and the whole-batch cross-entropy.
+        let entries = |workgroup_size, team_size, cache_blocks| {
+            [(0, false), (1, false), (1, true)].map(|(entry, whole_batch)| {
+                key(entry, workgroup_size, team_size, cache_blocks, whole_batch)
+            })
         };
         let mut lanes = 1;
         while lanes <= MAX_WORKGROUP_LANES {
@@ -667,17 +680,17 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                 ];
             }
             for workgroup_size in sizes {
-                keys.extend((0..2).map(|entry| key(entry, workgroup_size, lanes, 0)));
+                keys.extend(entries(workgroup_size, lanes, 0));
             }
             // The cached layout (each cache size) and the split entries run with the whole
             // workgroup as the team.
             if lanes >= 32 {
                 let mut cache_blocks = 1;
                 while cache_blocks <= row_softmax::MAX_CACHE_BLOCKS {
-                    keys.extend((0..2).map(|entry| key(entry, lanes, lanes, cache_blocks)));
+                    keys.extend(entries(lanes, lanes, cache_blocks));
                     cache_blocks *= 2;
                 }
-                keys.extend((2..4).map(|entry| key(entry, lanes, lanes, 0)));
+                keys.extend((2..4).map(|entry| key(entry, lanes, lanes, 0, false)));
             }
             lanes *= 2;
         }
@@ -692,6 +705,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                     workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
                     team_size: size,
                     cache_blocks: 0,
+                    whole_batch: false,
                     options: Specialisation::default(),
                 });
             }
@@ -704,6 +718,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             workgroup_size: WORKGROUP_LANES,
             team_size: 0,
             cache_blocks: 0,
+            whole_batch: false,
             options: Specialisation::default(),
         });
     }
@@ -713,6 +728,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
         cache_blocks: 0,
+        whole_batch: false,
         options: Specialisation::default(),
     });
     // Every option specialisation of every row_softmax key.
@@ -831,6 +847,23 @@ mod tests {
             "teams share 256-lane workgroups"
         );
         assert_eq!(workgroup_lanes(512, 5), 512, "or take one to themselves");
+    }
+
+    #[test]
+    fn a_whole_batch_is_the_rows_of_one_workgroup_team_workgroup() {
+        use row_softmax::one_workgroup;
+        let wg = |lanes| Strategy::Workgroup { lanes };
+        // One lane per row: 8-lane workgroups for few rows.
+        assert!(one_workgroup(wg(1), 8) && !one_workgroup(wg(1), 9));
+        // Teams of 8 share WORKGROUP_LANES-lane workgroups.
+        let rows = WORKGROUP_LANES / 8;
+        assert!(one_workgroup(wg(8), rows) && !one_workgroup(wg(8), rows + 1));
+        assert!(one_workgroup(wg(256), 1) && !one_workgroup(wg(256), 2));
+        let cached = Strategy::Cached { lanes: 256 };
+        assert!(one_workgroup(cached, 1) && !one_workgroup(cached, 2));
+        // Two dispatches anyway, or rows per workgroup known only to the hardware.
+        assert!(!one_workgroup(Strategy::Split { lanes: 256 }, 1));
+        assert!(!one_workgroup(Strategy::Subgroup, 1));
     }
 
     #[test]
