@@ -114,7 +114,14 @@ fn every_strategy_matches_the_reference() {
     let mut rng = Rng::new("strategies");
     for ctx in contexts() {
         for strategy in Strategy::all(ctx.has_subgroups()) {
-            for (rows, cols) in [(37, 5), (19, 130), (9, 1001), (3, 20000), (300, 1)] {
+            for (rows, cols) in [
+                (37, 5),
+                (19, 130),
+                (9, 1001),
+                (3, 20000),
+                (300, 1),
+                (1100, 7),
+            ] {
                 if let Strategy::Cached { lanes } = strategy
                     && cols > cached_max_cols(lanes) as usize
                 {

@@ -339,7 +339,7 @@ pub enum Strategy {
     /// `lanes` lanes of a workgroup share one row and reduce through barrier trees in
     /// workgroup memory; a 256-lane workgroup holds `256 / lanes` rows. Works everywhere.
     /// `lanes: 1` (`wg1`) is one lane per row, with no reduction and no barrier at all, in
-    /// workgroups of 8 or 64 lanes chosen by the row count (see
+    /// workgroups of 8 or 256 lanes chosen by the row count (see
     /// [`row_softmax::workgroup_lanes`]).
     Workgroup {
         /// Lanes per row: a power of two from 1 to 1024.
@@ -839,8 +839,12 @@ mod tests {
         use row_softmax::workgroup_lanes;
         assert_eq!(workgroup_lanes(1, 8), 8, "8 rows: one 8-lane workgroup");
         assert_eq!(workgroup_lanes(1, 64), 8, "64 rows: 8 workgroups, not 1");
-        assert_eq!(workgroup_lanes(1, 255), 8);
-        assert_eq!(workgroup_lanes(1, 256), 64, "256 rows: 4 workgroups of 64");
+        assert_eq!(workgroup_lanes(1, 1023), 8);
+        assert_eq!(
+            workgroup_lanes(1, 1024),
+            256,
+            "1024 rows: 4 workgroups of 256"
+        );
         assert_eq!(
             workgroup_lanes(8, 5),
             256,

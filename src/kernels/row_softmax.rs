@@ -172,8 +172,11 @@ pub struct RowBuffers<'a> {
 /// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Measured on lavapipe
 /// (which runs a workgroup on one of its 2 threads): 64x262144 ran at 44% of copy in one
 /// 64-lane workgroup and at 66-104% over several runs in 8-, 16- or 32-lane ones; 16384x128
-/// ran 15% slower in 8-lane workgroups than in 32- or 64-lane ones. Two sizes only, as every size is another pipeline
-/// to compile (0.2-3 s each on lavapipe).
+/// ran 15% slower in 8-lane workgroups than in 32- or 64-lane ones. Since lanes take rows
+/// interleaved (team_workgroup.wgsl, `row_per_lane`), 256-lane workgroups beat 64-lane ones
+/// in three interleaved runs each: 65536x128 86-87% of copy against 52-81%, 1024x32000 74-75%
+/// against 69-72%, the other shapes within noise. Two sizes only, as every size is another
+/// pipeline to compile (0.2-3 s each on lavapipe).
 pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
     if lanes > 1 {
         lanes.max(WORKGROUP_LANES)
@@ -185,7 +188,7 @@ pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
 }
 
 /// One lane per row: lanes (rows) per workgroup.
-pub const ROW_PER_LANE_LANES: u32 = 64;
+pub const ROW_PER_LANE_LANES: u32 = 256;
 /// One lane per row, few rows: lanes per workgroup (a whole subgroup on most adapters).
 pub const ROW_PER_LANE_FEW_LANES: u32 = 8;
 /// One lane per row: the fewest workgroups worth spreading the rows over (2 per thread of
