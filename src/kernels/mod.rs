@@ -330,6 +330,19 @@ impl PipelineKey {
     }
 }
 
+/// Software adapters: fewer rows than this, when longer than [`SOFTWARE_LONG_COLS`], share
+/// lanes (see [`Strategy::resolve`]). Measured on lavapipe, `wg1` against `Subgroup` (of-copy
+/// ratio): 1 row 11-14% against 38-41% from 131,072 columns, 3x65536 27-29% against 39%,
+/// 4x32000 / 4x131072 / 4x262144 38/24/27% against 44/31/34%; at 8 rows `wg1` is ahead or
+/// even (8x262144 38% against 33%, 8x100000 31% against 32%; on llvmpipe GL 29% against
+/// `wg8`'s 23%). 5 to 7 rows are unmeasured.
+pub const SOFTWARE_FEW_ROWS: usize = 5;
+/// Software adapters: rows longer than this count as long for [`SOFTWARE_FEW_ROWS`]. At 16,384
+/// columns a single row ran at 36-39% of copy in `wg1` against 50-52% in `wg256` and 42-44% in
+/// `Subgroup`, and 3 rows about even (51-53% against 54%); at 8,192 columns `wg1` held its
+/// own (46-47% against 39-49%).
+pub const SOFTWARE_LONG_COLS: usize = 16_384;
+
 /// How the lanes of the GPU share out the rows: the reduction layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Strategy {
@@ -388,7 +401,7 @@ impl Strategy {
     /// | adapter | shape | choice | why |
     /// |---|---|---|---|
     /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 4096x4096 on lavapipe: 79% of copy, against 67% for `Subgroup` and 50% for `wg8`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
-    /// | software (CPU) | longer rows | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's 65,535 loop turns ([`row_softmax::SOFTWARE_LOOP_TURNS`]; one lane per row fits up to about 500,000 columns, 8 lanes up to about 4 million) |
+    /// | software (CPU) | longer rows, or fewer than [`SOFTWARE_FEW_ROWS`] rows of more than [`SOFTWARE_LONG_COLS`] columns | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's 65,535 loop turns ([`row_softmax::SOFTWARE_LOOP_TURNS`]; one lane per row fits up to about 500,000 columns, 8 lanes up to about 4 million). For a few long rows one lane per row would leave most of llvmpipe's 8 SIMD lanes and one of its 2 threads idle: 1x131072 ran at 14% of copy in `wg1` and 41% in `Subgroup`, 2x262144 at 17% and 36% (llvmpipe GL, `wg8`: 1x131072 17% -> 42%) |
     /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
     /// | GPU | 4,096 < cols <= 16,384 | `Cached { lanes: 256 }` | medium rows: one workgroup per row, the row in registers, the logits read once |
     /// | GPU, subgroups | otherwise | `Subgroup` | no barriers |
@@ -418,8 +431,9 @@ impl Strategy {
         let fits = |team: u32| {
             row_softmax::loop_turns(cols as u64, team.into(), 0) <= row_softmax::SOFTWARE_LOOP_TURNS
         };
+        let few_long_rows = rows < SOFTWARE_FEW_ROWS && cols > SOFTWARE_LONG_COLS;
         match () {
-            _ if software && fits(1) => Strategy::Workgroup { lanes: 1 },
+            _ if software && fits(1) && !few_long_rows => Strategy::Workgroup { lanes: 1 },
             _ if software && subgroup_size.is_some_and(fits) => Strategy::Subgroup,
             _ if software && fits(8) => Strategy::Workgroup { lanes: 8 },
             _ if software => Strategy::Workgroup { lanes: 256 },
@@ -759,6 +773,14 @@ mod tests {
         assert_eq!(auto.resolve(4096, 1000, Some(8), Cpu), row_per_lane);
         assert_eq!(auto.resolve(8, 262_144, Some(8), Cpu), row_per_lane);
         assert_eq!(auto.resolve(4096, 1000, None, Cpu), row_per_lane);
+        // A few long rows share lanes; a few short ones do not.
+        assert_eq!(auto.resolve(4, 16_385, Some(8), Cpu), Strategy::Subgroup);
+        assert_eq!(
+            auto.resolve(1, 131_072, None, Cpu),
+            Strategy::Workgroup { lanes: 8 }
+        );
+        assert_eq!(auto.resolve(3, 16_384, Some(8), Cpu), row_per_lane);
+        assert_eq!(auto.resolve(5, 131_072, Some(8), Cpu), row_per_lane);
         assert_eq!(
             auto.resolve(64, 262_144, Some(32), DiscreteGpu),
             Strategy::Split { lanes: 256 }
