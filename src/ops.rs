@@ -2,7 +2,8 @@
 //! out. Both split batches too large for one storage binding into chunks of whole rows.
 //!
 //! Data flow of a host call, top-down in this file: validate → upload one chunk of rows →
-//! dispatch (row kernel, then the loss sum) → read back → next chunk.
+//! dispatch (row kernel, then the loss sum; a batch of one workgroup sums itself in the row
+//! kernel) → read back → next chunk.
 
 use crate::context::Context;
 use crate::error::{Error, Result};
