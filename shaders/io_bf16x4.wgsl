@@ -1,6 +1,7 @@
 // Element storage of row_softmax.wgsl: bf16 logits in, bf16 output, a block of 4 columns
-// being one vec2<u32> (two words of two bf16 each, low half first: bf16.wgsl, which the host
-// puts in front of this file); all arithmetic in f32. Blocks are whole vec2s of the binding
+// being one 8-byte Block8 (words32.wgsl or words64.wgsl) of two u32 words of two bf16 each,
+// low half first (bf16.wgsl in front of this file, the words file behind it); all arithmetic
+// in f32. Blocks are whole blocks of the binding
 // (the row code aligns them, see io_f32x4.wgsl), so a block's two words belong to one lane
 // and are stored plainly. The loose columns at the row ends can share a word with the
 // neighbouring row's, which another lane writes, so they go through `out_words` (binding 9,
@@ -13,17 +14,16 @@
 // Why: io_bf16.wgsl, two atomics per element, ran at 7% of the copy kernel on lavapipe
 // (8192x1000: 54.7 ms, against 9.6 ms for f32 moving twice the bytes).
 
-@group(0) @binding(1) var<storage, read> logits: array<vec2<u32>>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> logits: array<Block8>;
+@group(0) @binding(6) var<storage, read_write> out: array<Block8>;
 @group(0) @binding(9) var<storage, read_write> out_words: array<atomic<u32>>;
 
 fn load_logit(i: u32) -> f32 {
-    let word = logits[i / 4u][(i / 2u) % 2u];
-    return unpack_bf16(word)[i % 2u];
+    return load_logit4(i - i % 4u)[i % 4u];
 }
 
 fn load_logit4(i: u32) -> vec4<f32> {
-    let words = logits[i / 4u];
+    let words = bits8(logits[i / 4u]);
     return vec4<f32>(unpack_bf16(words.x), unpack_bf16(words.y));
 }
 
@@ -34,5 +34,5 @@ fn store_out(i: u32, v: f32) {
 }
 
 fn store_out4(i: u32, v: vec4<f32>) {
-    out[i / 4u] = vec2<u32>(to_bf16(v.x) | (to_bf16(v.y) << 16u), to_bf16(v.z) | (to_bf16(v.w) << 16u));
+    out[i / 4u] = block8(vec2<u32>(to_bf16(v.x) | (to_bf16(v.y) << 16u), to_bf16(v.z) | (to_bf16(v.w) << 16u)));
 }

@@ -4,9 +4,11 @@
 //! submission of the whole device-resident cross-entropy (mean denominator, row kernel, loss
 //! sum), timed by GPU timestamps written into the encoder before and after it when the
 //! adapter has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else (or with `--wall`) by host wall time
-//! around record + submit + wait. The copy kernel moves the same bytes (read `rows * cols` f32, write as many)
-//! under the same timer, so `copy_ratio = copy time / this time` is the share of the
-//! adapter's own speed of light that the kernel reaches.
+//! around record + submit + wait. The copy kernel moves the same bytes (reads `rows * cols`
+//! elements, writes as many) under the same timer, in 16-byte blocks of the same words as the
+//! kernels' (64-bit ones on software adapters: `Context::words64`, the faster copy there), so
+//! `copy_ratio = copy time / this time` is the share of the adapter's own speed of light that
+//! the kernel reaches. Where the words are 64-bit, `copy-u32` is the copy in 32-bit words.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -50,6 +52,10 @@ pub struct BenchArgs {
     /// the same number of bytes).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// Kernels and copy move 32-bit words even where 64-bit ones are the default (software
+    /// adapters with SHADER_INT64), to measure what the 64-bit words buy.
+    #[arg(long)]
+    words32: bool,
 }
 
 /// One line of the report.
@@ -65,7 +71,7 @@ struct Row {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let ctx = args.gpu.context()?;
+    let ctx = args.gpu.context_with(args.words32.then_some(false))?;
     let shapes = parse_shapes(&args.shapes)?;
     let mut strategies: Vec<Strategy> = vec![Strategy::Auto];
     strategies.extend(Strategy::all(ctx.has_subgroups()));
@@ -86,6 +92,15 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     println!("adapter: {adapter}");
     println!("timer: {}", timer.describe());
     println!("precision: {}", args.precision);
+    let words = if ctx.words64() { 64 } else { 32 };
+    println!(
+        "words: kernels and copy move 16-byte blocks as {words}-bit words{}",
+        if ctx.words64() {
+            " (copy-u32: the copy in 32-bit words)"
+        } else {
+            ""
+        }
+    );
     println!(
         "{:>14} {:>10} {:>10} {:>10} {:>9} {:>8}",
         "shape", "strategy", "median ms", "MB moved", "GB/s", "of copy"
@@ -98,20 +113,27 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         // each per round), so a slow spell of the machine hits all of them alike.
         type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
         let options = CrossEntropyOptions::default();
-        let mut kernels: Vec<(String, Record)> = vec![(
-            "copy".into(),
-            Box::new(|encoder: &mut wgpu::CommandEncoder| {
+        // The copy in the words the kernels use (64-bit on software adapters with
+        // SHADER_INT64: Context::words64), and then also in 32-bit words, to show the gap.
+        let copy = |words64: bool| -> Record {
+            let (ctx, data) = (&ctx, &data);
+            Box::new(move |encoder: &mut wgpu::CommandEncoder| {
                 ml_softmax::kernels::copy::record(
-                    &ctx,
+                    ctx,
                     encoder,
                     &data.logits,
                     &data.grad,
                     // The same bytes as f32 words.
                     (bytes / 2).div_ceil(4) as u32,
+                    words64,
                 )
                 .map_err(|e| e.to_string())
-            }),
-        )];
+            })
+        };
+        let mut kernels: Vec<(String, Record)> = vec![("copy".into(), copy(ctx.words64()))];
+        if ctx.words64() {
+            kernels.push(("copy-u32".into(), copy(false)));
+        }
         for &strategy in &strategies {
             let (ctx, data, options) = (&ctx, &data, &options);
             kernels.push((
@@ -169,7 +191,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = &args.json {
-        write_json(path, &adapter, timer.describe(), &args.precision, &report)?;
+        write_json(
+            path,
+            &adapter,
+            timer.describe(),
+            &args.precision,
+            words,
+            &report,
+        )?;
     }
     if let Some(path) = &args.plot {
         write_svg(path, &adapter, &report)?;
@@ -396,6 +425,7 @@ fn write_json(
     adapter: &str,
     timer: &str,
     precision: &str,
+    words: u32,
     report: &[Row],
 ) -> Result<(), String> {
     let mut s = String::from("[\n");
@@ -403,14 +433,15 @@ fn write_json(
         let _ = writeln!(
             s,
             "  {{\"adapter\": {}, \"timer\": {}, \"strategy\": {}, \"rows\": {}, \"cols\": {}, \
-             \"precision\": {}, \"median_ms\": {:.6}, \"bytes\": {}, \"gbps\": {:.4}, \
-             \"copy_ratio\": {:.4}}}{}",
+             \"precision\": {}, \"words\": {}, \"median_ms\": {:.6}, \"bytes\": {}, \
+             \"gbps\": {:.4}, \"copy_ratio\": {:.4}}}{}",
             json_string(adapter),
             json_string(timer),
             json_string(&r.strategy),
             r.rows,
             r.cols,
             json_string(precision),
+            words,
             r.median_ms,
             r.bytes,
             r.gbps,
@@ -484,7 +515,7 @@ fn write_svg(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String
             .iter()
             .map(|(c, g)| format!("{:.1},{:.1}", x(*c as f64), y(*g)))
             .collect();
-        let dash = if *name == "copy" {
+        let dash = if name.starts_with("copy") {
             " stroke-dasharray=\"6 3\""
         } else {
             ""

@@ -94,6 +94,11 @@ pub struct ContextOptions {
     /// that an element a kernel fails to write shows up as NaN instead of a stale value.
     /// Costs one extra upload per call; the tests turn it on.
     pub poison_outputs: bool,
+    /// Whether the kernels move their 16- and 8-byte blocks as 64-bit words (needs
+    /// `Features::SHADER_INT64`; see [`Context::words64`]). `None`: on software adapters,
+    /// where it was measured faster; `Some(false)`: never; `Some(true)`: wherever the device
+    /// has the feature. Results are the same either way.
+    pub words64: Option<bool>,
 }
 
 impl Default for ContextOptions {
@@ -104,6 +109,7 @@ impl Default for ContextOptions {
             max_chunk_bytes: None,
             wait_timeout: Duration::from_secs(300),
             poison_outputs: false,
+            words64: None,
         }
     }
 }
@@ -154,6 +160,7 @@ pub struct Context {
     pub(crate) max_chunk_bytes: u64,
     pub(crate) wait_timeout: Duration,
     pub(crate) poison_outputs: bool,
+    words64: bool,
     pub(crate) layouts: kernels::Layouts,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
@@ -229,7 +236,8 @@ impl Context {
         let wanted = wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SHADER_INT64;
         let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("ml-softmax"),
@@ -287,8 +295,13 @@ impl Context {
         let binding = limits.max_storage_buffer_binding_size;
         let max_chunk_bytes = options.max_chunk_bytes.unwrap_or(binding).min(binding);
         let layouts = kernels::Layouts::new(&device);
+        let words64 = device.features().contains(wgpu::Features::SHADER_INT64)
+            && options
+                .words64
+                .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         Ok(Self {
             features: device.features(),
+            words64,
             layouts,
             device,
             queue,
@@ -330,6 +343,15 @@ impl Context {
     /// The wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
+    }
+
+    /// Whether the kernels hold their blocks (4 elements, one storage access) as 64-bit words
+    /// (`shaders/words64.wgsl`) rather than 32-bit ones: [`ContextOptions::words64`] on a
+    /// device with `Features::SHADER_INT64`. Software adapters do by default: llvmpipe pays
+    /// each storage access per component, and the copy kernel ran 1.4x faster on lavapipe
+    /// with half the components (BENCHMARKS.md). GPUs keep 32-bit words (not measured).
+    pub fn words64(&self) -> bool {
+        self.words64
     }
 
     /// Whether the adapter runs one subgroup per row (fixed, known subgroup size).

@@ -78,10 +78,16 @@ pub struct GpuArgs {
 impl GpuArgs {
     /// Builds the context these flags ask for.
     pub fn context(&self) -> Result<Context, String> {
+        self.context_with(None)
+    }
+
+    /// [`GpuArgs::context`] with `ContextOptions::words64` set.
+    pub fn context_with(&self, words64: Option<bool>) -> Result<Context, String> {
         let backend: BackendChoice = self.backend.parse().map_err(|e| format!("{e}"))?;
         let ctx = Context::with_options(&ContextOptions {
             backend,
             adapter_name: self.adapter.clone(),
+            words64,
             ..Default::default()
         })
         .map_err(|e| e.to_string())?;

@@ -746,13 +746,26 @@ fn bench_reports_every_strategy_against_the_copy_kernel() {
     assert_success(&out);
     let text = fs::read_to_string(&json).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains('{')).collect();
-    assert_eq!(lines.len(), 2 * 4, "copy + 3 strategies per shape:\n{text}");
+    // Where the kernels move 64-bit words (software adapters with SHADER_INT64), the copy in
+    // 32-bit words is reported too.
+    let words = json_field(lines[0], "words").to_string();
+    let kernels: &[&str] = match words.as_str() {
+        "64" => &["copy", "copy-u32", "auto", "wg1", "wg8"],
+        "32" => &["copy", "auto", "wg1", "wg8"],
+        other => panic!("words {other:?}"),
+    };
+    assert_eq!(
+        lines.len(),
+        2 * kernels.len(),
+        "per shape {kernels:?}:\n{text}"
+    );
     for (line, (shape, strategy)) in lines.iter().zip(
         [(9, 12), (3, 5)]
             .iter()
-            .flat_map(|s| ["copy", "auto", "wg1", "wg8"].map(|k| (s, k))),
+            .flat_map(|s| kernels.iter().map(move |k| (s, *k))),
     ) {
         assert_eq!(json_field(line, "strategy"), strategy, "{line}");
+        assert_eq!(json_field(line, "words"), words, "{line}");
         assert_eq!(json_field(line, "rows"), shape.0.to_string(), "{line}");
         assert_eq!(json_field(line, "cols"), shape.1.to_string(), "{line}");
         assert!(!json_field(line, "adapter").is_empty());

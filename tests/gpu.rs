@@ -1192,6 +1192,120 @@ fn half_precision_on_the_device() {
     }
 }
 
+/// 64-bit and 32-bit words (`ContextOptions::words64`) move the same bits: the kernels give
+/// bit-identical results either way, which match the reference, and the copy kernel copies
+/// exactly. Run on every adapter with `SHADER_INT64` (lavapipe); where none has it, only
+/// 32-bit words exist and `words64()` must say so.
+#[test]
+fn both_word_sizes_give_the_same_bits() {
+    let mut rng = Rng::new("word sizes");
+    let with = |words64| ContextOptions {
+        poison_outputs: true,
+        words64: Some(words64),
+        ..Default::default()
+    };
+    let narrow = Context::all(BackendChoice::Auto, &with(false)).unwrap();
+    let wide = Context::all(BackendChoice::Auto, &with(true)).unwrap();
+    assert!(!narrow.is_empty(), "no adapter: this GPU test cannot run");
+    let mut compared = 0;
+    for (n, w) in narrow.iter().zip(&wide) {
+        let name = w.adapter_info().name.clone();
+        let int64 = w.device().features().contains(wgpu::Features::SHADER_INT64);
+        assert!(!n.words64(), "{name}: words64 was refused");
+        assert_eq!(w.words64(), int64, "{name}: words64 wherever SHADER_INT64");
+        if !int64 {
+            eprintln!("{name}: no SHADER_INT64, only 32-bit words");
+            continue;
+        }
+        compared += 1;
+        // 1001 columns: loose columns at both ends of most rows, around whole blocks.
+        let (rows, cols) = (5, 1001);
+        let z = rng.logits(rows * cols, 2.0);
+        let labels = rng.labels(rows, cols);
+        let options = CrossEntropyOptions::default();
+        let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
+        let run = |ctx: &Context| {
+            ctx.cross_entropy_with(&z, &labels, rows, cols, &options, Strategy::Auto)
+                .unwrap()
+        };
+        let (a, b) = (run(n), run(w));
+        assert_output_close(&format!("{name} f32 32-bit words"), &a, &cpu, 0.2);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        same_bits(
+            &format!("{name} f32 gradients"),
+            &bits(&a.grad),
+            &bits(&b.grad),
+        );
+        assert_eq!(
+            a.loss.to_bits(),
+            b.loss.to_bits(),
+            "{name}: f32 losses differ"
+        );
+        for precision in [Precision::F16, Precision::Bf16] {
+            if precision == Precision::F16
+                && !w.device().features().contains(wgpu::Features::SHADER_F16)
+            {
+                continue;
+            }
+            let (half, zh) = to_half(&z, precision);
+            let cpu = reference::cross_entropy(&zh, &labels, rows, cols, &options).unwrap();
+            let run = |ctx: &Context| {
+                ctx.cross_entropy_half(
+                    &half,
+                    precision,
+                    ml_softmax::Targets::Classes(&labels),
+                    rows,
+                    cols,
+                    &options,
+                    Strategy::Auto,
+                )
+                .unwrap()
+            };
+            let (a, b) = (run(n), run(w));
+            let what = format!("{name} {precision:?}");
+            assert_half_output_close(&format!("{what} 32-bit words"), &a, &cpu, precision);
+            same_bits(&format!("{what} gradients"), &a.grad, &b.grad);
+            assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "{what}: losses differ");
+        }
+        // The copy kernel, in both words, on the same (non-zero) data.
+        let len = 4 * 1001;
+        let src_data = rng.logits(len, 2.0);
+        let src = storage_init(w, "copy src", &src_data, wgpu::BufferUsages::empty());
+        for words64 in [false, true] {
+            let dst = storage_init(
+                w,
+                "copy dst",
+                &vec![f32::NAN; len],
+                wgpu::BufferUsages::empty(),
+            );
+            let mut encoder = w.device().create_command_encoder(&Default::default());
+            ml_softmax::kernels::copy::record(w, &mut encoder, &src, &dst, len as u32, words64)
+                .unwrap();
+            w.queue().submit([encoder.finish()]);
+            assert_eq!(
+                bits(&read(w, &dst)),
+                bits(&src_data),
+                "{name}: copy words64={words64}"
+            );
+        }
+    }
+    eprintln!("word sizes compared on {compared} adapter(s)");
+}
+
+/// `a` and `b` hold the same values; a failure names the first that differs.
+fn same_bits<T: PartialEq + std::fmt::Debug>(what: &str, a: &[T], b: &[T]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+        let n = (0..a.len()).filter(|&i| a[i] != b[i]).count();
+        panic!(
+            "{what}: {n} of {} differ, first at {i}: {:?} against {:?}",
+            a.len(),
+            a[i],
+            b[i]
+        );
+    }
+}
+
 // ---- faults: out of memory and a lost device ----
 
 #[test]

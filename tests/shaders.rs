@@ -11,7 +11,11 @@ fn validator_for(module: ModuleKey) -> Validator {
         caps |= Capabilities::SUBGROUP;
     }
     if module.needs_f16() {
-        caps |= Capabilities::SHADER_FLOAT16;
+        // unpack2x16float / pack2x16float (io_f16x4.wgsl): every adapter with f16 has them.
+        caps |= Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    }
+    if module.needs_int64() {
+        caps |= Capabilities::SHADER_INT64;
     }
     let subgroups = module.needs_subgroups();
     let mut v = Validator::new(ValidationFlags::all(), caps);
@@ -58,7 +62,7 @@ fn the_workgroup_module_needs_no_subgroup_feature() {
     // GL adapters have no subgroups: the fallback must validate without the capability.
     for io in Io::ALL
         .into_iter()
-        .filter(|io| io.precision != Precision::F16)
+        .filter(|io| io.precision != Precision::F16 && !io.words64)
     {
         let module = ModuleKey::RowSoftmax {
             team: TeamKind::Workgroup,
@@ -110,8 +114,8 @@ fn specialise(key: &PipelineKey, parsed: &naga::Module, info: &naga::valid::Modu
     )
     .unwrap_or_else(|e| panic!("{key:?}: SPIR-V output failed: {e}"));
 
-    // GL runs neither subgroups nor f16.
-    if !module.needs_subgroups() && !module.needs_f16() {
+    // GL runs neither subgroups nor f16 nor 64-bit integers.
+    if !module.needs_subgroups() && !module.needs_f16() && !module.needs_int64() {
         let options = naga::back::glsl::Options {
             version: naga::back::glsl::Version::Embedded {
                 version: 310,

@@ -13,34 +13,43 @@ pub const BINDINGS: &[(u32, Binding)] = &[
     (2, Binding::ReadWrite),
 ];
 
-/// Lanes' share of the copy: each lane copies about this many vec4s, so the grid stays
+/// Lanes' share of the copy: each lane copies about this many blocks, so the grid stays
 /// small enough for one dispatch.
 const VECTORS_PER_LANE: u64 = 4;
 
-/// f32 elements per vector (the kernel moves `vec4<f32>`).
+/// f32 elements per block (the kernel moves 16-byte blocks).
 const VECTOR: u64 = 4;
 
 /// `struct Params` of copy.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct Params {
-    /// vec4s to copy.
+    /// Blocks to copy.
     pub vectors: u32,
     /// Padding to 16 bytes.
     pub _pad: [u32; 3],
 }
 
 /// Records `dst[i] = src[i]` for `len` f32 elements into `encoder`. The kernel moves whole
-/// vec4s, so both buffers must hold `len` rounded up to a multiple of 4 elements.
+/// 16-byte blocks, so both buffers must hold `len` rounded up to a multiple of 4 elements;
+/// as two 64-bit words each when `words64` (the device must have `Features::SHADER_INT64`),
+/// else as four 32-bit words.
 pub fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     src: &wgpu::Buffer,
     dst: &wgpu::Buffer,
     len: u32,
+    words64: bool,
 ) -> Result<()> {
+    if words64 && !ctx.features.contains(wgpu::Features::SHADER_INT64) {
+        return Err(Error::Unsupported {
+            adapter: ctx.adapter_info().name.clone(),
+            what: "a copy in 64-bit words needs Features::SHADER_INT64".into(),
+        });
+    }
     let key = PipelineKey {
-        module: ModuleKey::Copy,
+        module: ModuleKey::Copy { words64 },
         entry: 0,
         workgroup_size: WORKGROUP_LANES,
         team_size: 0,
@@ -52,7 +61,7 @@ pub fn record(
     let bytes = vectors * VECTOR * 4;
     if src.size() < bytes || dst.size() < bytes {
         return Err(Error::Validation(format!(
-            "copy of {len} elements needs buffers of {bytes} bytes (whole vec4s)"
+            "copy of {len} elements needs buffers of {bytes} bytes (whole 16-byte blocks)"
         )));
     }
     let pipeline = ctx.pipeline(key)?;
@@ -66,7 +75,7 @@ pub fn record(
     );
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("copy"),
-        layout: ctx.layouts.bind_group_layout(ModuleKey::Copy),
+        layout: ctx.layouts.bind_group_layout(key.module),
         entries: &[entry(0, &params), entry(1, src), entry(2, dst)],
     });
     let lanes = vectors.div_ceil(VECTORS_PER_LANE);

@@ -4,11 +4,13 @@
 //! One module per pipeline family:
 //! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
 //!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
-//!   twins `io_*x4.wgsl`; the bf16 ones after `bf16.wgsl`) and a team file,
-//!   `team_workgroup.wgsl` or `team_subgroup.wgsl`, and `kahan.wgsl`);
+//!   twins `io_*x4.wgsl`, which take `words32.wgsl` or `words64.wgsl` behind them; the bf16
+//!   ones after `bf16.wgsl`) and a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`,
+//!   and `kahan.wgsl`);
 //! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`, after
 //!   `kahan.wgsl`);
-//! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`).
+//! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`, after
+//!   `words32.wgsl` or `words64.wgsl`).
 
 pub mod batch_sum;
 pub mod copy;
@@ -32,6 +34,8 @@ const IO_BF16X4: &str = include_str!("../../shaders/io_bf16x4.wgsl");
 const KAHAN: &str = include_str!("../../shaders/kahan.wgsl");
 const BATCH_SUM: &str = include_str!("../../shaders/batch_sum.wgsl");
 const COPY: &str = include_str!("../../shaders/copy.wgsl");
+const WORDS32: &str = include_str!("../../shaders/words32.wgsl");
+const WORDS64: &str = include_str!("../../shaders/words64.wgsl");
 
 /// Lanes per workgroup of the workgroup-tree strategy (or the team size, when larger).
 pub const WORKGROUP_LANES: u32 = 256;
@@ -84,28 +88,39 @@ pub struct Io {
     /// Logits and output bound as arrays of 4-element vectors (io_f32x4.wgsl,
     /// io_f16x4.wgsl, io_bf16x4.wgsl), when the buffers allow it (see [`Io::for_rows`]).
     pub vec4: bool,
+    /// The vectors held as 64-bit words (words64.wgsl, needs `Features::SHADER_INT64`)
+    /// instead of 32-bit ones (words32.wgsl); see [`crate::Context::words64`]. Only with
+    /// `vec4`.
+    pub words64: bool,
 }
 
 impl Io {
-    /// Every io variant the shaders have (bf16 has no in-place variant).
-    pub const ALL: [Io; 10] = [
-        Io::new(Precision::F32, false, false),
-        Io::new(Precision::F32, true, false),
-        Io::new(Precision::F32, false, true),
-        Io::new(Precision::F32, true, true),
-        Io::new(Precision::F16, false, false),
-        Io::new(Precision::F16, true, false),
-        Io::new(Precision::F16, false, true),
-        Io::new(Precision::F16, true, true),
-        Io::new(Precision::Bf16, false, false),
-        Io::new(Precision::Bf16, false, true),
+    /// Every io variant the shaders have (bf16 has no in-place variant; scalar files have
+    /// no word size).
+    pub const ALL: [Io; 15] = [
+        Io::new(Precision::F32, false, false, false),
+        Io::new(Precision::F32, true, false, false),
+        Io::new(Precision::F32, false, true, false),
+        Io::new(Precision::F32, true, true, false),
+        Io::new(Precision::F32, false, true, true),
+        Io::new(Precision::F32, true, true, true),
+        Io::new(Precision::F16, false, false, false),
+        Io::new(Precision::F16, true, false, false),
+        Io::new(Precision::F16, false, true, false),
+        Io::new(Precision::F16, true, true, false),
+        Io::new(Precision::F16, false, true, true),
+        Io::new(Precision::F16, true, true, true),
+        Io::new(Precision::Bf16, false, false, false),
+        Io::new(Precision::Bf16, false, true, false),
+        Io::new(Precision::Bf16, false, true, true),
     ];
 
-    const fn new(precision: Precision, in_place: bool, vec4: bool) -> Self {
+    const fn new(precision: Precision, in_place: bool, vec4: bool, words64: bool) -> Self {
         Io {
             precision,
             in_place,
             vec4,
+            words64,
         }
     }
 
@@ -113,15 +128,17 @@ impl Io {
     /// bound as whole 4-element vectors (`vector_bases`: their element offsets in such
     /// bindings, from [`Slice::bind_vectors`]) at the same offset modulo 4, so that every
     /// block of 4 columns the row code reads is one vector of each; everything else takes
-    /// scalar access. (bf16 in place has no vector file, as it has no scalar one.)
+    /// scalar access. (bf16 in place has no vector file, as it has no scalar one.) The
+    /// vectors are 64-bit words when `words64`.
     pub fn for_rows(
         precision: Precision,
         in_place: bool,
         vector_bases: Option<(u32, u32)>,
+        words64: bool,
     ) -> Self {
         let vec4 = vector_bases.is_some_and(|(logits, out)| logits % 4 == out % 4)
             && !(precision == Precision::Bf16 && in_place);
-        Io::new(precision, in_place, vec4)
+        Io::new(precision, in_place, vec4, vec4 && words64)
     }
 
     /// The WGSL text of the io file.
@@ -139,8 +156,20 @@ impl Io {
         } else {
             text.to_string()
         };
+        // After the io file, whose `enable f16;` must open the module (WGSL declarations
+        // may be used before they appear).
+        let text = if self.vec4 {
+            format!("{text}\n{}", words(self.words64))
+        } else {
+            text
+        };
         if self.in_place { in_place(&text) } else { text }
     }
+}
+
+/// The file that says how the vector io files and the copy kernel hold a block.
+fn words(words64: bool) -> &'static str {
+    if words64 { WORDS64 } else { WORDS32 }
 }
 
 /// The in-place variant of an io file (see io_f32.wgsl): `logits` becomes read_write, the
@@ -172,7 +201,10 @@ pub enum ModuleKey {
     /// Batch sums for the reductions.
     BatchSum,
     /// The copy kernel.
-    Copy,
+    Copy {
+        /// Blocks held as 64-bit words (words64.wgsl) instead of 32-bit ones.
+        words64: bool,
+    },
 }
 
 impl ModuleKey {
@@ -184,7 +216,11 @@ impl ModuleKey {
                 all.push(ModuleKey::RowSoftmax { team, io });
             }
         }
-        all.extend([ModuleKey::BatchSum, ModuleKey::Copy]);
+        all.extend([
+            ModuleKey::BatchSum,
+            ModuleKey::Copy { words64: false },
+            ModuleKey::Copy { words64: true },
+        ]);
         all
     }
 
@@ -200,7 +236,7 @@ impl ModuleKey {
                 format!("{io}\n{team}\n{KAHAN}\n{ROW_SOFTMAX}")
             }
             ModuleKey::BatchSum => format!("{KAHAN}\n{BATCH_SUM}"),
-            ModuleKey::Copy => COPY.to_string(),
+            ModuleKey::Copy { words64 } => format!("{}\n{COPY}", words(words64)),
         }
     }
 
@@ -209,7 +245,7 @@ impl ModuleKey {
         match self {
             ModuleKey::RowSoftmax { team, io } => format!("row_softmax {team:?} {io:?}"),
             ModuleKey::BatchSum => "batch_sum".into(),
-            ModuleKey::Copy => "copy".into(),
+            ModuleKey::Copy { words64 } => format!("copy words64={words64}"),
         }
     }
 
@@ -225,6 +261,15 @@ impl ModuleKey {
                 ..
             }
         )
+    }
+
+    /// Whether the module needs `Features::SHADER_INT64` (64-bit words).
+    pub fn needs_int64(self) -> bool {
+        match self {
+            ModuleKey::RowSoftmax { io, .. } => io.words64,
+            ModuleKey::Copy { words64 } => words64,
+            ModuleKey::BatchSum => false,
+        }
     }
 
     /// Whether the module needs `Features::SUBGROUP`.
@@ -252,7 +297,7 @@ impl ModuleKey {
             ],
             ModuleKey::RowSoftmax { .. } => &["softmax_main", "cross_entropy_main"],
             ModuleKey::BatchSum => &["target_weight_sum", "loss_sum"],
-            ModuleKey::Copy => &["copy_main"],
+            ModuleKey::Copy { .. } => &["copy_main"],
         }
     }
 }
@@ -548,7 +593,7 @@ impl Layouts {
             ModuleKey::RowSoftmax { io, .. } if io.in_place => &self.row_softmax_inplace,
             ModuleKey::RowSoftmax { .. } => &self.row_softmax,
             ModuleKey::BatchSum => &self.batch_sum,
-            ModuleKey::Copy => &self.copy,
+            ModuleKey::Copy { .. } => &self.copy,
         }
     }
 }
@@ -736,15 +781,17 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             options: Specialisation::default(),
         });
     }
-    keys.push(PipelineKey {
-        module: ModuleKey::Copy,
-        entry: 0,
-        workgroup_size: WORKGROUP_LANES,
-        team_size: 0,
-        cache_blocks: 0,
-        whole_batch: false,
-        options: Specialisation::default(),
-    });
+    for words64 in [false, true] {
+        keys.push(PipelineKey {
+            module: ModuleKey::Copy { words64 },
+            entry: 0,
+            workgroup_size: WORKGROUP_LANES,
+            team_size: 0,
+            cache_blocks: 0,
+            whole_batch: false,
+            options: Specialisation::default(),
+        });
+    }
     // Every option specialisation of every row_softmax key.
     let mut all = Vec::new();
     for key in keys {
@@ -829,7 +876,7 @@ mod tests {
 
     #[test]
     fn vector_io_only_where_logits_and_output_line_up_in_whole_vectors() {
-        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases).vec4;
+        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases, false).vec4;
         assert!(f32_io(Some((0, 0))));
         assert!(f32_io(Some((2, 6))), "both start 2 elements into a vec4");
         assert!(
@@ -837,23 +884,30 @@ mod tests {
             "blocks of the output would straddle vec4s"
         );
         assert!(!f32_io(None), "a buffer too short for whole vec4s");
-        assert!(Io::for_rows(Precision::F16, true, Some((2, 2))).vec4);
-        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0))).vec4);
+        assert!(Io::for_rows(Precision::F16, true, Some((2, 2)), false).vec4);
+        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0)), false).vec4);
         assert!(
-            !Io::for_rows(Precision::Bf16, true, Some((0, 0))).vec4,
+            !Io::for_rows(Precision::Bf16, true, Some((0, 0)), false).vec4,
             "bf16 has no in-place file"
         );
+        assert!(
+            !Io::for_rows(Precision::F32, false, None, true).words64,
+            "scalar files have no word size"
+        );
+        assert!(Io::for_rows(Precision::F32, false, Some((0, 0)), true).words64);
         // Every io a dispatch can get has its shader (bf16 in place is refused before).
         for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
             for in_place in [false, true] {
                 for bases in [Some((0, 0)), None] {
-                    let io = Io::for_rows(precision, in_place, bases);
-                    let refused = precision == Precision::Bf16 && in_place;
-                    assert!(refused || Io::ALL.contains(&io), "{io:?}");
+                    for words64 in [false, true] {
+                        let io = Io::for_rows(precision, in_place, bases, words64);
+                        let refused = precision == Precision::Bf16 && in_place;
+                        assert!(refused || Io::ALL.contains(&io), "{io:?}");
+                    }
                 }
             }
         }
-        assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, Some((0, 0)))));
+        assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, Some((0, 0)), false)));
     }
 
     #[test]

@@ -317,7 +317,7 @@ pub fn record(
     let bases = vectors
         .as_ref()
         .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)));
-    let io = Io::for_rows(bufs.precision, in_place, bases);
+    let io = Io::for_rows(bufs.precision, in_place, bases, ctx.words64());
     let ((logits, logits_base), out) = match vectors {
         Some(v) if io.vec4 => v,
         _ => (bufs.logits.bind(align), bufs.out.map(|out| out.bind(align))),
