@@ -52,10 +52,10 @@ pub struct BenchArgs {
     /// the same number of bytes).
     #[arg(long, default_value = "f32")]
     precision: String,
-    /// Kernels and copy move 32-bit words even where 64-bit ones are the default (software
-    /// adapters with SHADER_INT64), to measure what the 64-bit words buy.
+    /// Leave out the io paths of software adapters (64-bit words, f16 converted by bit
+    /// operations: `ContextOptions::software_io`), to measure what they buy.
     #[arg(long)]
-    words32: bool,
+    no_software_io: bool,
 }
 
 /// One line of the report.
@@ -71,7 +71,9 @@ struct Row {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let ctx = args.gpu.context_with(args.words32.then_some(false))?;
+    let ctx = args
+        .gpu
+        .context_with(args.no_software_io.then_some(false))?;
     let shapes = parse_shapes(&args.shapes)?;
     let mut strategies: Vec<Strategy> = vec![Strategy::Auto];
     strategies.extend(Strategy::all(ctx.has_subgroups()));

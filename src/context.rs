@@ -94,11 +94,13 @@ pub struct ContextOptions {
     /// that an element a kernel fails to write shows up as NaN instead of a stale value.
     /// Costs one extra upload per call; the tests turn it on.
     pub poison_outputs: bool,
-    /// Whether the kernels move their 16- and 8-byte blocks as 64-bit words (needs
-    /// `Features::SHADER_INT64`; see [`Context::words64`]). `None`: on software adapters,
-    /// where it was measured faster; `Some(false)`: never; `Some(true)`: wherever the device
-    /// has the feature. Results are the same either way.
-    pub words64: Option<bool>,
+    /// Whether the kernels take the io paths measured faster on software adapters
+    /// (llvmpipe): blocks moved as 64-bit words where the device has
+    /// `Features::SHADER_INT64` ([`Context::words64`]), and halves converted by bit
+    /// operations ([`Context::f16_bits`]). `None`: on software adapters only (GPUs keep
+    /// 32-bit words and their f16 instructions; not measured); `Some(_)`: forced either way.
+    /// Results are the same bits either way (tests/gpu.rs checks).
+    pub software_io: Option<bool>,
 }
 
 impl Default for ContextOptions {
@@ -109,7 +111,7 @@ impl Default for ContextOptions {
             max_chunk_bytes: None,
             wait_timeout: Duration::from_secs(300),
             poison_outputs: false,
-            words64: None,
+            software_io: None,
         }
     }
 }
@@ -161,6 +163,7 @@ pub struct Context {
     pub(crate) wait_timeout: Duration,
     pub(crate) poison_outputs: bool,
     words64: bool,
+    f16_bits: bool,
     pub(crate) layouts: kernels::Layouts,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
@@ -295,13 +298,14 @@ impl Context {
         let binding = limits.max_storage_buffer_binding_size;
         let max_chunk_bytes = options.max_chunk_bytes.unwrap_or(binding).min(binding);
         let layouts = kernels::Layouts::new(&device);
-        let words64 = device.features().contains(wgpu::Features::SHADER_INT64)
-            && options
-                .words64
-                .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
+        let software_io = options
+            .software_io
+            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
+        let words64 = software_io && device.features().contains(wgpu::Features::SHADER_INT64);
         Ok(Self {
             features: device.features(),
             words64,
+            f16_bits: software_io,
             layouts,
             device,
             queue,
@@ -346,12 +350,19 @@ impl Context {
     }
 
     /// Whether the kernels hold their blocks (4 elements, one storage access) as 64-bit words
-    /// (`shaders/words64.wgsl`) rather than 32-bit ones: [`ContextOptions::words64`] on a
-    /// device with `Features::SHADER_INT64`. Software adapters do by default: llvmpipe pays
-    /// each storage access per component, and the copy kernel ran 1.4x faster on lavapipe
-    /// with half the components (BENCHMARKS.md). GPUs keep 32-bit words (not measured).
+    /// (`shaders/words64.wgsl`) rather than 32-bit ones: [`ContextOptions::software_io`] on a
+    /// device with `Features::SHADER_INT64`. llvmpipe pays each storage access per
+    /// component, and the copy kernel ran 1.4x faster on lavapipe with half the components
+    /// (BENCHMARKS.md).
     pub fn words64(&self) -> bool {
         self.words64
+    }
+
+    /// Whether the f16 vector io converts halves by integer and f32 operations
+    /// (`shaders/f16.wgsl`) rather than `unpack2x16float` / `pack2x16float`, which llvmpipe
+    /// runs lane by lane: [`ContextOptions::software_io`].
+    pub fn f16_bits(&self) -> bool {
+        self.f16_bits
     }
 
     /// Whether the adapter runs one subgroup per row (fixed, known subgroup size).

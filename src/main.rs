@@ -81,13 +81,13 @@ impl GpuArgs {
         self.context_with(None)
     }
 
-    /// [`GpuArgs::context`] with `ContextOptions::words64` set.
-    pub fn context_with(&self, words64: Option<bool>) -> Result<Context, String> {
+    /// [`GpuArgs::context`] with `ContextOptions::software_io` set.
+    pub fn context_with(&self, software_io: Option<bool>) -> Result<Context, String> {
         let backend: BackendChoice = self.backend.parse().map_err(|e| format!("{e}"))?;
         let ctx = Context::with_options(&ContextOptions {
             backend,
             adapter_name: self.adapter.clone(),
-            words64,
+            software_io,
             ..Default::default()
         })
         .map_err(|e| e.to_string())?;

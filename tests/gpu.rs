@@ -1192,16 +1192,17 @@ fn half_precision_on_the_device() {
     }
 }
 
-/// 64-bit and 32-bit words (`ContextOptions::words64`) move the same bits: the kernels give
-/// bit-identical results either way, which match the reference, and the copy kernel copies
-/// exactly. Run on every adapter with `SHADER_INT64` (lavapipe); where none has it, only
-/// 32-bit words exist and `words64()` must say so.
+/// The io paths of software adapters (`ContextOptions::software_io`: 64-bit words, f16
+/// converted by bit operations) and the GPUs' (32-bit words, `unpack2x16float` /
+/// `pack2x16float`) give bit-identical results, which match the reference, and the copy
+/// kernel copies exactly in both words. 64-bit words need `SHADER_INT64` (lavapipe has it,
+/// llvmpipe GL not: there `words64()` must say no).
 #[test]
-fn both_word_sizes_give_the_same_bits() {
-    let mut rng = Rng::new("word sizes");
-    let with = |words64| ContextOptions {
+fn both_io_paths_give_the_same_bits() {
+    let mut rng = Rng::new("io paths");
+    let with = |software| ContextOptions {
         poison_outputs: true,
-        words64: Some(words64),
+        software_io: Some(software),
         ..Default::default()
     };
     let narrow = Context::all(BackendChoice::Auto, &with(false)).unwrap();
@@ -1211,10 +1212,15 @@ fn both_word_sizes_give_the_same_bits() {
     for (n, w) in narrow.iter().zip(&wide) {
         let name = w.adapter_info().name.clone();
         let int64 = w.device().features().contains(wgpu::Features::SHADER_INT64);
-        assert!(!n.words64(), "{name}: words64 was refused");
+        assert!(
+            !n.words64() && !n.f16_bits(),
+            "{name}: software io was refused"
+        );
         assert_eq!(w.words64(), int64, "{name}: words64 wherever SHADER_INT64");
-        if !int64 {
-            eprintln!("{name}: no SHADER_INT64, only 32-bit words");
+        assert!(w.f16_bits(), "{name}: f16 by bits when asked");
+        let has_f16 = w.device().features().contains(wgpu::Features::SHADER_F16);
+        if !int64 && !has_f16 {
+            eprintln!("{name}: no SHADER_INT64 nor SHADER_F16, one io path only");
             continue;
         }
         compared += 1;
@@ -1242,9 +1248,7 @@ fn both_word_sizes_give_the_same_bits() {
             "{name}: f32 losses differ"
         );
         for precision in [Precision::F16, Precision::Bf16] {
-            if precision == Precision::F16
-                && !w.device().features().contains(wgpu::Features::SHADER_F16)
-            {
+            if precision == Precision::F16 && !has_f16 {
                 continue;
             }
             let (half, zh) = to_half(&z, precision);
@@ -1271,7 +1275,7 @@ fn both_word_sizes_give_the_same_bits() {
         let len = 4 * 1001;
         let src_data = rng.logits(len, 2.0);
         let src = storage_init(w, "copy src", &src_data, wgpu::BufferUsages::empty());
-        for words64 in [false, true] {
+        for words64 in [false, int64] {
             let dst = storage_init(
                 w,
                 "copy dst",
@@ -1289,7 +1293,7 @@ fn both_word_sizes_give_the_same_bits() {
             );
         }
     }
-    eprintln!("word sizes compared on {compared} adapter(s)");
+    eprintln!("io paths compared on {compared} adapter(s)");
 }
 
 /// `a` and `b` hold the same values; a failure names the first that differs.
@@ -1302,6 +1306,154 @@ fn same_bits<T: PartialEq + std::fmt::Debug>(what: &str, a: &[T], b: &[T]) {
             a.len(),
             a[i],
             b[i]
+        );
+    }
+}
+
+/// f16.wgsl's conversions by bit operations (io_f16x4.wgsl with `F16_BITS`, software
+/// adapters) against the `half` crate: every one of the 65,536 halves to f32 (exact), and f32
+/// to half (round to nearest even) for values at and around every rounding boundary of every
+/// half exponent, the overflow and subnormal edges, and the specials. They use no f16 type,
+/// so they run on every adapter.
+#[test]
+fn f16_bit_conversions_match_the_half_crate() {
+    const KERNEL: &str = r#"
+@group(0) @binding(0) var<storage, read> halves: array<u32>;
+@group(0) @binding(1) var<storage, read_write> widened: array<u32>;
+@group(0) @binding(2) var<storage, read> floats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> narrowed: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = 4u * (gid.x + 65535u * 64u * gid.y);
+    if q + 3u < arrayLength(&halves) {
+        let f = f32_of_f16(vec4<u32>(halves[q], halves[q + 1u], halves[q + 2u], halves[q + 3u]));
+        for (var k = 0u; k < 4u; k++) {
+            widened[q + k] = bitcast<u32>(f[k]);
+        }
+    }
+    if q + 3u < arrayLength(&floats) {
+        let h = f16_of_f32(vec4<f32>(floats[q], floats[q + 1u], floats[q + 2u], floats[q + 3u]));
+        for (var k = 0u; k < 4u; k++) {
+            narrowed[q + k] = h[k];
+        }
+    }
+}
+"#;
+    let halves: Vec<u32> = (0..=u16::MAX).map(u32::from).collect();
+    // f32 bits at every half exponent (and past both ends), around the rounding point of the
+    // 13 dropped mantissa bits (0x1000 is a tie) with both parities of the kept bit.
+    let mut floats: Vec<f32> = Vec::new();
+    for exponent in 127 - 28..=127 + 17 {
+        for mantissa in [
+            0, 1, 0x0fff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x2fff, 0x3000, 0x3001, 0x7f_e000,
+            0x7f_efff, 0x7f_f000, 0x7f_f001, 0x7f_ffff, 0x12_3456, 0x55_5555,
+        ] {
+            let bits = (exponent << 23) | mantissa;
+            floats.push(f32::from_bits(bits));
+            floats.push(-f32::from_bits(bits));
+        }
+    }
+    floats.extend([
+        0.0,
+        -0.0,
+        65504.0,
+        65519.996,
+        65520.0,
+        1e9,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        1e-40, // an f32 denormal
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    let mut rng = Rng::new("f16 bits");
+    floats.extend(rng.logits(4000, 1e3));
+    floats.resize(floats.len().next_multiple_of(4), 1.0);
+    for ctx in contexts() {
+        let name = ctx.adapter_info().name.clone();
+        let source = format!("{}\n{KERNEL}", include_str!("../shaders/f16.wgsl"));
+        let module = ctx
+            .device()
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("f16 bits test"),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = ctx
+            .device()
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("f16 bits test"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let input = |label, bytes: &[u8]| {
+            ctx.device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        };
+        let poisoned =
+            |n: usize| storage_init(ctx, "out", &vec![f32::NAN; n], wgpu::BufferUsages::empty());
+        let (h_in, f_in) = (
+            input("halves", bytemuck::cast_slice(&halves)),
+            input("floats", bytemuck::cast_slice(&floats)),
+        );
+        let (h_out, f_out) = (poisoned(halves.len()), poisoned(floats.len()));
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[&h_in, &h_out, &f_in, &f_out]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect::<Vec<_>>(),
+        });
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups((halves.len() / 4).div_ceil(64) as u32, 1, 1);
+        }
+        ctx.queue().submit([encoder.finish()]);
+        let widened: Vec<u32> = bytemuck::cast_slice(&read(ctx, &h_out)).to_vec();
+        for (&h, &got) in halves.iter().zip(&widened) {
+            let want = half::f16::from_bits(h as u16).to_f32();
+            let got = f32::from_bits(got);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{name}: half {h:#06x} -> {got:e} ({:#010x}), want {want:e}",
+                got.to_bits()
+            );
+        }
+        let narrowed: Vec<u32> = bytemuck::cast_slice(&read(ctx, &f_out)).to_vec();
+        for (&v, &got) in floats.iter().zip(&narrowed) {
+            let want = half::f16::from_f32(v);
+            let ok = if want.is_nan() {
+                (got & 0x7c00) == 0x7c00 && (got & 0x3ff) != 0 && got <= 0xffff
+            } else {
+                got == u32::from(want.to_bits())
+            };
+            assert!(
+                ok,
+                "{name}: {v:e} ({:#010x}) -> {got:#06x}, want {:#06x}",
+                v.to_bits(),
+                want.to_bits()
+            );
+        }
+        eprintln!(
+            "{name}: {} halves and {} floats converted exactly",
+            halves.len(),
+            floats.len()
         );
     }
 }

@@ -126,6 +126,7 @@ fn record_one(
         cache_blocks: 0,
         whole_batch: false,
         options: Default::default(),
+        f16_bits: false,
     })?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (labels, base) = labels.bind(align);

@@ -56,6 +56,7 @@ pub fn record(
         cache_blocks: 0,
         whole_batch: false,
         options: Default::default(),
+        f16_bits: false,
     };
     let vectors = u64::from(len).div_ceil(VECTOR);
     let bytes = vectors * VECTOR * 4;

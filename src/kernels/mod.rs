@@ -29,6 +29,7 @@ const IO_F32X4: &str = include_str!("../../shaders/io_f32x4.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
 const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
 const BF16: &str = include_str!("../../shaders/bf16.wgsl");
+const F16_BITS: &str = include_str!("../../shaders/f16.wgsl");
 const IO_BF16: &str = include_str!("../../shaders/io_bf16.wgsl");
 const IO_BF16X4: &str = include_str!("../../shaders/io_bf16x4.wgsl");
 const KAHAN: &str = include_str!("../../shaders/kahan.wgsl");
@@ -141,6 +142,11 @@ impl Io {
         Io::new(precision, in_place, vec4, vec4 && words64)
     }
 
+    /// Whether the io file has the `F16_BITS` override (io_f16x4.wgsl, with f16.wgsl).
+    pub fn has_f16_bits(self) -> bool {
+        self.precision == Precision::F16 && self.vec4
+    }
+
     /// The WGSL text of the io file.
     fn source(self) -> String {
         let text = match self.precision {
@@ -160,6 +166,11 @@ impl Io {
         // may be used before they appear).
         let text = if self.vec4 {
             format!("{text}\n{}", words(self.words64))
+        } else {
+            text
+        };
+        let text = if self.has_f16_bits() {
+            format!("{text}\n{F16_BITS}")
         } else {
             text
         };
@@ -321,6 +332,9 @@ pub struct PipelineKey {
     pub whole_batch: bool,
     /// The row_softmax specialisation (which options the code handles).
     pub options: Specialisation,
+    /// `F16_BITS` (io_f16x4.wgsl only, see [`Io::has_f16_bits`]): convert halves with
+    /// f16.wgsl's bit operations instead of `unpack2x16float` / `pack2x16float`.
+    pub f16_bits: bool,
 }
 
 /// The loss options a row_softmax pipeline is specialised for (its override constants).
@@ -359,12 +373,15 @@ impl PipelineKey {
     /// The pipeline-overridable constants of this specialisation.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("WORKGROUP_SIZE", f64::from(self.workgroup_size))];
-        if let ModuleKey::RowSoftmax { team, .. } = self.module {
+        if let ModuleKey::RowSoftmax { team, io } = self.module {
+            let flag = |on: bool| if on { 1.0 } else { 0.0 };
             if team == TeamKind::Workgroup {
                 c.push(("TEAM_SIZE", f64::from(self.team_size)));
             }
+            if io.has_f16_bits() {
+                c.push(("F16_BITS", flag(self.f16_bits)));
+            }
             c.push(("CACHE_BLOCKS", f64::from(self.cache_blocks)));
-            let flag = |on: bool| if on { 1.0 } else { 0.0 };
             c.push(("WHOLE_BATCH", flag(self.whole_batch)));
             c.push(("HAS_WEIGHTS", flag(self.options.weights)));
             c.push(("SOFTCAP", flag(self.options.softcap)));
@@ -721,6 +738,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             cache_blocks,
             whole_batch,
             options: Specialisation::default(),
+            f16_bits: false,
         };
         // Softmax, cross-entropy, and the whole-batch cross-entropy.
         let entries = |workgroup_size, team_size, cache_blocks| {
@@ -766,6 +784,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                     cache_blocks: 0,
                     whole_batch: false,
                     options: Specialisation::default(),
+                    f16_bits: false,
                 });
             }
         }
@@ -779,6 +798,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             cache_blocks: 0,
             whole_batch: false,
             options: Specialisation::default(),
+            f16_bits: false,
         });
     }
     for words64 in [false, true] {
@@ -790,17 +810,30 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             cache_blocks: 0,
             whole_batch: false,
             options: Specialisation::default(),
+            f16_bits: false,
         });
     }
-    // Every option specialisation of every row_softmax key.
+    // Every option specialisation of every row_softmax key, and both f16 conversions where
+    // the io file has the choice.
     let mut all = Vec::new();
     for key in keys {
-        if let ModuleKey::RowSoftmax { .. } = key.module {
-            all.extend(
-                Specialisation::all()
-                    .into_iter()
-                    .map(|options| PipelineKey { options, ..key }),
-            );
+        if let ModuleKey::RowSoftmax { io, .. } = key.module {
+            let f16_bits: &[bool] = if io.has_f16_bits() {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &f16_bits in f16_bits {
+                all.extend(
+                    Specialisation::all()
+                        .into_iter()
+                        .map(|options| PipelineKey {
+                            options,
+                            f16_bits,
+                            ..key
+                        }),
+                );
+            }
         } else {
             all.push(key);
         }

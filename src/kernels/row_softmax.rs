@@ -374,6 +374,9 @@ pub fn record(
         probs: params.has_targets != 0,
         smoothing: params.label_smoothing > 0.0,
     };
+    // Halves converted by bit operations on software adapters, where pack2x16float and
+    // unpack2x16float run lane by lane (f16.wgsl).
+    let f16_bits = io.has_f16_bits() && ctx.f16_bits();
     let pipeline = |entry: usize| {
         ctx.pipeline(PipelineKey {
             module,
@@ -383,6 +386,7 @@ pub fn record(
             cache_blocks: if entry < 2 { cache_blocks } else { 0 },
             whole_batch,
             options,
+            f16_bits,
         })
     };
     params.softmax = u32::from(entry == Entry::Softmax);

@@ -1,0 +1,43 @@
+// IEEE half floats held in u32 bits, converted by integer and f32 operations alone, for
+// io_f16x4.wgsl when F16_BITS is set (software adapters). `unpack2x16float` /
+// `pack2x16float` do the same in one instruction on GPUs; llvmpipe runs them lane by lane
+// (a scalar conversion per element), which made f16 about 1.7x slower than bf16 there.
+// Measured on lavapipe (4096x4096 f16): 24.9 ms with pack/unpack, 19.7 ms with these.
+// Both functions work on the 4 columns of a block at once, each half in the low 16 bits.
+// tests/gpu.rs checks them against the `half` crate: every one of the 65,536 halves, and f32
+// values around every rounding boundary.
+
+// The halves `h` (low 16 bits of each) as f32, exactly. Normal halves are rebiased by an
+// integer add to the exponent (no f32 arithmetic, so no denormal can be flushed); subnormal
+// ones are their mantissa times 2^-24 (an exact f32 product); infinities and NaNs keep their
+// payload.
+fn f32_of_f16(h: vec4<u32>) -> vec4<f32> {
+    let magnitude = h & vec4<u32>(0x7fffu);
+    let sign = (h & vec4<u32>(0x8000u)) << vec4<u32>(16u);
+    let shifted = magnitude << vec4<u32>(13u);
+    let normal = bitcast<vec4<f32>>(shifted + vec4<u32>((127u - 15u) << 23u));
+    let subnormal = vec4<f32>(magnitude) * 5.9604644775390625e-8; // 2^-24
+    let special = bitcast<vec4<f32>>(shifted | vec4<u32>(0x7f800000u));
+    var v = select(normal, subnormal, magnitude < vec4<u32>(0x0400u));
+    v = select(v, special, magnitude >= vec4<u32>(0x7c00u));
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) | sign);
+}
+
+// `v` rounded to the nearest half (ties to even), as bits in the low 16 bits: overflow
+// (|v| >= 65520) to infinity, results below 2^-14 to subnormal halves (or zero), NaN to a
+// quiet NaN. Normal results round the f32 bits: add just under half a unit of the 13 bits
+// dropped, plus the kept bit's parity, then shift.
+fn f16_of_f32(v: vec4<f32>) -> vec4<u32> {
+    let bits = bitcast<vec4<u32>>(v);
+    let sign = (bits >> vec4<u32>(16u)) & vec4<u32>(0x8000u);
+    let magnitude = bits & vec4<u32>(0x7fffffffu);
+    let rebiased = magnitude - vec4<u32>((127u - 15u) << 23u);
+    let parity = (rebiased >> vec4<u32>(13u)) & vec4<u32>(1u);
+    let normal = (rebiased + vec4<u32>(0x0fffu) + parity) >> vec4<u32>(13u);
+    // Below 2^-14: the subnormal half's mantissa is |v| * 2^24 rounded half to even.
+    let subnormal = vec4<u32>(round(abs(v) * 16777216.0));
+    var h = select(normal, subnormal, magnitude < vec4<u32>(0x38800000u));
+    h = select(h, vec4<u32>(0x7c00u), magnitude >= vec4<u32>(0x477ff000u));
+    h = select(h, vec4<u32>(0x7e00u), magnitude > vec4<u32>(0x7f800000u));
+    return h | sign;
+}
