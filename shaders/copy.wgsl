@@ -2,7 +2,7 @@
 // write per element, the least traffic any softmax or cross-entropy kernel can have.
 // Elements move in 16-byte blocks (Block16: words32.wgsl or words64.wgsl, which the host puts
 // in front; the same words as the row kernels' io_f32x4.wgsl): on lavapipe a vec4 of 32-bit
-// words is 1.6x faster than a scalar copy, and two 64-bit words 1.4x faster again, so the
+// words is 1.6x faster than a scalar copy, and two 64-bit words 1.2-1.6x faster again, so the
 // reference is the fastest copy measured.
 // Layout: lane g of the grid copies blocks g, g + stride, ... (stride = all lanes of the
 // grid), so every lane reads consecutive addresses in step with its neighbours. The host

@@ -352,7 +352,7 @@ impl Context {
     /// Whether the kernels hold their blocks (4 elements, one storage access) as 64-bit words
     /// (`shaders/words64.wgsl`) rather than 32-bit ones: [`ContextOptions::software_io`] on a
     /// device with `Features::SHADER_INT64`. llvmpipe pays each storage access per
-    /// component, and the copy kernel ran 1.4x faster on lavapipe with half the components
+    /// component, and the copy kernel ran 1.2-1.6x faster on lavapipe with half the components
     /// (BENCHMARKS.md).
     pub fn words64(&self) -> bool {
         self.words64
