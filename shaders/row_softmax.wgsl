@@ -27,6 +27,9 @@
 //   pass 2  read z again, write p, log p or the gradient; lane 0 writes the row's loss, lse
 // So the logits are read twice (the second read is usually served by cache) and the output
 // written once. No atomics: every sum has a fixed order, so results are bit-reproducible.
+// With one lane per row on software adapters the io file may be io_f32x8.wgsl (PAIRS): its
+// 32-byte units hold two blocks, the blocks then start at a multiple of 8 (up to 7 head
+// columns), and a step of 4 blocks is 2 accesses instead of 4 (`load_step`, `store_step`).
 //
 // Rows too long for one team to finish quickly, when there are few of them, are *split*:
 // workgroup (chunk c, row r) owns columns [c * col_chunk, (c + 1) * col_chunk) of row r.
@@ -115,11 +118,12 @@ const MAX_CACHE_BLOCKS = 16u; // = row_softmax::MAX_CACHE_BLOCKS (checked by tes
 var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
 
 // How the lanes walk `cols` columns that start at element `start` of the logits binding:
-// `head` loose columns up to the first multiple of BLOCK, then `blocks` whole blocks (block b
-// is columns head + 4b .. head + 4b + 3, a whole vector of the binding), then the loose tail.
-// Aligning blocks to the binding, not to the row, is what lets the vector io files
-// (io_*x4.wgsl) load a block as one vector whatever the row length; the host binds the output
-// at the same offset modulo 4, so the output's blocks are whole vectors too.
+// `head` loose columns up to the first multiple of BLOCK (of 2 BLOCK with PAIRS), then
+// `blocks` whole blocks (block b is columns head + 4b .. head + 4b + 3, a whole vector of
+// the binding), then the loose tail. Aligning blocks to the binding, not to the row, is what
+// lets the vector io files (io_*x4.wgsl, io_f32x8.wgsl) load a block as one vector whatever
+// the row length; the host binds the output at the same offset modulo 4 (8 with PAIRS), so
+// the output's blocks are whole vectors too.
 struct Span {
     head: u32,
     blocks: u32,
@@ -127,7 +131,9 @@ struct Span {
 }
 
 fn span_of(start: u32, cols: u32) -> Span {
-    let head = min(cols, (BLOCK - start % BLOCK) % BLOCK);
+    // With PAIRS the blocks start at a whole unit of two blocks (up to 7 head columns).
+    let align = select(BLOCK, 2u * BLOCK, PAIRS);
+    let head = min(cols, (align - start % align) % align);
     let blocks = (cols - head) / BLOCK;
     return Span(head, blocks, cols - blocks * BLOCK);
 }
@@ -140,6 +146,45 @@ fn block_col(s: Span, b: u32) -> u32 {
 // Column of the k-th loose column (k < s.loose): the head first, then the tail.
 fn loose_col(s: Span, k: u32) -> u32 {
     return select(k + s.blocks * BLOCK, k, k < s.head);
+}
+
+// Two neighbouring blocks: one 32-byte unit of an io file with PAIRS (io_f32x8.wgsl).
+struct Pair {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// The STEP_BLOCKS blocks a lane takes per loop turn: blocks j0, j0 + stride * BLOCK, ... of
+// the binding. With PAIRS (the io file's constant; only with one lane per row, so stride 1,
+// and j0 at a whole unit: `span_of`) they are two units, read in two accesses, not four.
+struct Step {
+    z0: vec4<f32>,
+    z1: vec4<f32>,
+    z2: vec4<f32>,
+    z3: vec4<f32>,
+}
+
+fn load_step(i0: u32, stride: u32) -> Step {
+    if PAIRS {
+        let p = load_logit8(i0);
+        let q = load_logit8(i0 + 2u * BLOCK);
+        return Step(p.a, p.b, q.a, q.b);
+    }
+    let d = stride * BLOCK;
+    return Step(load_logit4(i0), load_logit4(i0 + d), load_logit4(i0 + 2u * d), load_logit4(i0 + 3u * d));
+}
+
+fn store_step(i0: u32, stride: u32, s: Step) {
+    if PAIRS {
+        store_out8(i0, Pair(s.z0, s.z1));
+        store_out8(i0 + 2u * BLOCK, Pair(s.z2, s.z3));
+        return;
+    }
+    let d = stride * BLOCK;
+    store_out4(i0, s.z0);
+    store_out4(i0 + d, s.z1);
+    store_out4(i0 + 2u * d, s.z2);
+    store_out4(i0 + 3u * d, s.z3);
 }
 
 // The smallest finite f32: the start of a running max, so that `m - m_new` is never
@@ -307,10 +352,11 @@ fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, 
         let j1 = j0 + stride * BLOCK;
         let j2 = j1 + stride * BLOCK;
         let j3 = j2 + stride * BLOCK;
-        let z0 = capped4(load_logit4(start + j0));
-        let z1 = capped4(load_logit4(start + j1));
-        let z2 = capped4(load_logit4(start + j2));
-        let z3 = capped4(load_logit4(start + j3));
+        let step = load_step(start + j0, stride);
+        let z0 = capped4(step.z0);
+        let z1 = capped4(step.z1);
+        let z2 = capped4(step.z2);
+        let z3 = capped4(step.z3);
         let m_new = max(m, max_of4(max(max(z0, z1), max(z2, z3))));
         let mv = vec4<f32>(m_new);
         let e = (exp(z0 - mv) + exp(z1 - mv)) + (exp(z2 - mv) + exp(z3 - mv));
@@ -372,10 +418,17 @@ fn write_softmax(team: Team, start: u32, out_start: u32, cols: u32, lse: f32) {
     }
     for (; b + (STEP_BLOCKS - 1u) * stride < span.blocks; b += STEP_BLOCKS * stride) {
         let j = block_col(span, b);
-        softmax_block(start, out_start, j, lse);
-        softmax_block(start, out_start, j + stride * BLOCK, lse);
-        softmax_block(start, out_start, j + 2u * stride * BLOCK, lse);
-        softmax_block(start, out_start, j + 3u * stride * BLOCK, lse);
+        let z = load_step(start + j, stride);
+        let p = Step(softmax4(lse, capped4(z.z0)), softmax4(lse, capped4(z.z1)),
+                     softmax4(lse, capped4(z.z2)), softmax4(lse, capped4(z.z3)));
+        store_step(out_start + j, stride, p);
+    }
+    if PAIRS && b + 1u < span.blocks {
+        // Two leftover blocks still fill a unit (see load_step).
+        let j = block_col(span, b);
+        let z = load_logit8(start + j);
+        store_out8(out_start + j, Pair(softmax4(lse, capped4(z.a)), softmax4(lse, capped4(z.b))));
+        b += 2u;
     }
     for (; b < span.blocks; b += stride) {
         softmax_block(start, out_start, block_col(span, b), lse);
@@ -395,8 +448,13 @@ fn softmax_block(start: u32, out_start: u32, j: u32, lse: f32) {
 
 // Softmax (or log-softmax) of the block at `j` whose capped logits are `zc`.
 fn softmax_of(out_start: u32, j: u32, lse: f32, zc: vec4<f32>) {
+    store_out4(out_start + j, softmax4(lse, zc));
+}
+
+// Softmax (or log-softmax) of a block of capped logits.
+fn softmax4(lse: f32, zc: vec4<f32>) -> vec4<f32> {
     let logp = zc - vec4<f32>(lse);
-    store_out4(out_start + j, select(exp(logp), logp, params.log_softmax != 0u));
+    return select(exp(logp), logp, params.log_softmax != 0u);
 }
 
 // Softmax (or log-softmax) of each row into the output.
@@ -519,10 +577,21 @@ fn write_gradient(team: Team, t: RowTarget, c: Coefficients, lse: f32,
     }
     for (; b + (STEP_BLOCKS - 1u) * stride < blocks; b += STEP_BLOCKS * stride) {
         let j = block_col(span, b);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, j);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, j + stride * BLOCK);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, j + 2u * stride * BLOCK);
-        gradient_block(t, c, lse, start, tstart, out_start, col0, j + 3u * stride * BLOCK);
+        let d = stride * BLOCK;
+        let z = load_step(start + j, stride);
+        let g = Step(gradient4(t, c, lse, tstart, col0, j, capped4(z.z0)),
+                     gradient4(t, c, lse, tstart, col0, j + d, capped4(z.z1)),
+                     gradient4(t, c, lse, tstart, col0, j + 2u * d, capped4(z.z2)),
+                     gradient4(t, c, lse, tstart, col0, j + 3u * d, capped4(z.z3)));
+        store_step(out_start + j, stride, g);
+    }
+    if PAIRS && b + 1u < blocks {
+        // Two leftover blocks still fill a unit (see load_step).
+        let j = block_col(span, b);
+        let z = load_logit8(start + j);
+        store_out8(out_start + j, Pair(gradient4(t, c, lse, tstart, col0, j, capped4(z.a)),
+                                       gradient4(t, c, lse, tstart, col0, j + BLOCK, capped4(z.b))));
+        b += 2u;
     }
     for (; b < blocks; b += stride) {
         gradient_block(t, c, lse, start, tstart, out_start, col0, block_col(span, b));
@@ -553,6 +622,12 @@ fn gradient_block(t: RowTarget, c: Coefficients, lse: f32,
 // The gradient of the block at `j` whose capped logits are `zc`.
 fn gradient_of(t: RowTarget, c: Coefficients, lse: f32,
                tstart: u32, out_start: u32, col0: u32, j: u32, zc: vec4<f32>) {
+    store_out4(out_start + j, gradient4(t, c, lse, tstart, col0, j, zc));
+}
+
+// The gradient of a block (column j of the chunk) of capped logits.
+fn gradient4(t: RowTarget, c: Coefficients, lse: f32, tstart: u32, col0: u32, j: u32,
+             zc: vec4<f32>) -> vec4<f32> {
     let col = col0 + j;
     var w: vec4<f32>;
     if t.probs {
@@ -563,7 +638,7 @@ fn gradient_of(t: RowTarget, c: Coefficients, lse: f32,
     var g = c.a * exp(zc - vec4<f32>(lse)) - c.e * w;
     g -= select(vec4<f32>(0.0), vec4<f32>(c.b), vec4<u32>(col, col + 1u, col + 2u, col + 3u) == vec4<u32>(t.yc));
     g *= cap_slope4(zc);
-    store_out4(out_start + j, select(g, vec4<f32>(0.0), c.silent));
+    return select(g, vec4<f32>(0.0), c.silent);
 }
 
 // Fused cross-entropy of a whole row per team: loss, lse, and the gradient.

@@ -5,10 +5,11 @@
 //! sum), timed by GPU timestamps written into the encoder before and after it when the
 //! adapter has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else (or with `--wall`) by host wall time
 //! around record + submit + wait. The copy kernel moves the same bytes (reads `rows * cols`
-//! elements, writes as many) under the same timer, in 16-byte blocks of the same words as the
-//! kernels' (64-bit ones on software adapters: `Context::words64`, the faster copy there), so
-//! `copy_ratio = copy time / this time` is the share of the adapter's own speed of light that
-//! the kernel reaches. Where the words are 64-bit, `copy-u32` is the copy in 32-bit words.
+//! elements, writes as many) under the same timer, in the widest access the kernels make (32
+//! bytes of 64-bit words on software adapters: `Context::words64`, the fastest copy there;
+//! else 16 bytes of 32-bit words), so `copy_ratio = copy time / this time` is the share of the
+//! adapter's own speed of light that the kernel reaches. Where the words are 64-bit,
+//! `copy-u32` is the copy in 16-byte units of 32-bit words.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -96,11 +97,11 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     println!("precision: {}", args.precision);
     let words = if ctx.words64() { 64 } else { 32 };
     println!(
-        "words: kernels and copy move 16-byte blocks as {words}-bit words{}",
+        "words: kernels and copy move {words}-bit words{}",
         if ctx.words64() {
-            " (copy-u32: the copy in 32-bit words)"
+            " (the copy in 32-byte units; copy-u32: in 16-byte units of 32-bit words)"
         } else {
-            ""
+            " (the copy in 16-byte units)"
         }
     );
     println!(
@@ -115,8 +116,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         // each per round), so a slow spell of the machine hits all of them alike.
         type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
         let options = CrossEntropyOptions::default();
-        // The copy in the words the kernels use (64-bit on software adapters with
-        // SHADER_INT64: Context::words64), and then also in 32-bit words, to show the gap.
+        // The copy in the widest access the kernels make (32 bytes of 64-bit words on
+        // software adapters with SHADER_INT64: Context::words64), and then also in 16 bytes
+        // of 32-bit words, to show the gap.
         let copy = |words64: bool| -> Record {
             let (ctx, data) = (&ctx, &data);
             Box::new(move |encoder: &mut wgpu::CommandEncoder| {
@@ -279,8 +281,8 @@ impl Buffers {
                 .flat_map(|&v| bf16_bits(v).to_le_bytes())
                 .collect(),
         };
-        // Both element buffers hold whole vec4s of f32, which the copy kernel moves.
-        let padded = bytes.len().next_multiple_of(16);
+        // Both element buffers hold whole units of the copy kernel (32 bytes at most).
+        let padded = bytes.len().next_multiple_of(32);
         bytes.resize(padded, 0);
         let init = |label, bytes: &[u8], usage| {
             ctx.device()

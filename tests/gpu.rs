@@ -1192,11 +1192,12 @@ fn half_precision_on_the_device() {
     }
 }
 
-/// The io paths of software adapters (`ContextOptions::software_io`: 64-bit words, f16
-/// converted by bit operations) and the GPUs' (32-bit words, `unpack2x16float` /
-/// `pack2x16float`) give bit-identical results, which match the reference, and the copy
-/// kernel copies exactly in both words. 64-bit words need `SHADER_INT64` (lavapipe has it,
-/// llvmpipe GL not: there `words64()` must say no).
+/// The io paths of software adapters (`ContextOptions::software_io`: 64-bit words, 32-byte
+/// units for one lane per row, f16 converted by bit operations) and the GPUs' (32-bit words,
+/// `unpack2x16float` / `pack2x16float`) give bit-identical results where they sum in the same
+/// order, and results that match the reference where not; the copy kernel copies exactly in
+/// both units. 64-bit words need `SHADER_INT64` (lavapipe has it, llvmpipe GL not: there
+/// `words64()` must say no).
 #[test]
 fn both_io_paths_give_the_same_bits() {
     let mut rng = Rng::new("io paths");
@@ -1230,13 +1231,15 @@ fn both_io_paths_give_the_same_bits() {
         let labels = rng.labels(rows, cols);
         let options = CrossEntropyOptions::default();
         let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
-        let run = |ctx: &Context| {
-            ctx.cross_entropy_with(&z, &labels, rows, cols, &options, Strategy::Auto)
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // f32 in 16-byte blocks (`wg8`: no 32-byte units) moves the same bits in either word.
+        let run = |ctx: &Context, strategy| {
+            ctx.cross_entropy_with(&z, &labels, rows, cols, &options, strategy)
                 .unwrap()
         };
-        let (a, b) = (run(n), run(w));
+        let wg8 = Strategy::Workgroup { lanes: 8 };
+        let (a, b) = (run(n, wg8), run(w, wg8));
         assert_output_close(&format!("{name} f32 32-bit words"), &a, &cpu, 0.2);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         same_bits(
             &format!("{name} f32 gradients"),
             &bits(&a.grad),
@@ -1246,6 +1249,24 @@ fn both_io_paths_give_the_same_bits() {
             a.loss.to_bits(),
             b.loss.to_bits(),
             "{name}: f32 losses differ"
+        );
+        // One lane per row takes 32-byte units of two blocks (io_f32x8.wgsl) with 64-bit
+        // words. A row starting half-way into a unit then has 4 more head columns, summed in
+        // another order, so only the reference can judge it; rows that start at a whole
+        // unit (1000 columns) give the bits of the 16-byte blocks.
+        let wg1 = Strategy::Workgroup { lanes: 1 };
+        assert_output_close(&format!("{name} f32 units"), &run(w, wg1), &cpu, 0.2);
+        let whole_z = rng.logits(rows * 1000, 2.0);
+        let whole_labels = rng.labels(rows, 1000);
+        let run = |ctx: &Context| {
+            ctx.cross_entropy_with(&whole_z, &whole_labels, rows, 1000, &options, wg1)
+                .unwrap()
+        };
+        let (a, b) = (run(n), run(w));
+        same_bits(
+            &format!("{name} f32 units, whole rows"),
+            &bits(&a.grad),
+            &bits(&b.grad),
         );
         for precision in [Precision::F16, Precision::Bf16] {
             if precision == Precision::F16 && !has_f16 {
@@ -1272,7 +1293,7 @@ fn both_io_paths_give_the_same_bits() {
             assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "{what}: losses differ");
         }
         // The copy kernel, in both words, on the same (non-zero) data.
-        let len = 4 * 1001;
+        let len = 8 * 501; // whole units of either copy
         let src_data = rng.logits(len, 2.0);
         let src = storage_init(w, "copy src", &src_data, wgpu::BufferUsages::empty());
         for words64 in [false, int64] {

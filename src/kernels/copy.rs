@@ -13,27 +13,29 @@ pub const BINDINGS: &[(u32, Binding)] = &[
     (2, Binding::ReadWrite),
 ];
 
-/// Lanes' share of the copy: each lane copies about this many blocks, so the grid stays
+/// Lanes' share of the copy: each lane copies about this many units, so the grid stays
 /// small enough for one dispatch.
-const VECTORS_PER_LANE: u64 = 4;
-
-/// f32 elements per block (the kernel moves 16-byte blocks).
-const VECTOR: u64 = 4;
+const UNITS_PER_LANE: u64 = 4;
 
 /// `struct Params` of copy.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct Params {
-    /// Blocks to copy.
-    pub vectors: u32,
+    /// Units to copy.
+    pub units: u32,
     /// Padding to 16 bytes.
     pub _pad: [u32; 3],
 }
 
+/// f32 elements per unit the kernel moves: 32 bytes of 64-bit words or 16 bytes of 32-bit.
+pub fn unit_elements(words64: bool) -> u32 {
+    if words64 { 8 } else { 4 }
+}
+
 /// Records `dst[i] = src[i]` for `len` f32 elements into `encoder`. The kernel moves whole
-/// 16-byte blocks, so both buffers must hold `len` rounded up to a multiple of 4 elements;
-/// as two 64-bit words each when `words64` (the device must have `Features::SHADER_INT64`),
-/// else as four 32-bit words.
+/// units (see [`unit_elements`]): four 64-bit words when `words64` (the device must have
+/// `Features::SHADER_INT64`), else four 32-bit words; both buffers must hold `len` rounded
+/// up to whole units.
 pub fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -58,18 +60,20 @@ pub fn record(
         options: Default::default(),
         f16_bits: false,
     };
-    let vectors = u64::from(len).div_ceil(VECTOR);
-    let bytes = vectors * VECTOR * 4;
+    let per_unit = u64::from(unit_elements(words64));
+    let units = u64::from(len).div_ceil(per_unit);
+    let bytes = units * per_unit * 4;
     if src.size() < bytes || dst.size() < bytes {
         return Err(Error::Validation(format!(
-            "copy of {len} elements needs buffers of {bytes} bytes (whole 16-byte blocks)"
+            "copy of {len} elements needs buffers of {bytes} bytes (whole {}-byte units)",
+            per_unit * 4
         )));
     }
     let pipeline = ctx.pipeline(key)?;
     let params = ctx.buffer_with(
         "copy params",
         bytemuck::bytes_of(&Params {
-            vectors: vectors as u32,
+            units: units as u32,
             _pad: [0; 3],
         }),
         wgpu::BufferUsages::UNIFORM,
@@ -79,7 +83,7 @@ pub fn record(
         layout: ctx.layouts.bind_group_layout(key.module),
         entries: &[entry(0, &params), entry(1, src), entry(2, dst)],
     });
-    let lanes = vectors.div_ceil(VECTORS_PER_LANE);
+    let lanes = units.div_ceil(UNITS_PER_LANE);
     let (x, y) = grid(lanes.div_ceil(u64::from(WORKGROUP_LANES)))?;
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("copy"),

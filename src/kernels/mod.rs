@@ -4,13 +4,14 @@
 //! One module per pipeline family:
 //! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
 //!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
-//!   twins `io_*x4.wgsl`, which take `words32.wgsl` or `words64.wgsl` behind them; the bf16
-//!   ones after `bf16.wgsl`) and a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`,
-//!   and `kahan.wgsl`);
+//!   twins `io_*x4.wgsl`, which take `words32.wgsl` or `words64.wgsl` behind them, and
+//!   `io_f32x8.wgsl` for one lane per row on software adapters; `io_single.wgsl` behind all
+//!   but the last; the bf16 ones after `bf16.wgsl`, the f16 vector one before `f16.wgsl`) and
+//!   a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`, and `kahan.wgsl`);
 //! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`, after
 //!   `kahan.wgsl`);
-//! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`, after
-//!   `words32.wgsl` or `words64.wgsl`).
+//! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`, after the line
+//!   that says its unit).
 
 pub mod batch_sum;
 pub mod copy;
@@ -26,6 +27,8 @@ const TEAM_WORKGROUP: &str = include_str!("../../shaders/team_workgroup.wgsl");
 const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
 const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
 const IO_F32X4: &str = include_str!("../../shaders/io_f32x4.wgsl");
+const IO_F32X8: &str = include_str!("../../shaders/io_f32x8.wgsl");
+const IO_SINGLE: &str = include_str!("../../shaders/io_single.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
 const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
 const BF16: &str = include_str!("../../shaders/bf16.wgsl");
@@ -93,35 +96,47 @@ pub struct Io {
     /// instead of 32-bit ones (words32.wgsl); see [`crate::Context::words64`]. Only with
     /// `vec4`.
     pub words64: bool,
+    /// f32 bound as 32-byte units of two blocks (io_f32x8.wgsl), read and written two
+    /// blocks at a time: for one lane per row (`TEAM_SIZE` 1) only, with `words64`.
+    pub pairs: bool,
 }
 
 impl Io {
     /// Every io variant the shaders have (bf16 has no in-place variant; scalar files have
     /// no word size).
-    pub const ALL: [Io; 15] = [
-        Io::new(Precision::F32, false, false, false),
-        Io::new(Precision::F32, true, false, false),
-        Io::new(Precision::F32, false, true, false),
-        Io::new(Precision::F32, true, true, false),
-        Io::new(Precision::F32, false, true, true),
-        Io::new(Precision::F32, true, true, true),
-        Io::new(Precision::F16, false, false, false),
-        Io::new(Precision::F16, true, false, false),
-        Io::new(Precision::F16, false, true, false),
-        Io::new(Precision::F16, true, true, false),
-        Io::new(Precision::F16, false, true, true),
-        Io::new(Precision::F16, true, true, true),
-        Io::new(Precision::Bf16, false, false, false),
-        Io::new(Precision::Bf16, false, true, false),
-        Io::new(Precision::Bf16, false, true, true),
+    pub const ALL: [Io; 17] = [
+        Io::new(Precision::F32, false, false, false, false),
+        Io::new(Precision::F32, true, false, false, false),
+        Io::new(Precision::F32, false, true, false, false),
+        Io::new(Precision::F32, true, true, false, false),
+        Io::new(Precision::F32, false, true, true, false),
+        Io::new(Precision::F32, true, true, true, false),
+        Io::new(Precision::F32, false, true, true, true),
+        Io::new(Precision::F32, true, true, true, true),
+        Io::new(Precision::F16, false, false, false, false),
+        Io::new(Precision::F16, true, false, false, false),
+        Io::new(Precision::F16, false, true, false, false),
+        Io::new(Precision::F16, true, true, false, false),
+        Io::new(Precision::F16, false, true, true, false),
+        Io::new(Precision::F16, true, true, true, false),
+        Io::new(Precision::Bf16, false, false, false, false),
+        Io::new(Precision::Bf16, false, true, false, false),
+        Io::new(Precision::Bf16, false, true, true, false),
     ];
 
-    const fn new(precision: Precision, in_place: bool, vec4: bool, words64: bool) -> Self {
+    const fn new(
+        precision: Precision,
+        in_place: bool,
+        vec4: bool,
+        words64: bool,
+        pairs: bool,
+    ) -> Self {
         Io {
             precision,
             in_place,
             vec4,
             words64,
+            pairs,
         }
     }
 
@@ -130,16 +145,25 @@ impl Io {
     /// bindings, from [`Slice::bind_vectors`]) at the same offset modulo 4, so that every
     /// block of 4 columns the row code reads is one vector of each; everything else takes
     /// scalar access. (bf16 in place has no vector file, as it has no scalar one.) The
-    /// vectors are 64-bit words when `words64`.
+    /// vectors are 64-bit words when `words64`; f32 in 64-bit words takes 32-byte units
+    /// (io_f32x8.wgsl) when `unit_bases` (the bases in bindings of whole units, from
+    /// [`Slice::bind_units`]) line up modulo 8 and the dispatch has one lane per row.
     pub fn for_rows(
         precision: Precision,
         in_place: bool,
         vector_bases: Option<(u32, u32)>,
         words64: bool,
+        unit_bases: Option<(u32, u32)>,
+        one_lane_per_row: bool,
     ) -> Self {
         let vec4 = vector_bases.is_some_and(|(logits, out)| logits % 4 == out % 4)
             && !(precision == Precision::Bf16 && in_place);
-        Io::new(precision, in_place, vec4, vec4 && words64)
+        let words64 = vec4 && words64;
+        let pairs = words64
+            && precision == Precision::F32
+            && one_lane_per_row
+            && unit_bases.is_some_and(|(logits, out)| logits % 8 == out % 8);
+        Io::new(precision, in_place, vec4, words64, pairs)
     }
 
     /// Whether the io file has the `F16_BITS` override (io_f16x4.wgsl, with f16.wgsl).
@@ -150,6 +174,7 @@ impl Io {
     /// The WGSL text of the io file.
     fn source(self) -> String {
         let text = match self.precision {
+            Precision::F32 if self.pairs => IO_F32X8,
             Precision::F32 if self.vec4 => IO_F32X4,
             Precision::F32 => IO_F32,
             Precision::F16 if self.vec4 => IO_F16X4,
@@ -174,11 +199,16 @@ impl Io {
         } else {
             text
         };
+        let text = if self.pairs {
+            text
+        } else {
+            format!("{text}\n{IO_SINGLE}")
+        };
         if self.in_place { in_place(&text) } else { text }
     }
 }
 
-/// The file that says how the vector io files and the copy kernel hold a block.
+/// The file that says how the vector io files hold a block.
 fn words(words64: bool) -> &'static str {
     if words64 { WORDS64 } else { WORDS32 }
 }
@@ -213,7 +243,8 @@ pub enum ModuleKey {
     BatchSum,
     /// The copy kernel.
     Copy {
-        /// Blocks held as 64-bit words (words64.wgsl) instead of 32-bit ones.
+        /// 32-byte units of 64-bit words (as io_f32x8.wgsl moves) instead of 16-byte
+        /// units of 32-bit words.
         words64: bool,
     },
 }
@@ -247,7 +278,10 @@ impl ModuleKey {
                 format!("{io}\n{team}\n{KAHAN}\n{ROW_SOFTMAX}")
             }
             ModuleKey::BatchSum => format!("{KAHAN}\n{BATCH_SUM}"),
-            ModuleKey::Copy { words64 } => format!("{}\n{COPY}", words(words64)),
+            ModuleKey::Copy { words64 } => {
+                let unit = if words64 { "vec4<u64>" } else { "vec4<u32>" };
+                format!("alias Unit = {unit};\n{COPY}")
+            }
         }
     }
 
@@ -710,9 +744,20 @@ impl<'a> Slice<'a> {
     /// element of the slice is in some whole vector of it. `None` when the buffer ends before
     /// the rounded size.
     pub fn bind_vectors(&self, align: u64) -> Option<(wgpu::BufferBinding<'a>, u32)> {
-        let vector_bytes = 4 * self.elem_bytes;
-        let (mut binding, base) = self.bind(align.max(16));
-        let size = binding.size?.get().next_multiple_of(vector_bytes);
+        self.bind_whole(align, 4)
+    }
+
+    /// [`Slice::bind_vectors`] for io_f32x8.wgsl's 32-byte units of 8 elements.
+    pub fn bind_units(&self, align: u64) -> Option<(wgpu::BufferBinding<'a>, u32)> {
+        self.bind_whole(align, 8)
+    }
+
+    /// A binding of whole `elems`-element pieces, starting at a multiple of 16 bytes and of
+    /// their size.
+    fn bind_whole(&self, align: u64, elems: u64) -> Option<(wgpu::BufferBinding<'a>, u32)> {
+        let piece_bytes = elems * self.elem_bytes;
+        let (mut binding, base) = self.bind(align.max(16).max(piece_bytes));
+        let size = binding.size?.get().next_multiple_of(piece_bytes);
         if binding.offset + size > self.buffer.size() {
             return None;
         }
@@ -746,8 +791,10 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                 key(entry, workgroup_size, team_size, cache_blocks, whole_batch)
             })
         };
+        // io_f32x8.wgsl serves one lane per row only.
+        let max_lanes = if io.pairs { 1 } else { MAX_WORKGROUP_LANES };
         let mut lanes = 1;
-        while lanes <= MAX_WORKGROUP_LANES {
+        while lanes <= max_lanes {
             // One lane per row takes several workgroup sizes (see workgroup_lanes).
             let mut sizes = vec![lanes.max(WORKGROUP_LANES)];
             if lanes == 1 {
@@ -771,7 +818,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             }
             lanes *= 2;
         }
-        if let Some(size) = subgroup_size {
+        if let Some(size) = subgroup_size.filter(|_| !io.pairs) {
             for entry in 0..2 {
                 keys.push(PipelineKey {
                     module: ModuleKey::RowSoftmax {
@@ -909,7 +956,7 @@ mod tests {
 
     #[test]
     fn vector_io_only_where_logits_and_output_line_up_in_whole_vectors() {
-        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases, false).vec4;
+        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases, false, None, false).vec4;
         assert!(f32_io(Some((0, 0))));
         assert!(f32_io(Some((2, 6))), "both start 2 elements into a vec4");
         assert!(
@@ -917,30 +964,60 @@ mod tests {
             "blocks of the output would straddle vec4s"
         );
         assert!(!f32_io(None), "a buffer too short for whole vec4s");
-        assert!(Io::for_rows(Precision::F16, true, Some((2, 2)), false).vec4);
-        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0)), false).vec4);
+        assert!(Io::for_rows(Precision::F16, true, Some((2, 2)), false, None, false).vec4);
+        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0)), false, None, false).vec4);
         assert!(
-            !Io::for_rows(Precision::Bf16, true, Some((0, 0)), false).vec4,
+            !Io::for_rows(Precision::Bf16, true, Some((0, 0)), false, None, false).vec4,
             "bf16 has no in-place file"
         );
         assert!(
-            !Io::for_rows(Precision::F32, false, None, true).words64,
+            !Io::for_rows(Precision::F32, false, None, true, None, false).words64,
             "scalar files have no word size"
         );
-        assert!(Io::for_rows(Precision::F32, false, Some((0, 0)), true).words64);
+        assert!(Io::for_rows(Precision::F32, false, Some((0, 0)), true, None, false).words64);
+        // 32-byte units: f32 in 64-bit words, one lane per row, bases equal modulo 8.
+        let pairs = |units, one_lane| {
+            Io::for_rows(Precision::F32, false, Some((0, 0)), true, units, one_lane).pairs
+        };
+        assert!(pairs(Some((4, 12)), true));
+        assert!(
+            !pairs(Some((4, 8)), true),
+            "units of the output would straddle rows' blocks"
+        );
+        assert!(!pairs(Some((0, 0)), false), "only for one lane per row");
+        assert!(!pairs(None, true), "a buffer too short for whole units");
+        assert!(
+            !Io::for_rows(
+                Precision::F32,
+                false,
+                Some((0, 0)),
+                false,
+                Some((0, 0)),
+                true
+            )
+            .pairs,
+            "only with 64-bit words"
+        );
         // Every io a dispatch can get has its shader (bf16 in place is refused before).
         for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
             for in_place in [false, true] {
                 for bases in [Some((0, 0)), None] {
-                    for words64 in [false, true] {
-                        let io = Io::for_rows(precision, in_place, bases, words64);
+                    for (words64, one_lane) in [(false, false), (true, false), (true, true)] {
+                        let io = Io::for_rows(precision, in_place, bases, words64, bases, one_lane);
                         let refused = precision == Precision::Bf16 && in_place;
                         assert!(refused || Io::ALL.contains(&io), "{io:?}");
                     }
                 }
             }
         }
-        assert!(Io::ALL.contains(&Io::for_rows(Precision::F32, true, Some((0, 0)), false)));
+        assert!(Io::ALL.contains(&Io::for_rows(
+            Precision::F32,
+            true,
+            Some((0, 0)),
+            false,
+            None,
+            false
+        )));
     }
 
     #[test]

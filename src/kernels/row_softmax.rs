@@ -291,6 +291,33 @@ pub fn shape_of(
     Ok((module, workgroup, team))
 }
 
+/// Logits and output (`None`: in place) bound as `bind` binds a slice.
+type Bound<'a> = (
+    (wgpu::BufferBinding<'a>, u32),
+    Option<(wgpu::BufferBinding<'a>, u32)>,
+);
+
+/// Logits and output both bound by `bind` (whole vectors or units), or `None` when either
+/// cannot be.
+fn bind_both<'a>(
+    bufs: &RowBuffers<'a>,
+    bind: impl Fn(&Slice<'a>) -> Option<(wgpu::BufferBinding<'a>, u32)>,
+) -> Option<Bound<'a>> {
+    let logits = bind(&bufs.logits)?;
+    match bufs.out.as_ref().map(&bind) {
+        Some(None) => None,
+        Some(Some(out)) => Some((logits, Some(out))),
+        None => Some((logits, None)),
+    }
+}
+
+/// The element offsets of logits and output in their bindings.
+fn bases(bound: &Option<Bound<'_>>) -> Option<(u32, u32)> {
+    bound
+        .as_ref()
+        .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)))
+}
+
 /// Records the dispatch(es) over `params.rows` rows into `encoder`; fills in the offsets.
 /// The split layout takes two dispatches (partials, then merge and write) and at most
 /// [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
@@ -304,22 +331,24 @@ pub fn record(
     mut params: Params,
 ) -> Result<()> {
     let in_place = bufs.out.is_none();
-    // The bindings first: whether logits and output can be bound as whole vec4s, at the same
-    // offset modulo 4, decides the io file.
+    // The bindings first: whether logits and output can be bound as whole vec4s (or, for
+    // io_f32x8.wgsl, whole 32-byte units), at the same offset modulo 4 (8), decides the io
+    // file.
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
-    let vectors = bufs.logits.bind_vectors(align).and_then(|logits| {
-        match bufs.out.map(|out| out.bind_vectors(align)) {
-            Some(None) => None,
-            Some(Some(out)) => Some((logits, Some(out))),
-            None => Some((logits, None)),
-        }
-    });
-    let bases = vectors
-        .as_ref()
-        .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)));
-    let io = Io::for_rows(bufs.precision, in_place, bases, ctx.words64());
-    let ((logits, logits_base), out) = match vectors {
-        Some(v) if io.vec4 => v,
+    let vectors = bind_both(bufs, |s| s.bind_vectors(align));
+    let units = bind_both(bufs, |s| s.bind_units(align));
+    let one_lane_per_row = matches!(strategy, Strategy::Workgroup { lanes: 1 });
+    let io = Io::for_rows(
+        bufs.precision,
+        in_place,
+        bases(&vectors),
+        ctx.words64(),
+        bases(&units),
+        one_lane_per_row,
+    );
+    let ((logits, logits_base), out) = match (vectors, units) {
+        (_, Some(u)) if io.pairs => u,
+        (Some(v), _) if io.vec4 => v,
         _ => (bufs.logits.bind(align), bufs.out.map(|out| out.bind(align))),
     };
     let out_base = out.as_ref().map_or(logits_base, |o| o.1);

@@ -1,0 +1,14 @@
+// For every io file but io_f32x8.wgsl (the host puts this behind it): blocks are taken one
+// at a time (PAIRS false), and the row code's pair functions, which it calls only with
+// PAIRS, are two blocks.
+
+const PAIRS = false;
+
+fn load_logit8(i: u32) -> Pair {
+    return Pair(load_logit4(i), load_logit4(i + 4u));
+}
+
+fn store_out8(i: u32, p: Pair) {
+    store_out4(i, p.a);
+    store_out4(i + 4u, p.b);
+}
