@@ -118,16 +118,7 @@ fn record_one(
     stats: &wgpu::Buffer,
     mut params: Params,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(PipelineKey {
-        module: ModuleKey::BatchSum,
-        entry: entry as usize,
-        workgroup_size: WORKGROUP_LANES,
-        team_size: 0,
-        cache_blocks: 0,
-        whole_batch: false,
-        options: Default::default(),
-        f16_bits: false,
-    })?;
+    let pipeline = ctx.pipeline(PipelineKey::plain(ModuleKey::BatchSum, entry as usize))?;
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (labels, base) = labels.bind(align);
     let (row_loss, _) = row_loss.bind(align);

@@ -50,16 +50,7 @@ pub fn record(
             what: "a copy in 64-bit words needs Features::SHADER_INT64".into(),
         });
     }
-    let key = PipelineKey {
-        module: ModuleKey::Copy { words64 },
-        entry: 0,
-        workgroup_size: WORKGROUP_LANES,
-        team_size: 0,
-        cache_blocks: 0,
-        whole_batch: false,
-        options: Default::default(),
-        f16_bits: false,
-    };
+    let key = PipelineKey::plain(ModuleKey::Copy { words64 }, 0);
     let per_unit = u64::from(unit_elements(words64));
     let units = u64::from(len).div_ceil(per_unit);
     let bytes = units * per_unit * 4;

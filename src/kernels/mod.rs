@@ -399,6 +399,20 @@ impl Specialisation {
 }
 
 impl PipelineKey {
+    /// A key of a module with no specialisation but its workgroup size (batch_sum, copy).
+    pub fn plain(module: ModuleKey, entry: usize) -> Self {
+        PipelineKey {
+            module,
+            entry,
+            workgroup_size: WORKGROUP_LANES,
+            team_size: 0,
+            cache_blocks: 0,
+            whole_batch: false,
+            options: Specialisation::default(),
+            f16_bits: false,
+        }
+    }
+
     /// The entry point's name.
     pub fn entry_point(&self) -> &'static str {
         self.module.entry_points()[self.entry]
@@ -836,29 +850,9 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             }
         }
     }
-    for entry in 0..2 {
-        keys.push(PipelineKey {
-            module: ModuleKey::BatchSum,
-            entry,
-            workgroup_size: WORKGROUP_LANES,
-            team_size: 0,
-            cache_blocks: 0,
-            whole_batch: false,
-            options: Specialisation::default(),
-            f16_bits: false,
-        });
-    }
+    keys.extend((0..2).map(|entry| PipelineKey::plain(ModuleKey::BatchSum, entry)));
     for words64 in [false, true] {
-        keys.push(PipelineKey {
-            module: ModuleKey::Copy { words64 },
-            entry: 0,
-            workgroup_size: WORKGROUP_LANES,
-            team_size: 0,
-            cache_blocks: 0,
-            whole_batch: false,
-            options: Specialisation::default(),
-            f16_bits: false,
-        });
+        keys.push(PipelineKey::plain(ModuleKey::Copy { words64 }, 0));
     }
     // Every option specialisation of every row_softmax key, and both f16 conversions where
     // the io file has the choice.
