@@ -441,17 +441,22 @@ impl PipelineKey {
 }
 
 /// Software adapters: fewer rows than this, when longer than [`SOFTWARE_LONG_COLS`], share
-/// lanes (see [`Strategy::resolve`]). Measured on lavapipe, `wg1` against `Subgroup` (of-copy
-/// ratio): 1 row 11-14% against 38-41% from 131,072 columns, 3x65536 27-29% against 39%,
-/// 4x32000 / 4x131072 / 4x262144 38/24/27% against 44/31/34%; at 8 rows `wg1` is ahead or
+/// lanes (see [`Strategy::resolve`]). Measured on lavapipe, `wg1` against `Subgroup` (ratio
+/// to the 32-bit copy, before 32-byte units): 1 row 11-14% against 38-41% from 131,072
+/// columns, 3x65536 27-29% against 39%, 4x32000 / 4x131072 / 4x262144 38/24/27% against
+/// 44/31/34%; at 8 rows `wg1` is ahead or
 /// even (8x262144 38% against 33%, 8x100000 31% against 32%; on llvmpipe GL 29% against
 /// `wg8`'s 23%). 5 to 7 rows are unmeasured.
 pub const SOFTWARE_FEW_ROWS: usize = 5;
-/// Software adapters: rows longer than this count as long for [`SOFTWARE_FEW_ROWS`]. At 16,384
-/// columns a single row ran at 36-39% of copy in `wg1` against 50-52% in `wg256` and 42-44% in
-/// `Subgroup`, and 3 rows about even (51-53% against 54%); at 8,192 columns `wg1` held its
-/// own (46-47% against 39-49%).
-pub const SOFTWARE_LONG_COLS: usize = 16_384;
+/// Software adapters: rows longer than this count as long for [`SOFTWARE_FEW_ROWS`]. With
+/// 32-byte units (05682af), one lane per row against `Subgroup` on lavapipe, two runs of
+/// `--strategies wg1,subgroup`: 1x20000 0.176 against 0.188-0.214 ms, 2x24000 0.209-0.246
+/// against 0.222-0.314, 4x24000 0.243-0.276 against 0.292-0.375, 2x32000 0.261-0.294 against
+/// 0.246-0.343, 3x32000 0.282-0.284 against 0.297-0.298, 4x32000 0.343-0.405 against
+/// 0.439-0.476, 1x32000 0.228-0.283 against 0.162-0.303 (even); from 65,536 columns
+/// `Subgroup` stays ahead (3x65536 0.43-0.55 against 0.50-0.66 ms, 4x131072 0.87-1.26 against
+/// 1.05-1.37). Before the 32-byte units the line was at 16,384 columns.
+pub const SOFTWARE_LONG_COLS: usize = 32_768;
 
 /// How the lanes of the GPU share out the rows: the reduction layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -510,7 +515,7 @@ impl Strategy {
     ///
     /// | adapter | shape | choice | why |
     /// |---|---|---|---|
-    /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 4096x4096 on lavapipe: 79% of copy, against 67% for `Subgroup` and 50% for `wg8`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
+    /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 4096x4096 on lavapipe: 71% of copy, against 53% for `Subgroup` and 48% for `wg8`, and the only layout that takes 32-byte units, `io_f32x8.wgsl`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
     /// | software (CPU) | longer rows, or fewer than [`SOFTWARE_FEW_ROWS`] rows of more than [`SOFTWARE_LONG_COLS`] columns | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's 65,535 loop turns ([`row_softmax::SOFTWARE_LOOP_TURNS`]; one lane per row fits up to about 500,000 columns, 8 lanes up to about 4 million). For a few long rows one lane per row would leave most of llvmpipe's 8 SIMD lanes and one of its 2 threads idle: 1x131072 ran at 14% of copy in `wg1` and 41% in `Subgroup`, 2x262144 at 17% and 36% (llvmpipe GL, `wg8`: 1x131072 17% -> 42%) |
     /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
     /// | GPU | 4,096 < cols <= 16,384 | `Cached { lanes: 256 }` | medium rows: one workgroup per row, the row in registers, the logits read once |
@@ -895,12 +900,12 @@ mod tests {
         assert_eq!(auto.resolve(8, 262_144, Some(8), Cpu), row_per_lane);
         assert_eq!(auto.resolve(4096, 1000, None, Cpu), row_per_lane);
         // A few long rows share lanes; a few short ones do not.
-        assert_eq!(auto.resolve(4, 16_385, Some(8), Cpu), Strategy::Subgroup);
+        assert_eq!(auto.resolve(4, 32_769, Some(8), Cpu), Strategy::Subgroup);
         assert_eq!(
             auto.resolve(1, 131_072, None, Cpu),
             Strategy::Workgroup { lanes: 8 }
         );
-        assert_eq!(auto.resolve(3, 16_384, Some(8), Cpu), row_per_lane);
+        assert_eq!(auto.resolve(3, 32_768, Some(8), Cpu), row_per_lane);
         assert_eq!(auto.resolve(5, 131_072, Some(8), Cpu), row_per_lane);
         assert_eq!(
             auto.resolve(64, 262_144, Some(32), DiscreteGpu),
