@@ -222,12 +222,13 @@ pub const SOFTWARE_LOOP_TURNS: u64 = 65_535;
 
 /// An upper bound on the loop turns one lane takes over a row of `cols` columns in a team of
 /// `team` lanes (for the split layout, `cols` of one chunk and `chunks` chunks): each pass
-/// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks, up to 6 loose
-/// columns and (cached layout) up to MAX_CACHE_BLOCKS turns over the cache; the barrier tree
-/// up to 10 turns (log2 of 1024 lanes); the split merge one per chunk.
+/// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks, up to 10 loose
+/// columns (7 at the head with 32-byte units, io_f32x8.wgsl) and (cached layout) up to
+/// MAX_CACHE_BLOCKS turns over the cache; the barrier tree up to 10 turns (log2 of 1024
+/// lanes); the split merge one per chunk.
 pub fn loop_turns(cols: u64, team: u64, chunks: u64) -> u64 {
     const STEP_COLS: u64 = 16; // STEP_BLOCKS blocks of BLOCK columns (row_softmax.wgsl)
-    let per_pass = cols.div_ceil(STEP_COLS * team) + 3 + 6 + u64::from(MAX_CACHE_BLOCKS);
+    let per_pass = cols.div_ceil(STEP_COLS * team) + 3 + 10 + u64::from(MAX_CACHE_BLOCKS);
     2 * per_pass + 10 + chunks
 }
 
