@@ -28,6 +28,8 @@ const TEAM_SUBGROUP: &str = include_str!("../../shaders/team_subgroup.wgsl");
 const IO_F32: &str = include_str!("../../shaders/io_f32.wgsl");
 const IO_F32X4: &str = include_str!("../../shaders/io_f32x4.wgsl");
 const IO_F32X8: &str = include_str!("../../shaders/io_f32x8.wgsl");
+const IO_F16X8: &str = include_str!("../../shaders/io_f16x8.wgsl");
+const IO_BF16X8: &str = include_str!("../../shaders/io_bf16x8.wgsl");
 const IO_SINGLE: &str = include_str!("../../shaders/io_single.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
 const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
@@ -96,15 +98,16 @@ pub struct Io {
     /// instead of 32-bit ones (words32.wgsl); see [`crate::Context::words64`]. Only with
     /// `vec4`.
     pub words64: bool,
-    /// f32 bound as 32-byte units of two blocks (io_f32x8.wgsl), read and written two
-    /// blocks at a time: for one lane per row (`TEAM_SIZE` 1) only, with `words64`.
+    /// Bound as units of two blocks (io_f32x8.wgsl, io_f16x8.wgsl, io_bf16x8.wgsl: 32 bytes
+    /// of f32, 16 of halves), read and written two blocks at a time: for one lane per row
+    /// (`TEAM_SIZE` 1) only, with `words64`.
     pub pairs: bool,
 }
 
 impl Io {
     /// Every io variant the shaders have (bf16 has no in-place variant; scalar files have
     /// no word size).
-    pub const ALL: [Io; 17] = [
+    pub const ALL: [Io; 20] = [
         Io::new(Precision::F32, false, false, false, false),
         Io::new(Precision::F32, true, false, false, false),
         Io::new(Precision::F32, false, true, false, false),
@@ -119,9 +122,12 @@ impl Io {
         Io::new(Precision::F16, true, true, false, false),
         Io::new(Precision::F16, false, true, true, false),
         Io::new(Precision::F16, true, true, true, false),
+        Io::new(Precision::F16, false, true, true, true),
+        Io::new(Precision::F16, true, true, true, true),
         Io::new(Precision::Bf16, false, false, false, false),
         Io::new(Precision::Bf16, false, true, false, false),
         Io::new(Precision::Bf16, false, true, true, false),
+        Io::new(Precision::Bf16, false, true, true, true),
     ];
 
     const fn new(
@@ -145,9 +151,10 @@ impl Io {
     /// bindings, from [`Slice::bind_vectors`]) at the same offset modulo 4, so that every
     /// block of 4 columns the row code reads is one vector of each; everything else takes
     /// scalar access. (bf16 in place has no vector file, as it has no scalar one.) The
-    /// vectors are 64-bit words when `words64`; f32 in 64-bit words takes 32-byte units
-    /// (io_f32x8.wgsl) when `unit_bases` (the bases in bindings of whole units, from
-    /// [`Slice::bind_units`]) line up modulo 8 and the dispatch has one lane per row.
+    /// vectors are 64-bit words when `words64`; then units of two blocks (io_f32x8.wgsl
+    /// and its half twins) are taken when `unit_bases` (the bases in bindings of whole
+    /// units, from [`Slice::bind_units`]) line up modulo 8 and the dispatch has one lane per
+    /// row.
     pub fn for_rows(
         precision: Precision,
         in_place: bool,
@@ -160,13 +167,13 @@ impl Io {
             && !(precision == Precision::Bf16 && in_place);
         let words64 = vec4 && words64;
         let pairs = words64
-            && precision == Precision::F32
             && one_lane_per_row
             && unit_bases.is_some_and(|(logits, out)| logits % 8 == out % 8);
         Io::new(precision, in_place, vec4, words64, pairs)
     }
 
-    /// Whether the io file has the `F16_BITS` override (io_f16x4.wgsl, with f16.wgsl).
+    /// Whether the io file has the `F16_BITS` override (io_f16x4.wgsl or io_f16x8.wgsl, with
+    /// f16.wgsl).
     pub fn has_f16_bits(self) -> bool {
         self.precision == Precision::F16 && self.vec4
     }
@@ -177,8 +184,10 @@ impl Io {
             Precision::F32 if self.pairs => IO_F32X8,
             Precision::F32 if self.vec4 => IO_F32X4,
             Precision::F32 => IO_F32,
+            Precision::F16 if self.pairs => IO_F16X8,
             Precision::F16 if self.vec4 => IO_F16X4,
             Precision::F16 => IO_F16,
+            Precision::Bf16 if self.pairs => IO_BF16X8,
             Precision::Bf16 if self.vec4 => IO_BF16X4,
             Precision::Bf16 => IO_BF16,
         };

@@ -1,0 +1,54 @@
+// io_f32x8.wgsl for bf16 (read it for the layout): logits and output bound as 16-byte units
+// of two 8-byte blocks (a vec2<u64>: 4 words of two bf16 each, low half first: bf16.wgsl in
+// front of this file, words64.wgsl behind it; needs Features::SHADER_INT64), for one lane
+// per row on software adapters, so a step of 4 blocks is 2 accesses instead of 4. A lone
+// block is stored as its 2 whole words through `out_words` (binding 9, atomics as in
+// io_bf16x4.wgsl, whose loose-column stores this file shares): the unit's other block may be
+// the next row's. No in-place variant (as io_bf16x4.wgsl).
+
+const PAIRS = true;
+
+@group(0) @binding(1) var<storage, read> logits: array<vec2<u64>>;
+@group(0) @binding(6) var<storage, read_write> out: array<vec2<u64>>;
+@group(0) @binding(9) var<storage, read_write> out_words: array<atomic<u32>>;
+
+// The 4 bf16 of 2 words as f32.
+fn unpack_block(w: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack_bf16(w.x), unpack_bf16(w.y));
+}
+
+// 4 f32 as the 2 words of a block.
+fn pack_block(v: vec4<f32>) -> vec2<u32> {
+    return vec2<u32>(to_bf16(v.x) | (to_bf16(v.y) << 16u), to_bf16(v.z) | (to_bf16(v.w) << 16u));
+}
+
+// The unit at element `i` (a multiple of 8).
+fn load_logit8(i: u32) -> Pair {
+    let w = bits16(logits[i / 8u]);
+    return Pair(unpack_block(w.xy), unpack_block(w.zw));
+}
+
+fn store_out8(i: u32, p: Pair) {
+    out[i / 8u] = block16(vec4<u32>(pack_block(p.a), pack_block(p.b)));
+}
+
+fn load_logit4(i: u32) -> vec4<f32> {
+    let p = load_logit8(i - i % 8u);
+    return select(p.a, p.b, i % 8u != 0u);
+}
+
+fn load_logit(i: u32) -> f32 {
+    return load_logit4(i - i % 4u)[i % 4u];
+}
+
+fn store_out(i: u32, v: f32) {
+    let half = bf16_half(i, v);
+    atomicAnd(&out_words[i >> 1u], half.x);
+    atomicOr(&out_words[i >> 1u], half.y);
+}
+
+fn store_out4(i: u32, v: vec4<f32>) {
+    let w = pack_block(v);
+    atomicStore(&out_words[i >> 1u], w.x);
+    atomicStore(&out_words[(i >> 1u) + 1u], w.y);
+}
