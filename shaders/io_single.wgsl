@@ -1,4 +1,4 @@
-// For every io file but io_f32x8.wgsl (the host puts this behind it): blocks are taken one
+// For every io file but the pair files io_*x8.wgsl (the host puts this behind it): blocks are taken one
 // at a time (PAIRS false), and the row code's pair functions, which it calls only with
 // PAIRS, are two blocks.
 

@@ -27,8 +27,8 @@
 //   pass 2  read z again, write p, log p or the gradient; lane 0 writes the row's loss, lse
 // So the logits are read twice (the second read is usually served by cache) and the output
 // written once. No atomics: every sum has a fixed order, so results are bit-reproducible.
-// With one lane per row on software adapters the io file may be io_f32x8.wgsl (PAIRS): its
-// 32-byte units hold two blocks, the blocks then start at a multiple of 8 (up to 7 head
+// With one lane per row on software adapters the io file may be a pair file (io_*x8.wgsl,
+// PAIRS): its units (32 bytes of f32, 16 of halves) hold two blocks, the blocks then start at a multiple of 8 (up to 7 head
 // columns), and a step of 4 blocks is 2 accesses instead of 4 (`load_step`, `store_step`).
 //
 // Rows too long for one team to finish quickly, when there are few of them, are *split*:
@@ -121,7 +121,7 @@ var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
 // `head` loose columns up to the first multiple of BLOCK (of 2 BLOCK with PAIRS), then
 // `blocks` whole blocks (block b is columns head + 4b .. head + 4b + 3, a whole vector of
 // the binding), then the loose tail. Aligning blocks to the binding, not to the row, is what
-// lets the vector io files (io_*x4.wgsl, io_f32x8.wgsl) load a block as one vector whatever
+// lets the vector io files (io_*x4.wgsl, io_*x8.wgsl) load a block as one vector whatever
 // the row length; the host binds the output at the same offset modulo 4 (8 with PAIRS), so
 // the output's blocks are whole vectors too.
 struct Span {
@@ -148,7 +148,7 @@ fn loose_col(s: Span, k: u32) -> u32 {
     return select(k + s.blocks * BLOCK, k, k < s.head);
 }
 
-// Two neighbouring blocks: one 32-byte unit of an io file with PAIRS (io_f32x8.wgsl).
+// Two neighbouring blocks: one unit of an io file with PAIRS (io_*x8.wgsl).
 struct Pair {
     a: vec4<f32>,
     b: vec4<f32>,

@@ -4,10 +4,11 @@
 //! One module per pipeline family:
 //! - [`row_softmax`]: per-row softmax and fused cross-entropy (`shaders/row_softmax.wgsl`,
 //!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
-//!   twins `io_*x4.wgsl`, which take `words32.wgsl` or `words64.wgsl` behind them, and
-//!   `io_f32x8.wgsl` for one lane per row on software adapters; `io_single.wgsl` behind all
-//!   but the last; the bf16 ones after `bf16.wgsl`, the f16 vector one before `f16.wgsl`) and
-//!   a team file, `team_workgroup.wgsl` or `team_subgroup.wgsl`, and `kahan.wgsl`);
+//!   twins `io_*x4.wgsl`, which take `words32.wgsl` or `words64.wgsl` behind them, and the
+//!   pair files `io_*x8.wgsl` for one lane per row on software adapters (with
+//!   `words64.wgsl`); `io_single.wgsl` behind all but the pair files; the bf16 ones after
+//!   `bf16.wgsl`, the f16 vector ones before `f16.wgsl`) and a team file,
+//!   `team_workgroup.wgsl` or `team_subgroup.wgsl`, and `kahan.wgsl`);
 //! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`, after
 //!   `kahan.wgsl`);
 //! - [`copy`]: the benchmark's speed-of-light copy (`shaders/copy.wgsl`, after the line
@@ -524,7 +525,7 @@ impl Strategy {
     ///
     /// | adapter | shape | choice | why |
     /// |---|---|---|---|
-    /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 4096x4096 on lavapipe: 71% of copy, against 53% for `Subgroup` and 48% for `wg8`, and the only layout that takes 32-byte units, `io_f32x8.wgsl`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
+    /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and on llvmpipe GL (BENCHMARKS.md; e.g. 4096x4096 on lavapipe: 71% of copy, against 53% for `Subgroup` and 48% for `wg8`, and the only layout that takes units of two blocks, `io_*x8.wgsl`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions (subgroup operations, or barriers that are coroutine switches there) |
     /// | software (CPU) | longer rows, or fewer than [`SOFTWARE_FEW_ROWS`] rows of more than [`SOFTWARE_LONG_COLS`] columns | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's 65,535 loop turns ([`row_softmax::SOFTWARE_LOOP_TURNS`]; one lane per row fits up to about 500,000 columns, 8 lanes up to about 4 million). For a few long rows one lane per row would leave most of llvmpipe's 8 SIMD lanes and one of its 2 threads idle: 1x131072 ran at 14% of copy in `wg1` and 41% in `Subgroup`, 2x262144 at 17% and 36% (llvmpipe GL, `wg8`: 1x131072 17% -> 42%) |
     /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
     /// | GPU | 4,096 < cols <= 16,384 | `Cached { lanes: 256 }` | medium rows: one workgroup per row, the row in registers, the logits read once |
@@ -775,7 +776,7 @@ impl<'a> Slice<'a> {
         self.bind_whole(align, 4)
     }
 
-    /// [`Slice::bind_vectors`] for io_f32x8.wgsl's 32-byte units of 8 elements.
+    /// [`Slice::bind_vectors`] for the pair files' units of 8 elements (io_*x8.wgsl).
     pub fn bind_units(&self, align: u64) -> Option<(wgpu::BufferBinding<'a>, u32)> {
         self.bind_whole(align, 8)
     }
@@ -819,7 +820,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                 key(entry, workgroup_size, team_size, cache_blocks, whole_batch)
             })
         };
-        // io_f32x8.wgsl serves one lane per row only.
+        // The pair files (io_*x8.wgsl) serve one lane per row only.
         let max_lanes = if io.pairs { 1 } else { MAX_WORKGROUP_LANES };
         let mut lanes = 1;
         while lanes <= max_lanes {

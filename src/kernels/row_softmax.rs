@@ -223,7 +223,7 @@ pub const SOFTWARE_LOOP_TURNS: u64 = 65_535;
 /// An upper bound on the loop turns one lane takes over a row of `cols` columns in a team of
 /// `team` lanes (for the split layout, `cols` of one chunk and `chunks` chunks): each pass
 /// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks, up to 10 loose
-/// columns (7 at the head with 32-byte units, io_f32x8.wgsl) and (cached layout) up to
+/// columns (7 at the head with units of two blocks, io_*x8.wgsl) and (cached layout) up to
 /// MAX_CACHE_BLOCKS turns over the cache; the barrier tree up to 10 turns (log2 of 1024
 /// lanes); the split merge one per chunk.
 pub fn loop_turns(cols: u64, team: u64, chunks: u64) -> u64 {
@@ -333,8 +333,8 @@ pub fn record(
 ) -> Result<()> {
     let in_place = bufs.out.is_none();
     // The bindings first: whether logits and output can be bound as whole vec4s (or, for
-    // io_f32x8.wgsl, whole 32-byte units), at the same offset modulo 4 (8), decides the io
-    // file.
+    // the pair files io_*x8.wgsl, whole units of 8), at the same offset modulo 4 (8),
+    // decides the io file.
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let vectors = bind_both(bufs, |s| s.bind_vectors(align));
     let units = bind_both(bufs, |s| s.bind_units(align));
