@@ -1,12 +1,12 @@
 // io_f32x8.wgsl for bf16 (read it for the layout): logits and output bound as 16-byte units
 // of two 8-byte blocks (a vec2<u64>: 4 words of two bf16 each, low half first: bf16.wgsl in
-// front of this file, words64.wgsl behind it; needs Features::SHADER_INT64), for one lane
-// per row on software adapters, so a step of 4 blocks is 2 accesses instead of 4. A lone
-// block is stored as its 2 whole words through `out_words` (binding 9, atomics as in
-// io_bf16x4.wgsl, whose loose-column stores this file shares): the unit's other block may be
-// the next row's. No in-place variant (as io_bf16x4.wgsl).
-
-const PAIRS = true;
+// front of this file, words64.wgsl and io_pairs.wgsl behind it; needs
+// Features::SHADER_INT64), for one lane per row on software adapters, so a step of 4 blocks
+// is 2 accesses instead of 4. A lone block is stored as its 2 whole words through
+// `out_words` (binding 9, atomics as in io_bf16x4.wgsl, whose loose-column stores this file
+// shares): the unit's other block may be the next row's. No in-place variant (as
+// io_bf16x4.wgsl). `load_logit8` / `store_out8` are io_f16x8.wgsl's, with this file's
+// `unpack_block` / `pack_block`.
 
 @group(0) @binding(1) var<storage, read> logits: array<vec2<u64>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec2<u64>>;
@@ -30,15 +30,6 @@ fn load_logit8(i: u32) -> Pair {
 
 fn store_out8(i: u32, p: Pair) {
     out[i / 8u] = block16(vec4<u32>(pack_block(p.a), pack_block(p.b)));
-}
-
-fn load_logit4(i: u32) -> vec4<f32> {
-    let p = load_logit8(i - i % 8u);
-    return select(p.a, p.b, i % 8u != 0u);
-}
-
-fn load_logit(i: u32) -> f32 {
-    return load_logit4(i - i % 4u)[i % 4u];
 }
 
 fn store_out(i: u32, v: f32) {

@@ -1,13 +1,11 @@
 // io_f32x8.wgsl for f16 (read it for the layout): logits and output bound as 16-byte units
-// of two 8-byte blocks (a vec2<u64>: 4 words of two halves each; words64.wgsl and f16.wgsl
-// behind this file; needs Features::SHADER_INT64 and SHADER_F16), for one lane per row on
+// of two 8-byte blocks (a vec2<u64>: 4 words of two halves each; words64.wgsl, f16.wgsl and
+// io_pairs.wgsl behind this file; needs Features::SHADER_INT64 and SHADER_F16), for one lane per row on
 // software adapters, so a step of 4 blocks is 2 accesses instead of 4. Halves are converted
 // as in io_f16x4.wgsl (F16_BITS: f16.wgsl's bit operations). A lone block and the loose
 // columns are stored through `out_words` (binding 9, as scalars): the unit's other block may
 // be the next row's. Made in place like io_f32.wgsl.
 enable f16;
-
-const PAIRS = true;
 
 // Convert with f16.wgsl's bit operations instead of unpack2x16float / pack2x16float.
 override F16_BITS: bool = false;
@@ -41,15 +39,6 @@ fn load_logit8(i: u32) -> Pair {
 
 fn store_out8(i: u32, p: Pair) {
     out[i / 8u] = block16(vec4<u32>(pack_block(p.a), pack_block(p.b)));
-}
-
-fn load_logit4(i: u32) -> vec4<f32> {
-    let p = load_logit8(i - i % 8u);
-    return select(p.a, p.b, i % 8u != 0u);
-}
-
-fn load_logit(i: u32) -> f32 {
-    return load_logit4(i - i % 4u)[i % 4u];
 }
 
 fn store_out(i: u32, v: f32) {

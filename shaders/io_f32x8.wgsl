@@ -1,8 +1,9 @@
 // Element storage of row_softmax.wgsl for one lane per row (`wg1`) on software adapters: f32
 // logits in, a separate f32 output, bound as arrays of 32-byte units of two blocks (4 u64
-// words: words64.wgsl's conversions, which the host puts behind this file; needs
-// Features::SHADER_INT64). PAIRS tells the row code to take its blocks two by two: a step of
-// 4 blocks (row_softmax.wgsl, `load_step` / `store_step`) is then 2 accesses instead of 4.
+// words: words64.wgsl's conversions, which the host puts behind this file with
+// io_pairs.wgsl; needs Features::SHADER_INT64). PAIRS (io_pairs.wgsl) tells the row code to
+// take its blocks two by two: a step of 4 blocks (row_softmax.wgsl, `load_step` /
+// `store_step`) is then 2 accesses instead of 4.
 // With one lane per row, a lane's blocks are consecutive, and `span_of` starts them at a
 // whole unit, so a unit holds two blocks of the same row and is read and written whole by
 // its lane. A block that goes alone (the last of an odd count) reads its whole unit and
@@ -18,8 +19,6 @@
 // -> 26.7-27.0 ms, 4096x4096 17.5-17.9 -> 13.8-14.1 ms, 256x131072 37.0-37.1 -> 28.8-30.5
 // ms, 8192x1000 10.3-10.5 -> 9.2 ms, 65536x128 9.1-9.4 -> 8.2-8.4 ms.
 
-const PAIRS = true;
-
 @group(0) @binding(1) var<storage, read> logits: array<vec4<u64>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<u64>>;
 @group(0) @binding(9) var<storage, read_write> out_words: array<f32>;
@@ -32,15 +31,6 @@ fn load_logit8(i: u32) -> Pair {
 
 fn store_out8(i: u32, p: Pair) {
     out[i / 8u] = vec4<u64>(block16(bitcast<vec4<u32>>(p.a)), block16(bitcast<vec4<u32>>(p.b)));
-}
-
-fn load_logit4(i: u32) -> vec4<f32> {
-    let p = load_logit8(i - i % 8u);
-    return select(p.a, p.b, i % 8u != 0u);
-}
-
-fn load_logit(i: u32) -> f32 {
-    return load_logit4(i - i % 4u)[i % 4u];
 }
 
 fn store_out(i: u32, v: f32) {

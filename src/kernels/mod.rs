@@ -6,8 +6,8 @@
 //!   with an io file in front (`io_f32.wgsl`, `io_f16.wgsl`, `io_bf16.wgsl` and their vector
 //!   twins `io_*x4.wgsl`, which take `words32.wgsl` or `words64.wgsl` behind them, and the
 //!   pair files `io_*x8.wgsl` for one lane per row on software adapters (with
-//!   `words64.wgsl`); `io_single.wgsl` behind all but the pair files; the bf16 ones after
-//!   `bf16.wgsl`, the f16 vector ones before `f16.wgsl`) and a team file,
+//!   `words64.wgsl` and `io_pairs.wgsl`); `io_single.wgsl` behind the others; the bf16 ones
+//!   after `bf16.wgsl`, the f16 vector ones before `f16.wgsl`) and a team file,
 //!   `team_workgroup.wgsl` or `team_subgroup.wgsl`, and `kahan.wgsl`);
 //! - [`batch_sum`]: sums over rows for the reduced loss (`shaders/batch_sum.wgsl`, after
 //!   `kahan.wgsl`);
@@ -32,6 +32,7 @@ const IO_F32X8: &str = include_str!("../../shaders/io_f32x8.wgsl");
 const IO_F16X8: &str = include_str!("../../shaders/io_f16x8.wgsl");
 const IO_BF16X8: &str = include_str!("../../shaders/io_bf16x8.wgsl");
 const IO_SINGLE: &str = include_str!("../../shaders/io_single.wgsl");
+const IO_PAIRS: &str = include_str!("../../shaders/io_pairs.wgsl");
 const IO_F16: &str = include_str!("../../shaders/io_f16.wgsl");
 const IO_F16X4: &str = include_str!("../../shaders/io_f16x4.wgsl");
 const BF16: &str = include_str!("../../shaders/bf16.wgsl");
@@ -210,7 +211,7 @@ impl Io {
             text
         };
         let text = if self.pairs {
-            text
+            format!("{text}\n{IO_PAIRS}")
         } else {
             format!("{text}\n{IO_SINGLE}")
         };
