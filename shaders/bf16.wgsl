@@ -1,5 +1,5 @@
-// bfloat16 in u32 words, for io_bf16.wgsl and io_bf16x4.wgsl (the host puts this file in
-// front of either). WGSL has no bf16 type, so two bf16 share one u32 word: element i is the
+// bfloat16 in u32 words, for io_bf16.wgsl, io_bf16x4.wgsl and io_bf16x8.wgsl (the host
+// puts this file in front of them). WGSL has no bf16 type, so two bf16 share one u32 word: element i is the
 // low half of word i / 2 when i is even, the high half when odd. A bf16 is the top 16 bits of
 // an f32, so reading is a shift; writing rounds to nearest even.
 
@@ -23,4 +23,14 @@ fn to_bf16(v: f32) -> u32 {
 fn bf16_half(i: u32, v: f32) -> vec2<u32> {
     let shift = (i & 1u) * 16u;
     return vec2<u32>(~(0xffffu << shift), to_bf16(v) << shift);
+}
+
+// The 4 bf16 of a block (2 words) as f32.
+fn unpack_block(w: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack_bf16(w.x), unpack_bf16(w.y));
+}
+
+// 4 f32 as the 2 words of a block of bf16.
+fn pack_block(v: vec4<f32>) -> vec2<u32> {
+    return vec2<u32>(to_bf16(v.x) | (to_bf16(v.y) << 16u), to_bf16(v.z) | (to_bf16(v.w) << 16u));
 }

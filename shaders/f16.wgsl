@@ -1,5 +1,7 @@
-// IEEE half floats held in u32 bits, converted by integer and f32 operations alone, for
-// io_f16x4.wgsl when F16_BITS is set (software adapters). `unpack2x16float` /
+// IEEE half floats held in u32 bits, for the f16 vector io files (io_f16x4.wgsl,
+// io_f16x8.wgsl; the host puts this file behind them): a block's conversions
+// (`unpack_block` / `pack_block`, at the end), by integer and f32 operations alone when
+// F16_BITS is set (software adapters). `unpack2x16float` /
 // `pack2x16float` do the same in one instruction on GPUs; llvmpipe runs them lane by lane
 // (a scalar conversion per element), which made f16 about 1.7x slower than bf16 there.
 // Measured on lavapipe (4096x4096 f16): 24.9 ms with pack/unpack, 19.7 ms with these.
@@ -40,4 +42,25 @@ fn f16_of_f32(v: vec4<f32>) -> vec4<u32> {
     h = select(h, vec4<u32>(0x7c00u), magnitude >= vec4<u32>(0x477ff000u));
     h = select(h, vec4<u32>(0x7e00u), magnitude > vec4<u32>(0x7f800000u));
     return h | sign;
+}
+
+// Convert with the bit operations above instead of unpack2x16float / pack2x16float (the host
+// sets it on software adapters).
+override F16_BITS: bool = false;
+
+// The 4 halves of a block (2 words, low half first) as f32.
+fn unpack_block(w: vec2<u32>) -> vec4<f32> {
+    if F16_BITS {
+        return f32_of_f16(vec4<u32>(w.x & 0xffffu, w.x >> 16u, w.y & 0xffffu, w.y >> 16u));
+    }
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+
+// 4 f32 as the 2 words of a block of halves.
+fn pack_block(v: vec4<f32>) -> vec2<u32> {
+    if F16_BITS {
+        let h = f16_of_f32(v);
+        return vec2<u32>(h.x | (h.y << 16u), h.z | (h.w << 16u));
+    }
+    return vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
 }

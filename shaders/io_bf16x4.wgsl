@@ -23,8 +23,7 @@ fn load_logit(i: u32) -> f32 {
 }
 
 fn load_logit4(i: u32) -> vec4<f32> {
-    let words = bits8(logits[i / 4u]);
-    return vec4<f32>(unpack_bf16(words.x), unpack_bf16(words.y));
+    return unpack_block(bits8(logits[i / 4u]));
 }
 
 fn store_out(i: u32, v: f32) {
@@ -34,5 +33,5 @@ fn store_out(i: u32, v: f32) {
 }
 
 fn store_out4(i: u32, v: vec4<f32>) {
-    out[i / 4u] = block8(vec2<u32>(to_bf16(v.x) | (to_bf16(v.y) << 16u), to_bf16(v.z) | (to_bf16(v.w) << 16u)));
+    out[i / 4u] = block8(pack_block(v));
 }

@@ -5,22 +5,12 @@
 // is 2 accesses instead of 4. A lone block is stored as its 2 whole words through
 // `out_words` (binding 9, atomics as in io_bf16x4.wgsl, whose loose-column stores this file
 // shares): the unit's other block may be the next row's. No in-place variant (as
-// io_bf16x4.wgsl). `load_logit8` / `store_out8` are io_f16x8.wgsl's, with this file's
-// `unpack_block` / `pack_block`.
+// io_bf16x4.wgsl). `load_logit8` / `store_out8` are io_f16x8.wgsl's, with bf16.wgsl's
+// `unpack_block` / `pack_block` in place of f16.wgsl's.
 
 @group(0) @binding(1) var<storage, read> logits: array<vec2<u64>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec2<u64>>;
 @group(0) @binding(9) var<storage, read_write> out_words: array<atomic<u32>>;
-
-// The 4 bf16 of 2 words as f32.
-fn unpack_block(w: vec2<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack_bf16(w.x), unpack_bf16(w.y));
-}
-
-// 4 f32 as the 2 words of a block.
-fn pack_block(v: vec4<f32>) -> vec2<u32> {
-    return vec2<u32>(to_bf16(v.x) | (to_bf16(v.y) << 16u), to_bf16(v.z) | (to_bf16(v.w) << 16u));
-}
 
 // The unit at element `i` (a multiple of 8).
 fn load_logit8(i: u32) -> Pair {

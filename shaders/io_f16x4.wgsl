@@ -1,7 +1,7 @@
 // Element storage of row_softmax.wgsl: f16 logits in, f16 output, bound as arrays of 8-byte
 // blocks (Block8: words32.wgsl or words64.wgsl, put behind, with f16.wgsl), so each block of
-// 4 columns is one 8-byte access, unpacked with unpack2x16float (or f16.wgsl's bit
-// operations: F16_BITS); all arithmetic in f32. Needs Features::SHADER_F16 (16-bit storage,
+// 4 columns is one 8-byte access, converted by f16.wgsl's `unpack_block` / `pack_block`
+// (unpack2x16float, or bit operations with F16_BITS); all arithmetic in f32. Needs Features::SHADER_F16 (16-bit storage,
 // for the loose columns' `out_words`). The f16 twin of io_f32x4.wgsl (read it for the
 // layout): blocks are whole blocks of the binding, the loose columns at the row ends are
 // stored through `out_words` (binding 9, the same range as `out`, as scalars). Made in place
@@ -22,17 +22,8 @@ fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];
 }
 
-// Convert with f16.wgsl's bit operations instead of unpack2x16float / pack2x16float (the
-// host sets it on software adapters; see f16.wgsl).
-override F16_BITS: bool = false;
-
 fn load_logit4(i: u32) -> vec4<f32> {
-    let bits = bits8(logits[i / 4u]);
-    if F16_BITS {
-        let h = vec4<u32>(bits.x & 0xffffu, bits.x >> 16u, bits.y & 0xffffu, bits.y >> 16u);
-        return f32_of_f16(h);
-    }
-    return vec4<f32>(unpack2x16float(bits.x), unpack2x16float(bits.y));
+    return unpack_block(bits8(logits[i / 4u]));
 }
 
 fn store_out(i: u32, v: f32) {
@@ -40,10 +31,5 @@ fn store_out(i: u32, v: f32) {
 }
 
 fn store_out4(i: u32, v: vec4<f32>) {
-    if F16_BITS {
-        let h = f16_of_f32(v);
-        out[i / 4u] = block8(vec2<u32>(h.x | (h.y << 16u), h.z | (h.w << 16u)));
-        return;
-    }
-    out[i / 4u] = block8(vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw)));
+    out[i / 4u] = block8(pack_block(v));
 }

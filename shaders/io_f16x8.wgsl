@@ -1,35 +1,15 @@
 // io_f32x8.wgsl for f16 (read it for the layout): logits and output bound as 16-byte units
 // of two 8-byte blocks (a vec2<u64>: 4 words of two halves each; words64.wgsl, f16.wgsl and
-// io_pairs.wgsl behind this file; needs Features::SHADER_INT64 and SHADER_F16), for one lane per row on
-// software adapters, so a step of 4 blocks is 2 accesses instead of 4. Halves are converted
-// as in io_f16x4.wgsl (F16_BITS: f16.wgsl's bit operations). A lone block and the loose
-// columns are stored through `out_words` (binding 9, as scalars): the unit's other block may
-// be the next row's. Made in place like io_f32.wgsl.
+// io_pairs.wgsl behind this file; needs Features::SHADER_INT64 and SHADER_F16), for one lane
+// per row on software adapters, so a step of 4 blocks is 2 accesses instead of 4. Halves are
+// converted by f16.wgsl's `unpack_block` / `pack_block`, as in io_f16x4.wgsl. A lone block
+// and the loose columns are stored through `out_words` (binding 9, as scalars): the unit's
+// other block may be the next row's. Made in place like io_f32.wgsl.
 enable f16;
-
-// Convert with f16.wgsl's bit operations instead of unpack2x16float / pack2x16float.
-override F16_BITS: bool = false;
 
 @group(0) @binding(1) var<storage, read> logits: array<vec2<u64>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec2<u64>>;
 @group(0) @binding(9) var<storage, read_write> out_words: array<f16>;
-
-// The 4 halves of 2 words as f32.
-fn unpack_block(w: vec2<u32>) -> vec4<f32> {
-    if F16_BITS {
-        return f32_of_f16(vec4<u32>(w.x & 0xffffu, w.x >> 16u, w.y & 0xffffu, w.y >> 16u));
-    }
-    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}
-
-// 4 f32 as the 2 words of a block.
-fn pack_block(v: vec4<f32>) -> vec2<u32> {
-    if F16_BITS {
-        let h = f16_of_f32(v);
-        return vec2<u32>(h.x | (h.y << 16u), h.z | (h.w << 16u));
-    }
-    return vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
-}
 
 // The unit at element `i` (a multiple of 8).
 fn load_logit8(i: u32) -> Pair {
