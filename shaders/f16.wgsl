@@ -36,8 +36,18 @@ fn f16_of_f32(v: vec4<f32>) -> vec4<u32> {
     let rebiased = magnitude - vec4<u32>((127u - 15u) << 23u);
     let parity = (rebiased >> vec4<u32>(13u)) & vec4<u32>(1u);
     let normal = (rebiased + vec4<u32>(0x0fffu) + parity) >> vec4<u32>(13u);
-    // Below 2^-14: the subnormal half's mantissa is |v| * 2^24 rounded half to even.
-    let subnormal = vec4<u32>(round(abs(v) * 16777216.0));
+    // Below 2^-14: the subnormal half's mantissa is |v| * 2^24 rounded half to even, taken
+    // from the f32's own bits (its significand shifted right by 126 - exponent; past 25 places
+    // nothing is left), not by `round` on an f32: llvmpipe's `round` broke the tie 0.5 up on
+    // one machine, where ties to even give 0 (tests/gpu.rs, f16_bit_conversions_...).
+    let exponent = magnitude >> vec4<u32>(23u);
+    let significand = (magnitude & vec4<u32>(0x7fffffu)) | vec4<u32>(0x800000u);
+    let shift = min(vec4<u32>(126u) - exponent, vec4<u32>(25u)); // wraps, then 25, for |v| >= 2^-14
+    let kept = significand >> shift;
+    let rest = significand & ((vec4<u32>(1u) << shift) - vec4<u32>(1u));
+    let half_unit = vec4<u32>(1u) << (shift - vec4<u32>(1u));
+    let up = (rest > half_unit) | ((rest == half_unit) & ((kept & vec4<u32>(1u)) == vec4<u32>(1u)));
+    let subnormal = kept + select(vec4<u32>(0u), vec4<u32>(1u), up);
     var h = select(normal, subnormal, magnitude < vec4<u32>(0x38800000u));
     h = select(h, vec4<u32>(0x7c00u), magnitude >= vec4<u32>(0x477ff000u));
     h = select(h, vec4<u32>(0x7e00u), magnitude > vec4<u32>(0x7f800000u));
