@@ -11,15 +11,15 @@
 //!    of 64 bytes;
 //! 5. the elements, in C (row-major) order, with no gap and nothing after them.
 //!
-//! This module handles the little-endian dtypes `<f4` (float32), `<f2` (float16, kept as raw
-//! `u16` bits), `<i8` (int64) and `<i4` (int32). It reads all three format versions and writes
+//! This module handles the little-endian dtypes `<f8` (float64), `<f4` (float32), `<f2`
+//! (float16, kept as raw `u16` bits), `<i8` (int64) and `<i4` (int32). It reads all three format versions and writes
 //! 1.0, or 2.0 when the header would not fit in 65535 bytes, byte for byte as `np.save` does.
 //! Parsing never panics: every problem with the input is an [`NpyError`].
 
 use std::convert::Infallible;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +37,8 @@ const CHUNK_ELEMENTS: usize = 16 * 1024;
 /// Element data of an array read from a .npy file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NpyData {
+    /// `<f8`: 64-bit floats (numpy's default float type).
+    F64(Vec<f64>),
     /// `<f4`: 32-bit floats.
     F32(Vec<f32>),
     /// `<f2`: 16-bit IEEE half floats, kept as their raw bits.
@@ -67,6 +69,7 @@ impl NpyData {
     #[must_use]
     pub fn len(&self) -> usize {
         match self {
+            Self::F64(v) => v.len(),
             Self::F32(v) => v.len(),
             Self::F16(v) => v.len(),
             Self::I64(v) => v.len(),
@@ -82,6 +85,7 @@ impl NpyData {
 
     fn kind(&self) -> Dtype {
         match self {
+            Self::F64(_) => Dtype::F64,
             Self::F32(_) => Dtype::F32,
             Self::F16(_) => Dtype::F16,
             Self::I64(_) => Dtype::I64,
@@ -148,7 +152,7 @@ pub enum NpyError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The dtype is not one of float32, float16, int64 and int32.
+    /// The dtype is not one of float64, float32, float16, int64 and int32.
     UnsupportedDtype {
         /// The dtype as written in the header, e.g. `<f8`.
         descr: String,
@@ -318,6 +322,7 @@ impl std::error::Error for NpyError {
 /// The supported element types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
+    F64,
     F32,
     F16,
     I64,
@@ -327,6 +332,7 @@ enum Dtype {
 impl Dtype {
     fn name(self) -> &'static str {
         match self {
+            Self::F64 => "float64",
             Self::F32 => "float32",
             Self::F16 => "float16",
             Self::I64 => "int64",
@@ -336,6 +342,7 @@ impl Dtype {
 
     fn descr(self) -> &'static str {
         match self {
+            Self::F64 => "<f8",
             Self::F32 => "<f4",
             Self::F16 => "<f2",
             Self::I64 => "<i8",
@@ -347,13 +354,14 @@ impl Dtype {
         match self {
             Self::F32 | Self::I32 => 4,
             Self::F16 => 2,
-            Self::I64 => 8,
+            Self::F64 | Self::I64 => 8,
         }
     }
 
     /// Maps a dtype code without its byte-order character (`f4`, `i8`, ...).
     fn from_code(code: &str) -> Option<Self> {
         match code {
+            "f8" => Some(Self::F64),
             "f4" => Some(Self::F32),
             "f2" => Some(Self::F16),
             "i8" => Some(Self::I64),
@@ -427,11 +435,11 @@ fn dtype_name(descr: &str) -> Option<&'static str> {
 fn dtype_hint(descr: &str) -> &'static str {
     let (_, code) = split_byte_order(descr);
     match code.chars().next() {
-        Some('f' | 'e' | 'd' | 'g') => "use float32",
+        Some('f' | 'e' | 'd' | 'g') => "use float64, float32 or float16",
         Some('i' | 'u' | 'b' | 'h' | 'l' | 'q' | 'B' | 'H' | 'I' | 'L' | 'Q' | '?') => {
             "use int64 or int32"
         }
-        _ => "supported dtypes are float32, float16, int64 and int32",
+        _ => "supported dtypes are float64, float32, float16, int64 and int32",
     }
 }
 
@@ -447,27 +455,111 @@ fn dtype_hint(descr: &str) -> &'static str {
 /// Any problem with the input: not a `.npy` file, an unsupported version, dtype or layout,
 /// a malformed header, or data shorter or longer than the shape needs. See [`NpyError`].
 pub fn parse(bytes: &[u8]) -> Result<NpyArray, NpyError> {
-    let (header_text, data) = split_preamble(bytes)?;
-    let header = parse_header(header_text)?;
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    read_from(bytes, Some(len), Path::new("<memory>"))
+}
+
+/// Reads and parses a `.npy` file. Reads no more than the header declares (plus one byte to
+/// see that the file ends there), and for a regular file compares the declared size with the
+/// file's before allocating anything for the data: a header that declares more than the file
+/// holds is an error at once. A stream (a FIFO, a character device such as `/dev/zero`) is
+/// read as its bytes arrive, never past the declared size.
+///
+/// # Errors
+///
+/// [`NpyError::Io`] naming `path` if the file cannot be read (including a data buffer that
+/// cannot be allocated), else the errors of [`parse`].
+pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
+    let io_error = |source| NpyError::Io {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    };
+    read_file(fs::File::open(path).map_err(io_error)?, path)
+}
+
+/// [`read`] of a file already open (`path` names it in errors). For a FIFO, opening is what
+/// waits for a writer: a caller can say so while it waits, then read here.
+///
+/// # Errors
+///
+/// As [`read`].
+pub fn read_file(file: fs::File, path: &Path) -> Result<NpyArray, NpyError> {
+    let io_error = |source| NpyError::Io {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    };
+    let meta = file.metadata().map_err(io_error)?;
+    if meta.is_dir() {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "it is a folder",
+        )));
+    }
+    let known_len = meta.is_file().then_some(meta.len());
+    read_from(io::BufReader::new(file), known_len, path)
+}
+
+/// Reads one array from `reader`. `known_len`: the whole input's length where it is known
+/// (a regular file, a slice), checked against the header before the data is read.
+fn read_from(
+    mut reader: impl io::Read,
+    known_len: Option<u64>,
+    path: &Path,
+) -> Result<NpyArray, NpyError> {
+    let io_error = |source| NpyError::Io {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    };
+    // 1. The fixed prefix (magic, version, header length), then the header it announces.
+    let mut preamble = Vec::new();
+    fill_to(&mut reader, &mut preamble, PREFIX_MAX).map_err(io_error)?;
+    let header_end = preamble_len(&preamble, known_len)?;
+    fill_to(&mut reader, &mut preamble, header_end).map_err(io_error)?;
+    let mut data = preamble.split_off(header_end.min(preamble.len()));
+    let header = parse_header(header_text_of(&preamble)?)?;
+    let needed = data_size(&header.shape, header.dtype)?;
+
+    // 2. The data: checked against a known length before anything is allocated for it; a
+    // stream is read as it arrives, at most one byte past what the header declares.
+    if let Some(total) = known_len {
+        let available =
+            usize::try_from(total.saturating_sub(header_end as u64)).unwrap_or(usize::MAX);
+        check_data_len(&header, available)?;
+        data.try_reserve_exact(needed.saturating_sub(data.len()))
+            .map_err(|_| io_error(out_of_memory(needed)))?;
+    }
+    fill_to(&mut reader, &mut data, needed.saturating_add(1)).map_err(|e| {
+        io_error(match e.kind() {
+            io::ErrorKind::OutOfMemory => out_of_memory(needed),
+            _ => e,
+        })
+    })?;
     check_data_len(&header, data.len())?;
     Ok(NpyArray {
-        data: decode(header.dtype, data),
+        data: decode(header.dtype, &data),
         shape: header.shape,
     })
 }
 
-/// Reads and parses a `.npy` file.
-///
-/// # Errors
-///
-/// [`NpyError::Io`] naming `path` if the file cannot be read, else the errors of [`parse`].
-pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
-    let bytes = fs::read(path).map_err(|source| NpyError::Io {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&bytes)
+/// Magic, version and the longest header-length field.
+const PREFIX_MAX: usize = MAGIC.len() + 2 + 4;
+
+/// Reads from `reader` until `buffer` holds `len` bytes or the input ends; an allocation
+/// that fails is an `OutOfMemory` error, not an abort (`read_to_end` grows the buffer with
+/// `try_reserve`).
+fn fill_to(reader: &mut impl io::Read, buffer: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    let more = u64::try_from(len.saturating_sub(buffer.len())).unwrap_or(u64::MAX);
+    reader.by_ref().take(more).read_to_end(buffer).map(|_| ())
+}
+
+fn out_of_memory(bytes: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!("its data ({bytes} bytes) does not fit in memory"),
+    )
 }
 
 /// The parts of the header this module uses.
@@ -477,12 +569,13 @@ struct Header {
     shape: Vec<usize>,
 }
 
-/// Checks magic, version and header length; returns the header text and the data bytes.
-fn split_preamble(bytes: &[u8]) -> Result<(&str, &[u8]), NpyError> {
-    let truncated = |needed| NpyError::TruncatedHeader {
-        needed,
-        available: bytes.len(),
-    };
+/// Checks magic, version and header length in the first bytes of the input (at least
+/// [`PREFIX_MAX`] of them where the input has that many) and returns where the header ends.
+/// `known_len`: the input's whole length, when known, to report a truncated header before
+/// reading it.
+fn preamble_len(bytes: &[u8], known_len: Option<u64>) -> Result<usize, NpyError> {
+    let available = known_len.map_or(bytes.len(), |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let truncated = |needed| NpyError::TruncatedHeader { needed, available };
     if bytes.len() < MAGIC.len() {
         // A prefix of the magic string is a truncated file; anything else is not a .npy file.
         return Err(if MAGIC.starts_with(bytes) {
@@ -512,18 +605,30 @@ fn split_preamble(bytes: &[u8]) -> Result<(&str, &[u8]), NpyError> {
         .ok()
         .and_then(|len| prefix_len.checked_add(len))
         .ok_or(truncated(usize::MAX))?;
-    let header_bytes = bytes
-        .get(prefix_len..header_end)
-        .ok_or(truncated(header_end))?;
-    let data = bytes.get(header_end..).unwrap_or_default();
+    if known_len.is_some() && available < header_end {
+        return Err(truncated(header_end));
+    }
+    Ok(header_end)
+}
+
+/// The header text of a preamble read up to where [`preamble_len`] says it ends (or up to
+/// the end of the input, which is then a truncated header).
+fn header_text_of(bytes: &[u8]) -> Result<&str, NpyError> {
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let header_end = preamble_len(bytes, Some(len))?;
+    let (major, prefix_len) = match bytes.get(6) {
+        Some(1) => (1, PREFIX_MAX - 2),
+        Some(&major) => (major, PREFIX_MAX),
+        None => return Err(NpyError::BadMagic), // unreachable: preamble_len checked
+    };
+    let header_bytes = bytes.get(prefix_len..header_end).unwrap_or_default();
     // Format 3.0 headers are UTF-8; older ones are ASCII (numpy reads them as Latin-1, but
     // only writes non-ASCII there for structured dtypes, which are not supported anyway).
     let valid_encoding = major == 3 || header_bytes.is_ascii();
-    let text = std::str::from_utf8(header_bytes)
+    std::str::from_utf8(header_bytes)
         .ok()
         .filter(|_| valid_encoding)
-        .ok_or(NpyError::HeaderEncoding { major })?;
-    Ok((text, data))
+        .ok_or(NpyError::HeaderEncoding { major })
 }
 
 /// Parses the header dict and checks its three keys.
@@ -668,6 +773,7 @@ fn check_data_len(header: &Header, available: usize) -> Result<(), NpyError> {
 /// Decodes little-endian elements; `bytes.len()` is a multiple of the element size.
 fn decode(dtype: Dtype, bytes: &[u8]) -> NpyData {
     match dtype {
+        Dtype::F64 => NpyData::F64(decode_le(bytes, f64::from_le_bytes)),
         Dtype::F32 => NpyData::F32(decode_le(bytes, f32::from_le_bytes)),
         Dtype::F16 => NpyData::F16(decode_le(bytes, u16::from_le_bytes)),
         Dtype::I64 => NpyData::I64(decode_le(bytes, i64::from_le_bytes)),
@@ -1037,6 +1143,20 @@ pub fn write(path: &Path, shape: &[usize], data: &NpyData) -> Result<(), NpyErro
     result
 }
 
+/// Writes an array as a `.npy` file's bytes to `writer` (a file, a pipe, a device), as
+/// `np.save` would. Nothing is staged: for an atomic file use [`write`].
+///
+/// # Errors
+///
+/// The errors of [`to_bytes`] (as `InvalidInput`, before anything is written), then the
+/// writer's own.
+pub fn write_to(writer: &mut impl Write, shape: &[usize], data: &NpyData) -> io::Result<()> {
+    let preamble =
+        preamble(shape, data).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    writer.write_all(&preamble)?;
+    encode_chunks(data, |chunk| writer.write_all(chunk))
+}
+
 /// `.<name>.tmp-<pid>-<n>` next to `path`; `n` keeps concurrent writes in one process apart.
 fn temp_path(path: &Path) -> Result<PathBuf, NpyError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1142,6 +1262,7 @@ fn wrap_header(header: &str, major: u8, len_size: usize) -> Option<Vec<u8>> {
 /// Encodes the elements little-endian, handing `sink` a few hundred KiB at a time.
 fn encode_chunks<E>(data: &NpyData, sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
     match data {
+        NpyData::F64(v) => encode_le(v, sink, f64::to_le_bytes),
         NpyData::F32(v) => encode_le(v, sink, f32::to_le_bytes),
         NpyData::F16(v) => encode_le(v, sink, u16::to_le_bytes),
         NpyData::I64(v) => encode_le(v, sink, i64::to_le_bytes),
@@ -1188,7 +1309,7 @@ mod tests {
     const F32_V2: &[u8] = b"\x93NUMPY\x02\x00t\x00\x00\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }                                                          \x0a\x00\x00\x80?\x00\x00\x00@\x00\x00@@";
     /// np.array([[5], [6]], dtype=np.int32), format version 3.0
     const I32_V3: &[u8] = b"\x93NUMPY\x03\x00t\x00\x00\x00{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }                                                        \x0a\x05\x00\x00\x00\x06\x00\x00\x00";
-    /// np.array([1.0]) (float64: unsupported)
+    /// np.array([1.0]) (float64)
     const F64_1D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }                                                            \x0a\x00\x00\x00\x00\x00\x00\xf0?";
     /// np.array([1.0], dtype='>f4') (big-endian: unsupported)
     const F32_BIG_ENDIAN: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }                                                            \x0a?\x80\x00\x00";
@@ -1246,6 +1367,7 @@ mod tests {
     fn sample(dtype: Dtype, n: usize) -> NpyData {
         let i = 0..n;
         match dtype {
+            Dtype::F64 => NpyData::F64(i.map(|i| i as f64 * -1.25e-3 + 0.1).collect()),
             Dtype::F32 => NpyData::F32(i.map(|i| i as f32 * -1.25 + 0.5).collect()),
             Dtype::F16 => NpyData::F16(i.map(|i| (i as u16).wrapping_mul(2_654)).collect()),
             Dtype::I64 => NpyData::I64(i.map(|i| (i as i64 - 3) * 1_000_000_000_007).collect()),
@@ -1253,7 +1375,7 @@ mod tests {
         }
     }
 
-    const DTYPES: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::I64, Dtype::I32];
+    const DTYPES: [Dtype; 5] = [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::I64, Dtype::I32];
 
     #[test]
     fn round_trips_every_dtype_and_rank() {
@@ -1365,11 +1487,15 @@ mod tests {
     }
 
     #[test]
+    fn reads_float64() {
+        let array = parse(F64_1D).unwrap();
+        assert_eq!(array.shape, [1]);
+        assert_eq!(array.data, NpyData::F64(vec![1.0]));
+        assert_eq!(to_bytes(&[1], &array.data).unwrap(), F64_1D);
+    }
+
+    #[test]
     fn rejects_numpy_files_of_unsupported_kinds() {
-        assert_eq!(
-            error(F64_1D),
-            "dtype '<f8' (float64) is not supported: use float32"
-        );
         assert_eq!(
             error(F32_BIG_ENDIAN),
             "dtype '>f4' (float32) is big-endian: only little-endian data is supported, \
@@ -1618,7 +1744,10 @@ mod tests {
     #[test]
     fn error_unsupported_dtypes() {
         let cases = [
-            ("<f8", "dtype '<f8' (float64) is not supported: use float32"),
+            (
+                "<f16",
+                "dtype '<f16' (longdouble) is not supported: use float64, float32 or float16",
+            ),
             (
                 "|u1",
                 "dtype '|u1' (uint8) is not supported: use int64 or int32",
@@ -1633,21 +1762,25 @@ mod tests {
             ),
             (
                 "|O",
-                "dtype '|O' (object) is not supported: supported dtypes are float32, float16, int64 and int32",
+                "dtype '|O' (object) is not supported: supported dtypes are float64, float32, float16, int64 and int32",
             ),
             (
                 "<U5",
-                "dtype '<U5' (unicode string) is not supported: supported dtypes are float32, float16, int64 and int32",
+                "dtype '<U5' (unicode string) is not supported: supported dtypes are float64, float32, float16, int64 and int32",
             ),
             (
                 "<M8[ns]",
-                "dtype '<M8[ns]' (datetime64) is not supported: supported dtypes are float32, float16, int64 and int32",
+                "dtype '<M8[ns]' (datetime64) is not supported: supported dtypes are float64, float32, float16, int64 and int32",
             ),
             (
                 "",
-                "dtype '' (unknown type) is not supported: supported dtypes are float32, float16, int64 and int32",
+                "dtype '' (unknown type) is not supported: supported dtypes are float64, float32, float16, int64 and int32",
             ),
-            (">f8", "dtype '>f8' (float64) is not supported: use float32"),
+            (
+                ">f8",
+                "dtype '>f8' (float64) is big-endian: only little-endian data is supported, \
+                 convert with arr.astype('<f8')",
+            ),
         ];
         for (descr, expected) in cases {
             assert_eq!(error(&npy(&dict(descr, "()"), &[0; 8])), expected);

@@ -9,6 +9,8 @@ use proptest::prelude::*;
 /// Random data of one of the four dtypes, `len` elements long.
 fn data_strategy(len: usize) -> impl Strategy<Value = NpyData> {
     prop_oneof![
+        prop::collection::vec(any::<u64>(), len)
+            .prop_map(|bits| NpyData::F64(bits.into_iter().map(f64::from_bits).collect())),
         prop::collection::vec(any::<u32>(), len)
             .prop_map(|bits| NpyData::F32(bits.into_iter().map(f32::from_bits).collect())),
         prop::collection::vec(any::<u16>(), len).prop_map(NpyData::F16),
@@ -28,6 +30,7 @@ fn array_strategy() -> impl Strategy<Value = (Vec<usize>, NpyData)> {
 /// Compares data bit for bit, so NaNs compare equal to themselves.
 fn bits(data: &NpyData) -> Vec<u64> {
     match data {
+        NpyData::F64(v) => v.iter().map(|x| x.to_bits()).collect(),
         NpyData::F32(v) => v.iter().map(|x| u64::from(x.to_bits())).collect(),
         NpyData::F16(v) => v.iter().map(|&x| u64::from(x)).collect(),
         NpyData::I64(v) => v.iter().map(|&x| x as u64).collect(),
@@ -162,7 +165,7 @@ fn data_size(data: &NpyData) -> usize {
     match data {
         NpyData::F32(_) | NpyData::I32(_) => 4,
         NpyData::F16(_) => 2,
-        NpyData::I64(_) => 8,
+        NpyData::F64(_) | NpyData::I64(_) => 8,
     }
 }
 
