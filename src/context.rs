@@ -33,16 +33,67 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
-    /// The wgpu backend set this choice stands for.
+    /// The wgpu backend set this choice stands for. `Auto` with a `WGPU_BACKEND` that names
+    /// no known backend stands for every backend here; [`BackendChoice::check_env`] reports it.
     pub fn backends(self) -> wgpu::Backends {
         match self {
-            BackendChoice::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            BackendChoice::Auto => env_backends()
+                .ok()
+                .flatten()
+                .map_or(wgpu::Backends::all(), |(backends, _)| backends),
             BackendChoice::Vulkan => wgpu::Backends::VULKAN,
             BackendChoice::Metal => wgpu::Backends::METAL,
             BackendChoice::Dx12 => wgpu::Backends::DX12,
             BackendChoice::Gl => wgpu::Backends::GL,
         }
     }
+}
+
+impl BackendChoice {
+    /// Checks `WGPU_BACKEND` where this choice honours it (`Auto`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] naming `WGPU_BACKEND` when it holds a name that is not a backend.
+    pub fn check_env(self) -> Result<()> {
+        match self {
+            BackendChoice::Auto => env_backends().map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// How this choice reads in messages: `auto (WGPU_BACKEND=vulkan)` where the variable
+    /// narrowed it.
+    fn describe(self) -> String {
+        match (self, env_backends()) {
+            (BackendChoice::Auto, Ok(Some((_, text)))) => format!("auto (WGPU_BACKEND={text})"),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// `WGPU_BACKEND`, a comma list of backend names as wgpu reads it, checked name by name
+/// (wgpu itself drops unknown names, which then finds no adapter and blames the drivers).
+fn env_backends() -> Result<Option<(wgpu::Backends, String)>> {
+    let Ok(text) = std::env::var("WGPU_BACKEND") else {
+        return Ok(None);
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let mut backends = wgpu::Backends::empty();
+    for name in text.split(',').map(str::trim) {
+        let one = wgpu::Backends::from_comma_list(&name.to_ascii_lowercase());
+        if one.is_empty() {
+            return Err(Error::InvalidOption {
+                name: "WGPU_BACKEND (environment variable)",
+                value: text.clone(),
+                reason: "expected a comma list of vulkan, metal, dx12, gl (or unset it)",
+            });
+        }
+        backends |= one;
+    }
+    Ok(Some((backends, text)))
 }
 
 impl FromStr for BackendChoice {
@@ -187,8 +238,11 @@ impl Context {
         Self::with_options(&ContextOptions::default())
     }
 
-    /// The best adapter matching `options`.
+    /// The best adapter matching `options` that opens a device. An adapter that enumerates but
+    /// cannot open one (e.g. NVIDIA's GL adapter under EGL: "Parent device is lost") is
+    /// skipped, and named in the error if none opens.
     pub fn with_options(options: &ContextOptions) -> Result<Self> {
+        options.backend.check_env()?;
         let name = options
             .adapter_name
             .clone()
@@ -202,28 +256,32 @@ impl Context {
                 format!("{} ({:?})", i.name, i.backend)
             })
             .collect();
-        let chosen = adapters.into_iter().find(|a| match &name {
+        let candidates = adapters.into_iter().filter(|a| match &name {
             Some(n) => a.get_info().name.to_lowercase().contains(&n.to_lowercase()),
             None => true,
         });
-        match chosen {
-            Some(adapter) => Self::from_adapter(&adapter, options),
-            None => {
-                let mut tried = format!("backend {}", options.backend);
-                if let Some(n) = &name {
-                    tried.push_str(&format!(", name containing \"{n}\""));
-                }
-                if found.is_empty() {
-                    tried.push_str(", none enumerated");
-                } else {
-                    tried.push_str(&format!(", found only: {}", found.join(", ")));
-                }
-                Err(Error::NoAdapter {
-                    tried,
-                    hint: NO_ADAPTER_HINT,
-                })
+        let mut failed = Vec::new();
+        for adapter in candidates {
+            match Self::from_adapter(&adapter, options) {
+                Ok(ctx) => return Ok(ctx),
+                Err(e) => failed.push(e.to_string()),
             }
         }
+        let mut tried = format!("backend {}", options.backend.describe());
+        if let Some(n) = &name {
+            tried.push_str(&format!(", name containing \"{n}\""));
+        }
+        if found.is_empty() {
+            tried.push_str(", none enumerated");
+        } else if failed.is_empty() {
+            tried.push_str(&format!(", found only: {}", found.join(", ")));
+        } else {
+            tried.push_str(&format!(", none opened a device: {}", failed.join("; ")));
+        }
+        Err(Error::NoAdapter {
+            tried,
+            hint: NO_ADAPTER_HINT,
+        })
     }
 
     /// One context per adapter wgpu finds for `backend`, best first. The tests run on each.
