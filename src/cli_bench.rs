@@ -22,6 +22,7 @@ use ml_softmax::{
 };
 
 use crate::GpuArgs;
+use crate::cli_outputs::Outputs;
 
 /// The shapes of the issue's matrix: short rows to the longest vocabularies, and a latency case.
 const DEFAULT_SHAPES: &str = "16384x128,8192x1000,4096x4096,1024x32000,256x131072,64x262144,8x1000";
@@ -34,7 +35,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = DEFAULT_SHAPES)]
     shapes: String,
     /// Timed repetitions per kernel and shape (after one warm-up), taken round-robin.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     reps: usize,
     /// Write every figure as JSON to this file.
     #[arg(long)]
@@ -59,6 +60,15 @@ pub struct BenchArgs {
     no_software_io: bool,
 }
 
+/// A count of at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One line of the report.
 struct Row {
     strategy: String,
@@ -72,6 +82,10 @@ struct Row {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let mut outputs = Outputs::plan(&[
+        ("--json", args.json.as_deref()),
+        ("--plot", args.plot.as_deref()),
+    ])?;
     let ctx = args
         .gpu
         .context_with(args.no_software_io.then_some(false))?;
@@ -194,20 +208,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             });
         }
     }
-    if let Some(path) = &args.json {
-        write_json(
-            path,
-            &adapter,
-            timer.describe(),
-            &args.precision,
-            words,
-            &report,
-        )?;
-    }
-    if let Some(path) = &args.plot {
-        write_svg(path, &adapter, &report)?;
-    }
-    Ok(())
+    outputs.set_bytes(
+        "--json",
+        json_report(&adapter, timer.describe(), &args.precision, words, &report),
+    );
+    outputs.set_bytes("--plot", svg_plot(&adapter, &report));
+    outputs.write()
 }
 
 fn parse_shapes(text: &str) -> Result<Vec<(usize, usize)>, String> {
@@ -424,40 +430,33 @@ fn read_ticks(ctx: &Context, read: &wgpu::Buffer) -> Result<u64, String> {
     Ok(ticks)
 }
 
-fn write_json(
-    path: &PathBuf,
-    adapter: &str,
-    timer: &str,
-    precision: &str,
-    words: u32,
-    report: &[Row],
-) -> Result<(), String> {
-    let mut s = String::from("[\n");
-    for (i, r) in report.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "  {{\"adapter\": {}, \"timer\": {}, \"strategy\": {}, \"rows\": {}, \"cols\": {}, \
-             \"precision\": {}, \"words\": {}, \"median_ms\": {:.6}, \"bytes\": {}, \
-             \"gbps\": {:.4}, \"copy_ratio\": {:.4}}}{}",
-            json_string(adapter),
-            json_string(timer),
-            json_string(&r.strategy),
-            r.rows,
-            r.cols,
-            json_string(precision),
-            words,
-            r.median_ms,
-            r.bytes,
-            r.gbps,
-            r.copy_ratio,
-            if i + 1 < report.len() { "," } else { "" }
-        );
-    }
-    s.push_str("]\n");
-    std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
+/// Every figure as a JSON array of records (non-finite figures become `null`).
+fn json_report(adapter: &str, timer: &str, precision: &str, words: u32, report: &[Row]) -> Vec<u8> {
+    let records: Vec<serde_json::Value> = report
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "adapter": adapter,
+                "timer": timer,
+                "strategy": r.strategy,
+                "rows": r.rows,
+                "cols": r.cols,
+                "precision": precision,
+                "words": words,
+                "median_ms": r.median_ms,
+                "bytes": r.bytes,
+                "gbps": r.gbps,
+                "copy_ratio": r.copy_ratio,
+            })
+        })
+        .collect();
+    let mut bytes = serde_json::to_vec_pretty(&records).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
 }
 
-fn write_svg(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String> {
+/// GB/s against cols per strategy, with the copy line, as SVG.
+fn svg_plot(adapter: &str, report: &[Row]) -> Vec<u8> {
     let (w, h, m) = (720.0, 440.0, 60.0);
     let max_gbps = report.iter().map(|r| r.gbps).fold(0.0, f64::max).max(1e-9) * 1.1;
     let (min_c, max_c) = report.iter().fold((f64::MAX, 1.0f64), |(lo, hi), r| {
@@ -537,24 +536,7 @@ fn write_svg(path: &PathBuf, adapter: &str, report: &[Row]) -> Result<(), String
         );
     }
     s.push_str("</svg>\n");
-    std::fs::write(path, s).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// A JSON string literal: quotes, backslashes and control characters escaped.
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    s.into_bytes()
 }
 
 fn escape(s: &str) -> String {

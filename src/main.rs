@@ -1,10 +1,12 @@
 //! `ml-softmax`: the command line. `ml-softmax --help` lists the subcommands.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ml_softmax::npy::{self, NpyData};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, Precision, Reduction, Strategy,
@@ -12,7 +14,9 @@ use ml_softmax::{
 };
 
 mod cli_bench;
+mod cli_outputs;
 use cli_bench as bench;
+use cli_outputs::Outputs;
 
 #[derive(Parser)]
 #[command(
@@ -50,15 +54,18 @@ enum Command {
     Softmax {
         #[command(flatten)]
         gpu: GpuArgs,
-        /// float32 logits [rows, cols].
+        /// Logits [rows, cols]: float32, float16, or float64 (computed in float32).
         #[arg(long)]
         logits: PathBuf,
-        /// Output .npy, float32 [rows, cols].
+        /// Output .npy [rows, cols]: float16 for float16 logits, else float32.
         #[arg(long)]
         out: PathBuf,
         /// Write log-softmax instead.
         #[arg(long)]
         log: bool,
+        /// No progress spinner on stderr.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Times every strategy and a copy kernel over a matrix of shapes.
     Bench(bench::BenchArgs),
@@ -83,7 +90,10 @@ impl GpuArgs {
 
     /// [`GpuArgs::context`] with `ContextOptions::software_io` set.
     pub fn context_with(&self, software_io: Option<bool>) -> Result<Context, String> {
-        let backend: BackendChoice = self.backend.parse().map_err(|e| format!("{e}"))?;
+        let backend: BackendChoice = self
+            .backend
+            .parse()
+            .map_err(|e| format!("--backend: {e}"))?;
         let ctx = Context::with_options(&ContextOptions {
             backend,
             adapter_name: self.adapter.clone(),
@@ -103,24 +113,27 @@ enum ReductionArg {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct XentArgs {
     #[command(flatten)]
     gpu: GpuArgs,
-    /// float32 logits [rows, cols].
+    /// Logits [rows, cols]: float32, float16 (gradient written as float16), or float64
+    /// (numpy's default: computed in float32, gradient written as float32).
     #[arg(long)]
     logits: PathBuf,
     /// int64 or int32 class indices [rows] (or give --targets).
     #[arg(long, required_unless_present = "targets", conflicts_with = "targets")]
     labels: Option<PathBuf>,
-    /// float32 probability targets [rows, cols], in place of --labels.
+    /// Probability targets [rows, cols] (float32, float64 or float16), in place of --labels.
     #[arg(long)]
     targets: Option<PathBuf>,
-    /// Output: the loss (0-d for mean/sum, [rows] for none), float32.
+    /// Output (optional): the loss, float32 (0-d for mean/sum, [rows] for none).
     #[arg(long)]
-    loss_out: PathBuf,
-    /// Output: the gradient [rows, cols], float32 (for none: of the summed row losses).
+    loss_out: Option<PathBuf>,
+    /// Output (optional): the gradient [rows, cols] in the logits' dtype (float32 for float64
+    /// logits; for none: of the summed row losses).
     #[arg(long)]
-    grad_out: PathBuf,
+    grad_out: Option<PathBuf>,
     /// Output (optional): per-row log-sum-exp [rows].
     #[arg(long)]
     lse_out: Option<PathBuf>,
@@ -142,7 +155,7 @@ struct XentArgs {
     /// Label smoothing in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f32,
-    /// float32 class weights [cols].
+    /// Class weights [cols] (float32, float64 or float16).
     #[arg(long)]
     weight: Option<PathBuf>,
     /// z-loss scale: adds S * lse^2 per row.
@@ -154,10 +167,19 @@ struct XentArgs {
     /// Reduction strategy: auto, subgroup, wgN (N lanes per row, 1..1024), cachedN or splitN (N = 32..1024).
     #[arg(long, default_value = "auto")]
     strategy: String,
+    /// Print the summary as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No progress spinner on stderr.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let result = match cli.command {
         Command::Demo { gpu, rows, cols } => demo(&gpu, rows, cols),
         Command::Adapters { backend } => adapters(&backend),
@@ -167,7 +189,8 @@ fn main() -> ExitCode {
             logits,
             out,
             log,
-        } => softmax(&gpu, &logits, &out, log),
+            quiet,
+        } => softmax(&gpu, &logits, &out, log, quiet),
         Command::Bench(args) => bench::run(&args),
     };
     match result {
@@ -177,6 +200,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command-line mistake in one line that says what to do; help and version as clap prints
+/// them.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // Point at the subcommand's help where one was named.
+    let subcommand = std::env::args()
+        .nth(1)
+        .filter(|a| Cli::command().find_subcommand(a).is_some())
+        .map(|a| format!(" {a}"))
+        .unwrap_or_default();
+    eprintln!("error: {first}; see 'ml-softmax{subcommand} --help'");
+    ExitCode::from(2)
 }
 
 fn demo(gpu: &GpuArgs, rows: usize, cols: usize) -> Result<(), String> {
@@ -268,8 +317,14 @@ fn demo(gpu: &GpuArgs, rows: usize, cols: usize) -> Result<(), String> {
 }
 
 fn adapters(backend: &str) -> Result<(), String> {
-    let backend: BackendChoice = backend.parse().map_err(|e| format!("{e}"))?;
+    let backend: BackendChoice = backend.parse().map_err(|e| format!("--backend: {e}"))?;
+    backend.check_env().map_err(|e| e.to_string())?;
     let list = ml_softmax::list_adapters(backend);
+    // The adapter a command with these settings would use: the first that opens a device.
+    let default = Context::with_options(&ContextOptions {
+        backend,
+        ..Default::default()
+    });
     if list.is_empty() {
         return Err(
             "no adapter found; on Linux without a GPU: apt-get install -y mesa-vulkan-drivers \
@@ -281,7 +336,11 @@ fn adapters(backend: &str) -> Result<(), String> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features();
-        println!("[{i}] {}", info.name);
+        let mark = match &default {
+            Ok(ctx) if same_adapter(ctx.adapter_info(), &info) => "   <- default",
+            _ => "",
+        };
+        println!("[{i}] {}{mark}", info.name);
         println!(
             "    backend {:?}, type {:?}, driver {} {}",
             info.backend, info.device_type, info.driver, info.driver_info
@@ -306,68 +365,129 @@ fn adapters(backend: &str) -> Result<(), String> {
             has(ml_softmax::wgpu::Features::TIMESTAMP_QUERY)
         );
     }
+    match default {
+        Ok(ctx) => println!(
+            "default (what --backend {backend} picks; WGPU_ADAPTER_NAME honoured): {}",
+            ctx.adapter_info().name
+        ),
+        Err(e) => println!("default: none ({e})"),
+    }
     Ok(())
 }
 
-/// Reads a .npy file; every error names the file (I/O errors already do).
+fn same_adapter(a: &ml_softmax::wgpu::AdapterInfo, b: &ml_softmax::wgpu::AdapterInfo) -> bool {
+    (
+        &a.name,
+        a.backend,
+        a.device_type,
+        a.device,
+        a.vendor,
+        &a.driver,
+    ) == (
+        &b.name,
+        b.backend,
+        b.device_type,
+        b.device,
+        b.vendor,
+        &b.driver,
+    )
+}
+
+/// Reads a .npy file; every error names the file (I/O errors already do). Opening a FIFO
+/// waits for a writer: if that takes more than a moment, it is said on stderr.
 fn read_npy(path: &Path) -> Result<npy::NpyArray, String> {
-    npy::read(path).map_err(|e| match e {
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = std::sync::Arc::clone(&opened);
+    let waiting = if is_fifo(path) {
+        format!("waiting for a writer on the FIFO {}", path.display())
+    } else {
+        format!("waiting to open {}", path.display())
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        if !watch.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("{waiting} (Ctrl-C to stop)");
+        }
+    });
+    let file = std::fs::File::open(path);
+    opened.store(true, std::sync::atomic::Ordering::SeqCst);
+    let file = file.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    npy::read_file(file, path).map_err(|e| match e {
         npy::NpyError::Io { .. } => e.to_string(),
         _ => format!("{}: {e}", path.display()),
     })
 }
 
-/// A float32 `[rows, cols]` array from a .npy file.
-fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), String> {
-    let array = read_npy(path)?;
-    let (rows, cols) = match array.shape[..] {
-        [rows, cols] => (rows, cols),
-        _ => {
-            return Err(format!(
-                "{}: {what} must be 2-D [rows, cols], got shape {:?}",
-                path.display(),
-                array.shape
-            ));
-        }
-    };
-    match array.data {
-        NpyData::F32(v) => Ok((v, rows, cols)),
+#[cfg(unix)]
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+#[cfg(not(unix))]
+fn is_fifo(_path: &Path) -> bool {
+    false
+}
+
+/// The two dimensions of a `[rows, cols]` array.
+fn matrix_shape(path: &Path, what: &str, shape: &[usize]) -> Result<(usize, usize), String> {
+    match shape {
+        [rows, cols] => Ok((*rows, *cols)),
+        _ => Err(format!(
+            "{}: {what} must be 2-D [rows, cols], got shape {shape:?}",
+            path.display()
+        )),
+    }
+}
+
+/// Float data as f32: float64 is rounded, float16 widened (exactly).
+fn floats(path: &Path, what: &str, data: NpyData) -> Result<Vec<f32>, String> {
+    match data {
+        NpyData::F32(v) => Ok(v),
+        NpyData::F64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
+        NpyData::F16(v) => Ok(v
+            .into_iter()
+            .map(|bits| half::f16::from_bits(bits).to_f32())
+            .collect()),
         other => Err(format!(
-            "{}: {what} must be float32, got {}",
+            "{}: {what} must be float32, float64 or float16, got {}",
             path.display(),
             other.dtype()
         )),
     }
 }
 
-/// Logits as the file holds them: float32, or float16 bits (kept as they are: the GPU reads
-/// them and writes a float16 gradient).
+/// A float `[rows, cols]` array from a .npy file, as f32.
+fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), String> {
+    let array = read_npy(path)?;
+    let (rows, cols) = matrix_shape(path, what, &array.shape)?;
+    Ok((floats(path, what, array.data)?, rows, cols))
+}
+
+/// Logits as the GPU takes them: float32 (also float64 input, rounded), or float16 bits
+/// (kept as they are: the GPU reads them and writes a float16 gradient).
 enum Logits {
     F32(Vec<f32>),
     F16(Vec<u16>),
 }
 
-fn read_logits(path: &Path) -> Result<(Logits, usize, usize), String> {
+/// Logits, their shape and the dtype the file held.
+fn read_logits(path: &Path) -> Result<(Logits, usize, usize, &'static str), String> {
     let array = read_npy(path)?;
-    let (rows, cols) = match array.shape[..] {
-        [rows, cols] => (rows, cols),
-        _ => {
-            return Err(format!(
-                "{}: logits must be 2-D [rows, cols], got shape {:?}",
-                path.display(),
-                array.shape
-            ));
-        }
-    };
-    match array.data {
-        NpyData::F32(v) => Ok((Logits::F32(v), rows, cols)),
-        NpyData::F16(v) => Ok((Logits::F16(v), rows, cols)),
-        other => Err(format!(
-            "{}: logits must be float32 or float16, got {}",
-            path.display(),
-            other.dtype()
-        )),
+    let (rows, cols) = matrix_shape(path, "logits", &array.shape)?;
+    if rows == 0 || cols == 0 {
+        return Err(format!(
+            "{}: logits have shape [{rows}, {cols}]: there must be at least one row and one \
+             class (column)",
+            path.display()
+        ));
     }
+    let dtype = array.data.dtype();
+    let logits = match array.data {
+        NpyData::F16(v) => Logits::F16(v),
+        other => Logits::F32(floats(path, "logits", other)?),
+    };
+    Ok((logits, rows, cols, dtype))
 }
 
 fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
@@ -399,83 +519,60 @@ fn read_vector(path: &Path, len: usize, what: &str) -> Result<Vec<f32>, String> 
             array.shape
         ));
     }
-    match array.data {
-        NpyData::F32(v) => Ok(v),
-        other => Err(format!(
-            "{}: {what} must be float32, got {}",
-            path.display(),
-            other.dtype()
-        )),
+    floats(path, what, array.data)
+}
+
+/// A spinner on stderr naming the step a long run is in. It shows only when stderr is a
+/// terminal, `--quiet` is off and the run has taken more than about a second
+/// (`ML_SOFTMAX_PROGRESS_AFTER_MS` changes that delay; the tests set it to 0).
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Self { bar: None };
+        }
+        let delay = std::env::var("ML_SOFTMAX_PROGRESS_AFTER_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        let shown = bar.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay));
+            if !shown.is_finished() {
+                shown.set_draw_target(ProgressDrawTarget::stderr());
+            }
+        });
+        Self { bar: Some(bar) }
+    }
+
+    fn step(&self, message: &'static str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
     }
 }
 
-/// The output files of one command, written together: each goes to a temporary file beside
-/// its destination, and only when all are written are they renamed into place. A failure
-/// removes the temporary files, so no output is half-written and no set is half-updated.
-#[derive(Default)]
-struct Outputs {
-    files: Vec<(PathBuf, Vec<usize>, NpyData)>,
-}
-
-impl Outputs {
-    /// Fails early, before any GPU work, when a destination's folder does not exist.
-    fn check_folders(paths: &[&Path]) -> Result<(), String> {
-        for path in paths {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-            if let Some(dir) = parent {
-                if !dir.is_dir() {
-                    return Err(format!(
-                        "{}: cannot write: the folder {} does not exist",
-                        path.display(),
-                        dir.display()
-                    ));
-                }
-            }
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
-        Ok(())
-    }
-
-    fn add(&mut self, path: &Path, shape: &[usize], data: Vec<f32>) {
-        self.add_data(path, shape, NpyData::F32(data));
-    }
-
-    fn add_data(&mut self, path: &Path, shape: &[usize], data: NpyData) {
-        self.files.push((path.to_path_buf(), shape.to_vec(), data));
-    }
-
-    fn write(self) -> Result<(), String> {
-        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-        let mut result = Ok(());
-        for (path, shape, data) in self.files {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let tmp = path.with_file_name(format!(
-                ".{}.part-{}",
-                name.unwrap_or_default(),
-                std::process::id()
-            ));
-            if let Err(e) = npy::write(&tmp, &shape, &data) {
-                result = Err(format!("{}: {e}", path.display()));
-                break;
-            }
-            staged.push((tmp, path));
-        }
-        if result.is_ok() {
-            for (tmp, path) in &staged {
-                if let Err(e) = std::fs::rename(tmp, path) {
-                    result = Err(format!("{}: cannot write: {e}", path.display()));
-                    break;
-                }
-            }
-        }
-        for (tmp, _) in &staged {
-            let _ = std::fs::remove_file(tmp);
-        }
-        result
     }
 }
 
 fn xent(args: &XentArgs) -> Result<(), String> {
-    let (logits, rows, cols) = read_logits(&args.logits)?;
+    let started = Instant::now();
+    let progress = Progress::new(args.quiet);
+    progress.step("reading the inputs");
+    let (logits, rows, cols, logits_dtype) = read_logits(&args.logits)?;
     let weight = match &args.weight {
         Some(p) => Some(read_vector(p, cols, "weight")?),
         None => None,
@@ -492,9 +589,20 @@ fn xent(args: &XentArgs) -> Result<(), String> {
         z_loss: args.z_loss,
         softcap: args.softcap,
     };
-    let strategy: Strategy = args.strategy.parse().map_err(|e| format!("{e}"))?;
+    let strategy: Strategy = args
+        .strategy
+        .parse()
+        .map_err(|e| format!("--strategy: {e}"))?;
     // Check everything the library checks before touching the GPU, so bad input fails fast.
-    options.validate(cols).map_err(|e| e.to_string())?;
+    options.validate(cols).map_err(|e| match e {
+        // The library names its option; here the flag is what the user typed.
+        ml_softmax::Error::InvalidOption {
+            name,
+            value,
+            reason,
+        } => format!("--{} {value}: {reason}", name.replace('_', "-")),
+        e => e.to_string(),
+    })?;
     let (labels, probs) = match (&args.labels, &args.targets) {
         (Some(path), _) => {
             let labels = read_labels(path, rows)?;
@@ -516,71 +624,197 @@ fn xent(args: &XentArgs) -> Result<(), String> {
         }
         (None, None) => return Err("give --labels or --targets".into()),
     };
-    let mut paths = vec![args.loss_out.as_path(), args.grad_out.as_path()];
-    for p in [
-        &args.lse_out,
-        &args.row_loss_out,
-        &args.probs_out,
-        &args.log_probs_out,
-    ] {
-        paths.extend(p.as_deref());
+    let mut outputs = Outputs::plan(&[
+        ("--loss-out", args.loss_out.as_deref()),
+        ("--grad-out", args.grad_out.as_deref()),
+        ("--lse-out", args.lse_out.as_deref()),
+        ("--row-loss-out", args.row_loss_out.as_deref()),
+        ("--probs-out", args.probs_out.as_deref()),
+        ("--log-probs-out", args.log_probs_out.as_deref()),
+    ])?;
+    if matches!(logits, Logits::F16(_))
+        && options.softcap > 0.0
+        && (args.probs_out.is_some() || args.log_probs_out.is_some())
+    {
+        return Err("--probs-out / --log-probs-out with --softcap need float32 logits".into());
     }
-    Outputs::check_folders(&paths)?;
 
+    progress.step("opening the GPU");
     let ctx = args.gpu.context()?;
+    progress.step("computing on the GPU");
+    let gpu_started = Instant::now();
     let targets = match &probs {
         Some(t) => Targets::Probabilities(t),
         None => Targets::Classes(&labels),
     };
-    let mut outputs = Outputs::default();
     let (loss, row_loss, lse) = match &logits {
         Logits::F32(z) => {
             let out = ctx
                 .cross_entropy_targets(z, targets, rows, cols, &options, strategy)
                 .map_err(|e| e.to_string())?;
-            outputs.add(&args.grad_out, &[rows, cols], out.grad);
+            outputs.set("--grad-out", &[rows, cols], NpyData::F32(out.grad));
             (out.loss, out.row_loss, out.lse)
         }
         Logits::F16(z) => {
             let out = ctx
                 .cross_entropy_half(z, Precision::F16, targets, rows, cols, &options, strategy)
                 .map_err(|e| e.to_string())?;
-            outputs.add_data(&args.grad_out, &[rows, cols], NpyData::F16(out.grad));
+            outputs.set("--grad-out", &[rows, cols], NpyData::F16(out.grad));
             (out.loss, out.row_loss, out.lse)
         }
     };
-    match options.reduction {
-        Reduction::None => outputs.add(&args.loss_out, &[rows], row_loss.clone()),
-        _ => outputs.add(&args.loss_out, &[], vec![loss]),
-    }
-    if let Some(p) = &args.lse_out {
-        outputs.add(p, &[rows], lse);
-    }
-    if let Some(p) = &args.row_loss_out {
-        outputs.add(p, &[rows], row_loss);
-    }
     // Probabilities are a second output array: a softmax pass over the (capped) logits.
-    for (path, log) in [(&args.probs_out, false), (&args.log_probs_out, true)] {
-        if let Some(path) = path {
+    for (flag, wanted, log) in [
+        ("--probs-out", &args.probs_out, false),
+        ("--log-probs-out", &args.log_probs_out, true),
+    ] {
+        if wanted.is_some() {
             let data = match &logits {
                 Logits::F32(z) => NpyData::F32(
                     ctx.softmax_with(&soft_capped(z, options.softcap), rows, cols, log, strategy)
                         .map_err(|e| e.to_string())?,
                 ),
-                Logits::F16(_) if options.softcap > 0.0 => {
-                    return Err(
-                        "--probs-out / --log-probs-out with --softcap need float32 logits".into(),
-                    );
-                }
                 Logits::F16(z) => NpyData::F16(
                     ctx.softmax_half(z, Precision::F16, rows, cols, log, strategy)
                         .map_err(|e| e.to_string())?,
                 ),
             };
-            outputs.add_data(path, &[rows, cols], data);
+            outputs.set(flag, &[rows, cols], data);
         }
     }
-    outputs.write()
+    let gpu_seconds = gpu_started.elapsed().as_secs_f64();
+    match options.reduction {
+        Reduction::None => outputs.set("--loss-out", &[rows], NpyData::F32(row_loss.clone())),
+        _ => outputs.set("--loss-out", &[], NpyData::F32(vec![loss])),
+    }
+    outputs.set("--lse-out", &[rows], NpyData::F32(lse));
+    outputs.set("--row-loss-out", &[rows], NpyData::F32(row_loss));
+
+    progress.step("writing the outputs");
+    let written: Vec<(&str, String)> = outputs
+        .written()
+        .into_iter()
+        .map(|(flag, path)| (flag, path.display().to_string()))
+        .collect();
+    outputs.write()?;
+    drop(progress);
+
+    let ignored_rows = labels
+        .iter()
+        .filter(|&&y| y == options.ignore_index)
+        .count();
+    let summary = Summary {
+        loss,
+        reduction: match options.reduction {
+            Reduction::Mean => "mean",
+            Reduction::Sum => "sum",
+            Reduction::None => "none",
+        },
+        rows,
+        cols,
+        ignored_rows,
+        logits_dtype,
+        adapter: ctx.describe(),
+        gpu_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+        written,
+    };
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        summary.print();
+    }
+    Ok(())
+}
+
+/// What `xent` prints when it is done.
+struct Summary {
+    loss: f32,
+    reduction: &'static str,
+    rows: usize,
+    cols: usize,
+    ignored_rows: usize,
+    /// The logits' dtype in the file; float64 was computed in float32.
+    logits_dtype: &'static str,
+    adapter: String,
+    /// The library calls (upload, kernels, readback).
+    gpu_seconds: f64,
+    /// The whole command, reading and writing included.
+    seconds: f64,
+    written: Vec<(&'static str, String)>,
+}
+
+impl Summary {
+    /// float64 logits are computed in float32 and give a float32 gradient.
+    fn computed_in(&self) -> &'static str {
+        if self.logits_dtype == "float16" {
+            "float16"
+        } else {
+            "float32"
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let outputs: serde_json::Map<String, serde_json::Value> = self
+            .written
+            .iter()
+            .map(|(flag, path)| {
+                (
+                    flag.trim_start_matches('-').to_string(),
+                    path.clone().into(),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "loss": self.loss,
+            "reduction": self.reduction,
+            "rows": self.rows,
+            "cols": self.cols,
+            "ignored_rows": self.ignored_rows,
+            "logits_dtype": self.logits_dtype,
+            "grad_dtype": self.computed_in(),
+            "adapter": self.adapter,
+            "gpu_seconds": self.gpu_seconds,
+            "seconds": self.seconds,
+            "outputs": outputs,
+        })
+    }
+
+    fn print(&self) {
+        let what = match self.reduction {
+            "none" => "sum of the row losses (reduction none)".to_string(),
+            r => format!("reduction {r}"),
+        };
+        let count =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        println!(
+            "loss {} ({what}; {}, {} ignored, {})",
+            self.loss,
+            count(self.rows, "row", "rows"),
+            self.ignored_rows,
+            count(self.cols, "class", "classes")
+        );
+        let dtype = if self.logits_dtype == "float64" {
+            "float64 logits computed in float32, gradient written as float32".to_string()
+        } else {
+            format!("{} logits", self.logits_dtype)
+        };
+        println!("{dtype}; adapter {}", self.adapter);
+        println!(
+            "time {:.3} s in all, {:.3} s in the GPU calls",
+            self.seconds, self.gpu_seconds
+        );
+        if self.written.is_empty() {
+            println!("wrote nothing (give --loss-out, --grad-out, ... to keep results)");
+        } else {
+            let list: Vec<String> = self
+                .written
+                .iter()
+                .map(|(flag, path)| format!("{flag} {path}"))
+                .collect();
+            println!("wrote {}", list.join(", "));
+        }
+    }
 }
 
 /// The logits as the loss sees them: `c * tanh(z / c)` with soft-capping.
@@ -595,9 +829,12 @@ fn soft_capped(logits: &[f32], softcap: f32) -> Vec<f32> {
     }
 }
 
-fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool) -> Result<(), String> {
-    let (z, rows, cols) = read_logits(logits)?;
-    Outputs::check_folders(&[out])?;
+fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool, quiet: bool) -> Result<(), String> {
+    let progress = Progress::new(quiet);
+    progress.step("reading the input");
+    let (z, rows, cols, _) = read_logits(logits)?;
+    let mut outputs = Outputs::plan(&[("--out", Some(out))])?;
+    progress.step("computing on the GPU");
     let ctx = gpu.context()?;
     let data = match &z {
         Logits::F32(z) => NpyData::F32(
@@ -609,7 +846,7 @@ fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool) -> Result<(), St
                 .map_err(|e| e.to_string())?,
         ),
     };
-    let mut outputs = Outputs::default();
-    outputs.add_data(out, &[rows, cols], data);
+    progress.step("writing the output");
+    outputs.set("--out", &[rows, cols], data);
     outputs.write()
 }

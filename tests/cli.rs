@@ -426,26 +426,39 @@ fn error_truncated_npy() {
     xent_fails(&dir, &cut, &labels, &[], &["cut-header.npy", "truncated"]);
 }
 
+/// float64 logits (numpy's default) are computed in float32 and give a float32 gradient; the
+/// summary says so.
 #[test]
-fn error_float64_logits() {
+fn xent_float64_logits_are_computed_in_float32() {
     let dir = Scratch::new("f64");
     let (_, labels) = valid_inputs(&dir);
-    let data: Vec<u8> = (0..ROWS * COLS)
-        .flat_map(|i| (i as f64).to_le_bytes())
+    let z64: Vec<f64> = logits(ROWS * COLS)
+        .iter()
+        .map(|&v| f64::from(v) + 1e-9)
         .collect();
-    let f64_file = dir.bytes(
-        "f64.npy",
-        &raw_npy(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 7), }",
-            &data,
-        ),
-    );
-    xent_fails(
-        &dir,
-        &f64_file,
+    let l = dir.npy("f64.npy", &[ROWS, COLS], NpyData::F64(z64.clone()));
+    let grad = dir.path("grad.npy");
+    let out = run(&[
+        &"xent",
+        &"--logits",
+        &l,
+        &"--labels",
         &labels,
-        &[],
-        &["f64.npy", "float64", "float32"],
+        &"--grad-out",
+        &grad,
+        &"--json",
+    ]);
+    assert_success(&out);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["logits_dtype"], "float64", "{summary}");
+    assert_eq!(summary["grad_dtype"], "float32", "{summary}");
+    let z: Vec<f32> = z64.iter().map(|&v| v as f32).collect();
+    let want = reference::cross_entropy(&z, &LABELS, ROWS, COLS, &Default::default()).unwrap();
+    assert_close("grad", &read_f32(&grad, &[ROWS, COLS]), &want.grad);
+    assert_close(
+        "loss",
+        &[summary["loss"].as_f64().unwrap() as f32],
+        &[want.loss],
     );
 }
 
@@ -533,7 +546,7 @@ fn error_label_smoothing_out_of_range() {
         &logits,
         &labels,
         &["--label-smoothing", "2"],
-        &["label_smoothing", "2", "[0, 1]"],
+        &["--label-smoothing", "2", "[0, 1]"],
     );
 }
 
@@ -709,20 +722,13 @@ fn xent_float16_logits_give_a_float16_gradient() {
     }
 }
 
-/// The value of `"key": ...` in one line of the bench's JSON (numbers and plain strings).
-fn json_field<'a>(line: &'a str, key: &str) -> &'a str {
-    let tag = format!("\"{key}\": ");
-    let start = line
-        .find(&tag)
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + tag.len();
-    let rest = &line[start..];
-    let value = if let Some(quoted) = rest.strip_prefix('"') {
-        &quoted[..quoted.find('"').unwrap()]
-    } else {
-        &rest[..rest.find([',', '}']).unwrap()]
-    };
-    value.trim()
+/// The value of `key` in one record of the bench's JSON, as text (numbers and strings).
+fn json_field(record: &serde_json::Value, key: &str) -> String {
+    match &record[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => panic!("{key} is {other} in {record}"),
+    }
 }
 
 #[test]
@@ -745,10 +751,11 @@ fn bench_reports_every_strategy_against_the_copy_kernel() {
     ]);
     assert_success(&out);
     let text = fs::read_to_string(&json).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains('{')).collect();
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let lines: &Vec<serde_json::Value> = parsed.as_array().unwrap();
     // Where the kernels move 64-bit words (software adapters with SHADER_INT64), the copy in
     // 32-bit words is reported too.
-    let words = json_field(lines[0], "words").to_string();
+    let words = json_field(&lines[0], "words");
     let kernels: &[&str] = match words.as_str() {
         "64" => &["copy", "copy-u32", "auto", "wg1", "wg8"],
         "32" => &["copy", "auto", "wg1", "wg8"],
@@ -809,4 +816,801 @@ fn bench_reports_every_strategy_against_the_copy_kernel() {
     assert_success(&out);
     let text = fs::read_to_string(&json).unwrap();
     assert!(text.contains("host wall time"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs that are never destroyed, inputs that are read within bounds, and what the command
+// line says. CI runs as root, which hides some of these bugs: where it matters the binary is
+// also run as `nobody` (with `setpriv`, from a copy that user can read).
+
+/// The binary with these arguments and environment variables, not yet started.
+fn command(args: &[&dyn AsRef<std::ffi::OsStr>], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ml-softmax"));
+    cmd.args(args.iter().map(|a| a.as_ref()));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `cmd` to the end, or kills it and fails after two minutes (a FIFO test that goes wrong
+/// would otherwise hang).
+fn output_within_two_minutes(mut cmd: Command) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within two minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs the binary as `nobody` when the tests run as root (a copy of it in a folder that user
+/// can read; `dir` opened to everyone), else as the current, already unprivileged, user.
+fn run_unprivileged(dir: &Scratch, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    if !is_root() {
+        return run(args);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+    let bin_dir = std::env::temp_dir().join(format!("ml-softmax-cli-bin-{}", std::process::id()));
+    let bin = bin_dir.join("ml-softmax");
+    if !bin.exists() {
+        fs::create_dir_all(&bin_dir).unwrap();
+        let staged = bin_dir.join(format!("ml-softmax.{:?}", std::thread::current().id()));
+        fs::copy(env!("CARGO_BIN_EXE_ml-softmax"), &staged).unwrap();
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&bin_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = fs::rename(&staged, &bin);
+    }
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(args.iter().map(|a| a.as_ref()))
+        .current_dir(&dir.0)
+        .output()
+        .expect("cannot start setpriv")
+}
+
+/// Files this tool leaves only while it runs (or after a SIGKILL): `.ml-softmax-*.part`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".ml-softmax-"))
+        .collect()
+}
+
+fn file_type(path: &Path) -> fs::FileType {
+    fs::symlink_metadata(path).unwrap().file_type()
+}
+
+#[test]
+fn outputs_to_a_device_or_a_fifo_go_through_and_the_node_stays() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = Scratch::new("nodes");
+    let (logits, labels) = valid_inputs(&dir);
+    // A character device of our own (the null device's numbers) where we may make one, so the
+    // test never risks the system's /dev/null; else /dev/null itself.
+    let node = dir.path("null");
+    let made = is_root()
+        && Command::new("mknod")
+            .args([node.as_os_str(), "c".as_ref(), "1".as_ref(), "3".as_ref()])
+            .status()
+            .is_ok_and(|s| s.success());
+    let node = if made {
+        node
+    } else {
+        PathBuf::from("/dev/null")
+    };
+    let rdev = fs::metadata(&node).unwrap().rdev();
+    // A FIFO with a reader that keeps every byte.
+    let fifo = dir.path("grad.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).unwrap())
+    };
+    // The same device for two outputs is fine.
+    let out = output_within_two_minutes(command(
+        &[
+            &"xent",
+            &"--logits",
+            &logits,
+            &"--labels",
+            &labels,
+            &"--loss-out",
+            &node,
+            &"--lse-out",
+            &node,
+            &"--grad-out",
+            &fifo,
+            &"--quiet",
+        ],
+        &[],
+    ));
+    assert_success(&out);
+    let got = npy::parse(&reader.join().unwrap()).unwrap();
+    assert!(
+        file_type(&node).is_char_device(),
+        "{} was replaced",
+        node.display()
+    );
+    assert_eq!(fs::metadata(&node).unwrap().rdev(), rdev);
+    assert!(file_type(&fifo).is_fifo(), "the FIFO was replaced");
+    let want = reference::cross_entropy(
+        &self::logits(ROWS * COLS),
+        &LABELS,
+        ROWS,
+        COLS,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(got.shape, [ROWS, COLS]);
+    let NpyData::F32(grad) = got.data else {
+        panic!("float32 expected")
+    };
+    assert_close("grad through the FIFO", &grad, &want.grad);
+    assert!(temp_files(&dir.0).is_empty());
+
+    // As an ordinary user, the usual way to discard an output works.
+    let out = run_unprivileged(
+        &dir,
+        &[
+            &"xent",
+            &"--logits",
+            &logits,
+            &"--labels",
+            &labels,
+            &"--loss-out",
+            &"/dev/null",
+            &"--grad-out",
+            &"grad.npy",
+        ],
+    );
+    assert_success(&out);
+    assert!(file_type(Path::new("/dev/null")).is_char_device());
+    read_f32(&dir.path("grad.npy"), &[ROWS, COLS]);
+}
+
+#[test]
+fn an_output_symlink_is_followed_and_stays_a_link() {
+    let dir = Scratch::new("symlink");
+    let (logits, labels) = valid_inputs(&dir);
+    fs::write(dir.path("target.npy"), b"old").unwrap();
+    std::os::unix::fs::symlink("target.npy", dir.path("link.npy")).unwrap();
+    // A dangling link: its target is created.
+    std::os::unix::fs::symlink("new-target.npy", dir.path("dangling.npy")).unwrap();
+    let out = run(&[
+        &"xent",
+        &"--logits",
+        &logits,
+        &"--labels",
+        &labels,
+        &"--loss-out",
+        &dir.path("link.npy"),
+        &"--grad-out",
+        &dir.path("dangling.npy"),
+    ]);
+    assert_success(&out);
+    for (link, target) in [
+        ("link.npy", "target.npy"),
+        ("dangling.npy", "new-target.npy"),
+    ] {
+        assert!(
+            file_type(&dir.path(link)).is_symlink(),
+            "{link} is no longer a link"
+        );
+        assert_eq!(fs::read_link(dir.path(link)).unwrap(), Path::new(target));
+    }
+    assert_eq!(read_f32(&dir.path("target.npy"), &[]).len(), 1);
+    read_f32(&dir.path("new-target.npy"), &[ROWS, COLS]);
+    assert!(temp_files(&dir.0).is_empty());
+}
+
+#[test]
+fn two_outputs_naming_one_file_are_an_error_and_the_file_is_unchanged() {
+    let dir = Scratch::new("same");
+    let (logits, labels) = valid_inputs(&dir);
+    fs::write(dir.path("same.npy"), b"precious").unwrap();
+    std::os::unix::fs::symlink("same.npy", dir.path("alias.npy")).unwrap();
+    fs::hard_link(dir.path("same.npy"), dir.path("hard.npy")).unwrap();
+    for (a, b, flag_b) in [
+        ("same.npy", "same.npy", "--grad-out"),
+        ("same.npy", "alias.npy", "--grad-out"),
+        ("same.npy", "hard.npy", "--probs-out"),
+        ("new.npy", "./new.npy", "--grad-out"),
+    ] {
+        let out = run(&[
+            &"xent",
+            &"--logits",
+            &logits,
+            &"--labels",
+            &labels,
+            &"--loss-out",
+            &dir.path(a),
+            &flag_b,
+            &dir.path(b),
+        ]);
+        assert_error(&out, &[flag_b, "the same file as --loss-out"]);
+        assert_eq!(fs::read(dir.path("same.npy")).unwrap(), b"precious");
+        assert!(!dir.path("new.npy").exists());
+        assert!(temp_files(&dir.0).is_empty());
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_written_leaves_every_other_output_unchanged() {
+    let dir = Scratch::new("folder");
+    let (logits, labels) = valid_inputs(&dir);
+    fs::write(dir.path("loss.npy"), b"old loss").unwrap();
+    fs::create_dir(dir.path("a-folder")).unwrap();
+    for (bad, phrases) in [
+        ("a-folder", &["--grad-out", "is a folder"][..]),
+        ("missing/", &["--grad-out", "ends with '/'"][..]),
+        (
+            "loss.npy/grad.npy",
+            &["--grad-out", "is a file, not a folder"][..],
+        ),
+        (
+            "no-such-folder/grad.npy",
+            &["--grad-out", "does not exist"][..],
+        ),
+    ] {
+        let out = run(&[
+            &"xent",
+            &"--logits",
+            &logits,
+            &"--labels",
+            &labels,
+            &"--loss-out",
+            &dir.path("loss.npy"),
+            &"--grad-out",
+            &dir.path(bad),
+        ]);
+        assert_error(&out, phrases);
+        assert_eq!(
+            fs::read(dir.path("loss.npy")).unwrap(),
+            b"old loss",
+            "{bad}"
+        );
+        assert!(temp_files(&dir.0).is_empty());
+    }
+    // As an ordinary user: a read-only file is not replaced, and a folder that cannot be
+    // written fails before the GPU is touched.
+    if is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(dir.path("ro.npy"), b"read-only").unwrap();
+        fs::set_permissions(dir.path("ro.npy"), fs::Permissions::from_mode(0o444)).unwrap();
+        let locked = dir.path("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run_unprivileged(
+            &dir,
+            &[
+                &"xent",
+                &"--logits",
+                &logits,
+                &"--labels",
+                &labels,
+                &"--grad-out",
+                &"ro.npy",
+            ],
+        );
+        assert_error(&out, &["--grad-out", "read-only"]);
+        assert_eq!(fs::read(dir.path("ro.npy")).unwrap(), b"read-only");
+        let out = run_unprivileged(
+            &dir,
+            &[
+                &"xent",
+                &"--logits",
+                &logits,
+                &"--labels",
+                &labels,
+                &"--grad-out",
+                &"locked/grad.npy",
+                &"--backend",
+                &"nonsense-is-never-reached",
+            ],
+        );
+        assert_error(
+            &out,
+            &[
+                "--grad-out",
+                "cannot create a temporary file",
+                "ermission denied",
+            ],
+        );
+    }
+}
+
+/// A long file name (250 bytes, within NAME_MAX) works: temporary names do not grow with it.
+#[test]
+fn a_250_byte_file_name_works() {
+    let dir = Scratch::new("long-name");
+    let (logits, labels) = valid_inputs(&dir);
+    let name = format!("{}.npy", "g".repeat(246));
+    assert_eq!(name.len(), 250);
+    let out = run(&[
+        &"xent",
+        &"--logits",
+        &logits,
+        &"--labels",
+        &labels,
+        &"--grad-out",
+        &dir.path(&name),
+    ]);
+    assert_success(&out);
+    read_f32(&dir.path(&name), &[ROWS, COLS]);
+}
+
+/// Killed at any moment (SIGKILL), a run leaves each output either as it was or complete,
+/// never truncated; the temporary files a kill can leave are removed by the next run in that
+/// folder. SIGTERM and SIGINT remove them at once. Both with unnamed temporary files
+/// (O_TMPFILE) and with named ones (the fallback, forced by ML_SOFTMAX_NAMED_TEMPS).
+#[test]
+fn killed_runs_leave_no_truncated_output_and_no_temp_file() {
+    let dir = Scratch::new("kill");
+    let (rows, cols) = (256, 4000);
+    let l = dir.npy("big.npy", &[rows, cols], NpyData::F32(logits(rows * cols)));
+    let y = dir.npy("y.npy", &[rows], NpyData::I64((0..rows as i64).collect()));
+    let outs = ["grad.npy", "probs.npy", "log-probs.npy"];
+    let old = NpyData::F32(vec![7.0; 3]);
+    let args = |dir: &Scratch| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = ["xent", "--logits"].iter().map(Into::into).collect();
+        a.push(l.clone().into());
+        a.push("--labels".into());
+        a.push(y.clone().into());
+        for (flag, name) in ["--grad-out", "--probs-out", "--log-probs-out"]
+            .iter()
+            .zip(outs)
+        {
+            a.push(flag.into());
+            a.push(dir.path(name).into());
+        }
+        a
+    };
+    let spawn = |named: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ml-softmax"));
+        cmd.args(args(&dir))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if named {
+            cmd.env("ML_SOFTMAX_NAMED_TEMPS", "1");
+        }
+        cmd.spawn().unwrap()
+    };
+    let check_outputs = |when: &str| {
+        for name in outs {
+            let array =
+                npy::read(&dir.path(name)).unwrap_or_else(|e| panic!("{name} after {when}: {e}"));
+            assert!(
+                array
+                    == NpyArray {
+                        shape: vec![3],
+                        data: old.clone()
+                    }
+                    || array.shape == [rows, cols],
+                "{name} after {when}: shape {:?}",
+                array.shape
+            );
+        }
+    };
+    for name in outs {
+        npy::write(&dir.path(name), &[3], &old).unwrap();
+    }
+    let started = std::time::Instant::now();
+    assert!(spawn(false).wait().unwrap().success());
+    let full = started.elapsed();
+    check_outputs("a whole run");
+    for named in [false, true] {
+        for i in 0..10u32 {
+            let mut child = spawn(named);
+            std::thread::sleep(full * i / 10);
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            check_outputs(&format!(
+                "a SIGKILL at {i}/10 of a run (named temps: {named})"
+            ));
+        }
+        for (i, signal) in [libc::SIGTERM, libc::SIGINT]
+            .into_iter()
+            .cycle()
+            .take(6)
+            .enumerate()
+        {
+            let mut child = spawn(named);
+            std::thread::sleep(full * (2 * i as u32 + 3) / 12);
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let status = child.wait().unwrap();
+            assert!(status.success() || status.code() == Some(130), "{status:?}");
+            check_outputs(&format!("signal {signal} (named temps: {named})"));
+            assert_eq!(
+                temp_files(&dir.0),
+                Vec::<String>::new(),
+                "after signal {signal}"
+            );
+        }
+    }
+    // A stale temporary file of a process that no longer exists (no pid is this large) goes
+    // with the next run in its folder; one of a live process stays.
+    fs::write(dir.path(".ml-softmax-999999999-0.part"), b"stale").unwrap();
+    let live = format!(".ml-softmax-{}-0.part", std::process::id());
+    fs::write(dir.path(&live), b"live").unwrap();
+    assert!(spawn(false).wait().unwrap().success());
+    check_outputs("the last run");
+    assert_eq!(temp_files(&dir.0), vec![live]);
+}
+
+/// `/dev/zero` as input, and a header that declares far more data than the input holds, are
+/// refused with a clear error under a 1 GiB address-space limit, not read without bound.
+#[test]
+fn endless_or_huge_inputs_are_refused_within_a_memory_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = Scratch::new("huge");
+    let (logits, labels) = valid_inputs(&dir);
+    let huge_header = raw_npy(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000), }",
+        &[0; 64],
+    );
+    let huge = dir.bytes("huge.npy", &huge_header);
+    // The same header on an endless stream: a FIFO fed until the reader stops.
+    let fifo = dir.path("endless.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let feeder = {
+        let (fifo, header) = (fifo.clone(), huge_header.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            let _ = f.write_all(&header);
+            let zeros = vec![0u8; 1 << 20];
+            while f.write_all(&zeros).is_ok() {}
+        })
+    };
+    let limited = |bad: &Path, labels: &Path| {
+        let mut cmd = command(
+            &[
+                &"xent",
+                &"--logits",
+                &bad,
+                &"--labels",
+                &labels,
+                &"--loss-out",
+                &dir.path("l.npy"),
+            ],
+            &[],
+        );
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 1 << 30,
+                    rlim_max: 1 << 30,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        output_within_two_minutes(cmd)
+    };
+    let dev_zero = Path::new("/dev/zero");
+    assert_error(
+        &limited(dev_zero, &labels),
+        &["/dev/zero", "not a .npy file"],
+    );
+    assert_error(
+        &limited(&logits, dev_zero),
+        &["/dev/zero", "not a .npy file"],
+    );
+    assert_error(
+        &limited(&huge, &labels),
+        &["huge.npy", "truncated", "40000000000 bytes"],
+    );
+    assert_error(
+        &limited(&fifo, &labels),
+        &["endless.fifo", "does not fit in memory"],
+    );
+    feeder.join().unwrap();
+    assert!(!dir.path("l.npy").exists());
+}
+
+/// A FIFO input with no writer: the command says that it waits, then reads what comes.
+#[test]
+fn a_fifo_input_without_a_writer_says_that_it_waits() {
+    use std::io::{BufRead, Write};
+    let dir = Scratch::new("fifo-in");
+    let (logits, labels) = valid_inputs(&dir);
+    let fifo = dir.path("logits.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = command(
+        &[&"xent", &"--logits", &fifo, &"--labels", &labels, &"--json"],
+        &[],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting for a writer on"), "{line}");
+    assert!(line.contains("logits.fifo"), "{line}");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(&fs::read(&logits).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows"], ROWS);
+}
+
+/// Messages name the variable or flag that is wrong; usage errors are one line pointing at
+/// the help; no flag value panics.
+#[test]
+fn messages_name_the_variable_or_flag_that_is_wrong() {
+    let dir = Scratch::new("messages");
+    let (logits, labels) = valid_inputs(&dir);
+    let xent = |envs: &[(&str, &str)], extra: &[&str]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"xent", &"--logits", &logits, &"--labels", &labels];
+        for e in extra {
+            args.push(e);
+        }
+        command(&args, envs).output().unwrap()
+    };
+    assert_error(
+        &xent(&[("WGPU_BACKEND", "nonsense")], &[]),
+        &["WGPU_BACKEND", "nonsense"],
+    );
+    assert_error(
+        &xent(
+            &[
+                ("WGPU_BACKEND", "vulkan"),
+                ("VK_ICD_FILENAMES", "/nonexistent"),
+            ],
+            &[],
+        ),
+        &["no GPU adapter", "WGPU_BACKEND=vulkan"],
+    );
+    assert_error(
+        &xent(&[], &["--label-smoothing", "-0.1"]),
+        &["--label-smoothing -0.1", "[0, 1]"],
+    );
+    assert_error(&xent(&[], &["--z-loss", "-1"]), &["--z-loss -1"]);
+    let empty = dir.npy("empty.npy", &[2, 0], NpyData::F32(vec![]));
+    let y2 = dir.npy("y2.npy", &[2], NpyData::I64(vec![0, 0]));
+    let out = run(&[&"xent", &"--logits", &empty, &"--labels", &y2]);
+    assert_error(&out, &["empty.npy", "logits have shape [2, 0]"]);
+    // Usage errors: exit code 2, one line, the subcommand's help named.
+    for (args, phrases) in [
+        (
+            &["bench", "--reps", "0"][..],
+            &["--reps", "at least 1", "ml-softmax bench --help"][..],
+        ),
+        (
+            &["xent", "--bogus"][..],
+            &["--bogus", "ml-softmax xent --help"][..],
+        ),
+        (&["nonsense"][..], &["nonsense", "ml-softmax --help"][..]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ml-softmax"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert_eq!(stderr.lines().count(), 1, "{}", describe(&out));
+        assert!(
+            stderr.starts_with("error: ") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        for p in phrases {
+            assert!(stderr.contains(p), "{args:?}: no {p:?} in {stderr}");
+        }
+    }
+}
+
+/// `xent` prints what it did: the loss, rows, ignored rows, adapter, time and the files
+/// written; `--json` the same as JSON; no output flag is required.
+#[test]
+fn xent_prints_a_summary_in_text_or_json() {
+    let dir = Scratch::new("summary");
+    let z = dir.npy(
+        "z.npy",
+        &[2, 3],
+        NpyData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    );
+    let y = dir.npy("y.npy", &[2], NpyData::I64(vec![1, -100]));
+    let out = run(&[&"xent", &"--logits", &z, &"--labels", &y]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("loss 1.4076"), "{text}");
+    assert!(text.contains("2 rows, 1 ignored, 3 classes"), "{text}");
+    assert!(
+        text.contains("adapter ") && text.contains("time "),
+        "{text}"
+    );
+    assert!(text.contains("wrote nothing"), "{text}");
+    assert!(
+        out.stderr.is_empty(),
+        "stderr is no terminal: no progress expected"
+    );
+
+    let loss = dir.path("loss.npy");
+    let out = run(&[
+        &"xent",
+        &"--logits",
+        &z,
+        &"--labels",
+        &y,
+        &"--loss-out",
+        &loss,
+        &"--json",
+    ]);
+    assert_success(&out);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        (s["loss"].as_f64().unwrap() - 1.407_606).abs() < 1e-5,
+        "{s}"
+    );
+    assert_eq!((s["rows"].as_u64(), s["cols"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(s["ignored_rows"], 1);
+    assert_eq!(s["reduction"], "mean");
+    assert_eq!(s["logits_dtype"], "float32");
+    assert!(s["adapter"].as_str().is_some_and(|a| !a.is_empty()));
+    assert!(s["seconds"].as_f64().is_some_and(|t| t > 0.0));
+    assert_eq!(s["outputs"]["loss-out"], loss.display().to_string());
+    assert_close("loss.npy", &read_f32(&loss, &[]), &[1.407_606]);
+
+    let help = run(&[&"xent", &"--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for dtype in ["float32", "float16", "float64", "int64", "int32"] {
+        assert!(help.contains(dtype), "xent --help does not list {dtype}");
+    }
+}
+
+#[test]
+fn adapters_marks_the_default_one() {
+    let out = run(&[&"adapters"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("<- default").count(), 1, "{text}");
+    let marked = text.lines().find(|l| l.contains("<- default")).unwrap();
+    let name = marked
+        .split_once("] ")
+        .unwrap()
+        .1
+        .trim_end_matches("   <- default");
+    assert!(
+        text.contains(&format!(
+            "default (what --backend auto picks; WGPU_ADAPTER_NAME honoured): {name}"
+        )),
+        "{text}"
+    );
+}
+
+/// The progress spinner shows on a terminal (a pseudo-terminal from `script`), with the delay
+/// set to 0, and not with --quiet.
+#[test]
+fn progress_shows_on_a_terminal_unless_quiet() {
+    let dir = Scratch::new("progress");
+    let (logits, labels) = valid_inputs(&dir);
+    let bin = env!("CARGO_BIN_EXE_ml-softmax");
+    let line = |quiet: &str| {
+        format!(
+            "{bin} xent --logits {} --labels {} {quiet} >/dev/null",
+            logits.display(),
+            labels.display()
+        )
+    };
+    let on_tty = |cmd: String| {
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("ML_SOFTMAX_PROGRESS_AFTER_MS", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_tty(line(""));
+    assert!(
+        [
+            "reading the inputs",
+            "opening the GPU",
+            "computing on the GPU",
+            "writing"
+        ]
+        .iter()
+        .any(|step| shown.contains(step)),
+        "no progress on a terminal: {shown:?}"
+    );
+    let quiet = on_tty(line("--quiet"));
+    assert!(
+        !quiet.contains("GPU"),
+        "progress despite --quiet: {quiet:?}"
+    );
+}
+
+/// A mean whose denominator is 0 gives loss 0 and a zero gradient, whichever way D is 0:
+/// every row ignored, or every target weight 0 (with label smoothing, whose row losses are
+/// not 0). README states the rule.
+#[test]
+fn a_zero_denominator_mean_is_zero_both_ways() {
+    let dir = Scratch::new("zero-d");
+    let (logits, _) = valid_inputs(&dir);
+    let ignored = dir.npy("ignored.npy", &[ROWS], NpyData::I64(vec![-100; ROWS]));
+    let labels = dir.npy("labels.npy", &[ROWS], NpyData::I64(LABELS.to_vec()));
+    let mut w = vec![1.0f32; COLS];
+    for &y in &LABELS {
+        w[y as usize] = 0.0;
+    }
+    let weight = dir.npy("w.npy", &[COLS], NpyData::F32(w));
+    for (labels, extra) in [(&ignored, None), (&labels, Some(&weight))] {
+        let (loss, grad, rows) = (dir.path("l.npy"), dir.path("g.npy"), dir.path("r.npy"));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"xent",
+            &"--logits",
+            &logits,
+            &"--labels",
+            labels,
+            &"--label-smoothing",
+            &"0.1",
+            &"--loss-out",
+            &loss,
+            &"--grad-out",
+            &grad,
+            &"--row-loss-out",
+            &rows,
+        ];
+        if let Some(w) = &extra {
+            args.push(&"--weight");
+            args.push(w);
+        }
+        assert_success(&run(&args));
+        assert_eq!(read_f32(&loss, &[]), [0.0]);
+        assert!(read_f32(&grad, &[ROWS, COLS]).iter().all(|&g| g == 0.0));
+        let row_loss = read_f32(&rows, &[ROWS]);
+        assert_eq!(
+            row_loss.iter().all(|&r| r > 0.0),
+            extra.is_some(),
+            "{row_loss:?}"
+        );
+    }
 }

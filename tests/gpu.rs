@@ -1594,3 +1594,68 @@ fn an_infinite_row_loss_sums_to_infinity() {
         assert_eq!(gpu.row_loss[0], f32::INFINITY);
     }
 }
+
+/// A mean whose denominator D is 0 gives loss 0 and a zero gradient, on every adapter and
+/// strategy, whichever way D is 0: every row ignored, or every target weight 0 while other
+/// classes keep their weight (then label smoothing gives non-zero row losses, still reported).
+/// The rule (a deliberate difference from PyTorch's NaN) is README's.
+#[test]
+fn a_zero_denominator_mean_is_zero_both_ways() {
+    let mut rng = Rng::new("zero-denominator");
+    let (rows, cols) = (9, 300);
+    for ctx in contexts() {
+        let logits = rng.logits(rows * cols, 2.0);
+        let labels = rng.labels(rows, cols);
+        let mut weight = vec![1.0f32; cols];
+        for &y in &labels {
+            weight[y as usize] = 0.0;
+        }
+        let all_ignored = (vec![-100i64; rows], None);
+        let zero_target_weights = (labels, Some(weight));
+        for (labels, weight) in [all_ignored, zero_target_weights] {
+            let smoothed = weight.is_some();
+            let options = CrossEntropyOptions {
+                label_smoothing: 0.2,
+                weight,
+                ..Default::default()
+            };
+            let want = reference::cross_entropy(&logits, &labels, rows, cols, &options).unwrap();
+            assert_eq!(want.loss, 0.0);
+            assert!(want.grad.iter().all(|&g| g == 0.0));
+            assert_eq!(want.row_loss.iter().all(|&r| r > 0.0), smoothed);
+            for strategy in
+                std::iter::once(Strategy::Auto).chain(Strategy::all(ctx.has_subgroups()))
+            {
+                let got = ctx
+                    .cross_entropy_with(&logits, &labels, rows, cols, &options, strategy)
+                    .unwrap();
+                let what = format!("{} {strategy} smoothed rows {smoothed}", ctx.describe());
+                assert_eq!(got.loss, 0.0, "{what}");
+                assert!(
+                    got.grad.iter().all(|&g| g == 0.0),
+                    "{what}: gradient not zero"
+                );
+                assert_output_close(&what, &got, &want, 1.0);
+            }
+            // The device API sums D on the GPU (the whole-batch path: 9 rows are one
+            // workgroup), and in separate dispatches for a batch of more rows.
+            for rows in [rows, 600] {
+                let logits = rng.logits(rows * cols, 2.0);
+                let labels: Vec<i64> = (0..rows).map(|i| labels[i % labels.len()]).collect();
+                let want =
+                    reference::cross_entropy(&logits, &labels, rows, cols, &options).unwrap();
+                let got = DeviceRun::new(ctx, &logits, &labels).run(ctx, rows, cols, &options);
+                let what = format!(
+                    "{} device {rows} rows, smoothed rows {smoothed}",
+                    ctx.describe()
+                );
+                assert_eq!(got.loss, 0.0, "{what}");
+                assert!(
+                    got.grad.iter().all(|&g| g == 0.0),
+                    "{what}: gradient not zero"
+                );
+                assert_output_close(&what, &got, &want, 1.0);
+            }
+        }
+    }
+}
