@@ -27,10 +27,33 @@ pub fn contexts() -> &'static [Context] {
         // every run shows which adapters the GPU tests ran on.
         let mut err = std::io::stderr();
         for ctx in &all {
-            let _ = writeln!(err, "GPU tests run on: {}", ctx.describe());
+            let _ = writeln!(
+                err,
+                "GPU tests run on: {}; {}",
+                ctx.describe(),
+                subgroups(ctx)
+            );
         }
         all
     })
+}
+
+/// The adapter's subgroup size, and whether the subgroup strategy runs at it: what the GPU
+/// tests print beside each adapter, so a run says which subgroup size it covered.
+pub fn subgroups(ctx: &Context) -> String {
+    let info = ctx.adapter_info();
+    let reported = if info.subgroup_min_size == info.subgroup_max_size {
+        format!("{}", info.subgroup_min_size)
+    } else {
+        format!("{}..{}", info.subgroup_min_size, info.subgroup_max_size)
+    };
+    match (ctx.subgroup_size(), ctx.subgroup_refusal()) {
+        (Some(size), _) => format!("subgroup size {size} (subgroup strategy runs)"),
+        (None, why) => format!(
+            "subgroup size {reported} reported, subgroup strategy not run: {}",
+            why.unwrap_or("?")
+        ),
+    }
 }
 
 /// A small, fast PRNG (SplitMix64) seeded from the clock, so each run draws fresh data; the
