@@ -34,6 +34,20 @@ pub fn contexts() -> &'static [Context] {
                 subgroups(ctx)
             );
         }
+        // CI's runs at each emulated subgroup size name the size they mean to cover: an
+        // environment that ignored LP_NATIVE_VECTOR_WIDTH must not pass as that size.
+        if let Ok(want) = std::env::var("ML_SOFTMAX_EXPECT_SUBGROUP_SIZE") {
+            let want: u32 = want
+                .parse()
+                .expect("ML_SOFTMAX_EXPECT_SUBGROUP_SIZE: a number");
+            assert!(
+                all.iter()
+                    .any(|c| c.adapter_info().subgroup_max_size == want),
+                "ML_SOFTMAX_EXPECT_SUBGROUP_SIZE={want}, but no adapter reports {want}-lane \
+                 subgroups (is LP_NATIVE_VECTOR_WIDTH={} set, and lavapipe installed?)",
+                32 * want
+            );
+        }
         all
     })
 }
