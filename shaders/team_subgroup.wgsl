@@ -1,7 +1,21 @@
 // Team = one subgroup; the workgroup holds as many rows as it has subgroups. The reduction is
-// subgroupMax then subgroupAdd: no workgroup memory and no barrier. The subgroup size comes from
-// the hardware at run time (8 on lavapipe, 32 on NVIDIA, 32 or 64 on AMD), so a lane strides by
-// `subgroup_size`. Needs Features::SUBGROUP. Put between an io_*.wgsl file and row_softmax.wgsl.
+// subgroupMax then subgroupAdd: no workgroup memory and no barrier. Needs Features::SUBGROUP.
+// Put between an io_*.wgsl file and row_softmax.wgsl.
+//
+// What depends on the subgroup size (4 on some mobile GPUs, 8 to 32 on Intel, 32 on NVIDIA
+// and Apple, 32 or 64 on AMD):
+//   - a lane strides its row by `subgroup_size` blocks (the builtin, so the stride is the
+//     size the subgroup runs at);
+//   - the workgroup's rows are numbered by `num_subgroups` and `subgroup_id`: row
+//     `workgroup * num_subgroups + subgroup_id`;
+//   - the host, which sizes the grid before the dispatch, assumes WORKGROUP_SIZE / size rows
+//     per workgroup for the one size it relies on (row_softmax::subgroup_shape; WORKGROUP_SIZE
+//     is a whole number of subgroups). A subgroup larger than that would leave rows
+//     unwritten, so the host uses this file only where the size is fixed and is the size run
+//     (context::usable_subgroup_size refuses sizes that vary at run time, and llvmpipe's
+//     reported 32 and 64, of which it runs 16).
+// Every lane of the workgroup is active (no early return before team_stats), so the
+// subgroup operations see whole subgroups.
 
 // Lanes per workgroup; rows per workgroup = WORKGROUP_SIZE / subgroup size.
 override WORKGROUP_SIZE: u32 = 64u;

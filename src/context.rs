@@ -180,6 +180,65 @@ pub fn list_adapters(backend: BackendChoice) -> Vec<wgpu::Adapter> {
     adapters
 }
 
+/// The most lanes llvmpipe (lavapipe, llvmpipe GL) puts in a compute subgroup: Mesa builds
+/// its compute shaders on vectors of `MIN2(lp_native_vector_width / 32, 16)` floats
+/// (llvmpipe's `lp_state_cs.c`; `LP_MAX_VECTOR_WIDTH` is 512 bits), while lavapipe reports
+/// `subgroupSize = lp_native_vector_width / 32` (`lvp_device.c`). With
+/// `LP_NATIVE_VECTOR_WIDTH` at 1024 or 2048 it reports, and the `subgroup_size` builtin
+/// says, 32 or 64 lanes, but a subgroup holds 16: `subgroupAdd(1)` is 16 and
+/// `num_subgroups` of a 64-lane workgroup is 4 (tests/gpu.rs,
+/// `the_subgroup_size_reported_is_the_size_run`, shows it with a standalone shader).
+/// Measured on Mesa 22.3.6; both lines are unchanged in later Mesa sources we read.
+pub const LLVMPIPE_MAX_SUBGROUP: u32 = 16;
+
+/// The subgroup size the kernels may rely on for an adapter `info` (whose device has
+/// `Features::SUBGROUP` when `has_feature`), or why there is none. The subgroup strategy,
+/// and everything sized by the subgroup (its workgroup size and rows per workgroup,
+/// `kernels::row_softmax::subgroup_shape`; its loop-turn bound; the choice of
+/// `Strategy::resolve`), needs ONE size known on the host before the dispatch: the host
+/// sizes the grid as `workgroup / size` rows per workgroup, and the shader
+/// (team_subgroup.wgsl) numbers its rows by the `num_subgroups` it meets at run time, so a
+/// subgroup larger than the host assumed would leave rows unwritten. So:
+/// - no `Features::SUBGROUP`: refused;
+/// - `subgroup_min_size != subgroup_max_size` (the size may vary from one pipeline or
+///   dispatch to the next: Intel's 8 to 32, AMD's wave32/wave64 on RDNA): refused, the
+///   other strategies serve (they assume no subgroup size at all);
+/// - a size that is not a power of two in 1..=128 (not a size any adapter has): refused;
+/// - llvmpipe reporting more than [`LLVMPIPE_MAX_SUBGROUP`] lanes, which it does not run
+///   (see there): refused;
+/// - otherwise the one size reported.
+pub fn usable_subgroup_size(
+    info: &wgpu::AdapterInfo,
+    has_feature: bool,
+) -> std::result::Result<u32, String> {
+    let (min, max) = (info.subgroup_min_size, info.subgroup_max_size);
+    if !has_feature {
+        return Err("the device has no Features::SUBGROUP".into());
+    }
+    if min != max {
+        return Err(format!(
+            "the subgroup size varies from {min} to {max} lanes at run time, and the subgroup \
+             strategy needs one size known before the dispatch"
+        ));
+    }
+    if !(min.is_power_of_two() && min <= 128) {
+        return Err(format!(
+            "the adapter reports an unusable subgroup size ({min})"
+        ));
+    }
+    let llvmpipe = info.name.to_lowercase().starts_with("llvmpipe")
+        || info.driver.eq_ignore_ascii_case("llvmpipe");
+    if llvmpipe && min > LLVMPIPE_MAX_SUBGROUP {
+        return Err(format!(
+            "llvmpipe ({}) reports {min}-lane subgroups but runs {LLVMPIPE_MAX_SUBGROUP}-lane \
+             ones (its compute vectors stop at 16 floats): subgroup operations would see a \
+             part of each subgroup",
+            info.driver_info
+        ));
+    }
+    Ok(min)
+}
+
 /// Lower is better: hardware before software, then Vulkan, Metal, DX12, GL.
 fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     let device = match info.device_type {
@@ -210,6 +269,8 @@ pub struct Context {
     info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
     pub(crate) features: wgpu::Features,
+    /// The subgroup size the kernels rely on, or why there is none ([`usable_subgroup_size`]).
+    subgroups: std::result::Result<u32, String>,
     pub(crate) max_chunk_bytes: u64,
     pub(crate) wait_timeout: Duration,
     pub(crate) poison_outputs: bool,
@@ -360,9 +421,12 @@ impl Context {
             .software_io
             .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         let words64 = software_io && device.features().contains(wgpu::Features::SHADER_INT64);
+        let subgroups =
+            usable_subgroup_size(&info, device.features().contains(wgpu::Features::SUBGROUP));
         Ok(Self {
             features: device.features(),
             words64,
+            subgroups,
             f16_bits: software_io,
             layouts,
             device,
@@ -423,15 +487,20 @@ impl Context {
         self.f16_bits
     }
 
-    /// Whether the adapter runs one subgroup per row (fixed, known subgroup size).
+    /// Whether the subgroup strategy may run here: [`Context::subgroup_size`] is known.
     pub fn has_subgroups(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP) && self.subgroup_size().is_some()
+        self.subgroup_size().is_some()
     }
 
-    /// The subgroup size when the adapter reports one fixed size.
+    /// The subgroup size the kernels may rely on, when there is one: see
+    /// [`usable_subgroup_size`] for the rule, [`Context::subgroup_refusal`] for why not.
     pub fn subgroup_size(&self) -> Option<u32> {
-        let (lo, hi) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
-        (lo == hi && lo > 0 && self.features.contains(wgpu::Features::SUBGROUP)).then_some(lo)
+        self.subgroups.as_ref().ok().copied()
+    }
+
+    /// Why the subgroup strategy does not run on this adapter (`None` when it does).
+    pub fn subgroup_refusal(&self) -> Option<&str> {
+        self.subgroups.as_ref().err().map(String::as_str)
     }
 
     /// A buffer on this context's device, for callers of the device-resident API. A size
@@ -641,5 +710,83 @@ impl ErrorScope {
             return Err(Error::Validation(text));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(name: &str, driver: &str, min: u32, max: u32) -> wgpu::AdapterInfo {
+        let mut info = wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, wgpu::Backend::Vulkan);
+        info.name = name.into();
+        info.driver = driver.into();
+        info.driver_info = "Mesa 22.3.6 (LLVM 15.0.6)".into();
+        info.subgroup_min_size = min;
+        info.subgroup_max_size = max;
+        info
+    }
+
+    /// One fixed size is used, at every size adapters have (4 on mobile, 8 to 32 on Intel, 32
+    /// on NVIDIA and Apple, 64 on AMD GCN or wave64).
+    #[test]
+    fn a_fixed_subgroup_size_is_used_at_every_size() {
+        for size in [4, 8, 16, 32, 64, 128] {
+            let info = adapter("Some GPU", "vendor driver", size, size);
+            assert_eq!(usable_subgroup_size(&info, true), Ok(size), "size {size}");
+            // ... but never without the feature.
+            let e = usable_subgroup_size(&info, false).unwrap_err();
+            assert!(e.contains("no Features::SUBGROUP"), "{e}");
+        }
+    }
+
+    /// A size that varies at run time (min != max) is never relied on: the subgroup strategy
+    /// is refused and the others serve.
+    #[test]
+    fn a_subgroup_size_that_varies_is_refused() {
+        for (min, max) in [(8, 32), (32, 64), (4, 64), (16, 32)] {
+            let info = adapter("Intel or AMD", "vendor driver", min, max);
+            let e = usable_subgroup_size(&info, true).unwrap_err();
+            assert!(e.contains(&format!("varies from {min} to {max}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_impossible_subgroup_size_is_refused() {
+        for size in [0, 3, 48, 256] {
+            let info = adapter("Odd GPU", "vendor driver", size, size);
+            assert!(usable_subgroup_size(&info, true).is_err(), "size {size}");
+        }
+    }
+
+    /// llvmpipe runs at most 16 lanes per subgroup whatever it reports (LLVMPIPE_MAX_SUBGROUP):
+    /// its 32 and 64 (LP_NATIVE_VECTOR_WIDTH=1024, 2048) are refused, its 4, 8 and 16 kept.
+    #[test]
+    fn llvmpipe_is_trusted_up_to_16_lanes() {
+        for (size, ok) in [(4, true), (8, true), (16, true), (32, false), (64, false)] {
+            let bits = 32 * size;
+            for (name, driver) in [
+                (format!("llvmpipe (LLVM 15.0.6, {bits} bits)"), "llvmpipe"),
+                (format!("LLVMPIPE (LLVM 15.0.6, {bits} bits)"), ""),
+                ("software".to_string(), "llvmpipe"),
+            ] {
+                let got = usable_subgroup_size(&adapter(&name, driver, size, size), true);
+                if ok {
+                    assert_eq!(got, Ok(size), "{name} / {driver}");
+                } else {
+                    let e = got.unwrap_err();
+                    assert!(e.contains(&format!("reports {size}-lane")), "{e}");
+                    assert!(
+                        e.contains("Mesa 22.3.6"),
+                        "the driver version is named: {e}"
+                    );
+                }
+            }
+        }
+        // The rule is llvmpipe's: a GPU's 32 or 64 lanes are used.
+        for size in [32, 64] {
+            let info = adapter("AMD Radeon RX 7900 XTX (RADV NAVI31)", "radv", size, size);
+            assert_eq!(usable_subgroup_size(&info, true), Ok(size));
+        }
     }
 }

@@ -644,6 +644,196 @@ fn the_subgroup_strategy_without_subgroups_is_an_error() {
     }
 }
 
+// ---- the subgroup size (issue #19): 4, 8, 16, 32, 64 lanes ----
+// CI runs this file on lavapipe at each size it emulates (LP_NATIVE_VECTOR_WIDTH 128 to 2048,
+// .ci/run); the harness prints the size beside each adapter.
+
+/// The subgroup strategy at the size the adapter runs: row counts around the rows per
+/// workgroup the host assumes (`subgroup_shape`: 64 / size), and row lengths around one
+/// block per lane (4 size columns) and one step of 4 blocks per lane (16 size), with loose
+/// columns. Where the subgroup strategy is refused (no feature, a varying size, llvmpipe
+/// reporting more lanes than it runs), the expected result is a typed error that says why.
+#[test]
+fn the_subgroup_strategy_at_the_adapters_subgroup_size() {
+    let mut rng = Rng::new("subgroup size");
+    for ctx in contexts() {
+        let name = ctx.describe();
+        let Some(size) = ctx.subgroup_size() else {
+            let why = ctx.subgroup_refusal().expect("a refusal says why");
+            let e = ctx
+                .cross_entropy_with(
+                    &[1.0; 130],
+                    &[3],
+                    1,
+                    130,
+                    &Default::default(),
+                    Strategy::Subgroup,
+                )
+                .unwrap_err();
+            assert!(matches!(e, Error::Unsupported { .. }), "{name}: {e}");
+            assert!(
+                e.to_string().contains(why),
+                "{name}: the error says why: {e}"
+            );
+            eprintln!("{name}: subgroup strategy refused as expected: {why}");
+            continue;
+        };
+        let (workgroup, team) = row_softmax::subgroup_shape(size);
+        let per_workgroup = (workgroup / team) as usize;
+        let s = size as usize;
+        let mut cases = 0;
+        for rows in [1, per_workgroup + 1, 3 * per_workgroup - 1] {
+            for cols in [1, 4 * s - 1, 4 * s + 1, 16 * s, 16 * s + 5, 48 * s + 3] {
+                check_case(
+                    ctx,
+                    &mut rng,
+                    rows,
+                    cols,
+                    &Default::default(),
+                    Strategy::Subgroup,
+                );
+                let z = rng.logits(rows * cols, 3.0);
+                let gpu = ctx
+                    .softmax_with(&z, rows, cols, false, Strategy::Subgroup)
+                    .unwrap();
+                let cpu = reference::softmax(&z, rows, cols).unwrap();
+                assert_close(
+                    &format!("{name} {rows}x{cols} softmax"),
+                    &gpu,
+                    &cpu,
+                    1e-6,
+                    1e-4,
+                );
+                cases += 1;
+            }
+        }
+        eprintln!("{name}: subgroup strategy at {size} lanes, {cases} shapes match the reference");
+    }
+}
+
+/// A standalone shader (no code of this crate): every lane of a workgroup writes the
+/// `subgroup_size` builtin, `subgroupAdd(1)` (the lanes its subgroup really holds),
+/// `subgroupMax(subgroup_invocation_id) + 1` and `num_subgroups`. On an adapter whose size
+/// the crate relies on, all four agree with that size. On llvmpipe reporting 32 or 64 lanes
+/// (LP_NATIVE_VECTOR_WIDTH 1024 or 2048) the expected result is the emulator's bug, stated
+/// here so that a fixed Mesa shows up: the builtin says 32 or 64, a subgroup holds 16 lanes
+/// (`context::LLVMPIPE_MAX_SUBGROUP`). That is why the subgroup strategy summed half or a
+/// quarter of each row there: its lanes stride by the builtin's 32 or 64 blocks, and only 16
+/// of them exist.
+#[test]
+fn the_subgroup_size_reported_is_the_size_run() {
+    const KERNEL: &str = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(local_invocation_index) i: u32,
+        @builtin(subgroup_size) size: u32,
+        @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(num_subgroups) count: u32) {
+    out[4u * i] = size;
+    out[4u * i + 1u] = subgroupAdd(1u);
+    out[4u * i + 2u] = subgroupMax(lane) + 1u;
+    out[4u * i + 3u] = count;
+}
+"#;
+    let mut ran = 0;
+    for ctx in contexts() {
+        let name = ctx.describe();
+        let info = ctx.adapter_info();
+        if !ctx.device().features().contains(wgpu::Features::SUBGROUP) {
+            assert!(
+                !ctx.has_subgroups(),
+                "{name}: no feature, no subgroup strategy"
+            );
+            eprintln!("{name}: no Features::SUBGROUP, nothing to run");
+            continue;
+        }
+        ran += 1;
+        let workgroup = info.subgroup_max_size.max(64);
+        let source = KERNEL.replace("WORKGROUP", &workgroup.to_string());
+        let module = ctx
+            .device()
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("subgroup size test"),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = ctx
+            .device()
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("subgroup size test"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let n = 4 * workgroup as usize;
+        let out = storage_init(ctx, "out", &vec![f32::NAN; n], wgpu::BufferUsages::empty());
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: out.as_entire_binding(),
+            }],
+        });
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        ctx.queue().submit([encoder.finish()]);
+        let got: Vec<u32> = bytemuck::cast_slice(&read(ctx, &out)).to_vec();
+        let lanes: Vec<[u32; 4]> = got.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        let first = lanes[0];
+        assert!(
+            lanes.iter().all(|l| *l == first),
+            "{name}: lanes disagree: {lanes:?}"
+        );
+        let [builtin, held, highest, count] = first;
+        eprintln!(
+            "{name}: subgroup_size builtin {builtin}, lanes held {held}, highest lane + 1 \
+             {highest}, {count} subgroups per {workgroup}-lane workgroup"
+        );
+        let llvmpipe_refused = ctx
+            .subgroup_refusal()
+            .is_some_and(|why| why.starts_with("llvmpipe"));
+        if let Some(size) = ctx.subgroup_size() {
+            // The size the crate relies on is the size the shader runs at.
+            assert_eq!(
+                [builtin, held, highest, count],
+                [size, size, size, workgroup / size],
+                "{name}: relies on {size}-lane subgroups"
+            );
+        } else if llvmpipe_refused {
+            // The emulator's bug, as expected: it reports more lanes than it runs.
+            let real = ml_softmax::context::LLVMPIPE_MAX_SUBGROUP;
+            assert_eq!(
+                builtin, info.subgroup_min_size,
+                "{name}: the builtin says the size reported"
+            );
+            assert_eq!(
+                [held, highest, count],
+                [real, real, workgroup / real],
+                "{name}: llvmpipe ({}) was expected to run {real}-lane subgroups whatever it \
+                 reports; if it now runs the {builtin} it reports, narrow the llvmpipe rule of \
+                 context::usable_subgroup_size to the Mesa versions that do not",
+                info.driver_info
+            );
+        } else {
+            // A size that varies: whatever the size of this pipeline, the lanes agree on it.
+            assert!(
+                (info.subgroup_min_size..=info.subgroup_max_size).contains(&builtin),
+                "{name}: builtin {builtin} outside the reported range"
+            );
+            assert_eq!([held, highest], [builtin, builtin], "{name}");
+        }
+    }
+    eprintln!("{ran} adapter(s) with subgroups checked");
+}
+
 #[test]
 fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
     let ctx = &contexts()[0];

@@ -47,7 +47,10 @@ const WORDS64: &str = include_str!("../../shaders/words64.wgsl");
 
 /// Lanes per workgroup of the workgroup-tree strategy (or the team size, when larger).
 pub const WORKGROUP_LANES: u32 = 256;
-/// Lanes per workgroup of the subgroup strategy: 8 rows on lavapipe (subgroup 8), 2 on NVIDIA.
+/// Lanes per workgroup of the subgroup strategy, which depends on the subgroup size: one
+/// row per subgroup, so 64 / size rows per workgroup (16 at 4 lanes, 8 on lavapipe's default
+/// 8, 2 on NVIDIA's 32, 1 on AMD's 64), and one whole subgroup when the subgroup is larger
+/// (`row_softmax::subgroup_shape`).
 pub const SUBGROUP_WORKGROUP_LANES: u32 = 64;
 /// The largest workgroup the shaders' workgroup-memory scratch supports.
 pub const MAX_WORKGROUP_LANES: u32 = 1024;
@@ -521,8 +524,12 @@ impl Strategy {
     }
 
     /// The concrete strategy for `rows` rows of `cols` columns on an adapter of
-    /// `device_type`, with or without usable subgroups (`subgroup_size`: the fixed subgroup
-    /// size, when the adapter has `Features::SUBGROUP`).
+    /// `device_type`, with or without usable subgroups (`subgroup_size`: the one subgroup
+    /// size the host may rely on, `Context::subgroup_size`; `None` where the adapter has no
+    /// `Features::SUBGROUP`, a size that varies at run time, or a size it does not run, see
+    /// `context::usable_subgroup_size`). The size matters on software adapters: the
+    /// subgroup strategy is taken only while its `subgroup_size` lanes per row keep within
+    /// llvmpipe's loop limit.
     ///
     /// | adapter | shape | choice | why |
     /// |---|---|---|---|
@@ -856,8 +863,8 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
                         io,
                     },
                     entry,
-                    workgroup_size: SUBGROUP_WORKGROUP_LANES.max(size),
-                    team_size: size,
+                    workgroup_size: row_softmax::subgroup_shape(size).0,
+                    team_size: row_softmax::subgroup_shape(size).1,
                     cache_blocks: 0,
                     whole_batch: false,
                     options: Specialisation::default(),
@@ -961,6 +968,57 @@ mod tests {
         assert_eq!(
             Strategy::Subgroup.resolve(1, 1, None, Cpu),
             Strategy::Subgroup
+        );
+    }
+
+    /// What depends on the subgroup size, at every size adapters have: the subgroup
+    /// strategy's workgroup (a whole number of subgroups, rows per workgroup as the grid
+    /// assumes), and Auto's choice, on GPUs and on software adapters (where the subgroup
+    /// strategy is taken for a few long rows only while `size` lanes per row keep within
+    /// llvmpipe's loop limit: 32,733 steps of 16 columns per lane).
+    #[test]
+    fn the_subgroup_strategy_at_every_subgroup_size() {
+        let auto = Strategy::Auto;
+        for (size, rows_per_workgroup, longest_row) in [
+            (4, 16, 2_094_912),
+            (8, 8, 4_189_824),
+            (16, 4, 8_379_648),
+            (32, 2, 16_759_296),
+            (64, 1, 33_518_592),
+            (128, 1, 67_037_184),
+        ] {
+            let (workgroup, team) = row_softmax::subgroup_shape(size);
+            assert_eq!(team, size, "one subgroup per row");
+            assert_eq!(workgroup % size, 0, "{size}: whole subgroups");
+            assert_eq!(workgroup / team, rows_per_workgroup, "{size}");
+            assert!(workgroup <= MAX_WORKGROUP_LANES);
+            // GPUs: the subgroup strategy for rows it suits, at any size.
+            assert_eq!(
+                auto.resolve(9000, 1000, Some(size), DiscreteGpu),
+                Strategy::Subgroup,
+                "{size}"
+            );
+            // Software: a few long rows, as long as `size` lanes keep within the loop limit.
+            assert_eq!(
+                auto.resolve(2, longest_row, Some(size), Cpu),
+                Strategy::Subgroup,
+                "{size}"
+            );
+            let past = auto.resolve(2, longest_row + 1, Some(size), Cpu);
+            assert!(
+                matches!(past, Strategy::Workgroup { lanes: 8 | 256 }),
+                "{size}: {past}"
+            );
+        }
+        // Without a usable size (no feature, a varying size, llvmpipe past 16 lanes) the
+        // subgroup strategy is never chosen.
+        assert_eq!(
+            auto.resolve(9000, 1000, None, DiscreteGpu),
+            Strategy::Workgroup { lanes: 32 }
+        );
+        assert_eq!(
+            auto.resolve(2, 600_000, None, Cpu),
+            Strategy::Workgroup { lanes: 8 }
         );
     }
 

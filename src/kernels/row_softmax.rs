@@ -232,6 +232,18 @@ pub fn loop_turns(cols: u64, team: u64, chunks: u64) -> u64 {
     2 * per_pass + 10 + chunks
 }
 
+/// Lanes per workgroup and per row (team) of `Strategy::Subgroup` on an adapter whose
+/// subgroups have `size` lanes: one subgroup per row, [`SUBGROUP_WORKGROUP_LANES`] lanes per
+/// workgroup or one subgroup when larger, so `workgroup / size` rows per workgroup (8 at 8
+/// lanes, 2 at 32, 1 at 64). The workgroup is a whole number of subgroups (both powers of
+/// two), which team_subgroup.wgsl needs: it numbers rows `workgroup * num_subgroups +
+/// subgroup_id`, so the host's grid (`record`: rows / (workgroup / size) workgroups) covers
+/// every row only if the size it was given is the size the shader runs at (see
+/// `context::usable_subgroup_size`).
+pub fn subgroup_shape(size: u32) -> (u32, u32) {
+    (SUBGROUP_WORKGROUP_LANES.max(size), size)
+}
+
 /// Workgroup size, team size and module of a concrete strategy on this context, for a
 /// dispatch of `rows` rows.
 pub fn shape_of(
@@ -263,18 +275,22 @@ pub fn shape_of(
             lanes,
         ),
         Strategy::Subgroup => {
+            // The one subgroup size the host may rely on (context::usable_subgroup_size).
             let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
                 adapter: ctx.adapter_info().name.clone(),
-                what: "the subgroup strategy needs Features::SUBGROUP and a fixed subgroup size"
-                    .into(),
+                what: format!(
+                    "the subgroup strategy does not run here: {}",
+                    ctx.subgroup_refusal().unwrap_or("no usable subgroup size")
+                ),
             })?;
+            let (workgroup, team) = subgroup_shape(size);
             (
                 ModuleKey::RowSoftmax {
                     team: TeamKind::Subgroup,
                     io,
                 },
-                SUBGROUP_WORKGROUP_LANES.max(size),
-                size,
+                workgroup,
+                team,
             )
         }
         Strategy::Auto => {
@@ -473,6 +489,7 @@ pub fn record(
         let grid = (params.cols.div_ceil(SPLIT_CHUNK_COLS), params.rows);
         vec![(SPLIT_STATS, grid), (SPLIT_WRITE, grid)]
     } else {
+        // Subgroup teams: `workgroup / subgroup size` rows (subgroup_shape).
         let rows_per_workgroup = u64::from(workgroup_size / team_size);
         vec![(
             entry as usize,

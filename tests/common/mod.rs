@@ -27,10 +27,47 @@ pub fn contexts() -> &'static [Context] {
         // every run shows which adapters the GPU tests ran on.
         let mut err = std::io::stderr();
         for ctx in &all {
-            let _ = writeln!(err, "GPU tests run on: {}", ctx.describe());
+            let _ = writeln!(
+                err,
+                "GPU tests run on: {}; {}",
+                ctx.describe(),
+                subgroups(ctx)
+            );
+        }
+        // CI's runs at each emulated subgroup size name the size they mean to cover: an
+        // environment that ignored LP_NATIVE_VECTOR_WIDTH must not pass as that size.
+        if let Ok(want) = std::env::var("ML_SOFTMAX_EXPECT_SUBGROUP_SIZE") {
+            let want: u32 = want
+                .parse()
+                .expect("ML_SOFTMAX_EXPECT_SUBGROUP_SIZE: a number");
+            assert!(
+                all.iter()
+                    .any(|c| c.adapter_info().subgroup_max_size == want),
+                "ML_SOFTMAX_EXPECT_SUBGROUP_SIZE={want}, but no adapter reports {want}-lane \
+                 subgroups (is LP_NATIVE_VECTOR_WIDTH={} set, and lavapipe installed?)",
+                32 * want
+            );
         }
         all
     })
+}
+
+/// The adapter's subgroup size, and whether the subgroup strategy runs at it: what the GPU
+/// tests print beside each adapter, so a run says which subgroup size it covered.
+pub fn subgroups(ctx: &Context) -> String {
+    let info = ctx.adapter_info();
+    let reported = if info.subgroup_min_size == info.subgroup_max_size {
+        format!("{}", info.subgroup_min_size)
+    } else {
+        format!("{}..{}", info.subgroup_min_size, info.subgroup_max_size)
+    };
+    match (ctx.subgroup_size(), ctx.subgroup_refusal()) {
+        (Some(size), _) => format!("subgroup size {size} (subgroup strategy runs)"),
+        (None, why) => format!(
+            "subgroup size {reported} reported, subgroup strategy not run: {}",
+            why.unwrap_or("?")
+        ),
+    }
 }
 
 /// A small, fast PRNG (SplitMix64) seeded from the clock, so each run draws fresh data; the
