@@ -1,5 +1,6 @@
 //! Every shader module and every specialisation the crate builds is parsed and validated by
-//! naga (wgpu's shader compiler) and translated to SPIR-V (Vulkan) and GLSL (GL), with no GPU.
+//! naga (wgpu's shader compiler) and translated to SPIR-V (Vulkan) and GLSL (GL), with no GPU;
+//! every module also to Metal's MSL and DX12's HLSL, the backends claimed but not run here.
 //! A shader error fails `cargo test` here even on a machine without an adapter.
 
 use ml_softmax::kernels::{Io, ModuleKey, PipelineKey, Precision, TeamKind, all_pipeline_keys};
@@ -142,6 +143,65 @@ fn specialise(key: &PipelineKey, parsed: &naga::Module, info: &naga::valid::Modu
             .write()
             .unwrap_or_else(|e| panic!("{key:?}: GLSL output failed: {e}"));
     }
+}
+
+/// One specialisation of every module (subgroup size 32) written as MSL (Metal 2.4: subgroup
+/// operations need 2.1) and HLSL (shader model 6.2: wave operations need 6.0, 16-bit types
+/// 6.2), so that a construct those backends cannot express fails here. Only written, not
+/// compiled: there is no Metal or DirectX compiler on this machine.
+#[test]
+fn every_module_translates_to_metal_and_hlsl() {
+    let mut keys = all_pipeline_keys(Some(32));
+    keys.extend(all_pipeline_keys(None));
+    let mut modules: Vec<ModuleKey> = keys.iter().map(|k| k.module).collect();
+    modules.sort_by_key(|m| format!("{m:?}"));
+    modules.dedup();
+    for module in &modules {
+        let key = keys.iter().find(|k| k.module == *module).expect("a key");
+        let parsed = parse(*module);
+        let info = validator_for(*module).validate(&parsed).expect("validates");
+        let constants: naga::back::PipelineConstants = key
+            .constants()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        let entry = (naga::ShaderStage::Compute, key.entry_point().to_string());
+        let (special, special_info) = naga::back::pipeline_constants::process_overrides(
+            &parsed,
+            &info,
+            Some((entry.0, entry.1.as_str())),
+            &constants,
+        )
+        .unwrap_or_else(|e| panic!("{key:?}: overrides rejected: {e}"));
+
+        let msl_options = naga::back::msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        };
+        let msl_pipeline = naga::back::msl::PipelineOptions {
+            entry_point: Some(entry.clone()),
+            ..Default::default()
+        };
+        let (msl, _) =
+            naga::back::msl::write_string(&special, &special_info, &msl_options, &msl_pipeline)
+                .unwrap_or_else(|e| panic!("{key:?}: MSL output failed: {e}"));
+        assert!(msl.contains("kernel"), "{key:?}: no kernel in the MSL");
+
+        let hlsl_options = naga::back::hlsl::Options {
+            shader_model: naga::back::hlsl::ShaderModel::V6_2,
+            ..Default::default()
+        };
+        let hlsl_pipeline = naga::back::hlsl::PipelineOptions {
+            entry_point: Some(entry),
+        };
+        let mut hlsl = String::new();
+        naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &hlsl_pipeline)
+            .write(&special, &special_info, None)
+            .unwrap_or_else(|e| panic!("{key:?}: HLSL output failed: {e}"));
+        assert!(hlsl.contains("[numthreads("), "{key:?}: no compute entry in the HLSL");
+    }
+    println!("{} modules written as MSL and HLSL", modules.len());
+    assert!(modules.len() > 10);
 }
 
 #[test]
