@@ -550,8 +550,9 @@ fn process_exists(pid: i32) -> bool {
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: remove this process's named temporary files (after a
-/// commit in progress, which holds the lock) and exit with status 130.
-fn install_signal_handler() {
+/// commit in progress, which holds the lock) and exit with status 130. `main` installs it
+/// first thing; [`Outputs::plan`] makes sure of it.
+pub fn install_signal_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {

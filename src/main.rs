@@ -180,6 +180,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    // SIGINT / SIGTERM / SIGHUP: exit 130 at any point, removing temporary files.
+    cli_outputs::install_signal_handler();
     let result = match cli.command {
         Command::Demo { gpu, rows, cols } => demo(&gpu, rows, cols),
         Command::Adapters { backend } => adapters(&backend),

@@ -198,7 +198,10 @@ fn every_module_translates_to_metal_and_hlsl() {
         naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &hlsl_pipeline)
             .write(&special, &special_info, None)
             .unwrap_or_else(|e| panic!("{key:?}: HLSL output failed: {e}"));
-        assert!(hlsl.contains("[numthreads("), "{key:?}: no compute entry in the HLSL");
+        assert!(
+            hlsl.contains("[numthreads("),
+            "{key:?}: no compute entry in the HLSL"
+        );
     }
     println!("{} modules written as MSL and HLSL", modules.len());
     assert!(modules.len() > 10);
