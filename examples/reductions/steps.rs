@@ -223,7 +223,7 @@ impl Buffers {
     /// smaller in the tests so that small rows split too).
     pub fn new(ctx: &Context, data: &Data, chunk: u32) -> Self {
         assert!(
-            chunk % 4 == 0 && chunk > 0,
+            chunk.is_multiple_of(4) && chunk > 0,
             "the split chunk must be a multiple of 4"
         );
         let (rows, cols) = (data.rows, data.cols);
@@ -289,7 +289,7 @@ pub fn prepare(ctx: &Context, step: &Step, bufs: &Buffers) -> Result<Prepared, R
     if step.kind == Kind::Production {
         return Ok(Prepared::Production);
     }
-    if bufs.bytes > u64::from(ctx.device().limits().max_storage_buffer_binding_size) {
+    if bufs.bytes > ctx.device().limits().max_storage_buffer_binding_size {
         return Err(Refusal::TooBig);
     }
     let vec4 = matches!(
