@@ -11,6 +11,19 @@ use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFl
 use steps::{Buffers, Data, Kind, Refusal, STEPS};
 
 #[test]
+fn the_guide_shows_every_step_in_full() {
+    // docs/reductions.md embeds each file as it is: a change to a kernel must reach the guide.
+    let guide = include_str!("../docs/reductions.md");
+    for step in STEPS.iter().filter(|s| s.kind != Kind::Production) {
+        assert!(
+            guide.contains(step.source),
+            "docs/reductions.md does not show {} as it is now",
+            step.file
+        );
+    }
+}
+
+#[test]
 fn every_step_validates_with_naga() {
     let mut validated = 0;
     for step in STEPS.iter().filter(|s| s.kind != Kind::Production) {

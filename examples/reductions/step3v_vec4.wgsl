@@ -4,7 +4,7 @@
 //
 // Same outputs as step 1. Workgroup r owns row r; lane i reads vectors i, i + 256, ... A
 // vector is folded into the lane's (m, d) at once: its max, then one rescale of d, so 4
-// columns cost 5 exp instead of 8. The tree and its barriers are step 3's.
+// columns cost 6 exp instead of 8. The tree and its barriers are step 3's.
 struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;

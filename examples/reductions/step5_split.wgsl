@@ -1,15 +1,12 @@
 // Step 5: a row split over several workgroups, their partial (m, d) merged (docs/reductions.md).
 //
 // Same outputs as step 1, vector loads as in step 3v (cols % 4 == 0). Workgroup (g, r) owns
-// chunk g of row r: columns g * chunk .. (g + 1) * chunk (the last chunk may be shorter),
-// `parts` chunks per row; `chunk` is a multiple of 4. Two dispatches:
-//   stats:  each workgroup reduces its chunk to (m_g, d_g) (step 3v's tree) and stores it in
-//           partials[r * parts + g];
-//   write_grad: each workgroup merges the row's `parts` partials with the SAME rule,
-//           (m, d) (+) (m2, d2) = (M, d * exp(m - M) + d2 * exp(m2 - M)), then writes its
-//           chunk of the gradient; workgroup 0 writes loss[r].
-// The dispatch boundary is the barrier between the two: every partial is stored before any
-// workgroup of the second dispatch reads one.
+// chunk g of row r, columns g * chunk .. (g + 1) * chunk (the last may be shorter; chunk is a
+// multiple of 4; `parts` chunks per row). Two dispatches: `stats` reduces each chunk to its
+// (m_g, d_g) and stores it in partials[r * parts + g]; `write_grad` merges a row's partials
+// with step 2's rule, (m, d) (+) (m2, d2) = (M, d * exp(m - M) + d2 * exp(m2 - M)), then
+// writes its chunk of the gradient (chunk 0 also loss[r]). The boundary between the two
+// dispatches is the barrier: every partial is stored before any workgroup reads one.
 struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -27,9 +24,9 @@ fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
 
-// Merges the workgroup's 256 values; every lane gets the result. Barriers: all values are
-// stored before any is read; each round is written before the next reads it; the result is
-// read by all before anyone can store again (the last barrier).
+// Merges the workgroup's 256 values (step 3's tree); every lane gets the result. Barriers:
+// all stored before any is read; each round written before the next reads it; the result
+// read by all before any lane can store again (the last one).
 fn workgroup_merge(lane: u32, md: vec2<f32>) -> vec2<f32> {
     tree[lane] = md;
     workgroupBarrier();
