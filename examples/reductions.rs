@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example reductions -- [--backend vulkan] [--shapes 2048x1000,16x262144]
-//!     [--reps 5] [--plot reductions.svg] [--wall]
+//!     [--steps 1,2,3,3v,4,5,6] [--reps 5] [--plot reductions.svg] [--wall] [--seed N]
 //! ```
 //!
 //! Each step (examples/reductions/*.wgsl) runs on fresh random data, is checked against the
@@ -34,6 +34,9 @@ struct Args {
         default_value = "4096x1000,512x8192,128x32768,32x131072,16x262144"
     )]
     shapes: String,
+    /// The steps to run, comma-separated (1, 2, 3, 3v, 4, 5, 6; default: all).
+    #[arg(long)]
+    steps: Option<String>,
     /// Timed runs per step and shape (the median is shown).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     reps: u32,
@@ -57,6 +60,18 @@ struct Point {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let shapes = parse_shapes(&args.shapes)?;
+    let chosen: Vec<&steps::Step> = match &args.steps {
+        None => STEPS.iter().collect(),
+        Some(list) => {
+            list.split(',')
+                .map(|name| {
+                    STEPS.iter().find(|s| s.name == name.trim()).ok_or_else(|| {
+                        format!("--steps: no step {name:?} (1, 2, 3, 3v, 4, 5 or 6)")
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
     let ctx = Context::with_options(&ContextOptions {
         backend: args.backend,
         ..Default::default()
@@ -84,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let shape = format!("{rows}x{cols}");
         // Build and check every step; those that cannot run say why.
         let mut live: Vec<(&steps::Step, Prepared, String, Vec<f64>)> = Vec::new();
-        for step in &STEPS {
+        for &step in &chosen {
             let checked = steps::prepare(&ctx, step, &bufs).and_then(|p| {
                 let e = steps::check(&ctx, &p, &bufs, &data)?;
                 Ok((p, e))
