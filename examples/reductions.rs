@@ -310,7 +310,7 @@ fn svg(adapter: &str, timer: &str, points: &[Point]) -> String {
         (lo.min(p.cols as f64), hi.max(p.cols as f64))
     });
     let (l0, l1) = (lo.log2(), hi.log2().max(lo.log2() + 1.0));
-    let x = |c: usize| m + ((c as f64).log2() - l0) / (l1 - l0) * (w - 2.5 * m);
+    let x = |c: usize| m + ((c as f64).log2() - l0) / (l1 - l0) * (w - 4.0 * m);
     let y = |g: f64| h - m - (g.max(1e-9).log10() - g0) / (g1 - g0) * (h - 2.0 * m);
     let escape = |s: &str| {
         s.replace('&', "&amp;")
@@ -326,7 +326,7 @@ fn svg(adapter: &str, timer: &str, points: &[Point]) -> String {
         escape(adapter),
         escape(timer),
         base = h - m,
-        right = w - 1.5 * m,
+        right = w - 3.0 * m,
     );
     for k in g0 as i32..=g1 as i32 {
         let g = 10f64.powi(k);
@@ -384,7 +384,7 @@ fn svg(adapter: &str, timer: &str, points: &[Point]) -> String {
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{label}</text>",
-            w - 1.4 * m,
+            w - 2.6 * m,
             m + 16.0 * i as f64
         );
     }
