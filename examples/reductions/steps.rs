@@ -1,0 +1,550 @@
+//! The steps of docs/reductions.md: each step's WGSL file, how it is dispatched, what stops
+//! it on an adapter, and the check of its outputs against the f64 reference. Shared by
+//! `examples/reductions.rs` (the table and the plot) and `tests/reductions.rs`.
+//!
+//! Every step computes, for each row r of `logits [rows, cols]` with label `labels[r]`,
+//! `grad = softmax(z) - onehot(y)` (`[rows, cols]`) and `loss[r] = -log softmax(z)_y`: the
+//! cross-entropy with `Reduction::None`. Step 6 is the crate itself.
+#![allow(dead_code)] // the test and the example each use a part
+
+use ml_softmax::kernels::row_softmax::SOFTWARE_LOOP_TURNS;
+use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Strategy};
+use ml_softmax::{Reduction, reference};
+use wgpu::util::DeviceExt;
+
+/// How a step's kernel is laid out: what the host must check and dispatch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// One thread per row; `passes` passes over the row.
+    ThreadPerRow { passes: u64 },
+    /// One workgroup of 256 lanes per row; `width` floats per load (1 or 4).
+    Workgroup { width: u64 },
+    /// One subgroup per row (workgroup = one subgroup), vec4 loads.
+    Subgroup,
+    /// Rows split into chunks of `chunk` columns, a workgroup each, two dispatches.
+    Split,
+    /// The crate's own kernels (`Strategy::Auto`).
+    Production,
+}
+
+pub struct Step {
+    pub name: &'static str,
+    pub title: &'static str,
+    /// The WGSL file under examples/reductions/ (empty for the production step).
+    pub file: &'static str,
+    pub source: &'static str,
+    pub entry_points: &'static [&'static str],
+    pub kind: Kind,
+}
+
+pub const STEPS: [Step; 7] = [
+    Step {
+        name: "1",
+        title: "thread per row, 3 passes",
+        file: "step1_three_passes.wgsl",
+        source: include_str!("step1_three_passes.wgsl"),
+        entry_points: &["main"],
+        kind: Kind::ThreadPerRow { passes: 3 },
+    },
+    Step {
+        name: "2",
+        title: "thread per row, online",
+        file: "step2_online.wgsl",
+        source: include_str!("step2_online.wgsl"),
+        entry_points: &["main"],
+        kind: Kind::ThreadPerRow { passes: 2 },
+    },
+    Step {
+        name: "3",
+        title: "workgroup tree",
+        file: "step3_workgroup_tree.wgsl",
+        source: include_str!("step3_workgroup_tree.wgsl"),
+        entry_points: &["main"],
+        kind: Kind::Workgroup { width: 1 },
+    },
+    Step {
+        name: "3v",
+        title: "workgroup tree, vec4",
+        file: "step3v_vec4.wgsl",
+        source: include_str!("step3v_vec4.wgsl"),
+        entry_points: &["main"],
+        kind: Kind::Workgroup { width: 4 },
+    },
+    Step {
+        name: "4",
+        title: "subgroup per row, vec4",
+        file: "step4_subgroup.wgsl",
+        source: include_str!("step4_subgroup.wgsl"),
+        entry_points: &["main"],
+        kind: Kind::Subgroup,
+    },
+    Step {
+        name: "5",
+        title: "split row, merged (m, d)",
+        file: "step5_split.wgsl",
+        source: include_str!("step5_split.wgsl"),
+        entry_points: &["stats", "write_grad"],
+        kind: Kind::Split,
+    },
+    Step {
+        name: "6",
+        title: "production (auto)",
+        file: "",
+        source: "",
+        entry_points: &[],
+        kind: Kind::Production,
+    },
+];
+
+/// Lanes of the workgroup steps (3, 3v, 5).
+pub const LANES: u64 = 256;
+/// Columns per workgroup of step 5 by default: 16,384, as the crate's split layout
+/// (`ml_softmax::kernels::row_softmax::SPLIT_CHUNK_COLS`).
+pub const SPLIT_CHUNK: u32 = 16384;
+/// Most workgroups along one dimension of a dispatch.
+const MAX_GRID: u64 = 65535;
+
+/// Why a step does not run at a shape on an adapter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// A software adapter (llvmpipe) ends an invocation's loops after 65,535 turns in all.
+    LoopLimit { turns: u64 },
+    /// The vec4 steps need whole vectors per row.
+    NeedsVec4,
+    /// No usable subgroups (the reason given by the crate).
+    NoSubgroups(String),
+    /// More rows than one dispatch dimension holds (the guide's kernels do not go 2-D).
+    TooManyRows,
+    /// More bytes than one storage binding of the device takes.
+    TooBig,
+    /// The crate's own error (step 6).
+    Crate(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::LoopLimit { turns } => write!(
+                f,
+                "needs {turns} loop turns per invocation; llvmpipe stops at {SOFTWARE_LOOP_TURNS}"
+            ),
+            Refusal::NeedsVec4 => write!(f, "needs cols % 4 == 0"),
+            Refusal::NoSubgroups(why) => write!(f, "no subgroups: {why}"),
+            Refusal::TooManyRows => write!(f, "more than 65,535 row workgroups"),
+            Refusal::TooBig => write!(f, "larger than one storage binding"),
+            Refusal::Crate(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Whether the adapter is a software one, where llvmpipe's loop limit holds.
+pub fn software(ctx: &Context) -> bool {
+    ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+}
+
+/// Loop turns one invocation of `kind` takes for a row of `cols` columns (an upper bound):
+/// the strided loops of each pass, plus 8 rounds of a 256-lane tree.
+pub fn loop_turns(kind: Kind, cols: u64, subgroup: u64, chunk: u64) -> u64 {
+    match kind {
+        Kind::ThreadPerRow { passes } => passes * cols,
+        Kind::Workgroup { width } => 2 * cols.div_ceil(width * LANES) + 8,
+        Kind::Subgroup => 2 * cols.div_ceil(4 * subgroup),
+        // The write dispatch: the partials, a tree, its chunk.
+        Kind::Split => cols.div_ceil(chunk).div_ceil(LANES) + 8 + chunk.div_ceil(4 * LANES),
+        Kind::Production => 0,
+    }
+}
+
+/// Random logits (normal, sigma 2) and labels, from a seed (SplitMix64 + Box-Muller).
+pub struct Data {
+    pub rows: usize,
+    pub cols: usize,
+    pub logits: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+impl Data {
+    pub fn random(rows: usize, cols: usize, seed: u64) -> Self {
+        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut uniform = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let mut logits = Vec::with_capacity(rows * cols);
+        for _ in 0..rows * cols {
+            let (u1, u2) = (uniform(), uniform());
+            logits
+                .push((2.0 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32);
+        }
+        let labels = (0..rows)
+            .map(|_| ((uniform() * cols as f64) as usize).min(cols - 1) as i64)
+            .collect();
+        Data {
+            rows,
+            cols,
+            logits,
+            labels,
+        }
+    }
+}
+
+/// The device buffers of one shape, shared by every step. Sizes are padded to 32 bytes (the
+/// crate's device API wants whole vectors).
+pub struct Buffers {
+    params: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    pub grad: wgpu::Buffer,
+    loss: wgpu::Buffer,
+    partials: wgpu::Buffer,
+    /// Bytes of the logits (and of the gradient).
+    pub bytes: u64,
+    rows: usize,
+    cols: usize,
+    chunk: u32,
+}
+
+/// The uniform block every step's WGSL declares (`struct Params`).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    parts: u32,
+    chunk: u32,
+}
+
+impl Buffers {
+    /// `chunk`: step 5's columns per workgroup (a multiple of 4; [`SPLIT_CHUNK`] normally,
+    /// smaller in the tests so that small rows split too).
+    pub fn new(ctx: &Context, data: &Data, chunk: u32) -> Self {
+        assert!(
+            chunk.is_multiple_of(4) && chunk > 0,
+            "the split chunk must be a multiple of 4"
+        );
+        let (rows, cols) = (data.rows, data.cols);
+        let parts = cols.div_ceil(chunk as usize);
+        let dev = ctx.device();
+        let bytes = (rows * cols * 4) as u64;
+        let padded = bytes.next_multiple_of(32);
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let mut logits = bytemuck::cast_slice::<f32, u8>(&data.logits).to_vec();
+        logits.resize(padded as usize, 0);
+        let labels: Vec<i32> = data.labels.iter().map(|&y| y as i32).collect();
+        let init = |label, contents: &[u8], usage| {
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+        };
+        let empty = |label, size: u64| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.next_multiple_of(32),
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let params = Params {
+            rows: rows as u32,
+            cols: cols as u32,
+            parts: parts as u32,
+            chunk,
+        };
+        Buffers {
+            params: init(
+                "params",
+                bytemuck::bytes_of(&params),
+                wgpu::BufferUsages::UNIFORM,
+            ),
+            logits: init("logits", &logits, usage),
+            labels: init("labels", bytemuck::cast_slice(&labels), usage),
+            grad: empty("grad", padded),
+            loss: empty("loss", 4 * rows as u64),
+            partials: empty("partials", 8 * (rows * parts) as u64),
+            bytes,
+            rows,
+            cols,
+            chunk,
+        }
+    }
+}
+
+/// A step made ready for one shape: its pipelines, bind groups and grids, or the crate.
+pub enum Prepared {
+    Kernels(Vec<(wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>),
+    Production,
+}
+
+/// Builds `step` for the shape of `bufs` on `ctx`, or says why it cannot run there.
+pub fn prepare(ctx: &Context, step: &Step, bufs: &Buffers) -> Result<Prepared, Refusal> {
+    let (rows, cols) = (bufs.rows as u64, bufs.cols as u64);
+    if step.kind == Kind::Production {
+        return Ok(Prepared::Production);
+    }
+    if bufs.bytes > ctx.device().limits().max_storage_buffer_binding_size {
+        return Err(Refusal::TooBig);
+    }
+    let vec4 = matches!(
+        step.kind,
+        Kind::Workgroup { width: 4 } | Kind::Subgroup | Kind::Split
+    );
+    if vec4 && cols % 4 != 0 {
+        return Err(Refusal::NeedsVec4);
+    }
+    let subgroup = match step.kind {
+        Kind::Subgroup => match ctx.subgroup_size() {
+            Some(size) => u64::from(size),
+            None => {
+                let why = ctx.subgroup_refusal().unwrap_or("none reported");
+                return Err(Refusal::NoSubgroups(why.to_string()));
+            }
+        },
+        _ => 0,
+    };
+    let turns = loop_turns(step.kind, cols, subgroup, u64::from(bufs.chunk));
+    if software(ctx) && turns > SOFTWARE_LOOP_TURNS {
+        return Err(Refusal::LoopLimit { turns });
+    }
+    let parts = cols.div_ceil(u64::from(bufs.chunk));
+    let grid = match step.kind {
+        Kind::ThreadPerRow { .. } => (rows.div_ceil(64), 1),
+        Kind::Split => (parts, rows),
+        _ => (rows, 1),
+    };
+    if grid.0 > MAX_GRID || grid.1 > MAX_GRID {
+        return Err(Refusal::TooManyRows);
+    }
+    let dev = ctx.device();
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(step.file),
+        source: wgpu::ShaderSource::Wgsl(step.source.into()),
+    });
+    let constants = [("SG", subgroup as f64)];
+    // The bindings every step's WGSL declares: params (uniform), logits and labels (read),
+    // grad and loss (read_write), and for step 5 the partials (read_write).
+    let mut buffers = vec![
+        &bufs.params,
+        &bufs.logits,
+        &bufs.labels,
+        &bufs.grad,
+        &bufs.loss,
+    ];
+    if step.kind == Kind::Split {
+        buffers.push(&bufs.partials);
+    }
+    let layout_entries: Vec<wgpu::BindGroupLayoutEntry> = (0..buffers.len() as u32)
+        .map(|binding| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match binding {
+                    0 => wgpu::BufferBindingType::Uniform,
+                    1 | 2 => wgpu::BufferBindingType::Storage { read_only: true },
+                    _ => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let bind_layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(step.file),
+        entries: &layout_entries,
+    });
+    let layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(step.file),
+        bind_group_layouts: &[Some(&bind_layout)],
+        immediate_size: 0,
+    });
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(step.file),
+        layout: &bind_layout,
+        entries: &entries,
+    });
+    let mut kernels = Vec::new();
+    for entry in step.entry_points {
+        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: if step.kind == Kind::Subgroup {
+                    &constants
+                } else {
+                    &[]
+                },
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        kernels.push((pipeline, bind.clone(), (grid.0 as u32, grid.1 as u32)));
+    }
+    Ok(Prepared::Kernels(kernels))
+}
+
+impl Prepared {
+    /// Records the step's work into `encoder` (one compute pass per dispatch).
+    pub fn record(
+        &self,
+        ctx: &Context,
+        bufs: &Buffers,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<(), Refusal> {
+        match self {
+            Prepared::Kernels(kernels) => {
+                for (pipeline, bind, (x, y)) in kernels {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind, &[]);
+                    pass.dispatch_workgroups(*x, *y, 1);
+                }
+                Ok(())
+            }
+            Prepared::Production => {
+                let options = CrossEntropyOptions {
+                    reduction: Reduction::None,
+                    ..Default::default()
+                };
+                let device = DeviceCrossEntropy {
+                    logits: &bufs.logits,
+                    precision: ml_softmax::Precision::F32,
+                    targets: DeviceTargets::Classes(&bufs.labels),
+                    grad: Some(&bufs.grad),
+                    loss: None,
+                    row_loss: Some(&bufs.loss),
+                    lse: None,
+                    upstream: None,
+                };
+                ctx.encode_cross_entropy(
+                    encoder,
+                    &device,
+                    bufs.rows,
+                    bufs.cols,
+                    &options,
+                    Strategy::Auto,
+                )
+                .map_err(|e| Refusal::Crate(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The largest differences from the f64 reference.
+#[derive(Clone, Copy, Debug)]
+pub struct Errors {
+    /// max |grad - reference| over all elements.
+    pub grad: f64,
+    /// max |loss - reference| / max(1, |reference|) over the rows.
+    pub loss: f64,
+}
+
+impl Errors {
+    /// Within what f32 arithmetic allows: the gradient entries are probabilities (at most
+    /// 1 in size), the losses are about log(cols).
+    pub fn ok(&self) -> bool {
+        self.grad <= 1e-5 && self.loss <= 1e-5
+    }
+}
+
+/// Runs `step` once with NaN-poisoned outputs, reads grad and loss back and compares them
+/// with `ml_softmax::reference::cross_entropy` (f64, `Reduction::None`). An element a step
+/// leaves unwritten stays NaN, and a NaN makes the error infinite.
+pub fn check(
+    ctx: &Context,
+    prepared: &Prepared,
+    bufs: &Buffers,
+    data: &Data,
+) -> Result<Errors, Refusal> {
+    let (dev, queue) = (ctx.device(), ctx.queue());
+    queue.write_buffer(&bufs.grad, 0, &vec![0xFF; bufs.grad.size() as usize]);
+    queue.write_buffer(&bufs.loss, 0, &vec![0xFF; bufs.loss.size() as usize]);
+    let mut encoder = dev.create_command_encoder(&Default::default());
+    prepared.record(ctx, bufs, &mut encoder)?;
+    let grad = read_back(ctx, encoder, &bufs.grad, bufs.bytes)?;
+    let loss = read_back(
+        ctx,
+        dev.create_command_encoder(&Default::default()),
+        &bufs.loss,
+        4 * bufs.rows as u64,
+    )?;
+    let options = CrossEntropyOptions {
+        reduction: Reduction::None,
+        ..Default::default()
+    };
+    let want = reference::cross_entropy(&data.logits, &data.labels, data.rows, data.cols, &options)
+        .map_err(|e| Refusal::Crate(e.to_string()))?;
+    let worst = |got: &[f32], want: &[f32], rel: bool| {
+        got.iter().zip(want).fold(0.0f64, |acc, (&g, &w)| {
+            let scale = if rel {
+                f64::from(w.abs()).max(1.0)
+            } else {
+                1.0
+            };
+            let e = (f64::from(g) - f64::from(w)).abs() / scale;
+            if e.is_nan() {
+                f64::INFINITY
+            } else {
+                acc.max(e)
+            }
+        })
+    };
+    Ok(Errors {
+        grad: worst(&grad, &want.grad, false),
+        loss: worst(&loss, &want.row_loss, true),
+    })
+}
+
+/// Submits `encoder` with a copy of `len` bytes of `buf` into a mappable buffer, waits, and
+/// returns them as f32s.
+fn read_back(
+    ctx: &Context,
+    mut encoder: wgpu::CommandEncoder,
+    buf: &wgpu::Buffer,
+    len: u64,
+) -> Result<Vec<f32>, Refusal> {
+    let dev = ctx.device();
+    let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: len,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, len);
+    ctx.queue().submit([encoder.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    let fail = |e: String| Refusal::Crate(format!("reading back: {e}"));
+    dev.poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| fail(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let values = {
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| fail(e.to_string()))?;
+        bytemuck::pod_collect_to_vec(&view)
+    };
+    staging.unmap();
+    Ok(values)
+}
