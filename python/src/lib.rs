@@ -278,6 +278,9 @@ fn shaped<'py, T: numpy::Element>(
 /// A Context may be shared by several Python threads at once: the GIL is released while the
 /// GPU works, and the calls run concurrently on one queue.
 ///
+/// poison_outputs (keyword, a debugging aid the tests use): fill the output buffers with NaN
+/// before each dispatch, so an element a kernel fails to write shows up as NaN.
+///
 /// Raises ValueError for an unknown backend name, DeviceError when no adapter matches.
 #[pyclass(frozen, module = "ml_softmax", name = "Context")]
 struct PyContext {
@@ -297,12 +300,18 @@ fn adapter_dict<'py>(py: Python<'py>, info: &ml_softmax::wgpu::AdapterInfo) -> P
 #[pymethods]
 impl PyContext {
     #[new]
-    #[pyo3(signature = (backend = "auto", adapter = None))]
-    fn new(py: Python<'_>, backend: &str, adapter: Option<String>) -> PyResult<Self> {
+    #[pyo3(signature = (backend = "auto", adapter = None, *, poison_outputs = false))]
+    fn new(
+        py: Python<'_>,
+        backend: &str,
+        adapter: Option<String>,
+        poison_outputs: bool,
+    ) -> PyResult<Self> {
         let backend: BackendChoice = backend.parse().map_err(to_py)?;
         let options = ContextOptions {
             backend,
             adapter_name: adapter,
+            poison_outputs,
             ..Default::default()
         };
         let inner = py.detach(|| Context::with_options(&options)).map_err(to_py)?;
@@ -313,6 +322,16 @@ impl PyContext {
     #[getter]
     fn adapter<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         adapter_dict(py, self.inner.adapter_info())
+    }
+
+    /// Whether this adapter takes float16 logits (it has wgpu's SHADER_F16 feature; lavapipe
+    /// does, llvmpipe GL does not). bfloat16 works on every adapter.
+    #[getter]
+    fn float16(&self) -> bool {
+        self.inner
+            .device()
+            .features()
+            .contains(ml_softmax::wgpu::Features::SHADER_F16)
     }
 
     fn __repr__(&self) -> String {
