@@ -197,8 +197,12 @@ fn read_target<'py>(obj: &Bound<'py, PyAny>, logits_shape: &[usize]) -> PyResult
             check_shape(leading, "class indices (an integer dtype)")?;
             let labels = array.cast_into::<PyArrayDyn<i32>>()?;
             let readonly = labels.readonly();
-            let slice = readonly.as_slice().map_err(|e| value_error(e.to_string()))?;
-            Ok(TargetData::Labels(slice.iter().map(|&v| i64::from(v)).collect()))
+            let slice = readonly
+                .as_slice()
+                .map_err(|e| value_error(e.to_string()))?;
+            Ok(TargetData::Labels(
+                slice.iter().map(|&v| i64::from(v)).collect(),
+            ))
         }
         "float32" | "float64" | "float16" | "bfloat16" => {
             check_shape(logits_shape, "probabilities (a float dtype)")?;
@@ -287,7 +291,10 @@ struct PyContext {
     inner: Context,
 }
 
-fn adapter_dict<'py>(py: Python<'py>, info: &ml_softmax::wgpu::AdapterInfo) -> PyResult<Bound<'py, PyDict>> {
+fn adapter_dict<'py>(
+    py: Python<'py>,
+    info: &ml_softmax::wgpu::AdapterInfo,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item("name", &info.name)?;
     dict.set_item("backend", format!("{:?}", info.backend).to_lowercase())?;
@@ -314,7 +321,9 @@ impl PyContext {
             poison_outputs,
             ..Default::default()
         };
-        let inner = py.detach(|| Context::with_options(&options)).map_err(to_py)?;
+        let inner = py
+            .detach(|| Context::with_options(&options))
+            .map_err(to_py)?;
         Ok(Self { inner })
     }
 
@@ -380,7 +389,11 @@ impl PyContext {
         let targets = match &target {
             TargetData::Labels64(a) => {
                 labels64 = a.readonly();
-                Targets::Classes(labels64.as_slice().map_err(|e| value_error(e.to_string()))?)
+                Targets::Classes(
+                    labels64
+                        .as_slice()
+                        .map_err(|e| value_error(e.to_string()))?,
+                )
             }
             TargetData::Labels(v) => Targets::Classes(v),
             TargetData::Probs(a) => {
@@ -433,7 +446,11 @@ impl PyContext {
 
     /// softmax(logits) -> probabilities of each row, same shape and dtype (float32 for
     /// float64 input). See help(ml_softmax.softmax).
-    fn softmax<'py>(&self, py: Python<'py>, logits: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn softmax<'py>(
+        &self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.softmax_impl(py, logits, false)
     }
 
