@@ -272,8 +272,6 @@ fn shaped<'py, T: numpy::Element>(
 
 /// A GPU device, queue and compiled kernels, reused across calls.
 ///
-/// Context(backend="auto", adapter=None)
-///
 /// backend: "auto" (honours WGPU_BACKEND, e.g. "vulkan,gl"), "vulkan", "metal", "dx12" or
 /// "gl". adapter: a case-insensitive substring of the adapter's name (None honours
 /// WGPU_ADAPTER_NAME); with neither, the best adapter (a hardware GPU before a software one).
@@ -353,7 +351,9 @@ impl PyContext {
     /// The cross-entropy loss and its gradient dloss/dlogits on this context's adapter.
     /// Arguments, results, semantics and errors: see help(ml_softmax.cross_entropy).
     #[pyo3(signature = (logits, target, *, weight = None, ignore_index = -100,
-        reduction = "mean", label_smoothing = 0.0, z_loss = 0.0, softcap = None))]
+        reduction = "mean", label_smoothing = 0.0, z_loss = 0.0, softcap = None),
+        text_signature = "(self, /, logits, target, *, weight=None, ignore_index=-100, \
+            reduction='mean', label_smoothing=0.0, z_loss=0.0, softcap=None)")]
     #[allow(clippy::too_many_arguments)]
     fn cross_entropy<'py>(
         &self,
