@@ -193,7 +193,7 @@ def test_module_functions_use_the_default_context(rng):
     assert (info["name"], info["backend"]) == (default["name"], default["backend"])
 
 
-def test_wgpu_backend_is_honoured_by_the_default_context():
+def test_wgpu_backend_and_adapter_name_are_honoured_by_the_default_context():
     for backend in sorted({a["backend"] for a in ms.adapters()}):
         code = ("import ml_softmax as ms, numpy as np; "
                 "print(ms.default_context().adapter['backend']); "
@@ -208,6 +208,12 @@ def test_wgpu_backend_is_honoured_by_the_default_context():
     out = subprocess.run([sys.executable, "-c", "import ml_softmax as ms; ms.default_context()"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "ValueError: invalid option WGPU_BACKEND" in out.stderr
+    env = dict(os.environ, WGPU_ADAPTER_NAME="no adapter is called this")
+    out = subprocess.run([sys.executable, "-c", "import ml_softmax as ms; ms.default_context()"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'ml_softmax.DeviceError: no GPU adapter found' in out.stderr
+    assert 'name containing "no adapter is called this"' in out.stderr
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
