@@ -1,0 +1,3 @@
+from . import Context as Context, DeviceError as DeviceError
+
+def _adapters() -> list[dict]: ...

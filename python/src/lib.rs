@@ -1,0 +1,523 @@
+//! `ml_softmax._native`: the Python extension of ml-softmax (PyO3 + numpy).
+//!
+//! It binds only the library's public host API (`Context::cross_entropy_targets`,
+//! `cross_entropy_half`, `softmax_with`, `softmax_half`, `list_adapters`). What it adds is the
+//! numpy side: dtypes (float32 as is; float64 cast to float32 by numpy; float16 and
+//! ml_dtypes' bfloat16 passed as their 16-bit patterns), shapes (N-D logits with the
+//! classes last are `[prod(leading), classes]` rows), and errors (library input errors become
+//! `ValueError`, device errors `ml_softmax.DeviceError`, with the library's message).
+//!
+//! The GIL is released while the GPU works (`Python::detach`). The input arrays are borrowed,
+//! not copied, for that time: a Python thread that writes into them meanwhile races with the
+//! upload (as with any numpy function that releases the GIL).
+
+use ml_softmax::{
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Error, Precision, Reduction,
+    Strategy, Targets,
+};
+use numpy::{
+    PyArray1, PyArrayDescr, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+pyo3::create_exception!(
+    ml_softmax,
+    DeviceError,
+    PyRuntimeError,
+    "A GPU-side failure reported by ml-softmax: no adapter, an adapter that lacks a feature \
+     the call needs (e.g. float16 without SHADER_F16), out of memory, a wgpu validation \
+     error, a lost device or a timed-out wait. The message is the library's."
+);
+
+/// Library errors to Python: bad input is a `ValueError`, everything about the device a
+/// `DeviceError`; the text is the library's `Display`.
+fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::EmptyShape { .. }
+        | Error::ShapeOverflow { .. }
+        | Error::LengthMismatch { .. }
+        | Error::LabelOutOfRange { .. }
+        | Error::InvalidOption { .. }
+        | Error::InvalidWeight { .. }
+        | Error::BadBuffer { .. } => PyValueError::new_err(e.to_string()),
+        _ => DeviceError::new_err(e.to_string()),
+    }
+}
+
+fn value_error(msg: String) -> PyErr {
+    PyValueError::new_err(msg)
+}
+
+fn shape_text(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The array's dtype as numpy names it (`float32`, `bfloat16`, ...).
+fn dtype_name(descr: &Bound<'_, PyArrayDescr>) -> PyResult<String> {
+    descr.getattr("name")?.extract()
+}
+
+/// `what` as a numpy array, C-contiguous, or a `ValueError` naming it.
+fn as_array<'py>(what: &str, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let array = obj.cast::<PyUntypedArray>().map_err(|_| {
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into());
+        value_error(format!(
+            "{what} must be a numpy array, got {type_name} (use numpy.asarray)"
+        ))
+    })?;
+    if !array.is_c_contiguous() {
+        return Err(value_error(format!(
+            "{what} must be C-contiguous (row-major), but this array of shape {} is a strided \
+             view; pass numpy.ascontiguousarray({what})",
+            shape_text(array.shape())
+        )));
+    }
+    Ok(array.clone())
+}
+
+/// `array.astype(numpy.<dtype>)`: numpy's own (correctly rounded) conversion.
+fn astype<'py>(array: &Bound<'py, PyUntypedArray>, dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+    array.call_method1("astype", (dtype,))
+}
+
+/// The 16-bit patterns of a float16 or bfloat16 array, without a copy.
+fn half_bits<'py>(array: &Bound<'py, PyUntypedArray>) -> PyResult<Bound<'py, PyArrayDyn<u16>>> {
+    Ok(array.call_method1("view", ("uint16",))?.cast_into()?)
+}
+
+/// Logits as the library takes them, with what is needed to shape the results.
+enum Logits<'py> {
+    /// float32 (float64 input cast to float32 first).
+    F32(Bound<'py, PyArrayDyn<f32>>),
+    /// float16 or bfloat16 bits; the dtype object gives the gradient back its dtype.
+    Half(
+        Bound<'py, PyArrayDyn<u16>>,
+        Precision,
+        Bound<'py, PyArrayDescr>,
+    ),
+}
+
+struct Shaped<'py> {
+    logits: Logits<'py>,
+    shape: Vec<usize>,
+    rows: usize,
+    cols: usize,
+}
+
+fn read_logits<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Shaped<'py>> {
+    let array = as_array("logits", obj)?;
+    let shape = array.shape().to_vec();
+    if shape.len() < 2 {
+        return Err(value_error(format!(
+            "logits must have at least 2 dimensions, [rows, classes] or [..., classes] with the \
+             classes last, but its shape is {}",
+            shape_text(&shape)
+        )));
+    }
+    let cols = shape[shape.len() - 1];
+    let rows = shape[..shape.len() - 1].iter().product();
+    let descr = array.dtype();
+    let name = dtype_name(&descr)?;
+    let logits = match name.as_str() {
+        "float32" if descr.is_native_byteorder() != Some(false) => {
+            Logits::F32(array.cast_into::<PyArrayDyn<f32>>()?)
+        }
+        "float64" if descr.is_native_byteorder() != Some(false) => {
+            Logits::F32(astype(&array, "float32")?.cast_into::<PyArrayDyn<f32>>()?)
+        }
+        "float16" if descr.is_native_byteorder() != Some(false) => {
+            Logits::Half(half_bits(&array)?, Precision::F16, descr)
+        }
+        "bfloat16" => Logits::Half(half_bits(&array)?, Precision::Bf16, descr),
+        _ => {
+            return Err(value_error(format!(
+                "logits have dtype {} ({}); expected float32, float16, bfloat16 (ml_dtypes) or \
+                 float64 (computed in float32)",
+                name,
+                descr.str()?
+            )));
+        }
+    };
+    Ok(Shaped {
+        logits,
+        shape,
+        rows,
+        cols,
+    })
+}
+
+/// The targets, owned or borrowed as the library wants them.
+enum TargetData<'py> {
+    Labels64(Bound<'py, PyArrayDyn<i64>>),
+    Labels(Vec<i64>),
+    Probs(Bound<'py, PyArrayDyn<f32>>),
+}
+
+fn read_target<'py>(obj: &Bound<'py, PyAny>, logits_shape: &[usize]) -> PyResult<TargetData<'py>> {
+    let array = as_array("target", obj)?;
+    let descr = array.dtype();
+    let name = dtype_name(&descr)?;
+    let leading = &logits_shape[..logits_shape.len() - 1];
+    let native = descr.is_native_byteorder() != Some(false);
+    let check_shape = |want: &[usize], kind: &str| {
+        if array.shape() == want {
+            Ok(())
+        } else {
+            Err(value_error(format!(
+                "target holds {kind}, so its shape must be {}, but it is {} (logits {})",
+                shape_text(want),
+                shape_text(array.shape()),
+                shape_text(logits_shape)
+            )))
+        }
+    };
+    match name.as_str() {
+        "int64" if native => {
+            check_shape(leading, "class indices (an integer dtype)")?;
+            Ok(TargetData::Labels64(array.cast_into::<PyArrayDyn<i64>>()?))
+        }
+        "int32" if native => {
+            check_shape(leading, "class indices (an integer dtype)")?;
+            let labels = array.cast_into::<PyArrayDyn<i32>>()?;
+            let readonly = labels.readonly();
+            let slice = readonly
+                .as_slice()
+                .map_err(|e| value_error(e.to_string()))?;
+            Ok(TargetData::Labels(
+                slice.iter().map(|&v| i64::from(v)).collect(),
+            ))
+        }
+        "float32" | "float64" | "float16" | "bfloat16" => {
+            check_shape(logits_shape, "probabilities (a float dtype)")?;
+            let probs = if name == "float32" && native {
+                array.cast_into::<PyArrayDyn<f32>>()?
+            } else {
+                astype(&array, "float32")?.cast_into::<PyArrayDyn<f32>>()?
+            };
+            Ok(TargetData::Probs(probs))
+        }
+        _ => Err(value_error(format!(
+            "target has dtype {} ({}); expected int64 or int32 class indices of the logits' \
+             leading shape, or float32/float64/float16/bfloat16 probabilities of the logits' shape",
+            name,
+            descr.str()?
+        ))),
+    }
+}
+
+fn parse_reduction(text: &str) -> PyResult<Reduction> {
+    match text {
+        "mean" => Ok(Reduction::Mean),
+        "sum" => Ok(Reduction::Sum),
+        "none" => Ok(Reduction::None),
+        _ => Err(value_error(format!(
+            "invalid option reduction = {text:?}: must be \"mean\", \"sum\" or \"none\""
+        ))),
+    }
+}
+
+fn read_weight(py: Python<'_>, weight: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<f32>>> {
+    let Some(weight) = weight else {
+        return Ok(None);
+    };
+    if weight.is_none() {
+        return Ok(None);
+    }
+    let numpy = py.import("numpy")?;
+    let array = numpy
+        .call_method1("ascontiguousarray", (weight, "float32"))
+        .map_err(|e| value_error(format!("weight must be an array of numbers: {e}")))?;
+    let array = array.cast_into::<PyArrayDyn<f32>>()?;
+    if array.ndim() != 1 {
+        return Err(value_error(format!(
+            "weight must be 1-D (one weight per class), but its shape is {}",
+            shape_text(array.shape())
+        )));
+    }
+    Ok(Some(array.to_vec()?))
+}
+
+/// Reshapes a flat result to `shape`, then views it as `dtype` when given (float16 and
+/// bfloat16 results come back as their bits).
+fn shaped<'py, T: numpy::Element>(
+    py: Python<'py>,
+    data: Vec<T>,
+    shape: &[usize],
+    dtype: Option<&Bound<'py, PyArrayDescr>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let flat = PyArray1::from_vec(py, data);
+    let array = flat.reshape(shape.to_vec())?.into_any();
+    match dtype {
+        Some(dtype) => array.call_method1("view", (dtype,)),
+        None => Ok(array),
+    }
+}
+
+/// A GPU device, queue and compiled kernels, reused across calls.
+///
+/// backend: "auto" (honours WGPU_BACKEND, e.g. "vulkan,gl"), "vulkan", "metal", "dx12" or
+/// "gl". adapter: a case-insensitive substring of the adapter's name (None honours
+/// WGPU_ADAPTER_NAME); with neither, the best adapter (a hardware GPU before a software one).
+/// The first matching adapter that opens a device is used.
+///
+/// A Context may be shared by several Python threads at once: the GIL is released while the
+/// GPU works, and the calls run concurrently on one queue.
+///
+/// poison_outputs (keyword, a debugging aid the tests use): fill the output buffers with NaN
+/// before each dispatch, so an element a kernel fails to write shows up as NaN.
+///
+/// Raises ValueError for an unknown backend name, DeviceError when no adapter matches.
+#[pyclass(frozen, module = "ml_softmax", name = "Context")]
+struct PyContext {
+    inner: Context,
+}
+
+fn adapter_dict<'py>(
+    py: Python<'py>,
+    info: &ml_softmax::wgpu::AdapterInfo,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("name", &info.name)?;
+    dict.set_item("backend", format!("{:?}", info.backend).to_lowercase())?;
+    dict.set_item("type", format!("{:?}", info.device_type).to_lowercase())?;
+    dict.set_item("driver", &info.driver)?;
+    dict.set_item("driver_info", &info.driver_info)?;
+    Ok(dict)
+}
+
+#[pymethods]
+impl PyContext {
+    #[new]
+    #[pyo3(signature = (backend = "auto", adapter = None, *, poison_outputs = false))]
+    fn new(
+        py: Python<'_>,
+        backend: &str,
+        adapter: Option<String>,
+        poison_outputs: bool,
+    ) -> PyResult<Self> {
+        let backend: BackendChoice = backend.parse().map_err(to_py)?;
+        let options = ContextOptions {
+            backend,
+            adapter_name: adapter,
+            poison_outputs,
+            ..Default::default()
+        };
+        let inner = py
+            .detach(|| Context::with_options(&options))
+            .map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
+    /// The adapter in use: a dict with name, backend, type, driver, driver_info.
+    #[getter]
+    fn adapter<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        adapter_dict(py, self.inner.adapter_info())
+    }
+
+    /// Whether this adapter takes float16 logits (it has wgpu's SHADER_F16 feature; lavapipe
+    /// does, llvmpipe GL does not). bfloat16 works on every adapter.
+    #[getter]
+    fn float16(&self) -> bool {
+        self.inner
+            .device()
+            .features()
+            .contains(ml_softmax::wgpu::Features::SHADER_F16)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ml_softmax.Context({})", self.inner.describe())
+    }
+
+    /// cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+    /// label_smoothing=0.0, z_loss=0.0, softcap=None) -> (loss, grad)
+    ///
+    /// The cross-entropy loss and its gradient dloss/dlogits on this context's adapter.
+    /// Arguments, results, semantics and errors: see help(ml_softmax.cross_entropy).
+    #[pyo3(signature = (logits, target, *, weight = None, ignore_index = -100,
+        reduction = "mean", label_smoothing = 0.0, z_loss = 0.0, softcap = None),
+        text_signature = "(self, /, logits, target, *, weight=None, ignore_index=-100, \
+            reduction='mean', label_smoothing=0.0, z_loss=0.0, softcap=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy<'py>(
+        &self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        weight: Option<&Bound<'py, PyAny>>,
+        ignore_index: i64,
+        reduction: &str,
+        label_smoothing: f64,
+        z_loss: f64,
+        softcap: Option<f64>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let reduction = parse_reduction(reduction)?;
+        let options = CrossEntropyOptions {
+            reduction,
+            ignore_index,
+            label_smoothing: label_smoothing as f32,
+            weight: read_weight(py, weight)?,
+            z_loss: z_loss as f32,
+            softcap: softcap.unwrap_or(0.0) as f32,
+        };
+        let Shaped {
+            logits,
+            shape,
+            rows,
+            cols,
+        } = read_logits(logits)?;
+        let target = read_target(target, &shape)?;
+        // Borrow everything as slices before letting go of the GIL.
+        let labels64;
+        let probs;
+        let targets = match &target {
+            TargetData::Labels64(a) => {
+                labels64 = a.readonly();
+                Targets::Classes(
+                    labels64
+                        .as_slice()
+                        .map_err(|e| value_error(e.to_string()))?,
+                )
+            }
+            TargetData::Labels(v) => Targets::Classes(v),
+            TargetData::Probs(a) => {
+                probs = a.readonly();
+                Targets::Probabilities(probs.as_slice().map_err(|e| value_error(e.to_string()))?)
+            }
+        };
+        let ctx = &self.inner;
+        let leading = &shape[..shape.len() - 1];
+        let (loss, row_loss, grad) = match &logits {
+            Logits::F32(a) => {
+                let z = a.readonly();
+                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let out = py
+                    .detach(|| {
+                        ctx.cross_entropy_targets(z, targets, rows, cols, &options, Strategy::Auto)
+                    })
+                    .map_err(to_py)?;
+                (out.loss, out.row_loss, shaped(py, out.grad, &shape, None)?)
+            }
+            Logits::Half(a, precision, dtype) => {
+                let z = a.readonly();
+                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let out = py
+                    .detach(|| {
+                        ctx.cross_entropy_half(
+                            z,
+                            *precision,
+                            targets,
+                            rows,
+                            cols,
+                            &options,
+                            Strategy::Auto,
+                        )
+                    })
+                    .map_err(to_py)?;
+                (
+                    out.loss,
+                    out.row_loss,
+                    shaped(py, out.grad, &shape, Some(dtype))?,
+                )
+            }
+        };
+        let loss = match reduction {
+            Reduction::None => shaped(py, row_loss, leading, None)?,
+            _ => f64::from(loss).into_pyobject(py)?.into_any(),
+        };
+        PyTuple::new(py, [loss, grad])
+    }
+
+    /// softmax(logits) -> probabilities of each row, same shape and dtype (float32 for
+    /// float64 input). See help(ml_softmax.softmax).
+    fn softmax<'py>(
+        &self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.softmax_impl(py, logits, false)
+    }
+
+    /// log_softmax(logits) -> log-probabilities of each row, same shape and dtype (float32
+    /// for float64 input). See help(ml_softmax.log_softmax).
+    fn log_softmax<'py>(
+        &self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.softmax_impl(py, logits, true)
+    }
+}
+
+impl PyContext {
+    fn softmax_impl<'py>(
+        &self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+        log: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Shaped {
+            logits,
+            shape,
+            rows,
+            cols,
+        } = read_logits(logits)?;
+        let ctx = &self.inner;
+        match &logits {
+            Logits::F32(a) => {
+                let z = a.readonly();
+                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let p = py
+                    .detach(|| ctx.softmax_with(z, rows, cols, log, Strategy::Auto))
+                    .map_err(to_py)?;
+                shaped(py, p, &shape, None)
+            }
+            Logits::Half(a, precision, dtype) => {
+                let z = a.readonly();
+                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let p = py
+                    .detach(|| ctx.softmax_half(z, *precision, rows, cols, log, Strategy::Auto))
+                    .map_err(to_py)?;
+                shaped(py, p, &shape, Some(dtype))
+            }
+        }
+    }
+}
+
+/// _adapters() -> the adapters wgpu finds (WGPU_BACKEND honoured), best first, as dicts.
+#[pyfunction]
+fn _adapters(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let backend = BackendChoice::Auto;
+    backend.check_env().map_err(to_py)?;
+    let list = py.detach(|| {
+        ml_softmax::list_adapters(backend)
+            .iter()
+            .map(|a| a.get_info())
+            .collect::<Vec<_>>()
+    });
+    list.iter().map(|info| adapter_dict(py, info)).collect()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyContext>()?;
+    m.add_function(wrap_pyfunction!(_adapters, m)?)?;
+    m.add("DeviceError", m.py().get_type::<DeviceError>())?;
+    Ok(())
+}
