@@ -308,13 +308,12 @@ fn softmax_and_log_softmax_match_the_reference() {
 #[test]
 fn chunked_inputs_match_the_reference() {
     let mut rng = Rng::new("chunks");
-    for adapter in ml_softmax::list_adapters(BackendChoice::Auto) {
-        let options = ContextOptions {
-            max_chunk_bytes: Some(4096),
-            poison_outputs: true,
-            ..Default::default()
-        };
-        let ctx = Context::from_adapter(&adapter, &options).unwrap();
+    let options = ContextOptions {
+        max_chunk_bytes: Some(4096),
+        poison_outputs: true,
+        ..Default::default()
+    };
+    for ctx in common::open_contexts(&options) {
         // 4096-byte chunks hold 10 rows of 97 columns: 23 chunks, the last one partial.
         let (rows, cols) = (223, 97);
         check_case(
@@ -1012,7 +1011,7 @@ fn a_batch_of_one_workgroup_sums_itself_in_one_dispatch() {
     let rows = row_softmax::ROW_PER_LANE_FEW_LANES as usize - 1;
     assert!(row_softmax::one_workgroup(wg1, rows as u32));
     assert!(!row_softmax::one_workgroup(wg1, 2 * rows as u32));
-    for ctx in Context::all(BackendChoice::Auto, &ctx_options).unwrap() {
+    for ctx in common::open_contexts(&ctx_options) {
         let name = ctx.adapter_info().name.clone();
         let options = CrossEntropyOptions {
             weight: Some((0..cols).map(|_| 0.5 + rng.uniform() as f32).collect()),
@@ -1396,8 +1395,8 @@ fn both_io_paths_give_the_same_bits() {
         software_io: Some(software),
         ..Default::default()
     };
-    let narrow = Context::all(BackendChoice::Auto, &with(false)).unwrap();
-    let wide = Context::all(BackendChoice::Auto, &with(true)).unwrap();
+    let narrow = common::open_contexts(&with(false));
+    let wide = common::open_contexts(&with(true));
     assert!(!narrow.is_empty(), "no adapter: this GPU test cannot run");
     let mut compared = 0;
     for (n, w) in narrow.iter().zip(&wide) {
@@ -1708,8 +1707,7 @@ fn a_buffer_larger_than_the_device_allows_is_an_error_and_the_context_survives()
 
 #[test]
 fn a_lost_device_is_reported_and_says_to_rebuild() {
-    for adapter in ml_softmax::list_adapters(BackendChoice::Auto) {
-        let ctx = Context::from_adapter(&adapter, &ContextOptions::default()).unwrap();
+    for ctx in common::open_contexts(&ContextOptions::default()) {
         ctx.cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())
             .unwrap();
         ctx.device().destroy();
