@@ -155,7 +155,7 @@ impl Stats {
     }
 
     fn large_spread(&self) -> bool {
-        !(self.spread <= SPREAD_LARGE)
+        self.spread.is_nan() || self.spread > SPREAD_LARGE
     }
 }
 

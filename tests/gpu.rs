@@ -148,6 +148,34 @@ fn every_strategy_matches_the_reference() {
     }
 }
 
+/// `Context::resolve_strategy` names the strategy `Auto` runs (what `ml-softmax bench`
+/// prints beside `auto`): the two give the same bits, and the name is a concrete strategy.
+#[test]
+fn auto_runs_the_strategy_resolve_strategy_names() {
+    let mut rng = Rng::new("resolve_strategy");
+    for ctx in contexts() {
+        for (rows, cols) in [(9, 1001), (3, 20000), (64, 4096), (2, 131_072), (700, 130)] {
+            let resolved = ctx.resolve_strategy(Strategy::Auto, rows, cols);
+            assert_ne!(resolved, Strategy::Auto);
+            assert_eq!(ctx.resolve_strategy(resolved, rows, cols), resolved);
+            let z = rng.logits(rows * cols, 3.0);
+            let labels = rng.labels(rows, cols);
+            let options = CrossEntropyOptions::default();
+            let auto = ctx
+                .cross_entropy_with(&z, &labels, rows, cols, &options, Strategy::Auto)
+                .unwrap();
+            let named = ctx
+                .cross_entropy_with(&z, &labels, rows, cols, &options, resolved)
+                .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let what = format!("{} {rows}x{cols} auto = {resolved}", ctx.describe());
+            assert_eq!(auto.loss.to_bits(), named.loss.to_bits(), "{what}");
+            assert_eq!(bits(&auto.grad), bits(&named.grad), "{what}");
+            assert_eq!(bits(&auto.lse), bits(&named.lse), "{what}");
+        }
+    }
+}
+
 /// The register cache of `Strategy::Cached` at every size a lane can hold (1 to 16 vec4s),
 /// with loose columns at the row ends, options that read class weights beside the cache, and
 /// softmax.
