@@ -179,9 +179,11 @@ def chunk_ms(torch, fn, n):
 
 def warm_up(torch, fn, least_ms):
     """Back-to-back calls until the GPU's timings settle (see the module docstring)."""
+    fn()  # compilation, autotuning, allocation: before the clock starts
+    torch.cuda.synchronize()
     t0 = time.perf_counter()
-    first = chunk_ms(torch, fn, 1)
-    n = max(1, min(1000, int(2.0 / max(first, 1e-3))))  # chunks of about 2 ms
+    per_call = chunk_ms(torch, fn, 10) / 10
+    n = max(1, min(1000, int(2.0 / max(per_call, 1e-4))))  # chunks of about 2 ms
     times = []
     while True:
         times.append(chunk_ms(torch, fn, n))
