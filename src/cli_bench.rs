@@ -1,19 +1,37 @@
-//! `ml-softmax bench`: every strategy, the automatic choice and a copy kernel, per shape.
+//! `ml-softmax bench`: every strategy, the automatic choice and the copies, per shape.
 //!
-//! For each shape the logits, labels and outputs live on the device; one repetition is one
-//! submission of the whole device-resident cross-entropy (mean denominator, row kernel, loss
-//! sum), timed by GPU timestamps written into the encoder before and after it when the
-//! adapter has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else (or with `--wall`) by host wall time
-//! around record + submit + wait. The copy kernel moves the same bytes (reads `rows * cols`
-//! elements, writes as many) under the same timer, in the widest access the kernels make (32
-//! bytes of 64-bit words on software adapters: `Context::words64`, the fastest copy there;
-//! else 16 bytes of 32-bit words), so `copy_ratio = copy time / this time` is the share of the
-//! adapter's own speed of light that the kernel reaches. Where the words are 64-bit,
-//! `copy-u32` is the copy in 16-byte units of 32-bit words.
+//! For each shape the logits, labels and outputs live on the device; one repetition of a
+//! kernel is the whole device-resident cross-entropy (mean denominator, row kernel, loss sum)
+//! as one call records it. Per shape:
+//! 1. every kernel runs once (pipeline compilation; a kernel the adapter cannot run is
+//!    reported and left out);
+//! 2. warm-up: the GPU is kept busy with back-to-back submissions of every kernel (two in
+//!    flight, so the queue never runs dry) for at least `--warmup-ms` and until the
+//!    submissions' times settle (the last three within 5 % of each other), at most 20 times
+//!    that long: a GPU's clock falls when idle and rises only under sustained load (an H200
+//!    sat at 345 MHz after idle; ten reps with a wait after each never reached its 1980 MHz);
+//!    how long it took is reported;
+//! 3. `--reps` timed repetitions of each kernel, round-robin (every kernel once per round,
+//!    so a slow spell hits all alike). With GPU timestamps (adapters with
+//!    `TIMESTAMP_QUERY_INSIDE_ENCODERS`) each repetition is bracketed by timestamps inside a
+//!    few large submissions, with no CPU wait between repetitions; with `--wall` (or without
+//!    timestamps) each repetition is recorded, submitted and waited for on its own and timed
+//!    by the host.
+//!
+//! Per kernel: min / median / max; a spread (interquartile range / median) above
+//! [`SPREAD_LARGE`] is flagged. The limits: `copy-buffer` is the driver's own buffer copy
+//! (`copy_buffer_to_buffer`) of the same bytes, `limit_ratio = copy-buffer time / this time`;
+//! `copy` is a WGSL kernel moving the same bytes (reads `rows * cols` elements, writes as
+//! many) in the widest access the kernels make (32 bytes of 64-bit words on software
+//! adapters: `Context::words64`, the fastest copy there; else 16 bytes of 32-bit words),
+//! `copy_ratio = copy time / this time`. Where the words are 64-bit, `copy-u32` is the copy in
+//! 16-byte units of 32-bit words. `auto` is printed with the strategy it resolved to
+//! (`Context::resolve_strategy`).
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use ml_softmax::wgpu;
@@ -27,6 +45,21 @@ use crate::cli_outputs::Outputs;
 /// The shapes of the issue's matrix: short rows to the longest vocabularies, and a latency case.
 const DEFAULT_SHAPES: &str = "16384x128,8192x1000,4096x4096,1024x32000,256x131072,64x262144,8x1000";
 
+/// A kernel whose interquartile range exceeds this share of its median is flagged.
+const SPREAD_LARGE: f64 = 0.10;
+
+/// The warm-up has settled when the last this many submissions are within [`SETTLE_TOLERANCE`].
+const SETTLE_COUNT: usize = 3;
+/// ... of each other (largest / smallest - 1).
+const SETTLE_TOLERANCE: f64 = 0.05;
+/// The warm-up stops, settled or not, after this many times `--warmup-ms`.
+const WARMUP_CAP: u32 = 20;
+/// One timed submission holds at most this much GPU work (estimated from the warm-up), so a
+/// slow adapter never meets the wait timeout.
+const SUBMISSION_BUDGET: Duration = Duration::from_millis(500);
+/// Wait at most this long for one submission.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -34,9 +67,13 @@ pub struct BenchArgs {
     /// Comma-separated ROWSxCOLS shapes.
     #[arg(long, default_value = DEFAULT_SHAPES)]
     shapes: String,
-    /// Timed repetitions per kernel and shape (after one warm-up), taken round-robin.
+    /// Timed repetitions per kernel and shape (after the warm-up), taken round-robin.
     #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     reps: usize,
+    /// Keep the GPU busy for at least this many milliseconds before timing a shape (and
+    /// until the timings settle, at most 20 times this).
+    #[arg(long, default_value_t = 300)]
+    warmup_ms: u64,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -50,8 +87,8 @@ pub struct BenchArgs {
     /// the caller), even where the adapter has GPU timestamps.
     #[arg(long)]
     wall: bool,
-    /// Storage format of logits and gradient: f32, f16 or bf16 (the copy kernel then moves
-    /// the same number of bytes).
+    /// Storage format of logits and gradient: f32, f16 or bf16 (the copies then move the
+    /// same number of bytes).
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Leave out the io paths of software adapters (64-bit words, f16 converted by bit
@@ -69,17 +106,61 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// How the warm-up of one shape went.
+#[derive(Clone, Copy)]
+struct Warmup {
+    ms: f64,
+    submissions: usize,
+    settled: bool,
+}
+
 /// One line of the report.
 struct Row {
     strategy: String,
+    /// What `auto` (or a named strategy) ran as; `None` for the copies.
+    resolved: Option<String>,
     rows: usize,
     cols: usize,
     /// Bytes read and written: `2 * rows * cols * element size`.
     bytes: u64,
-    median_ms: f64,
+    stats: Stats,
     gbps: f64,
     copy_ratio: f64,
+    limit_ratio: f64,
+    warmup: Warmup,
 }
+
+/// Min, quartiles, median and max of one kernel's times, in ms.
+#[derive(Clone, Copy)]
+struct Stats {
+    min: f64,
+    median: f64,
+    max: f64,
+    /// Interquartile range / median.
+    spread: f64,
+}
+
+impl Stats {
+    /// The figures of `times` (not empty).
+    fn of(mut times: Vec<f64>) -> Self {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let median = times[times.len() / 2];
+        Self {
+            min: times[0],
+            median,
+            max: times[times.len() - 1],
+            spread: (at(0.75) - at(0.25)) / median,
+        }
+    }
+
+    fn large_spread(&self) -> bool {
+        self.spread.is_nan() || self.spread > SPREAD_LARGE
+    }
+}
+
+/// Records one run of a kernel into an encoder.
+type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let mut outputs = Outputs::plan(&[
@@ -109,26 +190,40 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     println!("adapter: {adapter}");
     println!("timer: {}", timer.describe());
     println!("precision: {}", args.precision);
+    println!(
+        "warm-up: back-to-back submissions for at least {} ms per shape, until the last \
+         {SETTLE_COUNT} agree within {:.0}%; then {} reps per kernel, round-robin",
+        args.warmup_ms,
+        100.0 * SETTLE_TOLERANCE,
+        args.reps
+    );
     let words = if ctx.words64() { 64 } else { 32 };
     println!(
-        "words: kernels and copy move {words}-bit words{}",
+        "limits: copy-buffer = the driver's copy_buffer_to_buffer of the same bytes (of limit); \
+         copy = a WGSL copy in {words}-bit words{} (of copy)",
         if ctx.words64() {
-            " (the copy in 32-byte units; copy-u32: in 16-byte units of 32-bit words)"
+            ", 32-byte units (copy-u32: 16-byte units of 32-bit words)"
         } else {
-            " (the copy in 16-byte units)"
+            ", 16-byte units"
         }
     );
     println!(
-        "{:>14} {:>10} {:>10} {:>10} {:>9} {:>8}",
-        "shape", "strategy", "median ms", "MB moved", "GB/s", "of copy"
+        "{:>14} {:>16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "shape",
+        "strategy",
+        "min ms",
+        "median ms",
+        "max ms",
+        "MB moved",
+        "GB/s",
+        "of copy",
+        "of limit"
     );
     let mut report = Vec::new();
     for &(rows, cols) in &shapes {
+        let shape = format!("{rows}x{cols}");
         let data = Buffers::new(&ctx, rows, cols, precision);
         let bytes = 2 * (rows * cols) as u64 * precision.bytes();
-        // Every kernel of this shape, the copy first. They are timed round-robin (one run of
-        // each per round), so a slow spell of the machine hits all of them alike.
-        type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
         let options = CrossEntropyOptions::default();
         // The copy in the widest access the kernels make (32 bytes of 64-bit words on
         // software adapters with SHADER_INT64: Context::words64), and then also in 16 bytes
@@ -148,72 +243,232 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())
             })
         };
-        let mut kernels: Vec<(String, Record)> = vec![("copy".into(), copy(ctx.words64()))];
+        // Every kernel of this shape: the copies first (`copy` must stay first: the ratios
+        // are taken against it and `copy-buffer`).
+        let mut kernels: Vec<(String, Option<String>, Record)> =
+            vec![("copy".into(), None, copy(ctx.words64()))];
         if ctx.words64() {
-            kernels.push(("copy-u32".into(), copy(false)));
+            kernels.push(("copy-u32".into(), None, copy(false)));
+        }
+        {
+            let data = &data;
+            // The same bytes, in copy_buffer_to_buffer's 4-byte granules (both buffers are
+            // padded to 32 bytes).
+            let size = (bytes / 2).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+            kernels.push((
+                "copy-buffer".into(),
+                None,
+                Box::new(move |encoder: &mut wgpu::CommandEncoder| {
+                    encoder.copy_buffer_to_buffer(&data.logits, 0, &data.grad, 0, size);
+                    Ok(())
+                }),
+            ));
         }
         for &strategy in &strategies {
             let (ctx, data, options) = (&ctx, &data, &options);
+            let resolved = ctx.resolve_strategy(strategy, rows, cols).to_string();
             kernels.push((
                 strategy.to_string(),
+                Some(resolved),
                 Box::new(move |encoder: &mut wgpu::CommandEncoder| {
                     ctx.encode_cross_entropy(encoder, &data.device(), rows, cols, options, strategy)
                         .map_err(|e| e.to_string())
                 }),
             ));
         }
-        // Warm-up (builds the pipelines); a kernel this adapter cannot run is reported.
+        // One run each (builds the pipelines); a kernel this adapter cannot run is reported.
         let mut live = Vec::new();
-        for (name, record) in kernels {
-            match timer.time(&ctx, &record) {
-                Ok(_) => live.push((name, record, Vec::with_capacity(args.reps))),
-                Err(e) => println!("{:>14} {:>10} skipped: {e}", format!("{rows}x{cols}"), name),
+        for (name, resolved, record) in kernels {
+            match run_once(&ctx, &record) {
+                Ok(()) => live.push((name, resolved, record)),
+                Err(e) => println!("{shape:>14} {name:>16} skipped: {e}"),
             }
         }
-        for _ in 0..args.reps {
-            for (_, record, times) in &mut live {
-                times.push(timer.time(&ctx, &**record)?);
+        let records: Vec<&Record> = live.iter().map(|k| &k.2).collect();
+        let warmup = warm_up(&ctx, &records, Duration::from_millis(args.warmup_ms))?;
+        println!(
+            "{shape:>14} warm-up: {:.0} ms, {} submissions, {}",
+            warmup.ms,
+            warmup.submissions,
+            if warmup.settled {
+                "settled"
+            } else {
+                "NOT settled (timings still moving)"
             }
-        }
-        let medians: Vec<(String, f64)> = live
-            .into_iter()
-            .map(|(name, _, mut times)| {
-                times.sort_by(f64::total_cmp);
-                (name, times[times.len() / 2])
-            })
-            .collect();
-        let copy_ms = medians
+        );
+        let round_ms = warmup.round_ms;
+        let times = timer.time_rounds(&ctx, &records, args.reps, round_ms)?;
+        let stats: Vec<Stats> = times.into_iter().map(Stats::of).collect();
+        let copy_ms = stats
             .first()
-            .map(|m| m.1)
+            .map(|s| s.median)
             .ok_or("the copy kernel did not run")?;
-        for (strategy, ms) in medians {
-            let gbps = bytes as f64 / (ms * 1e-3) / 1e9;
+        let limit_ms = live
+            .iter()
+            .zip(&stats)
+            .find(|(k, _)| k.0 == "copy-buffer")
+            .map(|(_, s)| s.median)
+            .ok_or("the driver's copy (copy-buffer) did not run")?;
+        let mut noisy = Vec::new();
+        for ((strategy, resolved, _), st) in live.into_iter().zip(stats) {
+            let gbps = bytes as f64 / (st.median * 1e-3) / 1e9;
+            let label = match &resolved {
+                Some(r) if *r != strategy => format!("{strategy}={r}"),
+                _ => strategy.clone(),
+            };
             println!(
-                "{:>14} {:>10} {:>10.3} {:>10.1} {:>9.2} {:>7.0}%",
-                format!("{rows}x{cols}"),
-                strategy,
-                ms,
+                "{shape:>14} {label:>16} {:>9.3} {:>9.3} {:>9.3} {:>9.1} {:>9.2} {:>7.0}% {:>7.0}%{}",
+                st.min,
+                st.median,
+                st.max,
                 bytes as f64 / 1e6,
                 gbps,
-                100.0 * copy_ms / ms
+                100.0 * copy_ms / st.median,
+                100.0 * limit_ms / st.median,
+                if st.large_spread() { "  spread!" } else { "" }
             );
+            if st.large_spread() {
+                noisy.push(format!("{strategy} {:.0}%", 100.0 * st.spread));
+            }
             report.push(Row {
                 strategy,
+                resolved,
                 rows,
                 cols,
                 bytes,
-                median_ms: ms,
+                stats: st,
                 gbps,
-                copy_ratio: copy_ms / ms,
+                copy_ratio: copy_ms / st.median,
+                limit_ratio: limit_ms / st.median,
+                warmup: warmup.summary(),
             });
+        }
+        if !noisy.is_empty() {
+            println!(
+                "{shape:>14} large spread (interquartile range over {:.0}% of the median): {}",
+                100.0 * SPREAD_LARGE,
+                noisy.join(", ")
+            );
         }
     }
     outputs.set_bytes(
         "--json",
-        json_report(&adapter, timer.describe(), &args.precision, words, &report),
+        json_report(
+            &adapter,
+            timer.describe(),
+            &args.precision,
+            words,
+            args.reps,
+            &report,
+        ),
     );
     outputs.set_bytes("--plot", svg_plot(&adapter, &report));
     outputs.write()
+}
+
+/// Records, submits and waits for one run of `record`.
+fn run_once(ctx: &Context, record: &Record) -> Result<(), String> {
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    record(&mut encoder)?;
+    let index = ctx.queue().submit([encoder.finish()]);
+    wait(ctx, index)
+}
+
+fn wait(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<(), String> {
+    ctx.device()
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: Some(WAIT_TIMEOUT),
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// What [`warm_up`] found: how it went, and how long one round of every kernel takes.
+struct WarmupResult {
+    ms: f64,
+    submissions: usize,
+    settled: bool,
+    round_ms: f64,
+}
+
+impl WarmupResult {
+    fn summary(&self) -> Warmup {
+        Warmup {
+            ms: self.ms,
+            submissions: self.submissions,
+            settled: self.settled,
+        }
+    }
+}
+
+/// Keeps the GPU busy until its clock has risen: submissions of `rounds` rounds of every
+/// kernel, two in flight so the queue never runs dry, for at least `least` and until the
+/// last [`SETTLE_COUNT`] submissions took times within [`SETTLE_TOLERANCE`] of each other
+/// (at most [`WARMUP_CAP`] times `least`). With the queue never empty, the time between two
+/// submissions' completions is the GPU's time for one, seen from the host without
+/// timestamps. Submissions are sized to take about 2 ms, so that host timing is fine enough.
+fn warm_up(ctx: &Context, records: &[&Record], least: Duration) -> Result<WarmupResult, String> {
+    let submit = |rounds: usize| -> Result<wgpu::SubmissionIndex, String> {
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        for _ in 0..rounds {
+            for record in records {
+                record(&mut encoder)?;
+            }
+        }
+        Ok(ctx.queue().submit([encoder.finish()]))
+    };
+    let start = Instant::now();
+    // How long one round takes (after run_once, the pipelines exist).
+    let index = submit(1)?;
+    wait(ctx, index)?;
+    let first_round = start.elapsed().as_secs_f64() * 1e3;
+    let rounds = ((2.0 / first_round.max(1e-3)).ceil() as usize).clamp(1, 1000);
+    let mut in_flight: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
+    in_flight.push_back(submit(rounds)?);
+    in_flight.push_back(submit(rounds)?);
+    let mut submissions = 3;
+    let mut last = Instant::now();
+    let mut intervals: Vec<f64> = Vec::new();
+    let cap = least * WARMUP_CAP;
+    let settled = loop {
+        let index = in_flight.pop_front().ok_or("warm-up: nothing in flight")?;
+        wait(ctx, index)?;
+        let now = Instant::now();
+        intervals.push((now - last).as_secs_f64() * 1e3);
+        last = now;
+        let recent = &intervals[intervals.len().saturating_sub(SETTLE_COUNT)..];
+        // The first interval includes the first submission's queueing: not counted.
+        let steady = intervals.len() > SETTLE_COUNT && {
+            let lo = recent.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = recent.iter().copied().fold(0.0, f64::max);
+            hi <= lo * (1.0 + SETTLE_TOLERANCE)
+        };
+        let elapsed = start.elapsed();
+        if elapsed >= least && steady {
+            break true;
+        }
+        if elapsed >= cap {
+            break false;
+        }
+        in_flight.push_back(submit(rounds)?);
+        submissions += 1;
+    };
+    for index in in_flight {
+        wait(ctx, index)?;
+    }
+    let recent = &intervals[intervals.len().saturating_sub(SETTLE_COUNT)..];
+    let round_ms = recent.iter().sum::<f64>() / recent.len() as f64 / rounds as f64;
+    Ok(WarmupResult {
+        ms: start.elapsed().as_secs_f64() * 1e3,
+        submissions,
+        settled,
+        round_ms,
+    })
 }
 
 fn parse_shapes(text: &str) -> Result<Vec<(usize, usize)>, String> {
@@ -299,13 +554,14 @@ impl Buffers {
                 })
         };
         let storage = wgpu::BufferUsages::STORAGE;
+        // COPY_SRC / COPY_DST: the driver's copy (copy-buffer) moves logits to grad.
         Self {
-            logits: init("logits", &bytes, storage),
+            logits: init("logits", &bytes, storage | wgpu::BufferUsages::COPY_SRC),
             labels: init("labels", bytemuck::cast_slice(&labels), storage),
             grad: ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("grad"),
                 size: padded as u64,
-                usage: storage,
+                usage: storage | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
             loss: ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -332,87 +588,126 @@ impl Buffers {
     }
 }
 
-/// GPU timestamps around the recorded work when the adapter can write them inside an
-/// encoder (and `--wall` is not given), host wall time around record + submit + wait
-/// otherwise.
+/// GPU timestamps around each repetition when the adapter can write them inside an encoder
+/// (and `--wall` is not given), host wall time around record + submit + wait otherwise.
 struct Timer {
-    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer, f64)>,
+    /// The query set (of `queries` timestamps), its resolve and readback buffers, and the
+    /// timestamp period in ns.
+    timestamps: Option<Timestamps>,
 }
+
+struct Timestamps {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    period_ns: f64,
+}
+
+/// Timestamps per query set: wgpu's most.
+const QUERIES: u32 = wgpu::QUERY_SET_MAX_QUERIES;
 
 impl Timer {
     fn new(ctx: &Context, wall: bool) -> Self {
         let needed =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let timestamps = !wall && ctx.device().features().contains(needed);
-        let queries = timestamps.then(|| {
+        let timestamps = timestamps.then(|| {
             let set = ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("bench timestamps"),
                 ty: wgpu::QueryType::Timestamp,
-                count: 2,
+                count: QUERIES,
             });
+            let size = u64::from(QUERIES) * 8;
             let resolve = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps"),
-                size: 16,
+                size,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
             let read = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps readback"),
-                size: 16,
+                size,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            let period = f64::from(ctx.queue().get_timestamp_period());
-            (set, resolve, read, period)
+            let period_ns = f64::from(ctx.queue().get_timestamp_period());
+            Timestamps {
+                set,
+                resolve,
+                read,
+                period_ns,
+            }
         });
-        Self { queries }
+        Self { timestamps }
     }
 
     fn describe(&self) -> &'static str {
-        if self.queries.is_some() {
-            "GPU timestamps around each submission's work"
+        if self.timestamps.is_some() {
+            "GPU timestamps around each rep, many reps per submission"
         } else {
             "host wall time around record + submit + wait (--wall, or no timestamp queries)"
         }
     }
 
-    /// One timed run of `record`, in milliseconds.
-    fn time(
+    /// `reps` timed runs of every kernel, round-robin; per kernel, its times in ms.
+    /// `round_ms` (one round of every kernel, from the warm-up) sizes the submissions.
+    fn time_rounds(
         &self,
         ctx: &Context,
-        record: impl Fn(&mut wgpu::CommandEncoder) -> Result<(), String>,
-    ) -> Result<f64, String> {
-        let start = Instant::now();
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        if let Some((set, ..)) = &self.queries {
-            encoder.write_timestamp(set, 0);
+        records: &[&Record],
+        reps: usize,
+        round_ms: f64,
+    ) -> Result<Vec<Vec<f64>>, String> {
+        let mut times = vec![Vec::with_capacity(reps); records.len()];
+        let Some(ts) = &self.timestamps else {
+            for _ in 0..reps {
+                for (record, times) in records.iter().zip(&mut times) {
+                    let start = Instant::now();
+                    run_once(ctx, record)?;
+                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            return Ok(times);
+        };
+        // Rounds per submission: as many as the query set holds and the time budget allows.
+        let by_queries = (QUERIES as usize / (2 * records.len())).max(1);
+        let by_time = (SUBMISSION_BUDGET.as_secs_f64() * 1e3 / round_ms.max(1e-6)) as usize;
+        let per_submission = by_queries.min(by_time.max(1));
+        let mut done = 0;
+        while done < reps {
+            let rounds = per_submission.min(reps - done);
+            let mut encoder = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let mut query = 0;
+            for _ in 0..rounds {
+                for record in records {
+                    encoder.write_timestamp(&ts.set, query);
+                    record(&mut encoder)?;
+                    encoder.write_timestamp(&ts.set, query + 1);
+                    query += 2;
+                }
+            }
+            encoder.resolve_query_set(&ts.set, 0..query, &ts.resolve, 0);
+            encoder.copy_buffer_to_buffer(&ts.resolve, 0, &ts.read, 0, u64::from(query) * 8);
+            let index = ctx.queue().submit([encoder.finish()]);
+            wait(ctx, index)?;
+            let ticks = read_ticks(ctx, &ts.read, query as usize)?;
+            for (i, pair) in ticks.chunks_exact(2).enumerate() {
+                let ms = pair[1].saturating_sub(pair[0]) as f64 * ts.period_ns * 1e-6;
+                times[i % records.len()].push(ms);
+            }
+            done += rounds;
         }
-        record(&mut encoder)?;
-        if let Some((set, resolve, read, _)) = &self.queries {
-            encoder.write_timestamp(set, 1);
-            encoder.resolve_query_set(set, 0..2, resolve, 0);
-            encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
-        }
-        let index = ctx.queue().submit([encoder.finish()]);
-        ctx.device()
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: Some(std::time::Duration::from_secs(120)),
-            })
-            .map_err(|e| e.to_string())?;
-        let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-        match &self.queries {
-            Some((_, _, read, period)) => Ok(read_ticks(ctx, read)? as f64 * period * 1e-6),
-            None => Ok(wall_ms),
-        }
+        Ok(times)
     }
 }
 
-fn read_ticks(ctx: &Context, read: &wgpu::Buffer) -> Result<u64, String> {
+/// The first `count` timestamps of `read`.
+fn read_ticks(ctx: &Context, read: &wgpu::Buffer, count: usize) -> Result<Vec<u64>, String> {
     let (tx, rx) = std::sync::mpsc::channel();
-    read.map_async(wgpu::MapMode::Read, .., move |r| {
+    let bytes = count as u64 * 8;
+    read.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
         let _ = tx.send(r);
     });
     ctx.device()
@@ -422,16 +717,22 @@ fn read_ticks(ctx: &Context, read: &wgpu::Buffer) -> Result<u64, String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let ticks = {
-        let view = read.get_mapped_range(..).map_err(|e| e.to_string())?;
-        let t: Vec<u64> = bytemuck::pod_collect_to_vec(&view);
-        t[1].saturating_sub(t[0])
+        let view = read.get_mapped_range(..bytes).map_err(|e| e.to_string())?;
+        bytemuck::pod_collect_to_vec(&view)
     };
     read.unmap();
     Ok(ticks)
 }
 
 /// Every figure as a JSON array of records (non-finite figures become `null`).
-fn json_report(adapter: &str, timer: &str, precision: &str, words: u32, report: &[Row]) -> Vec<u8> {
+fn json_report(
+    adapter: &str,
+    timer: &str,
+    precision: &str,
+    words: u32,
+    reps: usize,
+    report: &[Row],
+) -> Vec<u8> {
     let records: Vec<serde_json::Value> = report
         .iter()
         .map(|r| {
@@ -439,14 +740,24 @@ fn json_report(adapter: &str, timer: &str, precision: &str, words: u32, report: 
                 "adapter": adapter,
                 "timer": timer,
                 "strategy": r.strategy,
+                "resolved": r.resolved,
                 "rows": r.rows,
                 "cols": r.cols,
                 "precision": precision,
                 "words": words,
-                "median_ms": r.median_ms,
+                "reps": reps,
+                "warmup_ms": r.warmup.ms,
+                "warmup_submissions": r.warmup.submissions,
+                "warmup_settled": r.warmup.settled,
+                "min_ms": r.stats.min,
+                "median_ms": r.stats.median,
+                "max_ms": r.stats.max,
+                "spread": r.stats.spread,
+                "spread_large": r.stats.large_spread(),
                 "bytes": r.bytes,
                 "gbps": r.gbps,
                 "copy_ratio": r.copy_ratio,
+                "limit_ratio": r.limit_ratio,
             })
         })
         .collect();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, PipelineKey};
+use crate::kernels::{self, PipelineKey, Strategy};
 
 /// Which graphics API to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -351,6 +351,29 @@ impl Context {
             .iter()
             .map(|a| Self::from_adapter(a, options))
             .collect()
+    }
+
+    /// One entry per adapter wgpu finds for `backend`, best first: the adapter's info and a
+    /// context on it, or the error its device gave (an adapter can enumerate and still fail
+    /// to open a device, e.g. NVIDIA's GL adapter under EGL: "Parent device is lost").
+    /// [`keep_opened`] keeps the contexts that opened and names the others; [`Context::all`]
+    /// fails on the first adapter that does not open.
+    pub fn each_adapter(
+        backend: BackendChoice,
+        options: &ContextOptions,
+    ) -> Vec<(wgpu::AdapterInfo, Result<Self>)> {
+        list_adapters(backend)
+            .iter()
+            .map(|a| (a.get_info(), Self::from_adapter(a, options)))
+            .collect()
+    }
+
+    /// The strategy `strategy` stands for on this adapter at `rows x cols`: itself, or for
+    /// [`Strategy::Auto`] the concrete one every operation of this context runs (the choice
+    /// [`Strategy::resolve`] makes from this adapter's device type and usable subgroup size).
+    /// What `ml-softmax bench` prints beside `auto`.
+    pub fn resolve_strategy(&self, strategy: Strategy, rows: usize, cols: usize) -> Strategy {
+        strategy.resolve(rows, cols, self.subgroup_size(), self.info.device_type)
     }
 
     /// A context on this adapter, asking for its real limits and the optional features used.
@@ -713,6 +736,40 @@ impl ErrorScope {
     }
 }
 
+/// The rule for running on every adapter (the GPU tests' harness follows it): keep the
+/// values of the adapters that opened, and name each one that did not as `"NAME (Backend):
+/// error"`, so it is reported and skipped; fail with [`Error::NoAdapter`] when none was found
+/// or none opened (then naming every failure). `results` is what [`Context::each_adapter`]
+/// returns (generic so the rule is tested without a broken adapter).
+pub fn keep_opened<T>(
+    results: Vec<(wgpu::AdapterInfo, Result<T>)>,
+) -> Result<(Vec<T>, Vec<String>)> {
+    let found = results.len();
+    let mut opened = Vec::new();
+    let mut skipped = Vec::new();
+    for (info, result) in results {
+        match result {
+            Ok(value) => opened.push(value),
+            Err(e) => skipped.push(format!("{} ({:?}): {e}", info.name, info.backend)),
+        }
+    }
+    if opened.is_empty() {
+        let tried = if found == 0 {
+            "every adapter: none enumerated".to_string()
+        } else {
+            format!(
+                "every adapter: {found} enumerated, none opened a device: {}",
+                skipped.join("; ")
+            )
+        };
+        return Err(Error::NoAdapter {
+            tried,
+            hint: NO_ADAPTER_HINT,
+        });
+    }
+    Ok((opened, skipped))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,6 +782,53 @@ mod tests {
         info.subgroup_min_size = min;
         info.subgroup_max_size = max;
         info
+    }
+
+    fn broken() -> Result<u32> {
+        Err(Error::Unsupported {
+            adapter: "NVIDIA H200/PCIe/SSE2".into(),
+            what: "request_device failed: Parent device is lost".into(),
+        })
+    }
+
+    /// An adapter that enumerates but cannot open a device is skipped and named; the others
+    /// are kept, in order.
+    #[test]
+    fn an_adapter_that_does_not_open_is_skipped_and_named() {
+        let results = vec![
+            (adapter("NVIDIA H200", "NVIDIA", 32, 32), Ok(1)),
+            (adapter("NVIDIA H200/PCIe/SSE2", "", 32, 32), broken()),
+            (adapter("llvmpipe", "llvmpipe", 8, 8), Ok(3)),
+        ];
+        let (kept, skipped) = keep_opened(results).unwrap();
+        assert_eq!(kept, [1, 3]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(
+            skipped[0].starts_with("NVIDIA H200/PCIe/SSE2 (Vulkan): ")
+                && skipped[0].contains("Parent device is lost"),
+            "{skipped:?}"
+        );
+    }
+
+    /// When no adapter opens, or none exists, running on every adapter is an error that says
+    /// why: a GPU test must never pass without running.
+    #[test]
+    fn no_adapter_that_opens_is_an_error() {
+        let e = keep_opened(vec![
+            (adapter("GL one", "", 32, 32), broken()),
+            (adapter("GL two", "", 32, 32), broken()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("2 enumerated, none opened"), "{e}");
+        assert!(
+            e.contains("GL one (Vulkan)") && e.contains("GL two (Vulkan)"),
+            "{e}"
+        );
+        assert!(e.contains("Parent device is lost"), "{e}");
+        let e = keep_opened::<u32>(Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("none enumerated"), "{e}");
+        assert!(e.contains("mesa-vulkan-drivers"), "the hint is given: {e}");
     }
 
     /// One fixed size is used, at every size adapters have (4 on mobile, 8 to 32 on Intel, 32

@@ -60,7 +60,7 @@ mod ops;
 pub mod options;
 pub mod reference;
 
-pub use context::{BackendChoice, Context, ContextOptions, list_adapters};
+pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
 pub use ops::{DeviceCrossEntropy, DeviceTargets, Targets};

@@ -757,8 +757,8 @@ fn bench_reports_every_strategy_against_the_copy_kernel() {
     // 32-bit words is reported too.
     let words = json_field(&lines[0], "words");
     let kernels: &[&str] = match words.as_str() {
-        "64" => &["copy", "copy-u32", "auto", "wg1", "wg8"],
-        "32" => &["copy", "auto", "wg1", "wg8"],
+        "64" => &["copy", "copy-u32", "copy-buffer", "auto", "wg1", "wg8"],
+        "32" => &["copy", "copy-buffer", "auto", "wg1", "wg8"],
         other => panic!("words {other:?}"),
     };
     assert_eq!(
@@ -793,10 +793,53 @@ fn bench_reports_every_strategy_against_the_copy_kernel() {
         if strategy == "copy" {
             assert_eq!(ratio, 1.0, "{line}");
         }
+        // min <= median <= max; the spread and its flag agree; the driver's copy is the limit.
+        let min: f64 = json_field(line, "min_ms").parse().unwrap();
+        let max: f64 = json_field(line, "max_ms").parse().unwrap();
+        assert!(
+            0.0 < min && min <= ms && ms <= max && max.is_finite(),
+            "{line}"
+        );
+        let spread: f64 = json_field(line, "spread").parse().unwrap();
+        assert!(
+            spread >= 0.0 && spread <= (max - min) / ms + 1e-12,
+            "{line}"
+        );
+        assert_eq!(
+            line["spread_large"],
+            serde_json::json!(spread > 0.10),
+            "{line}"
+        );
+        let limit: f64 = json_field(line, "limit_ratio").parse().unwrap();
+        assert!(limit > 0.0 && limit.is_finite(), "{line}");
+        if strategy == "copy-buffer" {
+            assert_eq!(limit, 1.0, "{line}");
+        }
+        assert_eq!(json_field(line, "reps"), "2", "{line}");
+        // The warm-up: at least the default 300 ms per shape, and how it went.
+        let warmup: f64 = json_field(line, "warmup_ms").parse().unwrap();
+        assert!(warmup >= 300.0, "{line}");
+        assert!(line["warmup_settled"].is_boolean(), "{line}");
+        // What auto ran as: a concrete strategy; named strategies run as themselves.
+        match strategy {
+            "auto" => {
+                let resolved = json_field(line, "resolved");
+                let parsed: ml_softmax::Strategy = resolved.parse().unwrap();
+                assert_ne!(parsed, ml_softmax::Strategy::Auto, "{line}");
+            }
+            "wg1" | "wg8" => assert_eq!(json_field(line, "resolved"), strategy, "{line}"),
+            _ => assert!(line["resolved"].is_null(), "{line}"),
+        }
     }
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("auto="),
+        "auto's resolution is printed:\n{printed}"
+    );
+    assert!(printed.contains("warm-up: "), "{printed}");
     let plot = fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
-    for name in ["copy", "auto", "wg1", "wg8"] {
+    for name in ["copy", "copy-buffer", "auto", "wg1", "wg8"] {
         assert!(plot.contains(name), "the plot has no {name} line");
     }
 

@@ -148,6 +148,34 @@ fn every_strategy_matches_the_reference() {
     }
 }
 
+/// `Context::resolve_strategy` names the strategy `Auto` runs (what `ml-softmax bench`
+/// prints beside `auto`): the two give the same bits, and the name is a concrete strategy.
+#[test]
+fn auto_runs_the_strategy_resolve_strategy_names() {
+    let mut rng = Rng::new("resolve_strategy");
+    for ctx in contexts() {
+        for (rows, cols) in [(9, 1001), (3, 20000), (64, 4096), (2, 131_072), (700, 130)] {
+            let resolved = ctx.resolve_strategy(Strategy::Auto, rows, cols);
+            assert_ne!(resolved, Strategy::Auto);
+            assert_eq!(ctx.resolve_strategy(resolved, rows, cols), resolved);
+            let z = rng.logits(rows * cols, 3.0);
+            let labels = rng.labels(rows, cols);
+            let options = CrossEntropyOptions::default();
+            let auto = ctx
+                .cross_entropy_with(&z, &labels, rows, cols, &options, Strategy::Auto)
+                .unwrap();
+            let named = ctx
+                .cross_entropy_with(&z, &labels, rows, cols, &options, resolved)
+                .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let what = format!("{} {rows}x{cols} auto = {resolved}", ctx.describe());
+            assert_eq!(auto.loss.to_bits(), named.loss.to_bits(), "{what}");
+            assert_eq!(bits(&auto.grad), bits(&named.grad), "{what}");
+            assert_eq!(bits(&auto.lse), bits(&named.lse), "{what}");
+        }
+    }
+}
+
 /// The register cache of `Strategy::Cached` at every size a lane can hold (1 to 16 vec4s),
 /// with loose columns at the row ends, options that read class weights beside the cache, and
 /// softmax.
@@ -308,13 +336,12 @@ fn softmax_and_log_softmax_match_the_reference() {
 #[test]
 fn chunked_inputs_match_the_reference() {
     let mut rng = Rng::new("chunks");
-    for adapter in ml_softmax::list_adapters(BackendChoice::Auto) {
-        let options = ContextOptions {
-            max_chunk_bytes: Some(4096),
-            poison_outputs: true,
-            ..Default::default()
-        };
-        let ctx = Context::from_adapter(&adapter, &options).unwrap();
+    let options = ContextOptions {
+        max_chunk_bytes: Some(4096),
+        poison_outputs: true,
+        ..Default::default()
+    };
+    for ctx in common::open_contexts(&options) {
         // 4096-byte chunks hold 10 rows of 97 columns: 23 chunks, the last one partial.
         let (rows, cols) = (223, 97);
         check_case(
@@ -1012,7 +1039,7 @@ fn a_batch_of_one_workgroup_sums_itself_in_one_dispatch() {
     let rows = row_softmax::ROW_PER_LANE_FEW_LANES as usize - 1;
     assert!(row_softmax::one_workgroup(wg1, rows as u32));
     assert!(!row_softmax::one_workgroup(wg1, 2 * rows as u32));
-    for ctx in Context::all(BackendChoice::Auto, &ctx_options).unwrap() {
+    for ctx in common::open_contexts(&ctx_options) {
         let name = ctx.adapter_info().name.clone();
         let options = CrossEntropyOptions {
             weight: Some((0..cols).map(|_| 0.5 + rng.uniform() as f32).collect()),
@@ -1396,8 +1423,8 @@ fn both_io_paths_give_the_same_bits() {
         software_io: Some(software),
         ..Default::default()
     };
-    let narrow = Context::all(BackendChoice::Auto, &with(false)).unwrap();
-    let wide = Context::all(BackendChoice::Auto, &with(true)).unwrap();
+    let narrow = common::open_contexts(&with(false));
+    let wide = common::open_contexts(&with(true));
     assert!(!narrow.is_empty(), "no adapter: this GPU test cannot run");
     let mut compared = 0;
     for (n, w) in narrow.iter().zip(&wide) {
@@ -1708,8 +1735,7 @@ fn a_buffer_larger_than_the_device_allows_is_an_error_and_the_context_survives()
 
 #[test]
 fn a_lost_device_is_reported_and_says_to_rebuild() {
-    for adapter in ml_softmax::list_adapters(BackendChoice::Auto) {
-        let ctx = Context::from_adapter(&adapter, &ContextOptions::default()).unwrap();
+    for ctx in common::open_contexts(&ContextOptions::default()) {
         ctx.cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())
             .unwrap();
         ctx.device().destroy();

@@ -1024,16 +1024,11 @@ fn check_chunked(
 ) {
     let (rows, cols) = (case.rows, case.cols);
     let input = case.input();
-    for gpu_adapter in ml_softmax::list_adapters(ml_softmax::BackendChoice::Auto) {
-        let ctx = Context::from_adapter(
-            &gpu_adapter,
-            &ContextOptions {
-                max_chunk_bytes: Some(chunk_bytes),
-                poison_outputs: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    for ctx in common::open_contexts(&ContextOptions {
+        max_chunk_bytes: Some(chunk_bytes),
+        poison_outputs: true,
+        ..Default::default()
+    }) {
         let all = kernels(&ctx, cols);
         let kernel = all[kernel_index % all.len()];
         let what = format!("{} {kernel} chunk {chunk_bytes} B", adapter(&ctx));
