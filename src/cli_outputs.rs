@@ -94,7 +94,14 @@ impl Outputs {
         for &(flag, given) in requested {
             let Some(given) = given else { continue };
             let fail = |why: String| format!("{flag} {}: {why}", given.display());
-            let path = resolve_links(given).map_err(fail)?;
+            // A device or FIFO is opened by the path given, with the OS following every link:
+            // `/dev/stdout` is a link to a link (`/proc/self/fd/1`) whose target may be a
+            // pipe, which has no path. Only a file to be replaced needs its links resolved.
+            let path = if is_special(given) {
+                given.to_path_buf()
+            } else {
+                resolve_links(given).map_err(fail)?
+            };
             let target = classify(&path).map_err(fail)?;
             let through = matches!(target.kind, Kind::Special { .. });
             if let Some((_, other, _)) = seen
@@ -248,6 +255,11 @@ fn resolve_links(given: &Path) -> Result<PathBuf, String> {
         }
     }
     Err("too many levels of symbolic links".into())
+}
+
+/// Whether `path` (links followed by the OS) is an existing device, FIFO or socket.
+fn is_special(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// What a resolved output path is.

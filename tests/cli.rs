@@ -1014,6 +1014,27 @@ fn outputs_to_a_device_or_a_fifo_go_through_and_the_node_stays() {
     assert_close("grad through the FIFO", &grad, &want.grad);
     assert!(temp_files(&dir.0).is_empty());
 
+    // `/dev/stdout` (a link to a link to a pipe here) is written through.
+    let out = run(&[
+        &"xent",
+        &"--logits",
+        &logits,
+        &"--labels",
+        &labels,
+        &"--grad-out",
+        &"/dev/stdout",
+        &"--quiet",
+    ]);
+    assert_success(&out);
+    // The gradient's .npy bytes, then the summary.
+    let npy_len = npy::to_bytes(&[ROWS, COLS], &NpyData::F32(vec![0.0; ROWS * COLS]))
+        .unwrap()
+        .len();
+    let (npy_bytes, summary) = out.stdout.split_at(npy_len.min(out.stdout.len()));
+    let got = npy::parse(npy_bytes).unwrap();
+    assert_eq!(got.shape, [ROWS, COLS]);
+    assert!(summary.starts_with(b"loss "), "{}", describe(&out));
+
     // As an ordinary user, the usual way to discard an output works.
     let out = run_unprivileged(
         &dir,
