@@ -152,7 +152,19 @@ pub struct ContextOptions {
     /// 32-bit words and their f16 instructions; not measured); `Some(_)`: forced either way.
     /// Results are the same bits either way (tests/gpu.rs checks).
     pub software_io: Option<bool>,
+    /// How many compute pipelines the context keeps; past that, the least recently used one
+    /// is dropped (and built again if a later call needs it). Every kernel specialisation a
+    /// call needs is one pipeline: its strategy, storage format and io path, which options
+    /// are on, and the workgroup size. A steady workload uses a fixed set (the soak test's mix
+    /// of 96 kinds of call on lavapipe and llvmpipe GL needs 1,154 in all); all 42,000-odd
+    /// that exist are reached only by cycling through every option combination. On lavapipe a
+    /// pipeline holds about 2 MB, so the default bounds that at about 4 GB; GPUs' are smaller.
+    pub max_cached_pipelines: usize,
 }
+
+/// [`ContextOptions::max_cached_pipelines`]'s default: room for a steady workload's set many
+/// times over, so that it never rebuilds a pipeline.
+pub const DEFAULT_MAX_CACHED_PIPELINES: usize = 2048;
 
 impl Default for ContextOptions {
     fn default() -> Self {
@@ -163,6 +175,7 @@ impl Default for ContextOptions {
             wait_timeout: Duration::from_secs(300),
             poison_outputs: false,
             software_io: None,
+            max_cached_pipelines: DEFAULT_MAX_CACHED_PIPELINES,
         }
     }
 }
@@ -277,7 +290,7 @@ pub struct Context {
     words64: bool,
     f16_bits: bool,
     pub(crate) layouts: kernels::Layouts,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<LruCache<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
     pub(crate) host_pool: Mutex<crate::ops::HostPool>,
     lost: Arc<Mutex<Option<String>>>,
@@ -459,7 +472,7 @@ impl Context {
             max_chunk_bytes,
             wait_timeout: options.wait_timeout,
             poison_outputs: options.poison_outputs,
-            pipelines: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(LruCache::new(options.max_cached_pipelines)),
             modules: Mutex::new(HashMap::new()),
             host_pool: Mutex::new(crate::ops::HostPool::default()),
             lost,
@@ -600,11 +613,10 @@ impl Context {
         Ok(())
     }
 
-    /// How many compute pipelines this context has built so far: one per kernel
-    /// specialisation a call has needed (strategy, storage format, options, workgroup size).
-    /// They stay cached, with the driver's compiled code, until the context is dropped, so
-    /// this also tells what the cache holds (about 2 MB of memory per pipeline on lavapipe,
-    /// measured by the soak test).
+    /// How many compute pipelines this context holds: one per kernel specialisation a call
+    /// has needed (strategy, storage format, options, workgroup size), kept with the driver's
+    /// compiled code up to [`ContextOptions::max_cached_pipelines`] (about 2 MB of memory per
+    /// pipeline on lavapipe, measured by the soak test).
     pub fn cached_pipelines(&self) -> usize {
         self.pipelines.lock().map_or(0, |cache| cache.len())
     }
@@ -617,7 +629,7 @@ impl Context {
             .lock()
             .map_err(|_| Error::Validation("pipeline cache lock poisoned".into()))?;
         if let Some(p) = cache.get(&key) {
-            return Ok(Arc::clone(p));
+            return Ok(p);
         }
         let pipeline = self.scoped(|| {
             let module = {
@@ -699,6 +711,55 @@ impl Context {
     }
 }
 
+/// A map that holds at most `capacity` entries, dropping the least recently used one to make
+/// room. Eviction scans the entries: it happens only when a pipeline is built, which costs
+/// far more (milliseconds to seconds of shader compilation) than a scan of a few thousand.
+pub(crate) struct LruCache<K, V> {
+    entries: HashMap<K, (V, u64)>,
+    clock: u64,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> LruCache<K, V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            clock: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The value for `key`, now the most recently used.
+    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(value, used)| {
+            *used = clock;
+            value.clone()
+        })
+    }
+
+    /// Inserts `key`, first dropping the least recently used entry if the map is full.
+    pub(crate) fn insert(&mut self, key: K, value: V) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        self.entries.insert(key, (value, self.clock));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// Catches validation and out-of-memory errors of the operations between `push` and `pop`
 /// on this thread (wgpu's error scopes are per thread).
 ///
@@ -773,6 +834,23 @@ pub fn keep_opened<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pipeline_cache_drops_the_least_recently_used() {
+        let mut cache = LruCache::new(2);
+        cache.insert("a", 1);
+        cache.insert("b", 2);
+        assert_eq!(cache.get(&"a"), Some(1)); // "b" is now the least recently used
+        cache.insert("c", 3);
+        assert_eq!((cache.len(), cache.get(&"b")), (2, None));
+        assert_eq!((cache.get(&"a"), cache.get(&"c")), (Some(1), Some(3)));
+        cache.insert("c", 4); // present: replaced, nothing dropped
+        assert_eq!(
+            (cache.len(), cache.get(&"a"), cache.get(&"c")),
+            (2, Some(1), Some(4))
+        );
+        assert_eq!(LruCache::<u8, u8>::new(0).capacity, 1);
+    }
 
     fn adapter(name: &str, driver: &str, min: u32, max: u32) -> wgpu::AdapterInfo {
         let mut info = wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, wgpu::Backend::Vulkan);

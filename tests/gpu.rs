@@ -1875,3 +1875,41 @@ fn a_zero_denominator_mean_is_zero_both_ways() {
         }
     }
 }
+
+/// A context whose pipeline cache holds 2 keeps at most 2 and still computes right: a call
+/// whose pipeline was dropped builds it again.
+#[test]
+fn a_bounded_pipeline_cache_stays_bounded_and_correct() {
+    let mut rng = Rng::new("bounded-cache");
+    let (rows, cols) = (7, 300);
+    for adapter in contexts() {
+        let info = adapter.adapter_info();
+        let ctx = Context::with_options(&ContextOptions {
+            backend: match info.backend {
+                wgpu::Backend::Gl => BackendChoice::Gl,
+                _ => BackendChoice::Vulkan,
+            },
+            adapter_name: Some(info.name.clone()),
+            poison_outputs: true,
+            max_cached_pipelines: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let logits = rng.logits(rows * cols, 2.0);
+        let labels = rng.labels(rows, cols);
+        let want =
+            reference::cross_entropy(&logits, &labels, rows, cols, &Default::default()).unwrap();
+        let strategies = [1, 8, 32].map(|lanes| Strategy::Workgroup { lanes });
+        for strategy in strategies.iter().chain(&strategies) {
+            let got = ctx
+                .cross_entropy_with(&logits, &labels, rows, cols, &Default::default(), *strategy)
+                .unwrap();
+            assert_output_close(&format!("{} {strategy}", ctx.describe()), &got, &want, 1.0);
+            assert!(
+                ctx.cached_pipelines() <= 2,
+                "{} pipelines",
+                ctx.cached_pipelines()
+            );
+        }
+    }
+}
