@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use ml_softmax::wgpu;
 use ml_softmax::{
     Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Precision, Strategy,
@@ -89,8 +89,8 @@ pub struct BenchArgs {
     wall: bool,
     /// Storage format of logits and gradient: f32, f16 or bf16 (the copies then move the
     /// same number of bytes).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     /// Leave out the io paths of software adapters (64-bit words, f16 converted by bit
     /// operations: `ContextOptions::software_io`), to measure what they buy.
     #[arg(long)]
@@ -112,6 +112,33 @@ struct Warmup {
     ms: f64,
     submissions: usize,
     settled: bool,
+}
+
+/// `--precision`.
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl PrecisionArg {
+    fn precision(self) -> Precision {
+        match self {
+            Self::F32 => Precision::F32,
+            Self::F16 => Precision::F16,
+            Self::Bf16 => Precision::Bf16,
+        }
+    }
+
+    /// As the flag and the JSON write it: `f32`, `f16`, `bf16`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
 }
 
 /// One line of the report.
@@ -179,17 +206,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .map(|s| s.trim().parse::<Strategy>().map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
     }
-    let precision = match args.precision.as_str() {
-        "f32" => Precision::F32,
-        "f16" => Precision::F16,
-        "bf16" => Precision::Bf16,
-        other => return Err(format!("unknown precision {other:?}: f32, f16 or bf16")),
-    };
+    let precision = args.precision.precision();
     let timer = Timer::new(&ctx, args.wall);
     let adapter = ctx.describe();
     println!("adapter: {adapter}");
     println!("timer: {}", timer.describe());
-    println!("precision: {}", args.precision);
+    println!("precision: {}", args.precision.name());
     println!(
         "warm-up: back-to-back submissions for at least {} ms per shape, until the last \
          {SETTLE_COUNT} agree within {:.0}%; then {} reps per kernel, round-robin",
@@ -356,7 +378,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         json_report(
             &adapter,
             timer.describe(),
-            &args.precision,
+            args.precision.name(),
             words,
             args.reps,
             &report,
@@ -498,25 +520,6 @@ struct Buffers {
     precision: Precision,
 }
 
-/// IEEE half bits of `v`, for the bench's logits (|v| <= 4): normal halves rounded to
-/// nearest, tiny values flushed to zero.
-fn f16_bits(v: f32) -> u16 {
-    let bits = v.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
-    if exp <= 0 {
-        return sign;
-    }
-    let mantissa = ((bits & 0x7f_ffff) + 0x1000) >> 13; // rounded to 10 bits
-    sign | (((exp as u32) << 10) + mantissa) as u16
-}
-
-/// bfloat16 bits of `v` (the top half of the f32, rounded to nearest even).
-fn bf16_bits(v: f32) -> u16 {
-    let bits = v.to_bits();
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
 impl Buffers {
     fn new(ctx: &Context, rows: usize, cols: usize, precision: Precision) -> Self {
         use wgpu::util::DeviceExt;
@@ -535,11 +538,11 @@ impl Buffers {
             Precision::F32 => bytemuck::cast_slice(&logits).to_vec(),
             Precision::F16 => logits
                 .iter()
-                .flat_map(|&v| f16_bits(v).to_le_bytes())
+                .flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes())
                 .collect(),
             Precision::Bf16 => logits
                 .iter()
-                .flat_map(|&v| bf16_bits(v).to_le_bytes())
+                .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
                 .collect(),
         };
         // Both element buffers hold whole units of the copy kernel (32 bytes at most).

@@ -220,13 +220,20 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
+    // clap lists the accepted values of an enumerated flag on a line of its own.
+    let values = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"))
+        .map(|l| format!(" {l}"))
+        .unwrap_or_default();
     // Point at the subcommand's help where one was named.
     let subcommand = std::env::args()
         .nth(1)
         .filter(|a| Cli::command().find_subcommand(a).is_some())
         .map(|a| format!(" {a}"))
         .unwrap_or_default();
-    eprintln!("error: {first}; see 'ml-softmax{subcommand} --help'");
+    eprintln!("error: {first}{values}; see 'ml-softmax{subcommand} --help'");
     ExitCode::from(2)
 }
 

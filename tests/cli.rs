@@ -1505,6 +1505,14 @@ fn messages_name_the_variable_or_flag_that_is_wrong() {
             &["--bogus", "ml-softmax xent --help"][..],
         ),
         (&["nonsense"][..], &["nonsense", "ml-softmax --help"][..]),
+        (
+            &["bench", "--precision", "f64"][..],
+            &[
+                "'f64'",
+                "possible values: f32, f16, bf16",
+                "ml-softmax bench --help",
+            ][..],
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_ml-softmax"))
             .args(args)
