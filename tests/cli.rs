@@ -876,6 +876,15 @@ fn command(args: &[&dyn AsRef<std::ffi::OsStr>], envs: &[(&str, &str)]) -> Comma
     cmd
 }
 
+type Arg<'a> = &'a dyn AsRef<std::ffi::OsStr>;
+
+/// `xent --logits LOGITS --labels LABELS` and then `rest`.
+fn xent_args<'a>(logits: Arg<'a>, labels: Arg<'a>, rest: &[Arg<'a>]) -> Vec<Arg<'a>> {
+    let mut args: Vec<Arg<'a>> = vec![&"xent", &"--logits", logits, &"--labels", labels];
+    args.extend_from_slice(rest);
+    args
+}
+
 /// Runs `cmd` to the end, or kills it and fails after two minutes (a FIFO test that goes wrong
 /// would otherwise hang).
 fn output_within_two_minutes(mut cmd: Command) -> Output {
@@ -974,20 +983,19 @@ fn outputs_to_a_device_or_a_fifo_go_through_and_the_node_stays() {
     };
     // The same device for two outputs is fine.
     let out = output_within_two_minutes(command(
-        &[
-            &"xent",
-            &"--logits",
+        &xent_args(
             &logits,
-            &"--labels",
             &labels,
-            &"--loss-out",
-            &node,
-            &"--lse-out",
-            &node,
-            &"--grad-out",
-            &fifo,
-            &"--quiet",
-        ],
+            &[
+                &"--loss-out",
+                &node,
+                &"--lse-out",
+                &node,
+                &"--grad-out",
+                &fifo,
+                &"--quiet",
+            ],
+        ),
         &[],
     ));
     assert_success(&out);
@@ -1015,16 +1023,11 @@ fn outputs_to_a_device_or_a_fifo_go_through_and_the_node_stays() {
     assert!(temp_files(&dir.0).is_empty());
 
     // `/dev/stdout` (a link to a link to a pipe here) is written through.
-    let out = run(&[
-        &"xent",
-        &"--logits",
+    let out = run(&xent_args(
         &logits,
-        &"--labels",
         &labels,
-        &"--grad-out",
-        &"/dev/stdout",
-        &"--quiet",
-    ]);
+        &[&"--grad-out", &"/dev/stdout", &"--quiet"],
+    ));
     assert_success(&out);
     // The gradient's .npy bytes, then the summary.
     let npy_len = npy::to_bytes(&[ROWS, COLS], &NpyData::F32(vec![0.0; ROWS * COLS]))
@@ -1038,17 +1041,11 @@ fn outputs_to_a_device_or_a_fifo_go_through_and_the_node_stays() {
     // As an ordinary user, the usual way to discard an output works.
     let out = run_unprivileged(
         &dir,
-        &[
-            &"xent",
-            &"--logits",
+        &xent_args(
             &logits,
-            &"--labels",
             &labels,
-            &"--loss-out",
-            &"/dev/null",
-            &"--grad-out",
-            &"grad.npy",
-        ],
+            &[&"--loss-out", &"/dev/null", &"--grad-out", &"grad.npy"],
+        ),
     );
     assert_success(&out);
     assert!(file_type(Path::new("/dev/null")).is_char_device());
@@ -1063,17 +1060,16 @@ fn an_output_symlink_is_followed_and_stays_a_link() {
     std::os::unix::fs::symlink("target.npy", dir.path("link.npy")).unwrap();
     // A dangling link: its target is created.
     std::os::unix::fs::symlink("new-target.npy", dir.path("dangling.npy")).unwrap();
-    let out = run(&[
-        &"xent",
-        &"--logits",
+    let out = run(&xent_args(
         &logits,
-        &"--labels",
         &labels,
-        &"--loss-out",
-        &dir.path("link.npy"),
-        &"--grad-out",
-        &dir.path("dangling.npy"),
-    ]);
+        &[
+            &"--loss-out",
+            &dir.path("link.npy"),
+            &"--grad-out",
+            &dir.path("dangling.npy"),
+        ],
+    ));
     assert_success(&out);
     for (link, target) in [
         ("link.npy", "target.npy"),
@@ -1103,17 +1099,11 @@ fn two_outputs_naming_one_file_are_an_error_and_the_file_is_unchanged() {
         ("same.npy", "hard.npy", "--probs-out"),
         ("new.npy", "./new.npy", "--grad-out"),
     ] {
-        let out = run(&[
-            &"xent",
-            &"--logits",
+        let out = run(&xent_args(
             &logits,
-            &"--labels",
             &labels,
-            &"--loss-out",
-            &dir.path(a),
-            &flag_b,
-            &dir.path(b),
-        ]);
+            &[&"--loss-out", &dir.path(a), &flag_b, &dir.path(b)],
+        ));
         assert_error(&out, &[flag_b, "the same file as --loss-out"]);
         assert_eq!(fs::read(dir.path("same.npy")).unwrap(), b"precious");
         assert!(!dir.path("new.npy").exists());
@@ -1139,17 +1129,16 @@ fn an_output_that_cannot_be_written_leaves_every_other_output_unchanged() {
             &["--grad-out", "does not exist"][..],
         ),
     ] {
-        let out = run(&[
-            &"xent",
-            &"--logits",
+        let out = run(&xent_args(
             &logits,
-            &"--labels",
             &labels,
-            &"--loss-out",
-            &dir.path("loss.npy"),
-            &"--grad-out",
-            &dir.path(bad),
-        ]);
+            &[
+                &"--loss-out",
+                &dir.path("loss.npy"),
+                &"--grad-out",
+                &dir.path(bad),
+            ],
+        ));
         assert_error(&out, phrases);
         assert_eq!(
             fs::read(dir.path("loss.npy")).unwrap(),
@@ -1169,31 +1158,22 @@ fn an_output_that_cannot_be_written_leaves_every_other_output_unchanged() {
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
         let out = run_unprivileged(
             &dir,
-            &[
-                &"xent",
-                &"--logits",
-                &logits,
-                &"--labels",
-                &labels,
-                &"--grad-out",
-                &"ro.npy",
-            ],
+            &xent_args(&logits, &labels, &[&"--grad-out", &"ro.npy"]),
         );
         assert_error(&out, &["--grad-out", "read-only"]);
         assert_eq!(fs::read(dir.path("ro.npy")).unwrap(), b"read-only");
         let out = run_unprivileged(
             &dir,
-            &[
-                &"xent",
-                &"--logits",
+            &xent_args(
                 &logits,
-                &"--labels",
                 &labels,
-                &"--grad-out",
-                &"locked/grad.npy",
-                &"--backend",
-                &"nonsense-is-never-reached",
-            ],
+                &[
+                    &"--grad-out",
+                    &"locked/grad.npy",
+                    &"--backend",
+                    &"nonsense-is-never-reached",
+                ],
+            ),
         );
         assert_error(
             &out,
@@ -1213,15 +1193,11 @@ fn a_250_byte_file_name_works() {
     let (logits, labels) = valid_inputs(&dir);
     let name = format!("{}.npy", "g".repeat(246));
     assert_eq!(name.len(), 250);
-    let out = run(&[
-        &"xent",
-        &"--logits",
+    let out = run(&xent_args(
         &logits,
-        &"--labels",
         &labels,
-        &"--grad-out",
-        &dir.path(&name),
-    ]);
+        &[&"--grad-out", &dir.path(&name)],
+    ));
     assert_success(&out);
     read_f32(&dir.path(&name), &[ROWS, COLS]);
 }
@@ -1360,15 +1336,7 @@ fn endless_or_huge_inputs_are_refused_within_a_memory_limit() {
     };
     let limited = |bad: &Path, labels: &Path| {
         let mut cmd = command(
-            &[
-                &"xent",
-                &"--logits",
-                &bad,
-                &"--labels",
-                &labels,
-                &"--loss-out",
-                &dir.path("l.npy"),
-            ],
+            &xent_args(&bad, &labels, &[&"--loss-out", &dir.path("l.npy")]),
             &[],
         );
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
@@ -1558,16 +1526,7 @@ fn xent_prints_a_summary_in_text_or_json() {
     );
 
     let loss = dir.path("loss.npy");
-    let out = run(&[
-        &"xent",
-        &"--logits",
-        &z,
-        &"--labels",
-        &y,
-        &"--loss-out",
-        &loss,
-        &"--json",
-    ]);
+    let out = run(&xent_args(&z, &y, &[&"--loss-out", &loss, &"--json"]));
     assert_success(&out);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
