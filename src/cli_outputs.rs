@@ -197,10 +197,15 @@ impl Outputs {
         let mut temps = NAMED_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
         let mut named = Vec::new();
         for (temp, path, flag, name) in staged {
-            let temp_name = temp
-                .name_it(&mut temps)
-                .map_err(|e| format!("{name}: cannot name the temporary file: {e}"))?;
-            named.push((temp_name, path, flag, name));
+            match temp.name_it(&mut temps) {
+                Ok(temp_name) => named.push((temp_name, path, flag, name)),
+                Err(e) => {
+                    for (temp_name, ..) in &named {
+                        let _ = fs::remove_file(temp_name);
+                    }
+                    return Err(format!("{name}: cannot name the temporary file: {e}"));
+                }
+            }
         }
         let mut done: Vec<&'static str> = Vec::new();
         let mut result = Ok(());
