@@ -470,11 +470,7 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray, NpyError> {
 /// [`NpyError::Io`] naming `path` if the file cannot be read (including a data buffer that
 /// cannot be allocated), else the errors of [`parse`].
 pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
-    let io_error = |source| NpyError::Io {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    };
+    let io_error = |source| read_error(path, source);
     read_file(fs::File::open(path).map_err(io_error)?, path)
 }
 
@@ -485,11 +481,7 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
 ///
 /// As [`read`].
 pub fn read_file(file: fs::File, path: &Path) -> Result<NpyArray, NpyError> {
-    let io_error = |source| NpyError::Io {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    };
+    let io_error = |source| read_error(path, source);
     let meta = file.metadata().map_err(io_error)?;
     if meta.is_dir() {
         return Err(io_error(io::Error::new(
@@ -508,11 +500,7 @@ fn read_from(
     known_len: Option<u64>,
     path: &Path,
 ) -> Result<NpyArray, NpyError> {
-    let io_error = |source| NpyError::Io {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    };
+    let io_error = |source| read_error(path, source);
     // 1. The fixed prefix (magic, version, header length), then the header it announces.
     let mut preamble = Vec::new();
     fill_to(&mut reader, &mut preamble, PREFIX_MAX).map_err(io_error)?;
@@ -542,6 +530,15 @@ fn read_from(
         data: decode(header.dtype, &data),
         shape: header.shape,
     })
+}
+
+/// [`NpyError::Io`] for a failed read of `path`.
+fn read_error(path: &Path, source: io::Error) -> NpyError {
+    NpyError::Io {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Magic, version and the longest header-length field.
