@@ -40,6 +40,15 @@
 //                writes its chunk as pass 2; chunk 0 writes the row's loss and lse
 // so a 262,144-column row keeps 16+ workgroups busy instead of one.
 //
+// Vocabulary-parallel shards (src/parallel.rs) reuse the split layout with the "chunks" of a
+// row on other devices: a rank's logits hold columns [class_base, class_base + cols) of a
+// vocabulary of `classes`. split_stats runs alone and the host reads the partials back; the
+// ranks merge them (the same `merge`, see src/parallel.rs); the host writes the merged stats
+// as chunk 0's partial (the other chunks' as the merge's identity) and split_write runs alone.
+// Labels stay whole-vocabulary classes (yc = y - class_base is the local column, which no
+// local column matches when the class lives on another rank), C is `classes`, and the target
+// class's weight w_y, which may live on another rank, comes per row from the host.
+//
 // A batch small enough to be one workgroup (WHOLE_BATCH, host: row_softmax::one_workgroup)
 // does in that workgroup what batch_sum.wgsl's dispatches would do around it: the denominator
 // of a class-target mean before the rows, the reduced loss after them. One dispatch instead of
@@ -70,6 +79,11 @@ struct Params {
     partials_base: u32,   // split layout: offset of the partials in `scales`
     softmax: u32,         // split layout: 1 for softmax, 0 for cross-entropy
     whole_batch: u32,     // WHOLE_BATCH: which of the batch's sums (WHOLE_BATCH_LOSS / _MEAN)
+    // Vocabulary-parallel shards (src/parallel.rs); all 0 for a whole row:
+    classes: u32,         // C of the math, the whole vocabulary (0: `cols`)
+    class_base: u32,      // the class of column 0 (labels are whole-vocabulary classes)
+    row_weights: u32,     // with HAS_WEIGHTS, != 0: w_y of row r is weights[row_weights + r]
+    pad: u32,
 }
 
 // Bindings 1 (logits) and 6 (output) are declared by the io_*.wgsl file.
@@ -241,12 +255,12 @@ fn class_weight4(j: u32) -> vec4<f32> {
 fn target_weight4(i: u32, j: u32) -> vec4<f32> {
     let t = vec4<f32>(targets[i], targets[i + 1u], targets[i + 2u], targets[i + 3u]);
     let eps = params.label_smoothing;
-    return class_weight4(j) * ((1.0 - eps) * t + eps / f32(params.cols));
+    return class_weight4(j) * ((1.0 - eps) * t + eps / f32(classes()));
 }
 
 fn target_weight(i: u32, j: u32) -> f32 {
     let eps = params.label_smoothing;
-    return class_weight(j) * ((1.0 - eps) * targets[i] + eps / f32(params.cols));
+    return class_weight(j) * ((1.0 - eps) * targets[i] + eps / f32(classes()));
 }
 
 // What pass 1 learns about a row (or, in the split layout, a chunk of one).
@@ -469,6 +483,19 @@ fn softmax_row(team: Team) {
 // A column index no class has.
 const NO_CLASS = 0xffffffffu;
 
+// C of the math: the whole vocabulary (a shard's `cols` are part of it).
+fn classes() -> u32 {
+    return select(params.classes, params.cols, params.classes == 0u);
+}
+
+// w_y of the row's target class (1 without weights; from the host for a shard).
+fn target_class_weight(team: Team, t: RowTarget) -> f32 {
+    if HAS_WEIGHTS && params.row_weights != 0u {
+        return weights[params.row_weights + team.row];
+    }
+    return class_weight(select(0u, t.yc, t.valid));
+}
+
 // A row's target, as the loss needs it.
 struct RowTarget {
     probs: bool,    // probability targets
@@ -487,8 +514,9 @@ fn row_target(team: Team) -> RowTarget {
         y = labels[params.row_base + team.row];
     }
     let ignored = !probs && y == params.ignore_index;
-    let valid = probs || (!ignored && y >= 0 && u32(y) < params.cols);
-    let yc = select(NO_CLASS, u32(y), valid && !probs);
+    let valid = probs || (!ignored && y >= 0 && u32(y) < classes());
+    // The local column of the class (past `cols` when another shard holds it).
+    let yc = select(NO_CLASS, u32(y) - params.class_base, valid && !probs);
     var mode = MODE_PLAIN;
     if probs {
         mode = MODE_PROBS;
@@ -509,7 +537,7 @@ struct Coefficients {
 }
 
 fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
-    let C = f32(params.cols);
+    let C = f32(classes());
     let eps = params.label_smoothing;
     let lse = lse_of(st);
     var k = scales[0];
@@ -528,7 +556,7 @@ fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
     if t.probs {
         c = Coefficients(st.s2 * lse - st.s1 + zloss, k * (st.s2 + zgrad), 0.0, k, false);
     } else {
-        let w_y = class_weight(select(0u, t.yc, t.valid));
+        let w_y = target_class_weight(team, t);
         var loss = (1.0 - eps) * w_y * (lse - st.s2) + zloss;
         var a = (1.0 - eps) * w_y + zgrad;
         if SMOOTHING {

@@ -43,6 +43,9 @@
 //!   per-row upstream gradients), [`Context::encode_cross_entropy`],
 //!   [`Context::softmax_device`].
 //!
+//! Past one device: [`parallel`] splits the vocabulary across ranks (vocabulary-parallel
+//! cross-entropy on the caller's all-reduce: MPI, torch.distributed, threads).
+//!
 //! Inputs larger than one storage binding (or than 2^31 elements) are split into chunks of
 //! whole rows; the results do not change. Storage may be f32, f16 (with `SHADER_F16`) or
 //! bf16 ([`Precision`]); the arithmetic is always f32.
@@ -58,6 +61,7 @@ pub mod kernels;
 pub mod npy;
 mod ops;
 pub mod options;
+pub mod parallel;
 pub mod reference;
 
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};

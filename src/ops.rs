@@ -687,7 +687,7 @@ impl Context {
     }
 
     /// `cols` as u32, checked against what one binding can hold.
-    fn check_cols(&self, cols: usize) -> Result<u32> {
+    pub(crate) fn check_cols(&self, cols: usize) -> Result<u32> {
         let row_bytes = cols as u64 * 4;
         let align = u64::from(self.limits.min_storage_buffer_offset_alignment);
         if row_bytes + align > self.max_chunk_bytes {
@@ -779,7 +779,7 @@ impl Context {
         })
     }
 
-    fn encoder(&self) -> wgpu::CommandEncoder {
+    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("ml-softmax"),

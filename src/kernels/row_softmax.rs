@@ -106,6 +106,16 @@ pub struct Params {
     /// batch's sums the dispatch does itself instead of batch_sum's dispatches: 0 (none),
     /// [`WHOLE_BATCH_LOSS`] or [`WHOLE_BATCH_MEAN`].
     pub whole_batch: u32,
+    /// Vocabulary-parallel shards (`crate::parallel`): the whole vocabulary, C of the math
+    /// (0: `cols`).
+    pub classes: u32,
+    /// Vocabulary-parallel shards: the class of column 0 (labels are whole-vocabulary classes).
+    pub class_base: u32,
+    /// Vocabulary-parallel shards with class weights: w_y of row r is
+    /// `weights[row_weights + r]` (0: read from the class weights).
+    pub row_weights: u32,
+    /// Keeps the struct a whole number of 16-byte units.
+    pub pad: u32,
 }
 
 /// `params.whole_batch`: the dispatch adds the reduced loss to `stats[2]`, as
@@ -345,7 +355,57 @@ pub fn record(
     entry: Entry,
     strategy: Strategy,
     bufs: &RowBuffers<'_>,
+    params: Params,
+) -> Result<()> {
+    record_passes(ctx, encoder, entry, strategy, bufs, params, None)
+}
+
+/// One of the split layout's two dispatches alone, for vocabulary-parallel shards
+/// (`crate::parallel`): the partials, which the host reads back and merges across ranks, or
+/// the merge and write, after the host has put the merged stats in the partials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitPass {
+    /// `split_stats_main`: each chunk's (max, sum-exp, s1, s2) into the partials.
+    Stats,
+    /// `split_write_main`: merge the row's partials, write the gradient, loss and lse.
+    Write,
+}
+
+/// Records one pass of the split layout (cross-entropy, `Strategy::Split`); as [`record`]
+/// otherwise.
+pub fn record_split_pass(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    pass: SplitPass,
+    lanes: u32,
+    bufs: &RowBuffers<'_>,
+    params: Params,
+) -> Result<()> {
+    let strategy = Strategy::Split { lanes };
+    let only = match pass {
+        SplitPass::Stats => SPLIT_STATS,
+        SplitPass::Write => SPLIT_WRITE,
+    };
+    record_passes(
+        ctx,
+        encoder,
+        Entry::CrossEntropy,
+        strategy,
+        bufs,
+        params,
+        Some(only),
+    )
+}
+
+/// [`record`], or with `only`, just that one of the split layout's entry points.
+fn record_passes(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    entry: Entry,
+    strategy: Strategy,
+    bufs: &RowBuffers<'_>,
     mut params: Params,
+    only: Option<usize>,
 ) -> Result<()> {
     let in_place = bufs.out.is_none();
     // The bindings first: whether logits and output can be bound as whole vec4s (or, for
@@ -487,7 +547,11 @@ pub fn record(
             ));
         }
         let grid = (params.cols.div_ceil(SPLIT_CHUNK_COLS), params.rows);
-        vec![(SPLIT_STATS, grid), (SPLIT_WRITE, grid)]
+        [SPLIT_STATS, SPLIT_WRITE]
+            .into_iter()
+            .filter(|&e| only.is_none_or(|o| o == e))
+            .map(|e| (e, grid))
+            .collect()
     } else {
         // Subgroup teams: `workgroup / subgroup size` rows (subgroup_shape).
         let rows_per_workgroup = u64::from(workgroup_size / team_size);
