@@ -13,12 +13,15 @@ PyTorch's ``torch.nn.functional.cross_entropy`` with the classes on the LAST axi
 Functions: cross_entropy, softmax, log_softmax, adapters, default_context; class Context
 (one adapter, reused across calls, shareable across threads); exception DeviceError.
 The optional PyTorch bridge is ``ml_softmax.torch`` (import it explicitly; needs torch).
+``ml_softmax.parallel``: vocabulary-parallel cross-entropy over your collective (mpi4py,
+torch.distributed, or any ``all_reduce`` callable).
 """
 
 from __future__ import annotations
 
 import threading
 
+from . import parallel
 from ._native import Context, DeviceError, _adapters
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "cross_entropy",
     "default_context",
     "log_softmax",
+    "parallel",
     "softmax",
 ]
 

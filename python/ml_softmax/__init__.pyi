@@ -5,6 +5,8 @@ from typing import Literal, Optional, Sequence, Tuple, TypedDict, Union
 import numpy as np
 import numpy.typing as npt
 
+from . import parallel as parallel
+
 __version__: str
 
 class AdapterInfo(TypedDict):

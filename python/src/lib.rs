@@ -11,6 +11,7 @@
 //! not copied, for that time: a Python thread that writes into them meanwhile races with the
 //! upload (as with any numpy function that releases the GIL).
 
+use ml_softmax::parallel::{ReduceOp, VocabShard};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, Error, Precision, Reduction,
     Strategy, Targets,
@@ -444,6 +445,103 @@ impl PyContext {
         PyTuple::new(py, [loss, grad])
     }
 
+    /// _vocab_cross_entropy(logits, target, vocab_start, vocab_size, all_reduce, *, weight,
+    /// ignore_index, reduction, label_smoothing, z_loss, softcap) -> (loss, grad_shard)
+    ///
+    /// The native half of ml_softmax.parallel.cross_entropy (see its help): this rank's
+    /// shard of a vocabulary-parallel cross-entropy, merged through `all_reduce(array, op)`.
+    #[pyo3(signature = (logits, target, vocab_start, vocab_size, all_reduce, *, weight = None,
+        ignore_index = -100, reduction = "mean", label_smoothing = 0.0, z_loss = 0.0,
+        softcap = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _vocab_cross_entropy<'py>(
+        &self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        vocab_start: usize,
+        vocab_size: usize,
+        all_reduce: &Bound<'py, PyAny>,
+        weight: Option<&Bound<'py, PyAny>>,
+        ignore_index: i64,
+        reduction: &str,
+        label_smoothing: f64,
+        z_loss: f64,
+        softcap: Option<f64>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let reduction = parse_reduction(reduction)?;
+        let options = CrossEntropyOptions {
+            reduction,
+            ignore_index,
+            label_smoothing: label_smoothing as f32,
+            weight: read_weight(py, weight)?,
+            z_loss: z_loss as f32,
+            softcap: softcap.unwrap_or(0.0) as f32,
+        };
+        let Shaped {
+            logits,
+            shape,
+            rows,
+            cols,
+        } = read_logits(logits)?;
+        let Logits::F32(z) = &logits else {
+            return Err(value_error(
+                "ml_softmax.parallel takes float32 or float64 logits (float16 and bfloat16 \
+                 shards are not supported yet)"
+                    .into(),
+            ));
+        };
+        // Class labels are the whole batch's, of the logits' leading shape, as for an
+        // unsharded call; probabilities are this shard's columns, of the logits' shape.
+        let target = read_target(target, &shape)?;
+        let labels64;
+        let probs;
+        let targets = match &target {
+            TargetData::Labels64(a) => {
+                labels64 = a.readonly();
+                Targets::Classes(labels64.as_slice().map_err(|e| value_error(e.to_string()))?)
+            }
+            TargetData::Labels(v) => Targets::Classes(v),
+            TargetData::Probs(a) => {
+                probs = a.readonly();
+                Targets::Probabilities(probs.as_slice().map_err(|e| value_error(e.to_string()))?)
+            }
+        };
+        let z = z.readonly();
+        let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+        let shard = VocabShard {
+            logits: z,
+            targets,
+            rows,
+            cols,
+            vocab_start,
+            vocab_size,
+        };
+        let ctx = &self.inner;
+        let all_reduce = all_reduce.clone().unbind();
+        // The callback's Python error, raised again once the library has returned.
+        let mut raised: Option<PyErr> = None;
+        let result = py.detach(|| {
+            ctx.vocab_parallel_cross_entropy(&shard, &options, |v, op| {
+                Python::attach(|py| call_all_reduce(py, &all_reduce, v, op)).map_err(|e| {
+                    raised = Some(e);
+                    Error::Validation("the all_reduce callable failed".into())
+                })
+            })
+        });
+        if let Some(e) = raised {
+            return Err(e);
+        }
+        let out = result.map_err(to_py)?;
+        let leading = &shape[..shape.len() - 1];
+        let loss = match reduction {
+            Reduction::None => shaped(py, out.row_loss, leading, None)?,
+            _ => f64::from(out.loss).into_pyobject(py)?.into_any(),
+        };
+        let grad = shaped(py, out.grad, &shape, None)?;
+        PyTuple::new(py, [loss, grad])
+    }
+
     /// softmax(logits) -> probabilities of each row, same shape and dtype (float32 for
     /// float64 input). See help(ml_softmax.softmax).
     fn softmax<'py>(
@@ -498,6 +596,42 @@ impl PyContext {
             }
         }
     }
+}
+
+/// Calls the caller's `all_reduce(array, op)` on a float32 copy of `v` and writes the
+/// result back, checking that it has the same shape.
+fn call_all_reduce(
+    py: Python<'_>,
+    all_reduce: &Py<PyAny>,
+    v: &mut [f32],
+    op: ReduceOp,
+) -> PyResult<()> {
+    let name = match op {
+        ReduceOp::Max => "max",
+        ReduceOp::Sum => "sum",
+    };
+    let array = PyArray1::from_slice(py, v);
+    let result = all_reduce.bind(py).call1((array, name))?;
+    let numpy = py.import("numpy")?;
+    let reduced = numpy
+        .call_method1("ascontiguousarray", (&result, "float32"))
+        .map_err(|e| value_error(format!("all_reduce(array, {name:?}) must return an array: {e}")))?
+        .cast_into::<PyArrayDyn<f32>>()?;
+    if reduced.shape() != [v.len()] {
+        return Err(value_error(format!(
+            "all_reduce(array, {name:?}) returned shape {}, but the array it was given has shape \
+             ({},): it must return the reduced array of the same shape and dtype",
+            shape_text(reduced.shape()),
+            v.len()
+        )));
+    }
+    v.copy_from_slice(
+        reduced
+            .readonly()
+            .as_slice()
+            .map_err(|e| value_error(e.to_string()))?,
+    );
+    Ok(())
 }
 
 /// _adapters() -> the adapters wgpu finds (WGPU_BACKEND honoured), best first, as dicts.
