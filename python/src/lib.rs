@@ -499,7 +499,11 @@ impl PyContext {
         let targets = match &target {
             TargetData::Labels64(a) => {
                 labels64 = a.readonly();
-                Targets::Classes(labels64.as_slice().map_err(|e| value_error(e.to_string()))?)
+                Targets::Classes(
+                    labels64
+                        .as_slice()
+                        .map_err(|e| value_error(e.to_string()))?,
+                )
             }
             TargetData::Labels(v) => Targets::Classes(v),
             TargetData::Probs(a) => {
@@ -615,7 +619,11 @@ fn call_all_reduce(
     let numpy = py.import("numpy")?;
     let reduced = numpy
         .call_method1("ascontiguousarray", (&result, "float32"))
-        .map_err(|e| value_error(format!("all_reduce(array, {name:?}) must return an array: {e}")))?
+        .map_err(|e| {
+            value_error(format!(
+                "all_reduce(array, {name:?}) must return an array: {e}"
+            ))
+        })?
         .cast_into::<PyArrayDyn<f32>>()?;
     if reduced.shape() != [v.len()] {
         return Err(value_error(format!(
