@@ -8,10 +8,10 @@ mod common;
 
 use std::sync::{Barrier, Mutex};
 
-use common::{Rng, assert_output_close, contexts};
+use common::{Rng, assert_output_close, contexts, open_contexts};
 use ml_softmax::parallel::{ReduceOp, VocabPartials, VocabShard};
 use ml_softmax::{
-    Context, CrossEntropyOptions, CrossEntropyOutput, Error, Reduction, Targets, reference,
+    Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Error, Reduction, Targets, reference,
 };
 
 /// An all-reduce among threads: each rank deposits its vector, then every rank folds all of
@@ -490,4 +490,29 @@ fn bad_shards_give_errors_that_name_the_problem() {
         ),
         "{err}"
     );
+}
+
+/// Shards whose rows do not fit one binding go in chunks of rows (here a 4 KiB limit: about
+/// 10 rows of a 100-column shard per chunk), the mean's denominator still over the whole batch.
+#[test]
+fn shards_in_chunks_of_rows_match_the_reference() {
+    let options = ContextOptions {
+        max_chunk_bytes: Some(4096),
+        poison_outputs: true,
+        ..Default::default()
+    };
+    let mut rng = Rng::new("vocab-parallel chunks");
+    let (rows, vocab) = (53, 301);
+    for ctx in &open_contexts(&options) {
+        let b = bounds(&mut rng, vocab, 3);
+        for (name, options) in option_sets(vocab, &mut rng) {
+            let logits = rng.logits(rows * vocab, 2.0);
+            let labels = labels_on_every_rank(&mut rng, rows, vocab, &b);
+            let outs = sharded(ctx, &logits, &Whole::Labels(&labels), rows, vocab, &b, &options);
+            let got = gathered(&outs, rows, &b);
+            let want = reference::cross_entropy(&logits, &labels, rows, vocab, &options).unwrap();
+            let what = format!("{} chunked {name} {b:?}", ctx.adapter_info().name);
+            assert_output_close(&what, &got, &want, 1.0 / rows as f32);
+        }
+    }
 }

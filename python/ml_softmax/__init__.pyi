@@ -1,6 +1,6 @@
 """Type stubs of ml_softmax (the functions' docstrings hold the semantics)."""
 
-from typing import Literal, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Callable, Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +55,22 @@ class Context:
     ) -> Tuple[Loss, npt.NDArray]: ...
     def softmax(self, logits: npt.NDArray) -> npt.NDArray: ...
     def log_softmax(self, logits: npt.NDArray) -> npt.NDArray: ...
+    # The native half of ml_softmax.parallel.cross_entropy (use that).
+    def _vocab_cross_entropy(
+        self,
+        logits: npt.NDArray,
+        target: npt.NDArray,
+        vocab_start: int,
+        vocab_size: int,
+        all_reduce: Callable[[npt.NDArray[np.float32], Literal["max", "sum"]], npt.ArrayLike],
+        *,
+        weight: Weight = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: Optional[float] = None,
+    ) -> Tuple[Loss, npt.NDArray[np.float32]]: ...
 
 def default_context() -> Context: ...
 def adapters() -> list[AdapterEntry]: ...
