@@ -11,7 +11,8 @@ use std::sync::{Barrier, Mutex};
 use common::{Rng, assert_output_close, contexts, open_contexts};
 use ml_softmax::parallel::{ReduceOp, VocabPartials, VocabShard};
 use ml_softmax::{
-    Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Error, Reduction, Targets, reference,
+    Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Error, Reduction, Targets,
+    reference,
 };
 
 /// An all-reduce among threads: each rank deposits its vector, then every rank folds all of
@@ -508,7 +509,15 @@ fn shards_in_chunks_of_rows_match_the_reference() {
         for (name, options) in option_sets(vocab, &mut rng) {
             let logits = rng.logits(rows * vocab, 2.0);
             let labels = labels_on_every_rank(&mut rng, rows, vocab, &b);
-            let outs = sharded(ctx, &logits, &Whole::Labels(&labels), rows, vocab, &b, &options);
+            let outs = sharded(
+                ctx,
+                &logits,
+                &Whole::Labels(&labels),
+                rows,
+                vocab,
+                &b,
+                &options,
+            );
             let got = gathered(&outs, rows, &b);
             let want = reference::cross_entropy(&logits, &labels, rows, vocab, &options).unwrap();
             let what = format!("{} chunked {name} {b:?}", ctx.adapter_info().name);
