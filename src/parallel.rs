@@ -234,9 +234,9 @@ impl Context {
             // merge's identity, so split_write's merge over the chunks gives them back.
             let mut scales = vec![k as f32, 0.0, 0.0, 0.0];
             let mut row_weights = Vec::with_capacity(count);
-            for r in first..first + count {
+            for (r, &m) in max.iter().enumerate().skip(first).take(count) {
                 let s = merged(r);
-                scales.extend_from_slice(&[max[r], s[0], s[1], s[2]]);
+                scales.extend_from_slice(&[m, s[0], s[1], s[2]]);
                 for _ in 1..chunks {
                     scales.extend_from_slice(&[LOWEST, 0.0, 0.0, 0.0]);
                 }
@@ -532,7 +532,7 @@ struct ShardBuffers {
 
 impl ShardBuffers {
     fn row_buffers(&self) -> RowBuffers<'_> {
-        let targets = (self.targets.size() / 4) as u64;
+        let targets = self.targets.size() / 4;
         RowBuffers {
             logits: Slice::words(&self.logits, 0, self.elems as u64),
             out: Some(Slice::words(&self.out, 0, self.elems as u64)),
