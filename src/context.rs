@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::kernels::software::SoftwareIo;
 use crate::kernels::{self, PipelineKey, Strategy};
 
 /// Which graphics API to run on.
@@ -287,8 +288,7 @@ pub struct Context {
     pub(crate) max_chunk_bytes: u64,
     pub(crate) wait_timeout: Duration,
     pub(crate) poison_outputs: bool,
-    words64: bool,
-    f16_bits: bool,
+    software_io: SoftwareIo,
     pub(crate) layouts: kernels::Layouts,
     pipelines: Mutex<LruCache<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
@@ -453,17 +453,14 @@ impl Context {
         let binding = limits.max_storage_buffer_binding_size;
         let max_chunk_bytes = options.max_chunk_bytes.unwrap_or(binding).min(binding);
         let layouts = kernels::Layouts::new(&device);
-        let software_io = options
-            .software_io
-            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
-        let words64 = software_io && device.features().contains(wgpu::Features::SHADER_INT64);
+        let software_io =
+            SoftwareIo::choose(options.software_io, info.device_type, device.features());
         let subgroups =
             usable_subgroup_size(&info, device.features().contains(wgpu::Features::SUBGROUP));
         Ok(Self {
             features: device.features(),
-            words64,
+            software_io,
             subgroups,
-            f16_bits: software_io,
             layouts,
             device,
             queue,
@@ -513,14 +510,19 @@ impl Context {
     /// component, and the copy kernel ran 1.2-1.6x faster on lavapipe with half the components
     /// (BENCHMARKS.md).
     pub fn words64(&self) -> bool {
-        self.words64
+        self.software_io.words64
     }
 
     /// Whether the f16 vector io converts halves by integer and f32 operations
     /// (`shaders/f16.wgsl`) rather than `unpack2x16float` / `pack2x16float`, which llvmpipe
     /// runs lane by lane: [`ContextOptions::software_io`].
     pub fn f16_bits(&self) -> bool {
-        self.f16_bits
+        self.software_io.f16_bits
+    }
+
+    /// The software io paths this context takes (`kernels::software`).
+    pub(crate) fn software_io(&self) -> SoftwareIo {
+        self.software_io
     }
 
     /// Whether the subgroup strategy may run here: [`Context::subgroup_size`] is known.

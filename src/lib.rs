@@ -54,7 +54,12 @@
 
 pub mod context;
 pub mod error;
+// Internal, visible only for the command line, the tests and the benchmark: not part of the
+// documented API (README's Layout says what lives where).
+#[doc(hidden)]
 pub mod kernels;
+// The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
+#[doc(hidden)]
 pub mod npy;
 mod ops;
 pub mod options;

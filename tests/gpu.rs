@@ -9,7 +9,7 @@ use common::{
     to_half,
 };
 use ml_softmax::Precision;
-use ml_softmax::kernels::row_softmax::{self, cached_max_cols};
+use ml_softmax::kernels::geometry::{self as row_softmax, cached_max_cols};
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets,

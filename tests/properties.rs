@@ -16,7 +16,7 @@ use common::{
     Rng, assert_close, assert_half_output_close, assert_within, contexts, from_half, half_rel,
     read, to_half,
 };
-use ml_softmax::kernels::row_softmax::cached_max_cols;
+use ml_softmax::kernels::geometry::cached_max_cols;
 use ml_softmax::reference;
 use ml_softmax::wgpu;
 use ml_softmax::{

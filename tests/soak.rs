@@ -22,7 +22,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Rng, assert_close, assert_output_close, contexts, vm_hwm_kib, vm_rss_kib};
-use ml_softmax::kernels::row_softmax::cached_max_cols;
+use ml_softmax::kernels::geometry::cached_max_cols;
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     Context, CrossEntropyOptions, CrossEntropyOutput, DeviceCrossEntropy, DeviceTargets, Precision,
