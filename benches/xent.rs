@@ -52,10 +52,10 @@ fn device(c: &mut Criterion) {
         let y = init(bytemuck::cast_slice(&labels32));
         let grad = init(bytemuck::cast_slice(&logits));
         let bufs = DeviceCrossEntropy {
-            logits: &z,
+            logits: z.slice(..),
             precision: Precision::F32,
-            targets: DeviceTargets::Classes(&y),
-            grad: Some(&grad),
+            targets: DeviceTargets::Classes(y.slice(..)),
+            grad: Some(grad.slice(..)),
             loss: None,
             row_loss: None,
             lse: None,

@@ -579,11 +579,11 @@ impl Buffers {
 
     fn device(&self) -> DeviceCrossEntropy<'_> {
         DeviceCrossEntropy {
-            logits: &self.logits,
+            logits: self.logits.slice(..),
             precision: self.precision,
-            targets: DeviceTargets::Classes(&self.labels),
-            grad: Some(&self.grad),
-            loss: Some(&self.loss),
+            targets: DeviceTargets::Classes(self.labels.slice(..)),
+            grad: Some(self.grad.slice(..)),
+            loss: Some(self.loss.slice(..)),
             row_loss: None,
             lse: None,
             upstream: None,

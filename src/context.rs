@@ -682,6 +682,58 @@ impl Context {
         Ok(value)
     }
 
+    /// Reads a slice of a device buffer back to the host (it needs `BufferUsages::COPY_SRC`;
+    /// offset and size multiples of 4): copies it into a staging buffer after the work
+    /// already submitted, and waits. The readback of the device API.
+    ///
+    /// ```no_run
+    /// let ctx = ml_softmax::Context::new()?;
+    /// let buffer = ctx.create_buffer("x", 16, ml_softmax::wgpu::BufferUsages::COPY_SRC)?;
+    /// let bytes = ctx.read_back(buffer.slice(4..12))?;
+    /// assert_eq!(bytes.len(), 8);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
+    pub fn read_back(&self, slice: wgpu::BufferSlice<'_>) -> Result<Vec<u8>> {
+        self.check_alive()?;
+        let (buffer, offset, size) = (slice.buffer(), slice.offset(), slice.size());
+        if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC)
+            || offset % 4 != 0
+            || size % 4 != 0
+        {
+            return Err(Error::BadBuffer {
+                what: "read_back",
+                problem: format!(
+                    "needs COPY_SRC and a slice of whole 4-byte words, has {:?} at bytes \
+                     {offset}..{}",
+                    buffer.usage(),
+                    offset + size
+                ),
+            });
+        }
+        let staging = self.scoped(|| {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read_back"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("read_back"),
+                });
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            self.queue.submit([encoder.finish()]);
+            Ok(staging)
+        })?;
+        self.read_bytes(&staging, size as usize)
+    }
+
+    /// [`Context::read_back`] of f32 data.
+    pub fn read_f32(&self, slice: wgpu::BufferSlice<'_>) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read_back(slice)?))
+    }
+
     /// Maps `staging` (MAP_READ) after the work that fills it was submitted, waits for it,
     /// and copies the first `len` bytes out.
     pub(crate) fn read_bytes(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<u8>> {

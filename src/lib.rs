@@ -68,7 +68,7 @@ pub mod reference;
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
-pub use ops::{DeviceCrossEntropy, DeviceTargets, Targets};
+pub use ops::{DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, Targets};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
 

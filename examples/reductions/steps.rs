@@ -424,12 +424,12 @@ impl Prepared {
                     ..Default::default()
                 };
                 let device = DeviceCrossEntropy {
-                    logits: &bufs.logits,
+                    logits: bufs.logits.slice(..),
                     precision: ml_softmax::Precision::F32,
-                    targets: DeviceTargets::Classes(&bufs.labels),
-                    grad: Some(&bufs.grad),
+                    targets: DeviceTargets::Classes(bufs.labels.slice(..)),
+                    grad: Some(bufs.grad.slice(..)),
                     loss: None,
-                    row_loss: Some(&bufs.loss),
+                    row_loss: Some(bufs.loss.slice(..)),
                     lse: None,
                     upstream: None,
                 };

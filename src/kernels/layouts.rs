@@ -121,6 +121,15 @@ impl<'a> Slice<'a> {
         }
     }
 
+    /// `len` elements from element `first` of this slice.
+    pub fn part(self, first: u64, len: u64) -> Self {
+        Slice {
+            start: self.start + first,
+            len,
+            ..self
+        }
+    }
+
     /// The binding and the element offset (`base`) the shader must add. The binding's size
     /// is rounded up to whole 4-byte words, so 2-byte data needs buffers padded to 4 bytes.
     pub fn bind(&self, align: u64) -> (wgpu::BufferBinding<'a>, u32) {
@@ -162,5 +171,21 @@ impl<'a> Slice<'a> {
         }
         binding.size = wgpu::BufferSize::new(size);
         Some((binding, base))
+    }
+}
+
+/// A bind group entry of a whole buffer.
+pub(super) fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+/// A bind group entry of part of a buffer.
+pub(super) fn part(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: wgpu::BindingResource::Buffer(buffer),
     }
 }

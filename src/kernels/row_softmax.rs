@@ -9,6 +9,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::geometry::{self, SPLIT_CHUNK_COLS, cache_blocks, cached_max_cols, one_workgroup};
+use super::layouts::{part, whole};
 use super::variant::{Io, PipelineKey, Precision, Specialisation};
 use super::{Binding, Slice, Strategy, grid, software};
 use crate::context::Context;
@@ -347,18 +348,4 @@ pub fn record(
         pass.dispatch_workgroups(x, y, 1);
     }
     Ok(())
-}
-
-fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
-    }
-}
-
-fn part(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: wgpu::BindingResource::Buffer(buffer),
-    }
 }

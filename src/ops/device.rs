@@ -2,12 +2,12 @@
 //! readback. Chunks of rows are the host path's ([`Context::chunk_rows`]); each is one
 //! [`row_softmax::record`] plus, for a reduced loss, its share of the batch sums.
 
-use super::{DeviceCrossEntropy, DeviceTargets, check_buffer, check_bytes};
+use super::{DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, check_slice};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
 use crate::kernels::row_softmax::{self, Entry, RowBuffers, RowKernel, UPSTREAM};
-use crate::kernels::{Precision, Slice, Strategy, geometry};
+use crate::kernels::{Slice, Strategy, geometry};
 use crate::options::{CrossEntropyOptions, Reduction, check_shape};
 
 impl Context {
@@ -36,10 +36,10 @@ impl Context {
     /// Records the device-resident cross-entropy into the caller's encoder, to be submitted
     /// with other work; see [`Context::cross_entropy_device`]. Errors of wgpu validation show
     /// up when the caller submits (or in the caller's error scope).
-    pub fn encode_cross_entropy(
+    pub fn encode_cross_entropy<'a>(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        bufs: &DeviceCrossEntropy<'_>,
+        bufs: &DeviceCrossEntropy<'a>,
         rows: usize,
         cols: usize,
         options: &CrossEntropyOptions,
@@ -56,35 +56,35 @@ impl Context {
         let rows64 = rows as u64;
         let storage = wgpu::BufferUsages::STORAGE;
         let eb = bufs.precision.bytes();
-        check_bytes("logits", bufs.logits, n * eb, storage)?;
-        let (labels, targets) = match bufs.targets {
+        let logits = check_slice("logits", &bufs.logits, n, eb, storage)?;
+        let (labels, targets) = match &bufs.targets {
             DeviceTargets::Classes(b) => {
-                check_buffer("labels", b, rows64, storage)?;
-                (Some(b), None)
+                (Some(check_slice("labels", b, rows64, 4, storage)?), None)
             }
             DeviceTargets::Probabilities(b) => {
-                check_buffer("targets", b, n, storage)?;
-                (None, Some(b))
+                (None, Some(check_slice("targets", b, n, 4, storage)?))
             }
         };
-        if let Some(b) = bufs.grad {
-            check_bytes("grad", b, n * eb, storage)?;
-        }
-        if let Some(b) = bufs.loss {
-            check_buffer("loss", b, 1, wgpu::BufferUsages::COPY_DST)?;
-        }
-        if let Some(b) = bufs.row_loss {
-            check_buffer("row_loss", b, rows64, storage)?;
-        }
-        if let Some(b) = bufs.lse {
-            check_buffer("lse", b, rows64, storage)?;
-        }
-        if let Some(b) = bufs.upstream {
-            check_buffer("upstream", b, rows64, wgpu::BufferUsages::COPY_SRC)?;
-        }
+        let check = |what, slice: &Option<wgpu::BufferSlice<'a>>, elems, elem_bytes, usage| {
+            slice
+                .as_ref()
+                .map(|s| check_slice(what, s, elems, elem_bytes, usage))
+                .transpose()
+        };
+        let grad = check("grad", &bufs.grad, n, eb, storage)?;
+        let loss = check("loss", &bufs.loss, 1, 4, wgpu::BufferUsages::COPY_DST)?;
+        let row_loss = check("row_loss", &bufs.row_loss, rows64, 4, storage)?;
+        let lse = check("lse", &bufs.lse, rows64, 4, storage)?;
+        let upstream = check(
+            "upstream",
+            &bufs.upstream,
+            rows64,
+            4,
+            wgpu::BufferUsages::COPY_SRC,
+        )?;
         let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(options, cols32, ignore, targets.is_some())?;
-        prepared.params.has_upstream = u32::from(bufs.upstream.is_some());
+        prepared.params.has_upstream = u32::from(upstream.is_some());
 
         // Scratch for what the caller did not ask for, and the scales: the reduction factor
         // (set here, or computed on the GPU for a class-target mean), then the upstream
@@ -100,8 +100,8 @@ impl Context {
         let own_row_loss = scratch("row_loss", rows64);
         let own_lse = scratch("lse", rows64);
         let tiny = scratch("unused", 1);
-        let row_loss = bufs.row_loss.unwrap_or(&own_row_loss);
-        let lse = bufs.lse.unwrap_or(&own_lse);
+        let row_loss = row_loss.unwrap_or(Slice::words(&own_row_loss, 0, rows64));
+        let lse = lse.unwrap_or(Slice::words(&own_lse, 0, rows64));
         let gpu_mean = options.reduction == Reduction::Mean && labels.is_some();
         let scale = match options.reduction {
             Reduction::Mean if gpu_mean => 0.0,
@@ -110,24 +110,29 @@ impl Context {
         };
         // Scales: [stats | upstream gradients | split partials, reused by each row chunk].
         let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
-        let upstream_len = if bufs.upstream.is_some() { rows } else { 0 };
+        let upstream_len = if upstream.is_some() { rows } else { 0 };
         let partials = geometry::partials_len(strategy, chunk_rows, cols);
         prepared.params.partials_base = (UPSTREAM + upstream_len) as u32;
         let mut init = vec![0.0f32; UPSTREAM + upstream_len + partials];
         init[0] = scale;
         let scales = self.scales_buffer(&init);
-        if let Some(up) = bufs.upstream {
-            encoder.copy_buffer_to_buffer(up, 0, &scales, (UPSTREAM * 4) as u64, rows64 * 4);
+        if let Some(up) = upstream {
+            let at = up.start * 4;
+            encoder.copy_buffer_to_buffer(
+                up.buffer,
+                at,
+                &scales,
+                (UPSTREAM * 4) as u64,
+                rows64 * 4,
+            );
         }
 
-        let row_slice = |b, first: usize, count: usize| Slice::words(b, first as u64, count as u64);
-        let elem_slice = |b, first: usize, count: usize, elem_bytes| Slice {
-            buffer: b,
-            start: (first * cols) as u64,
-            len: (count * cols) as u64,
-            elem_bytes,
+        // A chunk's part of a slice: `count` rows from row `first`.
+        let row_slice = |s, first: usize, count: usize| Slice::part(s, first as u64, count as u64);
+        let elem_slice = |s, first: usize, count: usize| {
+            Slice::part(s, (first * cols) as u64, (count * cols) as u64)
         };
-        let tiny_slice = row_slice(&tiny, 0, 1);
+        let tiny_slice = Slice::words(&tiny, 0, 1);
         let sum_params = |count: usize| batch_sum::Params {
             rows: count as u32,
             cols: cols32,
@@ -158,11 +163,11 @@ impl Context {
         for first in (0..rows).step_by(chunk_rows) {
             let count = chunk_rows.min(rows - first);
             let rb = RowBuffers {
-                logits: elem_slice(bufs.logits, first, count, eb),
-                out: bufs.grad.map(|g| elem_slice(g, first, count, eb)),
+                logits: elem_slice(logits, first, count),
+                out: grad.map(|g| elem_slice(g, first, count)),
                 precision: bufs.precision,
                 labels: labels.map_or(tiny_slice, |b| row_slice(b, first, count)),
-                targets: targets.map_or(tiny_slice, |b| elem_slice(b, first, count, 4)),
+                targets: targets.map_or(tiny_slice, |b| elem_slice(b, first, count)),
                 row_loss: row_slice(row_loss, first, count),
                 lse: row_slice(lse, first, count),
                 weights: &prepared.weights,
@@ -198,35 +203,53 @@ impl Context {
             }
         }
         // 3. The reduced loss into the caller's buffer.
-        if let Some(loss) = bufs.loss {
-            encoder.copy_buffer_to_buffer(&scales, (STATS_LOSS * 4) as u64, loss, 0, 4);
+        if let Some(loss) = loss {
+            let at = loss.start * 4;
+            encoder.copy_buffer_to_buffer(&scales, (STATS_LOSS * 4) as u64, loss.buffer, at, 4);
         }
         Ok(())
     }
 
-    /// Device-resident softmax (or log-softmax) of the caller's buffer `logits` (stored as
-    /// `precision`) into `out` (`None`: in place, over `logits`). As for
-    /// [`DeviceCrossEntropy`], buffers of whole 4-element vectors are accessed as vectors
-    /// (faster).
-    #[allow(clippy::too_many_arguments)]
+    /// Device-resident softmax (or log-softmax) of `bufs.logits` into `bufs.out` (or in
+    /// place); returns without waiting. As for [`DeviceCrossEntropy`], slices of whole
+    /// 4-element vectors are accessed as vectors (faster).
+    ///
+    /// ```no_run
+    /// use ml_softmax::{Context, DeviceSoftmax, Precision, Strategy, wgpu};
+    ///
+    /// let ctx = Context::new()?;
+    /// let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    /// let logits = ctx.create_buffer("logits", 12, usage | wgpu::BufferUsages::COPY_DST)?;
+    /// ctx.queue().write_buffer(&logits, 0, bytemuck::cast_slice(&[1.0f32, 2.0, 3.0]));
+    /// let bufs = DeviceSoftmax {
+    ///     logits: logits.slice(..),
+    ///     out: None, // in place
+    ///     precision: Precision::F32,
+    ///     log: false,
+    /// };
+    /// ctx.softmax_device(&bufs, 1, 3, Strategy::Auto)?;
+    /// let p = ctx.read_f32(logits.slice(..))?;
+    /// assert!((p[2] - 0.665).abs() < 1e-3);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
     pub fn softmax_device(
         &self,
-        logits: &wgpu::Buffer,
-        out: Option<&wgpu::Buffer>,
-        precision: Precision,
+        bufs: &DeviceSoftmax<'_>,
         rows: usize,
         cols: usize,
-        log: bool,
         strategy: Strategy,
     ) -> Result<wgpu::SubmissionIndex> {
         self.check_alive()?;
         let n = check_shape(rows, cols)? as u64;
         let cols32 = self.check_cols(cols)?;
-        let eb = precision.bytes();
-        check_bytes("logits", logits, n * eb, wgpu::BufferUsages::STORAGE)?;
-        if let Some(out) = out {
-            check_bytes("out", out, n * eb, wgpu::BufferUsages::STORAGE)?;
-        }
+        let precision = bufs.precision;
+        let storage = wgpu::BufferUsages::STORAGE;
+        let logits = check_slice("logits", &bufs.logits, n, precision.bytes(), storage)?;
+        let out = match &bufs.out {
+            Some(out) => Some(check_slice("out", out, n, precision.bytes(), storage)?),
+            None => None,
+        };
+        let log = bufs.log;
         let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
         prepared.params.log_softmax = u32::from(log);
@@ -245,12 +268,7 @@ impl Context {
             let mut encoder = self.encoder();
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
-                let elems = |buffer| Slice {
-                    buffer,
-                    start: (first * cols) as u64,
-                    len: (count * cols) as u64,
-                    elem_bytes: eb,
-                };
+                let elems = |s| Slice::part(s, (first * cols) as u64, (count * cols) as u64);
                 let rb = RowBuffers {
                     logits: elems(logits),
                     out: out.map(elems),

@@ -81,12 +81,8 @@ impl Context {
         options: &CrossEntropyOptions,
         strategy: Strategy,
     ) -> Result<CrossEntropyOutput> {
-        let n = check_shape(rows, cols)?;
-        check_len("logits", n, logits.len())?;
-        let bytes = bytemuck::cast_slice(logits);
         let job = HostJob::CrossEntropy { targets, options };
-        let out = self.host_rows(bytes, Precision::F32, job, rows, cols, strategy)?;
-        Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
+        self.host_elements(logits, Precision::F32, job, rows, cols, strategy)
     }
 
     /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
@@ -112,10 +108,8 @@ impl Context {
                 reason: "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
             });
         }
-        let bytes = bytemuck::cast_slice(logits);
         let job = HostJob::CrossEntropy { targets, options };
-        let out = self.host_rows(bytes, precision, job, rows, cols, strategy)?;
-        Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
+        self.host_elements(logits, precision, job, rows, cols, strategy)
     }
 
     /// Softmax of each row of host data.
@@ -144,12 +138,9 @@ impl Context {
         log: bool,
         strategy: Strategy,
     ) -> Result<Vec<f32>> {
-        let n = check_shape(rows, cols)?;
-        check_len("logits", n, logits.len())?;
-        let bytes = bytemuck::cast_slice(logits);
         let job = HostJob::Softmax { log };
-        let out = self.host_rows(bytes, Precision::F32, job, rows, cols, strategy)?;
-        Ok(bytemuck::pod_collect_to_vec(&out.grad))
+        let out = self.host_elements(logits, Precision::F32, job, rows, cols, strategy)?;
+        Ok(out.grad)
     }
 
     /// Softmax or log-softmax of half-precision logits (`F16` or `Bf16` bits), with the
@@ -163,12 +154,27 @@ impl Context {
         log: bool,
         strategy: Strategy,
     ) -> Result<Vec<u16>> {
+        let job = HostJob::Softmax { log };
+        let out = self.host_elements(logits, precision, job, rows, cols, strategy)?;
+        Ok(out.grad)
+    }
+
+    /// [`Context::host_rows`] on typed elements (f32, or u16 bits of halves): checks their
+    /// count, and gives the output back in the same type.
+    fn host_elements<T: bytemuck::Pod>(
+        &self,
+        logits: &[T],
+        precision: Precision,
+        job: HostJob<'_>,
+        rows: usize,
+        cols: usize,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput<T>> {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
         let bytes = bytemuck::cast_slice(logits);
-        let job = HostJob::Softmax { log };
         let out = self.host_rows(bytes, precision, job, rows, cols, strategy)?;
-        Ok(bytemuck::pod_collect_to_vec(&out.grad))
+        Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
 
     /// Every host call: validate → upload a chunk of rows → dispatch → read back → next

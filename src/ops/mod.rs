@@ -19,7 +19,7 @@ pub(crate) use pool::HostPool;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::row_softmax;
-use crate::kernels::{Precision, Specialisation, Strategy};
+use crate::kernels::{Precision, Slice, Specialisation, Strategy};
 use crate::options::CrossEntropyOptions;
 
 /// The targets of a host cross-entropy call.
@@ -33,47 +33,66 @@ pub enum Targets<'a> {
 }
 
 /// The targets of a device-resident cross-entropy call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum DeviceTargets<'a> {
     /// i32 class indices, `[rows]`. Out-of-range labels that are not the ignore index make
     /// their row's loss and gradient NaN (they cannot be checked without a host round trip).
-    Classes(&'a wgpu::Buffer),
+    Classes(wgpu::BufferSlice<'a>),
     /// f32 probabilities, `[rows, cols]`.
-    Probabilities(&'a wgpu::Buffer),
+    Probabilities(wgpu::BufferSlice<'a>),
 }
 
-/// Buffers for the device-resident cross-entropy ([`Context::cross_entropy_device`]).
+/// Buffers for the device-resident cross-entropy ([`Context::cross_entropy_device`]): slices
+/// of the caller's buffers, `buffer.slice(..)` for a whole buffer or
+/// `buffer.slice(offset..offset + size)` for a tensor inside a larger one (the offset a
+/// multiple of the element size).
 ///
-/// All buffers need `BufferUsages::STORAGE`, except `loss` (`COPY_DST`) and `upstream`
-/// (`COPY_SRC`).
+/// All slices need `BufferUsages::STORAGE`, except `loss` (`COPY_DST`) and `upstream`
+/// (`COPY_SRC`). Slices the kernel writes (`grad`, `row_loss`, `lse`) must not share a
+/// buffer with the slices it only reads (wgpu refuses a buffer bound both ways in one
+/// dispatch); in place, leave `grad` out.
 ///
-/// Speed: logits and gradient are read and written as 4-element vectors when both buffers'
-/// sizes are whole vectors (multiples of 16 bytes for f32, 8 for f16 and bf16: round the size
-/// up when creating them); otherwise the kernel falls back to scalar access, 1.2-1.6x slower
-/// for f32 and up to 7x for bf16 on lavapipe (BENCHMARKS.md).
-#[derive(Debug, Clone, Copy)]
+/// Speed: logits and gradient are read and written as 4-element vectors when both slices
+/// can be bound as whole vectors (sizes rounded up to a multiple of 16 bytes for f32, 8 for
+/// f16 and bf16, within the buffer); otherwise the kernel falls back to scalar access,
+/// 1.2-1.6x slower for f32 and up to 7x for bf16 on lavapipe (BENCHMARKS.md).
+#[derive(Debug, Clone)]
 pub struct DeviceCrossEntropy<'a> {
     /// Logits, row-major `[rows, cols]`, in `precision`.
-    pub logits: &'a wgpu::Buffer,
+    pub logits: wgpu::BufferSlice<'a>,
     /// The storage format of `logits` and `grad` (f32 unless you keep half-precision
-    /// logits; the arithmetic is f32 either way). 2-byte buffers must be padded to a
-    /// multiple of 4 bytes.
+    /// logits; the arithmetic is f32 either way). 2-byte data must be padded to a multiple
+    /// of 4 bytes.
     pub precision: Precision,
     /// Class indices or probabilities.
     pub targets: DeviceTargets<'a>,
     /// Gradient output, `[rows, cols]` in `precision`; `None` writes the gradient over `logits`
     /// (in place: one `[rows, cols]` buffer per step instead of two).
-    pub grad: Option<&'a wgpu::Buffer>,
-    /// Receives the reduced loss as one f32 at offset 0 (`None`: not written).
-    pub loss: Option<&'a wgpu::Buffer>,
+    pub grad: Option<wgpu::BufferSlice<'a>>,
+    /// Receives the reduced loss as one f32 (`None`: not written).
+    pub loss: Option<wgpu::BufferSlice<'a>>,
     /// Receives the per-row losses, f32 `[rows]`.
-    pub row_loss: Option<&'a wgpu::Buffer>,
+    pub row_loss: Option<wgpu::BufferSlice<'a>>,
     /// Receives the per-row log-sum-exp, f32 `[rows]`.
-    pub lse: Option<&'a wgpu::Buffer>,
+    pub lse: Option<wgpu::BufferSlice<'a>>,
     /// The upstream gradient of each row's loss, f32 `[rows]`: row r of the gradient is
     /// multiplied by `upstream[r]` (with `Reduction::None`, the gradient of
     /// `sum_r upstream[r] * row_loss[r]`). The reduced loss is not affected.
-    pub upstream: Option<&'a wgpu::Buffer>,
+    pub upstream: Option<wgpu::BufferSlice<'a>>,
+}
+
+/// Buffers for the device-resident softmax ([`Context::softmax_device`]), as slices like
+/// [`DeviceCrossEntropy`]'s.
+#[derive(Debug, Clone)]
+pub struct DeviceSoftmax<'a> {
+    /// Logits, row-major `[rows, cols]`, in `precision`.
+    pub logits: wgpu::BufferSlice<'a>,
+    /// The output, `[rows, cols]` in `precision`; `None` writes over `logits`.
+    pub out: Option<wgpu::BufferSlice<'a>>,
+    /// The storage format of `logits` and `out`.
+    pub precision: Precision,
+    /// `true` writes log-probabilities (log-softmax).
+    pub log: bool,
 }
 
 /// The options as the kernels take them, and the class weights on the device.
@@ -174,38 +193,41 @@ impl Context {
     }
 }
 
-/// Checks a caller's buffer of 4-byte elements: its usage and that it holds `elems`.
-pub(super) fn check_buffer(
+/// Checks a caller's slice: its usage, that it holds `elems` elements of `elem_bytes` (rounded
+/// up to whole 4-byte words, the granularity of storage bindings) and that it starts on an
+/// element; returns it as the kernels' [`Slice`].
+pub(super) fn check_slice<'a>(
     what: &'static str,
-    buffer: &wgpu::Buffer,
+    slice: &wgpu::BufferSlice<'a>,
     elems: u64,
+    elem_bytes: u64,
     usage: wgpu::BufferUsages,
-) -> Result<()> {
-    check_bytes(what, buffer, elems * 4, usage)
-}
-
-/// Checks a caller's buffer: its usage and that it holds `bytes` (rounded up to whole
-/// 4-byte words, the granularity of storage bindings).
-pub(super) fn check_bytes(
-    what: &'static str,
-    buffer: &wgpu::Buffer,
-    bytes: u64,
-    usage: wgpu::BufferUsages,
-) -> Result<()> {
+) -> Result<Slice<'a>> {
+    let buffer = slice.buffer();
+    let bad = |problem| Error::BadBuffer { what, problem };
     if !buffer.usage().contains(usage) {
-        return Err(Error::BadBuffer {
-            what,
-            problem: format!("needs usage {usage:?}, has {:?}", buffer.usage()),
-        });
+        return Err(bad(format!(
+            "needs usage {usage:?}, has {:?}",
+            buffer.usage()
+        )));
     }
-    let needed = bytes.next_multiple_of(4);
-    if buffer.size() < needed {
-        return Err(Error::BadBuffer {
-            what,
-            problem: format!("holds {} bytes, needs {needed}", buffer.size()),
-        });
+    let needed = (elems * elem_bytes).next_multiple_of(4);
+    if slice.size() < needed {
+        return Err(bad(format!("holds {} bytes, needs {needed}", slice.size())));
     }
-    Ok(())
+    // (4-byte elements, which the copies of loss and upstream move, start on a word.)
+    let offset = slice.offset();
+    if offset % elem_bytes != 0 {
+        return Err(bad(format!(
+            "starts at byte {offset}, not at a whole {elem_bytes}-byte element"
+        )));
+    }
+    Ok(Slice {
+        buffer,
+        start: offset / elem_bytes,
+        len: elems,
+        elem_bytes,
+    })
 }
 
 /// `bytes` rounded up to whole 4-byte words (copies and storage bindings move words).
