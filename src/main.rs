@@ -263,22 +263,10 @@ fn demo(gpu: &GpuArgs, rows: usize, cols: usize) -> Result<(), String> {
     );
 
     println!("\n2. A random batch of {rows} x {cols} logits, mean cross-entropy");
-    let n = rows
-        .checked_mul(cols)
+    rows.checked_mul(cols)
         .ok_or_else(|| format!("{rows} x {cols} is too large"))?;
-    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ (rows as u64) << 20 ^ cols as u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let logits: Vec<f32> = (0..n)
-        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
-        .collect();
-    let labels: Vec<i64> = (0..rows)
-        .map(|_| (next() % cols.max(1) as u64) as i64)
-        .collect();
+    let seed = 0x2545_F491_4F6C_DD1Du64 ^ (rows as u64) << 20 ^ cols as u64;
+    let (logits, labels) = ml_softmax::reference::sample_batch(rows, cols, seed);
     let options = CrossEntropyOptions::default();
     let t = Instant::now();
     ctx.cross_entropy(&logits, &labels, rows, cols, &options)
