@@ -48,7 +48,7 @@
 //                writes its chunk as pass 2; chunk 0 writes the row's loss and lse
 // so a 262,144-column row keeps 16+ workgroups busy instead of one.
 //
-// A batch small enough to be one workgroup (WHOLE_BATCH, host: row_softmax::one_workgroup)
+// A batch small enough to be one workgroup (WHOLE_BATCH, host: geometry::one_workgroup)
 // does in that workgroup what batch_sum.wgsl's dispatches would do around it: the denominator
 // of a class-target mean before the rows, the reduced loss after them. One dispatch instead of
 // three is what a small batch costs on lavapipe, where a dispatch costs ~0.03 ms whatever it
@@ -121,7 +121,7 @@ const WHOLE_BATCH_MEAN = 2u; // that, after stats[1] += sum of target weights, s
 // hits the CPU cache there); it exists for GPUs, where the second read is a trip to memory
 // for rows longer than the caches hold.
 override CACHE_BLOCKS: u32 = 0u;
-const MAX_CACHE_BLOCKS = 16u; // = row_softmax::MAX_CACHE_BLOCKS (checked by tests/shaders.rs)
+const MAX_CACHE_BLOCKS = 16u; // = geometry::MAX_CACHE_BLOCKS (checked by tests/shaders.rs)
 var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
 
 // How the lanes walk `cols` columns that start at element `start` of the logits binding:
@@ -330,7 +330,7 @@ fn sum_of4(v: vec4<f32>) -> f32 {
 // exps were a fifth of the kernel's time there. Leftover blocks go one at a time, then the
 // loose columns. (The cached layout instead takes its blocks one by one into `row_cache`.)
 // Steps also keep the loop turns per lane low: llvmpipe ends every invocation's loops after
-// 65,535 turns in all (the host keeps within that: row_softmax::loop_turns).
+// 65,535 turns in all (the host keeps within that: software::loop_turns).
 fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, mode: u32) -> RowStats {
     var m = LOWEST;
     var d = 0.0;

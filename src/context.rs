@@ -208,7 +208,7 @@ pub const LLVMPIPE_MAX_SUBGROUP: u32 = 16;
 /// The subgroup size the kernels may rely on for an adapter `info` (whose device has
 /// `Features::SUBGROUP` when `has_feature`), or why there is none. The subgroup strategy,
 /// and everything sized by the subgroup (its workgroup size and rows per workgroup,
-/// `kernels::row_softmax::subgroup_shape`; its loop-turn bound; the choice of
+/// `kernels::geometry::subgroup_shape`; its loop-turn bound; the choice of
 /// `Strategy::resolve`), needs ONE size known on the host before the dispatch: the host
 /// sizes the grid as `workgroup / size` rows per workgroup, and the shader
 /// (team_subgroup.wgsl) numbers its rows by the `num_subgroups` it meets at run time, so a

@@ -41,7 +41,8 @@
 //!   for f16 / bf16 bits [`Context::cross_entropy_half`], [`Context::softmax_half`];
 //! - device-resident buffers: [`Context::cross_entropy_device`] (also in place, with
 //!   per-row upstream gradients), [`Context::encode_cross_entropy`],
-//!   [`Context::softmax_device`].
+//!   [`Context::softmax_device`], on slices of your buffers ([`DeviceCrossEntropy`],
+//!   [`DeviceSoftmax`]); [`Context::read_back`] reads a slice back.
 //!
 //! Inputs larger than one storage binding (or than 2^31 elements) are split into chunks of
 //! whole rows; the results do not change. Storage may be f32, f16 (with `SHADER_F16`) or

@@ -13,7 +13,7 @@ pub const WORKGROUP_LANES: u32 = 256;
 /// Lanes per workgroup of the subgroup strategy, which depends on the subgroup size: one
 /// row per subgroup, so 64 / size rows per workgroup (16 at 4 lanes, 8 on lavapipe's default
 /// 8, 2 on NVIDIA's 32, 1 on AMD's 64), and one whole subgroup when the subgroup is larger
-/// (`row_softmax::subgroup_shape`).
+/// (`subgroup_shape`).
 pub const SUBGROUP_WORKGROUP_LANES: u32 = 64;
 /// The largest workgroup the shaders' workgroup-memory scratch supports.
 pub const MAX_WORKGROUP_LANES: u32 = 1024;

@@ -2,7 +2,7 @@
 //! file, `source.rs`): what a dispatch binds and how it is recorded.
 //!
 //! A call goes: [`RowKernel`] (entry, strategy, loss options: what the caller decides) and
-//! [`RowBuffers`] (where the data is) → [`bind_rows`] binds logits and output and so picks
+//! [`RowBuffers`] (where the data is) → `bind_rows` binds logits and output and so picks
 //! the io variant ([`Io::for_rows`]) → the strategy gives the geometry
 //! ([`geometry::shape_of`]) → one [`PipelineKey`] per entry point → [`record`]ed dispatches.
 
@@ -137,7 +137,7 @@ pub struct RowBuffers<'a> {
 }
 
 /// The row kernel a call asks for: everything but the buffers (the io variant follows from
-/// them, in [`bind_rows`]).
+/// them, in `bind_rows`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowKernel {
     /// What the dispatch computes.

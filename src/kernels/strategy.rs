@@ -18,7 +18,7 @@ pub enum Strategy {
     /// workgroup memory; a 256-lane workgroup holds `256 / lanes` rows. Works everywhere.
     /// `lanes: 1` (`wg1`) is one lane per row, with no reduction and no barrier at all, in
     /// workgroups of 8 or 256 lanes chosen by the row count (see
-    /// [`row_softmax::workgroup_lanes`]).
+    /// [`geometry::workgroup_lanes`]).
     Workgroup {
         /// Lanes per row: a power of two from 1 to 1024.
         lanes: u32,
@@ -27,7 +27,7 @@ pub enum Strategy {
     /// memory. Needs `Features::SUBGROUP` and a fixed subgroup size.
     Subgroup,
     /// One workgroup of `lanes` lanes per row, the row held in registers between the two
-    /// passes (up to [`row_softmax::MAX_CACHE_BLOCKS`] vec4s per lane, so rows of at most
+    /// passes (up to [`geometry::MAX_CACHE_BLOCKS`] vec4s per lane, so rows of at most
     /// `64 * lanes` columns), so the logits are read once: the medium-row layout of the
     /// fused softmax kernels of Triton, QuACK or Liger. Works everywhere.
     Cached {
@@ -35,7 +35,7 @@ pub enum Strategy {
         lanes: u32,
     },
     /// Long rows split over several workgroups of `lanes` lanes, each owning
-    /// [`row_softmax::SPLIT_CHUNK_COLS`] columns: a first dispatch stores each chunk's
+    /// [`geometry::SPLIT_CHUNK_COLS`] columns: a first dispatch stores each chunk's
     /// (max, sum-exp) pair, a second merges a row's pairs and writes the chunk. Keeps the
     /// whole GPU busy when a few rows hold all the work.
     Split {

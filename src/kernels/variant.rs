@@ -257,7 +257,7 @@ pub struct PipelineKey {
     /// between the passes (`Strategy::Cached`); 0 reads the row twice.
     pub cache_blocks: u32,
     /// `WHOLE_BATCH` (row_softmax cross-entropy only): the dispatch is the whole batch in one
-    /// workgroup and also sums the batch (see [`row_softmax::one_workgroup`]).
+    /// workgroup and also sums the batch (see [`geometry::one_workgroup`]).
     pub whole_batch: bool,
     /// The row_softmax specialisation (which options the code handles).
     pub options: Specialisation,
