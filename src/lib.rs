@@ -55,6 +55,7 @@
 pub mod context;
 pub mod error;
 pub mod kernels;
+pub mod linear;
 pub mod npy;
 mod ops;
 pub mod options;
@@ -63,6 +64,7 @@ pub mod reference;
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
+pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
 pub use ops::{DeviceCrossEntropy, DeviceTargets, Targets};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
