@@ -450,9 +450,12 @@ fn linear_shader_validates_with_naga_for_every_storage_kind() {
         .unwrap_or_else(|e| panic!("linear_xent.wgsl: {}", e.emit_to_string(source)));
     // Nothing beyond core WGSL except unpack2x16float (f16 inputs), which naga files under
     // SHADER_FLOAT16_IN_FLOAT32 and every wgpu backend grants (GL included): no SHADER_F16.
-    let info = Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16_IN_FLOAT32)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("linear_xent.wgsl: {e:?}"));
+    let info = Validator::new(
+        ValidationFlags::all(),
+        Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("linear_xent.wgsl: {e:?}"));
     for a in 0..3u32 {
         for b in 0..3u32 {
             let constants = [
