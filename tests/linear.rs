@@ -5,118 +5,28 @@
 //! are NaN-poisoned first, so an element the kernels never write fails.
 
 mod common;
+#[path = "common/linear.rs"]
+mod linear_reference;
 
 use common::{Rng, assert_close, assert_within, contexts, open_contexts, to_half};
+use linear_reference::{Case, expected};
 use ml_softmax::{
     Context, ContextOptions, CrossEntropyOptions, Error, LinearCrossEntropy, Matrix, Precision,
-    Reduction, reference,
+    Reduction,
 };
 
-/// One problem: inputs as the exact f32 values the GPU sees.
-struct Case {
-    rows: usize,
-    dim: usize,
-    vocab: usize,
-    hidden: Vec<f32>,
-    classifier: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    labels: Vec<i64>,
-}
-
-impl Case {
-    fn random(rng: &mut Rng, rows: usize, dim: usize, vocab: usize, bias: bool) -> Self {
-        // Scaled so the logits have a spread of about 2: softmax neither flat nor one-hot.
-        let sigma = 1.5 / (dim as f64).sqrt();
-        Case {
-            rows,
-            dim,
-            vocab,
-            hidden: rng.logits(rows * dim, 1.0),
-            classifier: rng.logits(vocab * dim, sigma),
-            bias: bias.then(|| rng.logits(vocab, 0.5)),
-            labels: rng.labels(rows, vocab),
-        }
-    }
-
-    fn call<'a>(&'a self, options: &'a CrossEntropyOptions) -> LinearCrossEntropy<'a> {
-        LinearCrossEntropy {
-            hidden: Matrix::F32(&self.hidden),
-            classifier: Matrix::F32(&self.classifier),
-            bias: self.bias.as_deref(),
-            labels: &self.labels,
-            rows: self.rows,
-            dim: self.dim,
-            vocab: self.vocab,
-            options,
-        }
-    }
-}
-
-/// The f64 reference and, per gradient element, the sum of the absolute products it adds up
-/// (the scale of its rounding error).
-struct Expected {
-    out: ml_softmax::CrossEntropyOutput,
-    grad_hidden: Vec<f32>,
-    grad_hidden_scale: Vec<f64>,
-    grad_classifier: Vec<f32>,
-    grad_classifier_scale: Vec<f64>,
-    grad_bias: Vec<f32>,
-    grad_bias_scale: Vec<f64>,
-}
-
-fn expected(case: &Case, options: &CrossEntropyOptions) -> Expected {
-    let (n, d, v) = (case.rows, case.dim, case.vocab);
-    let mut logits = vec![0f32; n * v];
-    for r in 0..n {
-        for j in 0..v {
-            let mut z: f64 = (0..d)
-                .map(|k| f64::from(case.hidden[r * d + k]) * f64::from(case.classifier[j * d + k]))
-                .sum();
-            if let Some(b) = &case.bias {
-                z += f64::from(b[j]);
-            }
-            logits[r * v + j] = z as f32;
-        }
-    }
-    let out = reference::cross_entropy(&logits, &case.labels, n, v, options).unwrap();
-    let g = |r: usize, j: usize| f64::from(out.grad[r * v + j]);
-    let (mut gh, mut ghs) = (vec![0f32; n * d], vec![0f64; n * d]);
-    for r in 0..n {
-        for k in 0..d {
-            let (mut s, mut a) = (0.0, 0.0);
-            for j in 0..v {
-                let t = g(r, j) * f64::from(case.classifier[j * d + k]);
-                s += t;
-                a += t.abs();
-            }
-            gh[r * d + k] = s as f32;
-            ghs[r * d + k] = a;
-        }
-    }
-    let (mut gc, mut gcs) = (vec![0f32; v * d], vec![0f64; v * d]);
-    let (mut gb, mut gbs) = (vec![0f32; v], vec![0f64; v]);
-    for j in 0..v {
-        for k in 0..d {
-            let (mut s, mut a) = (0.0, 0.0);
-            for r in 0..n {
-                let t = g(r, j) * f64::from(case.hidden[r * d + k]);
-                s += t;
-                a += t.abs();
-            }
-            gc[j * d + k] = s as f32;
-            gcs[j * d + k] = a;
-        }
-        gb[j] = (0..n).map(|r| g(r, j)).sum::<f64>() as f32;
-        gbs[j] = (0..n).map(|r| g(r, j).abs()).sum::<f64>();
-    }
-    Expected {
-        out,
-        grad_hidden: gh,
-        grad_hidden_scale: ghs,
-        grad_classifier: gc,
-        grad_classifier_scale: gcs,
-        grad_bias: gb,
-        grad_bias_scale: gbs,
+/// A random problem: logits with a spread of about 2, neither flat nor one-hot.
+fn random_case(rng: &mut Rng, rows: usize, dim: usize, vocab: usize, bias: bool) -> Case {
+    // Scaled so the logits have a spread of about 2: softmax neither flat nor one-hot.
+    let sigma = 1.5 / (dim as f64).sqrt();
+    Case {
+        rows,
+        dim,
+        vocab,
+        hidden: rng.logits(rows * dim, 1.0),
+        classifier: rng.logits(vocab * dim, sigma),
+        bias: bias.then(|| rng.logits(vocab, 0.5)),
+        labels: rng.labels(rows, vocab),
     }
 }
 
@@ -233,7 +143,7 @@ fn linear_matches_reference_on_random_shapes_and_every_option() {
         for &(rows, dim, vocab) in &shapes {
             for (name, options) in option_sets(&mut rng, vocab) {
                 for bias in [false, true] {
-                    let mut case = Case::random(&mut rng, rows, dim, vocab, bias);
+                    let mut case = random_case(&mut rng, rows, dim, vocab, bias);
                     if rows > 1 {
                         ignore_some(&mut case, &options);
                     }
@@ -249,7 +159,7 @@ fn linear_matches_reference_on_random_shapes_and_every_option() {
 fn linear_every_row_ignored_gives_zero_loss_and_gradients() {
     let mut rng = Rng::new("linear_every_row_ignored_gives_zero_loss_and_gradients");
     for ctx in contexts() {
-        let mut case = Case::random(&mut rng, 9, 8, 50, true);
+        let mut case = random_case(&mut rng, 9, 8, 50, true);
         case.labels = vec![-100; 9];
         let options = CrossEntropyOptions::default();
         check(ctx, "all ignored", &case, &options);
@@ -270,7 +180,7 @@ fn linear_chunks_past_one_binding_give_the_same_results() {
         poison_outputs: true,
         ..Default::default()
     });
-    let case = Case::random(&mut rng, 300, 40, 1000, true);
+    let case = random_case(&mut rng, 300, 40, 1000, true);
     let options = CrossEntropyOptions {
         label_smoothing: 0.05,
         z_loss: 1e-3,
@@ -289,7 +199,7 @@ fn linear_chunks_past_one_binding_give_the_same_results() {
 #[test]
 fn linear_is_bit_reproducible() {
     let mut rng = Rng::new("linear_is_bit_reproducible");
-    let case = Case::random(&mut rng, 100, 24, 2300, true);
+    let case = random_case(&mut rng, 100, 24, 2300, true);
     let options = CrossEntropyOptions::default();
     for ctx in contexts() {
         let a = ctx.linear_cross_entropy(&case.call(&options)).unwrap();
@@ -310,7 +220,7 @@ fn linear_half_inputs_accumulate_in_f32() {
     };
     for ctx in contexts() {
         for precision in [Precision::F16, Precision::Bf16] {
-            let mut case = Case::random(&mut rng, 45, 33, 700, true);
+            let mut case = random_case(&mut rng, 45, 33, 700, true);
             // The reference sees the half values exactly as the GPU does.
             let (h_bits, h) = to_half(&case.hidden, precision);
             let (c_bits, c) = to_half(&case.classifier, precision);
@@ -353,7 +263,7 @@ fn linear_half_inputs_accumulate_in_f32() {
 fn linear_bad_input_is_a_typed_error() {
     let ctx = &contexts()[0];
     let mut rng = Rng::new("linear_bad_input_is_a_typed_error");
-    let case = Case::random(&mut rng, 4, 6, 10, true);
+    let case = random_case(&mut rng, 4, 6, 10, true);
     let options = CrossEntropyOptions::default();
     let ok = case.call(&options);
     // A classifier of another hidden size: its length does not match vocab * dim.
