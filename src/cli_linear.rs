@@ -201,3 +201,110 @@ pub fn run(args: &LinearArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `ml-softmax bench-linear`: the fused call against a plain matrix product on one adapter.
+#[derive(Args)]
+pub struct BenchLinearArgs {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Rows (tokens).
+    #[arg(long, default_value_t = 1024)]
+    rows: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 32768)]
+    vocab: usize,
+    /// Timed runs of each (after one untimed warm-up that compiles the pipelines).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Times, on the same adapter in the same run and on the same device-resident f32 data:
+/// the plain product `hidden @ classifier^T` (2 N d V flops) and the fused forward + backward
+/// (four products of 2 N d V: the forward's logits, the backward's recomputed logits,
+/// d_hidden and d_classifier). Prints the best and median of `repeats` runs each, in
+/// seconds and TFLOP/s.
+pub fn bench(args: &BenchLinearArgs) -> Result<(), String> {
+    let (rows, dim, vocab) = (args.rows, args.dim, args.vocab);
+    if rows == 0 || dim == 0 || vocab == 0 || args.repeats == 0 {
+        return Err("--rows, --dim, --vocab and --repeats must be at least 1".into());
+    }
+    let ctx = args.gpu.context()?;
+    let err = |e: ml_softmax::Error| e.to_string();
+    // Fixed pseudo-random data, logits with a spread of about 2.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |scale: f32| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+    };
+    let hidden: Vec<f32> = (0..rows * dim).map(|_| next(3.0)).collect();
+    let scale = 3.0 / (dim as f32).sqrt();
+    let classifier: Vec<f32> = (0..vocab * dim).map(|_| next(scale)).collect();
+    let labels: Vec<i64> = (0..rows).map(|r| (r * 7919 % vocab) as i64).collect();
+    use ml_softmax::wgpu::BufferUsages as U;
+    let upload = |label: &str, data: &[f32]| -> Result<ml_softmax::wgpu::Buffer, String> {
+        let b = ctx
+            .create_buffer(label, data.len() as u64 * 4, U::STORAGE | U::COPY_DST)
+            .map_err(err)?;
+        ctx.queue().write_buffer(&b, 0, bytemuck::cast_slice(data));
+        Ok(b)
+    };
+    let h = upload("hidden", &hidden)?;
+    let c = upload("classifier", &classifier)?;
+    let gh = upload("grad hidden", &vec![0.0; rows * dim])?;
+    let gc = upload("grad classifier", &vec![0.0; vocab * dim])?;
+    drop((hidden, classifier));
+    let bufs = ml_softmax::LinearDeviceBuffers {
+        hidden: &h,
+        hidden_precision: Precision::F32,
+        classifier: &c,
+        classifier_precision: Precision::F32,
+        bias: None,
+        grad_hidden: &gh,
+        grad_classifier: &gc,
+        grad_bias: None,
+    };
+    let options = CrossEntropyOptions::default();
+    let plain = || ctx.linear_bench_matmul(&bufs, rows, dim, vocab);
+    let fused = || {
+        ctx.linear_cross_entropy_device(&bufs, &labels, rows, dim, vocab, &options)?;
+        ctx.wait_idle()
+    };
+    let product = 2.0 * rows as f64 * dim as f64 * vocab as f64;
+    println!("adapter {}", ctx.describe());
+    println!(
+        "rows {rows}, dim {dim}, vocab {vocab}, f32; best / median of {} runs",
+        args.repeats
+    );
+    type Run<'a> = &'a dyn Fn() -> ml_softmax::Result<()>;
+    let runs: [(&str, Run, f64); 2] = [
+        ("plain matmul (1 product)", &plain, product),
+        (
+            "fused linear xent, forward + backward (4 products)",
+            &fused,
+            4.0 * product,
+        ),
+    ];
+    for (name, run, flops) in runs {
+        run().map_err(err)?; // warm-up: pipeline compilation
+        let mut seconds: Vec<f64> = (0..args.repeats)
+            .map(|_| {
+                let t = Instant::now();
+                run().map(|()| t.elapsed().as_secs_f64())
+            })
+            .collect::<ml_softmax::Result<_>>()
+            .map_err(err)?;
+        seconds.sort_by(f64::total_cmp);
+        let (best, median) = (seconds[0], seconds[seconds.len() / 2]);
+        println!(
+            "{name}: best {best:.3} s ({:.4} TFLOP/s), median {median:.3} s ({:.4} TFLOP/s)",
+            flops / best / 1e12,
+            flops / median / 1e12
+        );
+    }
+    Ok(())
+}

@@ -592,6 +592,38 @@ impl Context {
         })
     }
 
+    /// For `ml-softmax bench-linear`: the plain product `hidden @ classifier^T` with the same
+    /// tiled kernel (`matmul`, no epilogue), one vocabulary block at a time into the scratch
+    /// block (as the fused call cuts it), so it runs 2 * rows * dim * vocab flops in bounded
+    /// memory. Submits and waits.
+    #[doc(hidden)]
+    pub fn linear_bench_matmul(
+        &self,
+        bufs: &LinearDeviceBuffers<'_>,
+        rows: usize,
+        dim: usize,
+        vocab: usize,
+    ) -> Result<()> {
+        let labels = vec![-1i32; rows];
+        let options = CrossEntropyOptions::default();
+        let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
+        let sweep = Sweep::new(self, bufs, &labels, rows, dim, vocab, &options, plan)?;
+        sweep.plain_product()?;
+        self.wait_idle()
+    }
+
+    /// Waits until the queue's work so far is done (bounded by the context's wait timeout).
+    #[doc(hidden)]
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(self.wait_timeout),
+            })
+            .map_err(|e| Error::Wait(e.to_string()))?;
+        self.check_alive()
+    }
+
     fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         let bytes = len as u64 * 4;
         let staging = self.create_buffer(
@@ -947,6 +979,49 @@ impl<'a> Sweep<'a> {
             })?;
         }
         Ok(())
+    }
+
+    /// The plain product `H C^T`, block by block into the scratch buffer (bench only).
+    fn plain_product(&self) -> Result<()> {
+        let ctx = self.ctx;
+        let (hk, ck) = self.kinds();
+        ctx.scoped(|| {
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for chunk in Self::pieces(self.rows, self.plan.chunk) {
+                    for block in Self::pieces(self.vocab, self.plan.block) {
+                        let params = Params {
+                            m: chunk.1 as u32,
+                            n: block.1 as u32,
+                            k: self.dim as u32,
+                            a_si: self.dim as u32,
+                            a_sk: 1,
+                            b_sk: 1,
+                            b_sj: self.dim as u32,
+                            ldo: block.1 as u32,
+                            ..Default::default()
+                        };
+                        let bind = Bind {
+                            a: Some(self.hidden(chunk.0, chunk.1)),
+                            b: Some(self.classifier(block.0, block.1)),
+                            out: Some(self.scratch(chunk.1, block.1)),
+                            ..Default::default()
+                        };
+                        self.dispatch(
+                            &mut pass,
+                            Entry::Matmul,
+                            (hk, ck),
+                            params,
+                            bind,
+                            (block.1, chunk.1),
+                        )?;
+                    }
+                }
+            }
+            ctx.queue.submit([encoder.finish()]);
+            Ok(())
+        })
     }
 
     /// Records one dispatch: `extent` is (columns, rows) of its output for the tiled kernels

@@ -71,6 +71,8 @@ enum Command {
     /// Fused linear + cross-entropy: loss and gradients of hidden states and a classifier,
     /// without the [rows, vocab] logits.
     LinearXent(cli_linear::LinearArgs),
+    /// Times linear-xent against a plain matrix product on one adapter, in TFLOP/s.
+    BenchLinear(cli_linear::BenchLinearArgs),
     /// Times every strategy and a copy kernel over a matrix of shapes.
     Bench(bench::BenchArgs),
 }
@@ -198,6 +200,7 @@ fn main() -> ExitCode {
             quiet,
         } => softmax(&gpu, &logits, &out, log, quiet),
         Command::LinearXent(args) => cli_linear::run(&args),
+        Command::BenchLinear(args) => cli_linear::bench(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {
