@@ -301,7 +301,7 @@ pub fn bench(args: &BenchLinearArgs) -> Result<(), String> {
         seconds.sort_by(f64::total_cmp);
         let (best, median) = (seconds[0], seconds[seconds.len() / 2]);
         println!(
-            "{name}: best {best:.3} s ({:.4} TFLOP/s), median {median:.3} s ({:.4} TFLOP/s)",
+            "{name}: best {best:.3} s ({:.3e} TFLOP/s), median {median:.3} s ({:.3e} TFLOP/s)",
             flops / best / 1e12,
             flops / median / 1e12
         );

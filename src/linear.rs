@@ -540,8 +540,9 @@ impl Context {
     /// `grad_classifier` (and `grad_bias`) and returns the loss, per-row losses and lse with
     /// empty gradient vectors. Labels and options come from the host: the forward sweep's
     /// per-row sums (16 bytes a row) are read back to derive the loss and the gradient's
-    /// per-row constants, so this call waits for the forward sweep and submits the
-    /// backward one before returning (poll the device to wait for it).
+    /// per-row constants, so this call waits for the forward sweep, and for all but the last
+    /// block of the backward one (one submission per block, each wait bounded by
+    /// [`crate::ContextOptions::wait_timeout`]); poll the device to wait for the rest.
     pub fn linear_cross_entropy_device(
         &self,
         bufs: &LinearDeviceBuffers<'_>,
@@ -816,47 +817,36 @@ impl<'a> Sweep<'a> {
             self.rows as u64 * 16,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
+        let mut in_flight = None;
         for chunk in Self::pieces(self.rows, self.plan.chunk) {
-            ctx.scoped(|| {
-                let mut encoder = ctx.device.create_command_encoder(&Default::default());
-                {
+            for (i, block) in Self::pieces(self.vocab, self.plan.block).enumerate() {
+                self.submit(&mut in_flight, |encoder| {
                     let mut pass = encoder.begin_compute_pass(&Default::default());
-                    for (i, block) in Self::pieces(self.vocab, self.plan.block).enumerate() {
-                        self.block_logits(&mut pass, chunk, block, None)?;
-                        let params = Params {
-                            m: chunk.1 as u32,
-                            n: block.1 as u32,
-                            ldo: block.1 as u32,
-                            v0: block.0 as u32,
-                            accumulate: u32::from(i > 0),
-                            ..Default::default()
-                        };
-                        let bind = Bind {
-                            weight: Some(Range::new(&self.weight, block.0, block.1, 4)),
-                            labels: Some(Range::new(&self.labels, chunk.0, chunk.1, 4)),
-                            out: Some(self.scratch(chunk.1, block.1)),
-                            stats: Some(Range::new(&self.stats, 0, chunk.1, 16)),
-                            ..Default::default()
-                        };
-                        self.dispatch(
-                            &mut pass,
-                            Entry::BlockStats,
-                            (0, 0),
-                            params,
-                            bind,
-                            (chunk.1, 1),
-                        )?;
-                    }
-                }
-                let bytes = chunk.1 as u64 * 16;
-                encoder.copy_buffer_to_buffer(
-                    &self.stats,
-                    0,
-                    &readback,
-                    chunk.0 as u64 * 16,
-                    bytes,
-                );
-                ctx.queue.submit([encoder.finish()]);
+                    let pass = &mut pass;
+                    self.block_logits(pass, chunk, block, None)?;
+                    let params = Params {
+                        m: chunk.1 as u32,
+                        n: block.1 as u32,
+                        ldo: block.1 as u32,
+                        v0: block.0 as u32,
+                        accumulate: u32::from(i > 0),
+                        ..Default::default()
+                    };
+                    let bind = Bind {
+                        weight: Some(Range::new(&self.weight, block.0, block.1, 4)),
+                        labels: Some(Range::new(&self.labels, chunk.0, chunk.1, 4)),
+                        out: Some(self.scratch(chunk.1, block.1)),
+                        stats: Some(Range::new(&self.stats, 0, chunk.1, 16)),
+                        ..Default::default()
+                    };
+                    let extent = (chunk.1, 1);
+                    self.dispatch(pass, Entry::BlockStats, (0, 0), params, bind, extent)
+                })?;
+            }
+            // The chunk's sums, once its last block is merged, to their rows of the readback.
+            let (start, bytes) = (chunk.0 as u64 * 16, chunk.1 as u64 * 16);
+            self.submit(&mut in_flight, |encoder| {
+                encoder.copy_buffer_to_buffer(&self.stats, 0, &readback, start, bytes);
                 Ok(())
             })?;
         }
@@ -875,153 +865,145 @@ impl<'a> Sweep<'a> {
         );
         let (hk, ck) = self.kinds();
         let dim = self.dim as u32;
+        let mut in_flight = None;
         for (c, chunk) in Self::pieces(self.rows, self.plan.chunk).enumerate() {
             let (r0, nr) = chunk;
-            ctx.scoped(|| {
-                let mut encoder = ctx.device.create_command_encoder(&Default::default());
-                {
+            for (i, block) in Self::pieces(self.vocab, self.plan.block).enumerate() {
+                self.submit(&mut in_flight, |encoder| {
                     let mut pass = encoder.begin_compute_pass(&Default::default());
-                    for (i, block) in Self::pieces(self.vocab, self.plan.block).enumerate() {
-                        let (v0, nv) = block;
-                        let info = Range::new(&rowinfo, r0, nr, 16);
-                        self.block_logits(&mut pass, chunk, block, Some(info))?;
-                        // d_hidden[chunk] (+)= G [nr, nv] @ C[block] [nv, dim]
+                    let pass = &mut pass;
+                    let (v0, nv) = block;
+                    let info = Range::new(&rowinfo, r0, nr, 16);
+                    self.block_logits(pass, chunk, block, Some(info))?;
+                    // d_hidden[chunk] (+)= G [nr, nv] @ C[block] [nv, dim]
+                    let params = Params {
+                        m: nr as u32,
+                        n: dim,
+                        k: nv as u32,
+                        a_si: nv as u32,
+                        a_sk: 1,
+                        b_sk: dim,
+                        b_sj: 1,
+                        ldo: dim,
+                        accumulate: u32::from(i > 0),
+                        ..Default::default()
+                    };
+                    let bind = Bind {
+                        a: Some(self.scratch(nr, nv)),
+                        b: Some(self.classifier(v0, nv)),
+                        out: Some(Range::new(
+                            self.bufs.grad_hidden,
+                            r0 * self.dim,
+                            nr * self.dim,
+                            4,
+                        )),
+                        ..Default::default()
+                    };
+                    self.dispatch(pass, Entry::Matmul, (0, ck), params, bind, (self.dim, nr))?;
+                    // d_classifier[block] (+)= G^T [nv, nr] @ H[chunk] [nr, dim]
+                    let params = Params {
+                        m: nv as u32,
+                        n: dim,
+                        k: nr as u32,
+                        a_si: 1,
+                        a_sk: nv as u32,
+                        b_sk: dim,
+                        b_sj: 1,
+                        ldo: dim,
+                        accumulate: u32::from(c > 0),
+                        ..Default::default()
+                    };
+                    let bind = Bind {
+                        a: Some(self.scratch(nr, nv)),
+                        b: Some(self.hidden(r0, nr)),
+                        out: Some(Range::new(
+                            self.bufs.grad_classifier,
+                            v0 * self.dim,
+                            nv * self.dim,
+                            4,
+                        )),
+                        ..Default::default()
+                    };
+                    self.dispatch(pass, Entry::Matmul, (0, hk), params, bind, (self.dim, nv))?;
+                    // d_bias[block] (+)= column sums of G
+                    if let Some(gb) = self.bufs.grad_bias {
                         let params = Params {
-                            m: nr as u32,
-                            n: dim,
-                            k: nv as u32,
-                            a_si: nv as u32,
-                            a_sk: 1,
-                            b_sk: dim,
-                            b_sj: 1,
-                            ldo: dim,
-                            accumulate: u32::from(i > 0),
-                            ..Default::default()
-                        };
-                        let bind = Bind {
-                            a: Some(self.scratch(nr, nv)),
-                            b: Some(self.classifier(v0, nv)),
-                            out: Some(Range::new(
-                                self.bufs.grad_hidden,
-                                r0 * self.dim,
-                                nr * self.dim,
-                                4,
-                            )),
-                            ..Default::default()
-                        };
-                        self.dispatch(
-                            &mut pass,
-                            Entry::Matmul,
-                            (0, ck),
-                            params,
-                            bind,
-                            (self.dim, nr),
-                        )?;
-                        // d_classifier[block] (+)= G^T [nv, nr] @ H[chunk] [nr, dim]
-                        let params = Params {
-                            m: nv as u32,
-                            n: dim,
+                            n: nv as u32,
                             k: nr as u32,
-                            a_si: 1,
-                            a_sk: nv as u32,
-                            b_sk: dim,
-                            b_sj: 1,
-                            ldo: dim,
+                            ldo: nv as u32,
                             accumulate: u32::from(c > 0),
                             ..Default::default()
                         };
                         let bind = Bind {
                             a: Some(self.scratch(nr, nv)),
-                            b: Some(self.hidden(r0, nr)),
-                            out: Some(Range::new(
-                                self.bufs.grad_classifier,
-                                v0 * self.dim,
-                                nv * self.dim,
-                                4,
-                            )),
+                            out: Some(Range::new(gb, v0, nv, 4)),
                             ..Default::default()
                         };
-                        self.dispatch(
-                            &mut pass,
-                            Entry::Matmul,
-                            (0, hk),
-                            params,
-                            bind,
-                            (self.dim, nv),
-                        )?;
-                        // d_bias[block] (+)= column sums of G
-                        if let Some(gb) = self.bufs.grad_bias {
-                            let params = Params {
-                                n: nv as u32,
-                                k: nr as u32,
-                                ldo: nv as u32,
-                                accumulate: u32::from(c > 0),
-                                ..Default::default()
-                            };
-                            let bind = Bind {
-                                a: Some(self.scratch(nr, nv)),
-                                out: Some(Range::new(gb, v0, nv, 4)),
-                                ..Default::default()
-                            };
-                            self.dispatch(
-                                &mut pass,
-                                Entry::BiasGrad,
-                                (0, 0),
-                                params,
-                                bind,
-                                (nv, 1),
-                            )?;
-                        }
+                        self.dispatch(pass, Entry::BiasGrad, (0, 0), params, bind, (nv, 1))?;
                     }
-                }
-                ctx.queue.submit([encoder.finish()]);
-                Ok(())
-            })?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `record` into its own submission and waits for the previous one, so at most
+    /// two are queued: each wait covers one block's work (bounded by the context's wait
+    /// timeout however large the call), and the GPU always has the next block queued.
+    fn submit(
+        &self,
+        in_flight: &mut Option<wgpu::SubmissionIndex>,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let index = ctx.scoped(|| {
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            record(&mut encoder)?;
+            Ok(ctx.queue.submit([encoder.finish()]))
+        })?;
+        if let Some(previous) = in_flight.replace(index) {
+            ctx.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(previous),
+                    timeout: Some(ctx.wait_timeout),
+                })
+                .map_err(|e| Error::Wait(e.to_string()))?;
         }
         Ok(())
     }
 
     /// The plain product `H C^T`, block by block into the scratch buffer (bench only).
     fn plain_product(&self) -> Result<()> {
-        let ctx = self.ctx;
         let (hk, ck) = self.kinds();
-        ctx.scoped(|| {
-            let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                for chunk in Self::pieces(self.rows, self.plan.chunk) {
-                    for block in Self::pieces(self.vocab, self.plan.block) {
-                        let params = Params {
-                            m: chunk.1 as u32,
-                            n: block.1 as u32,
-                            k: self.dim as u32,
-                            a_si: self.dim as u32,
-                            a_sk: 1,
-                            b_sk: 1,
-                            b_sj: self.dim as u32,
-                            ldo: block.1 as u32,
-                            ..Default::default()
-                        };
-                        let bind = Bind {
-                            a: Some(self.hidden(chunk.0, chunk.1)),
-                            b: Some(self.classifier(block.0, block.1)),
-                            out: Some(self.scratch(chunk.1, block.1)),
-                            ..Default::default()
-                        };
-                        self.dispatch(
-                            &mut pass,
-                            Entry::Matmul,
-                            (hk, ck),
-                            params,
-                            bind,
-                            (block.1, chunk.1),
-                        )?;
-                    }
-                }
+        let mut in_flight = None;
+        for chunk in Self::pieces(self.rows, self.plan.chunk) {
+            for block in Self::pieces(self.vocab, self.plan.block) {
+                self.submit(&mut in_flight, |encoder| {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    let params = Params {
+                        m: chunk.1 as u32,
+                        n: block.1 as u32,
+                        k: self.dim as u32,
+                        a_si: self.dim as u32,
+                        a_sk: 1,
+                        b_sk: 1,
+                        b_sj: self.dim as u32,
+                        ldo: block.1 as u32,
+                        ..Default::default()
+                    };
+                    let bind = Bind {
+                        a: Some(self.hidden(chunk.0, chunk.1)),
+                        b: Some(self.classifier(block.0, block.1)),
+                        out: Some(self.scratch(chunk.1, block.1)),
+                        ..Default::default()
+                    };
+                    let extent = (block.1, chunk.1);
+                    self.dispatch(&mut pass, Entry::Matmul, (hk, ck), params, bind, extent)
+                })?;
             }
-            ctx.queue.submit([encoder.finish()]);
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Records one dispatch: `extent` is (columns, rows) of its output for the tiled kernels
