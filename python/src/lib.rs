@@ -156,8 +156,9 @@ fn read_matrix<'py>(what: &str, obj: &Bound<'py, PyAny>) -> PyResult<Shaped<'py>
         "bfloat16" => Logits::Half(half_bits(&array)?, Precision::Bf16, descr),
         _ => {
             return Err(value_error(format!(
-                "{what} has dtype {} ({}); expected float32, float16, bfloat16 (ml_dtypes) or \
+                "{what} {} dtype {} ({}); expected float32, float16, bfloat16 (ml_dtypes) or \
                  float64 (computed in float32)",
+                if what == "logits" { "have" } else { "has" },
                 name,
                 descr.str()?
             )));
