@@ -292,6 +292,8 @@ pub struct Context {
     pub(crate) layouts: kernels::Layouts,
     pipelines: Mutex<LruCache<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
+    /// Pipelines of kernels outside `kernels::ModuleKey` (src/linear.rs), by name.
+    named_pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     pub(crate) host_pool: Mutex<crate::ops::HostPool>,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
@@ -471,6 +473,7 @@ impl Context {
             poison_outputs: options.poison_outputs,
             pipelines: Mutex::new(LruCache::new(options.max_cached_pipelines)),
             modules: Mutex::new(HashMap::new()),
+            named_pipelines: Mutex::new(HashMap::new()),
             host_pool: Mutex::new(crate::ops::HostPool::default()),
             lost,
             lost_flag,
@@ -667,6 +670,26 @@ impl Context {
         })?;
         let pipeline = Arc::new(pipeline);
         cache.insert(key, Arc::clone(&pipeline));
+        Ok(pipeline)
+    }
+
+    /// The pipeline called `name`, built by `build` on first use (inside error scopes) and
+    /// kept for the context's life: for kernels with a small fixed set of pipelines that
+    /// live outside `kernels::ModuleKey` (src/linear.rs).
+    pub(crate) fn named_pipeline(
+        &self,
+        name: &str,
+        build: impl FnOnce(&wgpu::Device) -> wgpu::ComputePipeline,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self
+            .named_pipelines
+            .lock()
+            .map_err(|_| Error::Validation("pipeline cache lock poisoned".into()))?;
+        if let Some(p) = cache.get(name) {
+            return Ok(Arc::clone(p));
+        }
+        let pipeline = Arc::new(self.scoped(|| Ok(build(&self.device)))?);
+        cache.insert(name.to_string(), Arc::clone(&pipeline));
         Ok(pipeline)
     }
 

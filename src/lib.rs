@@ -59,6 +59,7 @@ pub mod error;
 // documented API (README's Layout says what lives where).
 #[doc(hidden)]
 pub mod kernels;
+pub mod linear;
 // The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
 #[doc(hidden)]
 pub mod npy;
@@ -69,6 +70,7 @@ pub mod reference;
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
+pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
 pub use ops::{DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, Targets};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
