@@ -41,7 +41,8 @@
 //!   for f16 / bf16 bits [`Context::cross_entropy_half`], [`Context::softmax_half`];
 //! - device-resident buffers: [`Context::cross_entropy_device`] (also in place, with
 //!   per-row upstream gradients), [`Context::encode_cross_entropy`],
-//!   [`Context::softmax_device`].
+//!   [`Context::softmax_device`], on slices of your buffers ([`DeviceCrossEntropy`],
+//!   [`DeviceSoftmax`]); [`Context::read_back`] reads a slice back.
 //!
 //! Past one device: [`parallel`] splits the vocabulary across ranks (vocabulary-parallel
 //! cross-entropy on the caller's all-reduce: MPI, torch.distributed, threads).
@@ -57,7 +58,13 @@
 
 pub mod context;
 pub mod error;
+// Internal, visible only for the command line, the tests and the benchmark: not part of the
+// documented API (README's Layout says what lives where).
+#[doc(hidden)]
 pub mod kernels;
+pub mod linear;
+// The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
+#[doc(hidden)]
 pub mod npy;
 mod ops;
 pub mod options;
@@ -67,7 +74,8 @@ pub mod reference;
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
-pub use ops::{DeviceCrossEntropy, DeviceTargets, Targets};
+pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
+pub use ops::{DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, Targets};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
 

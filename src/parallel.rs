@@ -34,15 +34,16 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::Slice;
 use crate::kernels::batch_sum::STATS_LEN;
-use crate::kernels::row_softmax::{self, Params, RowBuffers, SplitPass};
+use crate::kernels::geometry::SPLIT_CHUNK_COLS;
+use crate::kernels::row_softmax::{self, Entry, Params, RowBuffers, RowKernel, SplitPass};
+use crate::kernels::{Slice, Specialisation, Strategy};
 use crate::ops::Targets;
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
-/// Lanes per workgroup of the split layout that shards use (its default width).
-const LANES: u32 = 256;
+/// The split layout that shards use, at its default width (256 lanes per workgroup).
+const SPLIT: Strategy = Strategy::Split { lanes: 256 };
 /// Floats per row in the sum all-reduce: `d`, `s1`, `s2`, `w_y`.
 const PER_ROW: usize = 4;
 /// The split layout's running-max start (`LOWEST` in row_softmax.wgsl): a max that saw only
@@ -144,7 +145,7 @@ impl Context {
         };
         for first in (0..shard.rows).step_by(job.chunk_rows) {
             let count = job.chunk_rows.min(shard.rows - first);
-            let chunks = shard.cols.div_ceil(row_softmax::SPLIT_CHUNK_COLS as usize);
+            let chunks = shard.cols.div_ceil(SPLIT_CHUNK_COLS as usize);
             // Poisoned: a partial the kernel fails to write is NaN.
             let scales = vec![f32::NAN; STATS_LEN + PER_ROW * count * chunks];
             let bufs = job.buffers(first, count, &scales, None)?;
@@ -155,8 +156,8 @@ impl Context {
                 row_softmax::record_split_pass(
                     self,
                     &mut encoder,
+                    job.kernel(),
                     SplitPass::Stats,
-                    LANES,
                     &rb,
                     params,
                 )?;
@@ -227,7 +228,7 @@ impl Context {
             lse: Vec::with_capacity(rows),
             grad: Vec::with_capacity(rows * shard.cols),
         };
-        let chunks = shard.cols.div_ceil(row_softmax::SPLIT_CHUNK_COLS as usize);
+        let chunks = shard.cols.div_ceil(SPLIT_CHUNK_COLS as usize);
         for first in (0..rows).step_by(job.chunk_rows) {
             let count = job.chunk_rows.min(rows - first);
             // The merged stats as each row's chunk-0 partial; the other chunks hold the
@@ -251,8 +252,8 @@ impl Context {
                 row_softmax::record_split_pass(
                     self,
                     &mut encoder,
+                    job.kernel(),
                     SplitPass::Write,
-                    LANES,
                     &rb,
                     params,
                 )?;
@@ -404,9 +405,8 @@ impl<'a> Job<'a> {
                 Vec::new()
             }
         };
-        let split = crate::Strategy::Split { lanes: LANES };
         ctx.check_cols(shard.cols)?;
-        let chunk_rows = ctx.chunk_rows(shard.cols, split)?.min(shard.rows);
+        let chunk_rows = ctx.chunk_rows(shard.cols, SPLIT)?.min(shard.rows);
         Ok(Self {
             ctx,
             shard,
@@ -433,6 +433,16 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// The split layout's cross-entropy kernel, specialised for the options.
+    fn kernel(&self) -> RowKernel {
+        let probs = matches!(self.shard.targets, Targets::Probabilities(_));
+        RowKernel {
+            entry: Entry::CrossEntropy,
+            strategy: SPLIT,
+            options: Specialisation::of(self.options, probs),
+        }
+    }
+
     /// The kernel's params for `count` rows; `row_weights` is where the rows' w_y start in
     /// the weights binding (0: none).
     fn params(&self, count: usize, row_weights: u32) -> Params {
@@ -442,8 +452,6 @@ impl<'a> Job<'a> {
             rows: count as u32,
             cols: self.shard.cols as u32,
             ignore_index: -1,
-            has_weights: u32::from(has_weights),
-            has_targets: u32::from(matches!(self.shard.targets, Targets::Probabilities(_))),
             label_smoothing: o.label_smoothing,
             z_loss: o.z_loss,
             softcap: o.softcap,
