@@ -55,10 +55,12 @@
 pub mod context;
 pub mod error;
 pub mod kernels;
+pub mod multi;
 pub mod npy;
 mod ops;
 pub mod options;
 pub mod reference;
+pub mod stream;
 
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};

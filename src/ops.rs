@@ -67,6 +67,33 @@ pub struct DeviceCrossEntropy<'a> {
     pub upstream: Option<&'a wgpu::Buffer>,
 }
 
+/// Where a host call sits in a longer batch fed in pieces (`src/stream.rs`, `src/multi.rs`):
+/// the hook that lets a caller supply the whole batch's mean denominator instead of the one
+/// counted from this call's rows. [`BatchPart::whole`] is an ordinary call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchPart {
+    /// The `Mean` denominator `D` of the whole batch (`None`: counted from this call's rows,
+    /// as [`host_stats`] does); the gradient scale is then `1 / D` (0 when `D = 0`).
+    pub denominator: Option<f64>,
+    /// The reduced loss of the batch's earlier pieces: the GPU adds this call's share to it
+    /// (`loss += scale * sum of row losses`, chunk by chunk, exactly as in one call).
+    pub loss_before: f32,
+    /// Rows of the whole batch: a call is summed by the row kernel itself (the one-workgroup
+    /// shortcut) only when it is the whole batch, so pieces sum as one call's chunks do.
+    pub batch_rows: usize,
+}
+
+impl BatchPart {
+    /// An ordinary call of `rows` rows: its own denominator, the loss starting at 0.
+    pub(crate) fn whole(rows: usize) -> Self {
+        Self {
+            denominator: None,
+            loss_before: 0.0,
+            batch_rows: rows,
+        }
+    }
+}
+
 /// The options as the kernels take them, and the class weights on the device.
 struct Prepared {
     params: row_softmax::Params,
@@ -165,6 +192,7 @@ impl Context {
             cols,
             options,
             strategy,
+            BatchPart::whole(rows),
         )?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
@@ -193,15 +221,24 @@ impl Context {
             });
         }
         let bytes = bytemuck::cast_slice(logits);
-        let out =
-            self.host_cross_entropy(bytes, precision, targets, rows, cols, options, strategy)?;
+        let out = self.host_cross_entropy(
+            bytes,
+            precision,
+            targets,
+            rows,
+            cols,
+            options,
+            strategy,
+            BatchPart::whole(rows),
+        )?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
 
     /// The host cross-entropy on logits stored as `precision`, as bytes; the gradient comes
-    /// back as bytes in the same format.
+    /// back as bytes in the same format. `part` places the call in a longer batch (the
+    /// returned `loss` is then the batch's loss so far).
     #[allow(clippy::too_many_arguments)]
-    fn host_cross_entropy(
+    pub(crate) fn host_cross_entropy(
         &self,
         logits: &[u8],
         precision: Precision,
@@ -210,6 +247,7 @@ impl Context {
         cols: usize,
         options: &CrossEntropyOptions,
         strategy: Strategy,
+        part: BatchPart,
     ) -> Result<CrossEntropyOutput<u8>> {
         self.check_alive()?;
         let n = check_shape(rows, cols)?;
@@ -219,7 +257,7 @@ impl Context {
 
         // Class labels go to the GPU as i32; ignored rows become -1, which no class can be,
         // so any i64 ignore index works.
-        let (gpu_labels, probs, stats) = match targets {
+        let (gpu_labels, probs, mut stats) = match targets {
             Targets::Classes(labels) => {
                 check_len("labels", rows, labels.len())?;
                 check_labels(labels, cols, options.ignore_index)?;
@@ -244,6 +282,10 @@ impl Context {
                 (Vec::new(), Some(t), [scale as f32, rows as f32, 0.0, 0.0])
             }
         };
+        if let Some(denominator) = part.denominator {
+            stats = mean_stats(denominator, options.reduction);
+        }
+        stats[STATS_LOSS] = part.loss_before;
         let mut prepared = self.prepare(options, cols32, -1)?;
         prepared.params.has_targets = u32::from(probs.is_some());
 
@@ -279,7 +321,8 @@ impl Context {
                 let mut params = prepared.params;
                 params.rows = count as u32;
                 // A batch of one workgroup sums its loss itself (the factor is set here).
-                let whole = rows == count && row_softmax::one_workgroup(strategy, params.rows);
+                let whole =
+                    part.batch_rows == count && row_softmax::one_workgroup(strategy, params.rows);
                 if whole {
                     params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
                 }
@@ -789,15 +832,26 @@ impl Context {
 
 /// The stats for host class labels: the mean's denominator is summed here, in f64.
 fn host_stats(labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN] {
-    let denominator: f64 = labels
+    mean_stats(class_denominator(labels, options), options.reduction)
+}
+
+/// The `Mean` denominator of class-index labels (checked by the caller): the sum of the
+/// target weights of the rows not ignored, in f64.
+pub(crate) fn class_denominator(labels: &[i64], options: &CrossEntropyOptions) -> f64 {
+    labels
         .iter()
         .filter(|&&y| y != options.ignore_index)
         .map(|&y| match &options.weight {
             Some(w) => f64::from(w[y as usize]),
             None => 1.0,
         })
-        .sum();
-    let scale = match options.reduction {
+        .sum()
+}
+
+/// The stats a host call starts from, given the mean's denominator: the gradient scale
+/// (`1 / D` for `Mean`, 0 when `D = 0`; 1 otherwise), `D`, and a loss of 0.
+fn mean_stats(denominator: f64, reduction: Reduction) -> [f32; STATS_LEN] {
+    let scale = match reduction {
         Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
         Reduction::Mean => 0.0,
         Reduction::Sum | Reduction::None => 1.0,
