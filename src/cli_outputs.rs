@@ -14,6 +14,9 @@
 //!    its own folder: on Linux an unnamed one (`O_TMPFILE`), which a kill cannot leave behind;
 //!    elsewhere (or where the file system has no unnamed files) `.ml-softmax-<pid>-<n>.part`,
 //!    removed on error, on SIGINT / SIGTERM / SIGHUP, and by the next run in that folder.
+//!    A large array can instead be staged in pieces as it is computed ([`Outputs::start`],
+//!    [`Outputs::append`]: `xent`'s streamed `[rows, cols]` outputs); one that is written
+//!    through is then spooled in an unnamed file of the temporary folder until the commit.
 //! 3. **Commit**. The outputs written through get their data (a FIFO without a reader is
 //!    waited for, and the wait is said on stderr); then each staged file is given its name and
 //!    renamed over its destination, with the termination signals held off until the last
