@@ -535,6 +535,7 @@ fn open_logits(path: &Path) -> Result<(npy::RowReader, usize, usize, &'static st
     Ok((reader, rows, cols, dtype))
 }
 
+/// Logits need at least one row and one class.
 fn check_nonempty(path: &Path, rows: usize, cols: usize) -> Result<(), String> {
     if rows == 0 || cols == 0 {
         return Err(format!(
