@@ -43,6 +43,10 @@
 //!   per-row upstream gradients), [`Context::encode_cross_entropy`],
 //!   [`Context::softmax_device`].
 //!
+//! Scaling out: [`stream::CrossEntropyStream`] takes a batch as a stream of row chunks fed
+//! by the caller (the mean's denominator given first), for batches past memory;
+//! [`multi::MultiContext`] splits a batch's rows across every adapter of the machine.
+//!
 //! Inputs larger than one storage binding (or than 2^31 elements) are split into chunks of
 //! whole rows; the results do not change. Storage may be f32, f16 (with `SHADER_F16`) or
 //! bf16 ([`Precision`]); the arithmetic is always f32.
