@@ -18,18 +18,7 @@ use ml_softmax::{
 const SHAPES: [(usize, usize); 4] = [(8192, 1000), (1024, 32000), (64, 262_144), (8, 1000)];
 
 fn inputs(rows: usize, cols: usize) -> (Vec<f32>, Vec<i64>) {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let logits = (0..rows * cols)
-        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
-        .collect();
-    let labels = (0..rows).map(|_| (next() % cols as u64) as i64).collect();
-    (logits, labels)
+    ml_softmax::reference::sample_batch(rows, cols, 0x2545_F491_4F6C_DD1D)
 }
 
 fn device(c: &mut Criterion) {
@@ -52,10 +41,10 @@ fn device(c: &mut Criterion) {
         let y = init(bytemuck::cast_slice(&labels32));
         let grad = init(bytemuck::cast_slice(&logits));
         let bufs = DeviceCrossEntropy {
-            logits: &z,
+            logits: z.slice(..),
             precision: Precision::F32,
-            targets: DeviceTargets::Classes(&y),
-            grad: Some(&grad),
+            targets: DeviceTargets::Classes(y.slice(..)),
+            grad: Some(grad.slice(..)),
             loss: None,
             row_loss: None,
             lse: None,

@@ -2,6 +2,8 @@
 // puts this file in front of them). WGSL has no bf16 type, so two bf16 share one u32 word: element i is the
 // low half of word i / 2 when i is even, the high half when odd. A bf16 is the top 16 bits of
 // an f32, so reading is a shift; writing rounds to nearest even.
+// Defines: unpack_bf16, to_bf16, bf16_half, unpack_block, pack_block.
+// Needs: nothing.
 
 // The two bf16 of a word, as f32: (low half, high half).
 fn unpack_bf16(word: u32) -> vec2<f32> {

@@ -8,6 +8,8 @@
 // Both functions work on the 4 columns of a block at once, each half in the low 16 bits.
 // tests/gpu.rs checks them against the `half` crate: every one of the 65,536 halves, and f32
 // values around every rounding boundary.
+// Defines: F16_BITS (override), f32_of_f16, f16_of_f32, unpack_block, pack_block.
+// Needs: nothing (the enable directive comes with the generated declarations).
 
 // The halves `h` (low 16 bits of each) as f32, exactly. Normal halves are rebiased by an
 // integer add to the exponent (no f32 arithmetic, so no denormal can be flushed); subnormal

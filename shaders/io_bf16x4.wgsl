@@ -10,13 +10,13 @@
 // column, so no word is written both ways.
 // No in-place variant (the logits would be read while a neighbour's atomics change the
 // other half of a loose word).
+// Defines: load_logit, load_logit4, store_out, store_out4.
+// Needs: Block8 / bits8 / block8 (words32.wgsl or words64.wgsl); unpack_block / pack_block /
+//   bf16_half (bf16.wgsl); `logits: array<Block8>`, `out_words: array<atomic<u32>>`,
+//   `store_unit(i, Block8)` (generated, src/kernels/source.rs; never in place).
 //
 // Why: io_bf16.wgsl, two atomics per element, ran at 7% of the copy kernel on lavapipe
 // (8192x1000: 54.7 ms, against 9.6 ms for f32 moving twice the bytes).
-
-@group(0) @binding(1) var<storage, read> logits: array<Block8>;
-@group(0) @binding(6) var<storage, read_write> out: array<Block8>;
-@group(0) @binding(9) var<storage, read_write> out_words: array<atomic<u32>>;
 
 fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];
@@ -33,5 +33,5 @@ fn store_out(i: u32, v: f32) {
 }
 
 fn store_out4(i: u32, v: vec4<f32>) {
-    out[i / 4u] = block8(pack_block(v));
+    store_unit(i / 4u, block8(pack_block(v)));
 }

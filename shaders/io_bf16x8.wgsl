@@ -7,10 +7,10 @@
 // shares): the unit's other block may be the next row's. No in-place variant (as
 // io_bf16x4.wgsl). `load_logit8` / `store_out8` are io_f16x8.wgsl's, with bf16.wgsl's
 // `unpack_block` / `pack_block` in place of f16.wgsl's.
-
-@group(0) @binding(1) var<storage, read> logits: array<vec2<u64>>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec2<u64>>;
-@group(0) @binding(9) var<storage, read_write> out_words: array<atomic<u32>>;
+// Defines: load_logit8, store_out8, store_out, store_out4 (load_logit4 / load_logit: io_pairs.wgsl).
+// Needs: Pair (row_softmax.wgsl); bits16 / block16 (words64.wgsl); bf16_half and the bf16 packing
+//   (bf16.wgsl); `logits: array<vec2<u64>>`, `out_words: array<atomic<u32>>`,
+//   `store_unit(i, vec2<u64>)` (generated, src/kernels/source.rs).
 
 // The unit at element `i` (a multiple of 8).
 fn load_logit8(i: u32) -> Pair {
@@ -19,7 +19,7 @@ fn load_logit8(i: u32) -> Pair {
 }
 
 fn store_out8(i: u32, p: Pair) {
-    out[i / 8u] = block16(vec4<u32>(pack_block(p.a), pack_block(p.b)));
+    store_unit(i / 8u, block16(vec4<u32>(pack_block(p.a), pack_block(p.b))));
 }
 
 fn store_out(i: u32, v: f32) {

@@ -4,19 +4,18 @@
 // (unpack2x16float, or bit operations with F16_BITS); all arithmetic in f32. Needs Features::SHADER_F16 (16-bit storage,
 // for the loose columns' `out_words`). The f16 twin of io_f32x4.wgsl (read it for the
 // layout): blocks are whole blocks of the binding, the loose columns at the row ends are
-// stored through `out_words` (binding 9, the same range as `out`, as scalars). Made in place
-// like io_f32.wgsl (then `out_words` views the logits).
+// stored through `out_words` (binding 9, the same range as `out`, as scalars). In place
+// as io_f32.wgsl (then `out_words` views the logits).
+// Defines: load_logit, load_logit4, store_out, store_out4.
+// Needs: Block8 / bits8 / block8 (words32.wgsl or words64.wgsl); unpack_block / pack_block
+//   (f16.wgsl); `logits: array<Block8>`, `out_words: array<f16>`, `store_unit(i, Block8)`
+//   (generated, src/kernels/source.rs, with `enable f16;`).
 //
 // Why: the scalar f16 file (io_f16.wgsl) ran at 18% of the copy kernel on lavapipe (8192x1000:
 // 19.9 ms, against 9.6 ms for f32 moving twice the bytes): every element was its own access.
 // Why u32 words and unpack2x16float rather than vec4<f16>: on lavapipe a block is then one
 // access of 2 components (1 with words64.wgsl) instead of 4, which the driver pays for per
 // component (4096x4096: 28.8 ms as vec4<f16>, 25.5-26.4 ms as u32 or u64 words).
-enable f16;
-
-@group(0) @binding(1) var<storage, read> logits: array<Block8>;
-@group(0) @binding(6) var<storage, read_write> out: array<Block8>;
-@group(0) @binding(9) var<storage, read_write> out_words: array<f16>;
 
 fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];
@@ -31,5 +30,5 @@ fn store_out(i: u32, v: f32) {
 }
 
 fn store_out4(i: u32, v: vec4<f32>) {
-    out[i / 4u] = block8(pack_block(v));
+    store_unit(i / 4u, block8(pack_block(v)));
 }

@@ -4,12 +4,11 @@
 // per row on software adapters, so a step of 4 blocks is 2 accesses instead of 4. Halves are
 // converted by f16.wgsl's `unpack_block` / `pack_block`, as in io_f16x4.wgsl. A lone block
 // and the loose columns are stored through `out_words` (binding 9, as scalars): the unit's
-// other block may be the next row's. Made in place like io_f32.wgsl.
-enable f16;
-
-@group(0) @binding(1) var<storage, read> logits: array<vec2<u64>>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec2<u64>>;
-@group(0) @binding(9) var<storage, read_write> out_words: array<f16>;
+// other block may be the next row's. In place as io_f32.wgsl.
+// Defines: load_logit8, store_out8, store_out, store_out4 (load_logit4 / load_logit: io_pairs.wgsl).
+// Needs: Pair (row_softmax.wgsl); bits16 / block16 (words64.wgsl); unpack_block / pack_block
+//   (f16.wgsl); `logits: array<vec2<u64>>`, `out_words: array<f16>`, `store_unit(i, vec2<u64>)`
+//   (generated, src/kernels/source.rs).
 
 // The unit at element `i` (a multiple of 8).
 fn load_logit8(i: u32) -> Pair {
@@ -18,7 +17,7 @@ fn load_logit8(i: u32) -> Pair {
 }
 
 fn store_out8(i: u32, p: Pair) {
-    out[i / 8u] = block16(vec4<u32>(pack_block(p.a), pack_block(p.b)));
+    store_unit(i / 8u, block16(vec4<u32>(pack_block(p.a), pack_block(p.b))));
 }
 
 fn store_out(i: u32, v: f32) {

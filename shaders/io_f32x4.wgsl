@@ -1,6 +1,8 @@
-// Element storage of row_softmax.wgsl: f32 logits in, a separate f32 output, bound as arrays
-// of 16-byte blocks (Block16: words32.wgsl or words64.wgsl, which the host puts behind), so
-// each block of 4 columns the row code reads or writes is one 16-byte access.
+// Element storage of row_softmax.wgsl: f32 logits in, f32 output, bound as arrays of 16-byte
+// blocks, so each block of 4 columns the row code reads or writes is one 16-byte access.
+// Defines: load_logit, load_logit4, store_out, store_out4.
+// Needs: Block16 / bits16 / block16 (words32.wgsl or words64.wgsl); `logits: array<Block16>`,
+//   `out_words: array<f32>`, `store_unit(i, Block16)` (generated, src/kernels/source.rs).
 // The row code aligns its blocks to the binding (row_softmax.wgsl, `Span`), and the host binds
 // logits and output at the same offset modulo 4 elements, so `load_logit4` / `store_out4` only
 // see i % 4 == 0, whatever the row length.
@@ -10,17 +12,13 @@
 // a vector write the whole vector, so those columns are stored through `out_words`: the same
 // buffer and range as `out`, bound a second time (binding 9) as scalars. A block that holds a
 // loose column is never stored whole, so the two views never write the same element.
-// A load of one column (`load_logit`) reads its whole block, which is only read. Made in
-// place like io_f32.wgsl (then `out_words` views the logits).
+// A load of one column (`load_logit`) reads its whole block, which is only read. In place
+// as io_f32.wgsl (then `out_words` views the logits).
 //
 // Why vectors at all: on lavapipe every storage access runs a loop over the 8 lanes of the
 // SIMD vector; one vec4 access pays that loop once for 4 elements. Measured at 8192x1000
 // (subgroup strategy): 16.5 ms with scalar bindings, 12.5 ms with vec4 bindings; and the copy
 // kernel went from 13.4 ms to 8.3 ms the same way (copy.wgsl).
-
-@group(0) @binding(1) var<storage, read> logits: array<Block16>;
-@group(0) @binding(6) var<storage, read_write> out: array<Block16>;
-@group(0) @binding(9) var<storage, read_write> out_words: array<f32>;
 
 fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];
@@ -35,5 +33,5 @@ fn store_out(i: u32, v: f32) {
 }
 
 fn store_out4(i: u32, v: vec4<f32>) {
-    out[i / 4u] = block16(bitcast<vec4<u32>>(v));
+    store_unit(i / 4u, block16(bitcast<vec4<u32>>(v)));
 }

@@ -9,19 +9,18 @@
 // its lane. A block that goes alone (the last of an odd count) reads its whole unit and
 // keeps its half; it is stored through `out_words` as 4 scalars, as the unit's other half
 // may be the next row's, which another lane writes. The loose columns (up to 7 at the head,
-// 3 at the tail) go through `out_words` too, as in io_f32x4.wgsl. Made in place like
+// 3 at the tail) go through `out_words` too, as in io_f32x4.wgsl. In place as
 // io_f32.wgsl (then `out_words` views the logits; a lone block's read of the next row's half
 // may meet that row's lane writing it, and is discarded).
+// Defines: load_logit8, store_out8, store_out, store_out4 (load_logit4 / load_logit: io_pairs.wgsl).
+// Needs: Pair (row_softmax.wgsl); bits16 / block16 (words64.wgsl); `logits: array<vec4<u64>>`,
+//   `out_words: array<f32>`, `store_unit(i, vec4<u64>)` (generated, src/kernels/source.rs).
 //
 // Why: on lavapipe a storage access costs a loop over the 8 SIMD lanes with a bounds check
 // and a load per component; a unit of 4 u64 is one loop of 4 components where two blocks of
 // 2 u64 were two. Measured (wg1, 64-bit words, two interleaved runs): 1024x32000 35.0-35.9
 // -> 26.7-27.0 ms, 4096x4096 17.5-17.9 -> 13.8-14.1 ms, 256x131072 37.0-37.1 -> 28.8-30.5
 // ms, 8192x1000 10.3-10.5 -> 9.2 ms, 65536x128 9.1-9.4 -> 8.2-8.4 ms.
-
-@group(0) @binding(1) var<storage, read> logits: array<vec4<u64>>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<u64>>;
-@group(0) @binding(9) var<storage, read_write> out_words: array<f32>;
 
 // The unit at element `i` (a multiple of 8).
 fn load_logit8(i: u32) -> Pair {
@@ -30,7 +29,7 @@ fn load_logit8(i: u32) -> Pair {
 }
 
 fn store_out8(i: u32, p: Pair) {
-    out[i / 8u] = vec4<u64>(block16(bitcast<vec4<u32>>(p.a)), block16(bitcast<vec4<u32>>(p.b)));
+    store_unit(i / 8u, vec4<u64>(block16(bitcast<vec4<u32>>(p.a)), block16(bitcast<vec4<u32>>(p.b))));
 }
 
 fn store_out(i: u32, v: f32) {

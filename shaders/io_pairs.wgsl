@@ -1,5 +1,7 @@
 // For the pair files io_*x8.wgsl (the host puts this behind them, as io_single.wgsl behind the
 // others): blocks go two by two (PAIRS), and a lone block or column is read from its unit.
+// Defines: PAIRS = true, load_logit4, load_logit.
+// Needs: load_logit8 (the pair file io_*x8.wgsl); Pair (row_softmax.wgsl).
 
 const PAIRS = true;
 

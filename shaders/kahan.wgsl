@@ -2,6 +2,8 @@
 // batch is a sum over its rows). Adding n floats one by one in f32 loses up to ~n ulp;
 // carrying the rounding error of each addition into the next keeps it at a few ulp whatever
 // n is.
+// Defines: Kahan, kahan_add.
+// Needs: nothing.
 
 struct Kahan {
     sum: f32,

@@ -14,11 +14,19 @@
 //   dz'_j = k [ (T + 2 s lse) p_j - w_j t'_j ]
 // and with soft-capping dz_j = dz'_j (1 - (z'_j / softcap)^2).
 //
-// Layout: a *team* of lanes owns one row. Three files make one module: an io_*.wgsl file
-// (how elements are stored: f32 scalars or vec4s, f16, bf16, in place or not), a team_*.wgsl
-// file (how lanes find their row and reduce together: barrier trees in workgroup memory, one
-// subgroup per row, or one lane per row with no reduction), and this
-// one, the row math. Each lane walks its row in blocks of 4 consecutive columns, strided by
+// Defines: Params and the bindings other than the logits and the output, Pair, RowStats,
+//   Team, merge, the row functions softmax_row, cross_entropy_row, split_stats, split_write,
+//   and the option overrides (HAS_WEIGHTS, SOFTCAP, PROBS, SMOOTHING, WHOLE_BATCH,
+//   CACHE_BLOCKS).
+// Needs: load_logit, load_logit4, load_logit8, store_out, store_out4, store_out8, PAIRS (the
+//   io file with io_single.wgsl or io_pairs.wgsl); team_stats, TEAM_SIZE or the subgroup
+//   builtins' team (the team file); Kahan, kahan_add (kahan.wgsl).
+// src/kernels/source.rs lists which files make a variant's module (`ModuleKey::fragments`).
+//
+// Layout: a *team* of lanes owns one row. Three kinds of file make one module: an io_*.wgsl
+// file (how elements are stored: f32 scalars or vec4s, f16, bf16), a team_*.wgsl file (how
+// lanes find their row and reduce together: barrier trees in workgroup memory, one subgroup
+// per row, or one lane per row with no reduction), and this one, the row math. Each lane walks its row in blocks of 4 consecutive columns, strided by
 // the team size; the blocks start at multiples of 4 of the binding (see `Span`), and the up
 // to 3 columns before the first block (head) and after the last (tail) go one by one:
 //   pass 1  read z (and t), keep a per-lane online (max, sum of exp) pair and the sums the
@@ -40,7 +48,7 @@
 //                writes its chunk as pass 2; chunk 0 writes the row's loss and lse
 // so a 262,144-column row keeps 16+ workgroups busy instead of one.
 //
-// A batch small enough to be one workgroup (WHOLE_BATCH, host: row_softmax::one_workgroup)
+// A batch small enough to be one workgroup (WHOLE_BATCH, host: geometry::one_workgroup)
 // does in that workgroup what batch_sum.wgsl's dispatches would do around it: the denominator
 // of a class-target mean before the rows, the reduced loss after them. One dispatch instead of
 // three is what a small batch costs on lavapipe, where a dispatch costs ~0.03 ms whatever it
@@ -58,8 +66,6 @@ struct Params {
     targets_base: u32,    // element offset of row 0 in `targets`
     row_offset: u32,      // index of row 0 in the whole batch (for the upstream gradients)
     ignore_index: i32,    // rows with this label are ignored
-    has_weights: u32,     // (mirrored by HAS_WEIGHTS, which the code reads)
-    has_targets: u32,     // (mirrored by PROBS, which the code reads)
     has_upstream: u32,    // 1: scales[4 + row] multiplies each row's gradient
     log_softmax: u32,     // softmax entry: 1 writes log-probabilities
     label_smoothing: f32, // eps
@@ -72,7 +78,8 @@ struct Params {
     whole_batch: u32,     // WHOLE_BATCH: which of the batch's sums (WHOLE_BATCH_LOSS / _MEAN)
 }
 
-// Bindings 1 (logits) and 6 (output) are declared by the io_*.wgsl file.
+// Bindings 1 (logits), 6 (output) and 9 (output as scalars) are generated for the variant
+// (src/kernels/source.rs).
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read> weights: array<f32>;
@@ -114,7 +121,7 @@ const WHOLE_BATCH_MEAN = 2u; // that, after stats[1] += sum of target weights, s
 // hits the CPU cache there); it exists for GPUs, where the second read is a trip to memory
 // for rows longer than the caches hold.
 override CACHE_BLOCKS: u32 = 0u;
-const MAX_CACHE_BLOCKS = 16u; // = row_softmax::MAX_CACHE_BLOCKS (checked by tests/shaders.rs)
+const MAX_CACHE_BLOCKS = 16u; // = geometry::MAX_CACHE_BLOCKS (checked by tests/shaders.rs)
 var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
 
 // How the lanes walk `cols` columns that start at element `start` of the logits binding:
@@ -323,7 +330,7 @@ fn sum_of4(v: vec4<f32>) -> f32 {
 // exps were a fifth of the kernel's time there. Leftover blocks go one at a time, then the
 // loose columns. (The cached layout instead takes its blocks one by one into `row_cache`.)
 // Steps also keep the loop turns per lane low: llvmpipe ends every invocation's loops after
-// 65,535 turns in all (the host keeps within that: row_softmax::loop_turns).
+// 65,535 turns in all (the host keeps within that: software::loop_turns).
 fn row_stats(team: Team, start: u32, tstart: u32, col0: u32, cols: u32, y: u32, mode: u32) -> RowStats {
     var m = LOWEST;
     var d = 0.0;

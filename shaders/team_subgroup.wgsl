@@ -1,6 +1,8 @@
 // Team = one subgroup; the workgroup holds as many rows as it has subgroups. The reduction is
 // subgroupMax then subgroupAdd: no workgroup memory and no barrier. Needs Features::SUBGROUP.
-// Put between an io_*.wgsl file and row_softmax.wgsl.
+// Defines: WORKGROUP_SIZE (override), team_stats, team_of and the entry points softmax_main,
+//   cross_entropy_main.
+// Needs: Features::SUBGROUP; RowStats, Team, softmax_row, cross_entropy_row (row_softmax.wgsl).
 //
 // What depends on the subgroup size (4 on some mobile GPUs, 8 to 32 on Intel, 32 on NVIDIA
 // and Apple, 32 or 64 on AMD):

@@ -9,8 +9,11 @@
 // 2 log2(TEAM_SIZE) + 4), which is what a barrier costs on lavapipe: a coroutine switch.
 // TEAM_SIZE 1 is one lane per row: a lane's own stats are the row's, so no tree at all
 // (TEAM_SIZE is an override, so the tree is compiled out).
-// Works on every adapter (no subgroup feature needed). Put between an io_*.wgsl file and
-// row_softmax.wgsl.
+// Works on every adapter (no subgroup feature needed).
+// Defines: WORKGROUP_SIZE, TEAM_SIZE (overrides), team_stats, team_of and the entry points
+//   softmax_main, cross_entropy_main, split_stats_main, split_write_main.
+// Needs: RowStats, Team, merge, softmax_row, cross_entropy_row, split_stats, split_write
+//   (row_softmax.wgsl).
 
 // Lanes per workgroup (a power of two, at most MAX_WORKGROUP_SIZE).
 override WORKGROUP_SIZE: u32 = 256u;

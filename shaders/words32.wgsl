@@ -6,6 +6,8 @@
 //   Block8  / bits8  / block8    a block of 8 bytes (4 f16 or bf16) as 2 u32 bits, and back
 // One block is one storage access either way (see words64.wgsl for why the size of the words
 // in it matters).
+// Defines: Block16, bits16, block16, Block8, bits8, block8 (with 32-bit words).
+// Needs: nothing.
 
 alias Block16 = vec4<u32>;
 alias Block8 = vec2<u32>;

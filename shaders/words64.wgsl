@@ -1,6 +1,8 @@
 // words32.wgsl's names with blocks held as 64-bit words (needs Features::SHADER_INT64): a
 // 16-byte block is one vec2<u64>, an 8-byte block one u64; the low u32 of a u64 comes first
 // in memory (little-endian, as every adapter wgpu runs on), so the bits are the same.
+// Defines: the names of words32.wgsl, with 64-bit words.
+// Needs: Features::SHADER_INT64 (`u64`).
 //
 // Why: llvmpipe (lavapipe) turns every storage access into a loop over the 8 lanes of its
 // SIMD vector with a bounds check and a load or store per *component* of the accessed value,

@@ -523,17 +523,9 @@ struct Buffers {
 impl Buffers {
     fn new(ctx: &Context, rows: usize, cols: usize, precision: Precision) -> Self {
         use wgpu::util::DeviceExt;
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let logits: Vec<f32> = (0..rows * cols)
-            .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
-            .collect();
-        let labels: Vec<i32> = (0..rows).map(|_| (next() % cols as u64) as i32).collect();
+        let (logits, labels) =
+            ml_softmax::reference::sample_batch(rows, cols, 0x9E37_79B9_7F4A_7C15);
+        let labels: Vec<i32> = labels.into_iter().map(|y| y as i32).collect();
         let mut bytes: Vec<u8> = match precision {
             Precision::F32 => bytemuck::cast_slice(&logits).to_vec(),
             Precision::F16 => logits
@@ -579,11 +571,11 @@ impl Buffers {
 
     fn device(&self) -> DeviceCrossEntropy<'_> {
         DeviceCrossEntropy {
-            logits: &self.logits,
+            logits: self.logits.slice(..),
             precision: self.precision,
-            targets: DeviceTargets::Classes(&self.labels),
-            grad: Some(&self.grad),
-            loss: Some(&self.loss),
+            targets: DeviceTargets::Classes(self.labels.slice(..)),
+            grad: Some(self.grad.slice(..)),
+            loss: Some(self.loss.slice(..)),
             row_loss: None,
             lse: None,
             upstream: None,

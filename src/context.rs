@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::kernels::software::SoftwareIo;
 use crate::kernels::{self, PipelineKey, Strategy};
 
 /// Which graphics API to run on.
@@ -207,7 +208,7 @@ pub const LLVMPIPE_MAX_SUBGROUP: u32 = 16;
 /// The subgroup size the kernels may rely on for an adapter `info` (whose device has
 /// `Features::SUBGROUP` when `has_feature`), or why there is none. The subgroup strategy,
 /// and everything sized by the subgroup (its workgroup size and rows per workgroup,
-/// `kernels::row_softmax::subgroup_shape`; its loop-turn bound; the choice of
+/// `kernels::geometry::subgroup_shape`; its loop-turn bound; the choice of
 /// `Strategy::resolve`), needs ONE size known on the host before the dispatch: the host
 /// sizes the grid as `workgroup / size` rows per workgroup, and the shader
 /// (team_subgroup.wgsl) numbers its rows by the `num_subgroups` it meets at run time, so a
@@ -287,11 +288,12 @@ pub struct Context {
     pub(crate) max_chunk_bytes: u64,
     pub(crate) wait_timeout: Duration,
     pub(crate) poison_outputs: bool,
-    words64: bool,
-    f16_bits: bool,
+    software_io: SoftwareIo,
     pub(crate) layouts: kernels::Layouts,
     pipelines: Mutex<LruCache<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<kernels::ModuleKey, wgpu::ShaderModule>>,
+    /// Pipelines of kernels outside `kernels::ModuleKey` (src/linear.rs), by name.
+    named_pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     pub(crate) host_pool: Mutex<crate::ops::HostPool>,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
@@ -453,17 +455,14 @@ impl Context {
         let binding = limits.max_storage_buffer_binding_size;
         let max_chunk_bytes = options.max_chunk_bytes.unwrap_or(binding).min(binding);
         let layouts = kernels::Layouts::new(&device);
-        let software_io = options
-            .software_io
-            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
-        let words64 = software_io && device.features().contains(wgpu::Features::SHADER_INT64);
+        let software_io =
+            SoftwareIo::choose(options.software_io, info.device_type, device.features());
         let subgroups =
             usable_subgroup_size(&info, device.features().contains(wgpu::Features::SUBGROUP));
         Ok(Self {
             features: device.features(),
-            words64,
+            software_io,
             subgroups,
-            f16_bits: software_io,
             layouts,
             device,
             queue,
@@ -474,6 +473,7 @@ impl Context {
             poison_outputs: options.poison_outputs,
             pipelines: Mutex::new(LruCache::new(options.max_cached_pipelines)),
             modules: Mutex::new(HashMap::new()),
+            named_pipelines: Mutex::new(HashMap::new()),
             host_pool: Mutex::new(crate::ops::HostPool::default()),
             lost,
             lost_flag,
@@ -513,14 +513,19 @@ impl Context {
     /// component, and the copy kernel ran 1.2-1.6x faster on lavapipe with half the components
     /// (BENCHMARKS.md).
     pub fn words64(&self) -> bool {
-        self.words64
+        self.software_io.words64
     }
 
     /// Whether the f16 vector io converts halves by integer and f32 operations
     /// (`shaders/f16.wgsl`) rather than `unpack2x16float` / `pack2x16float`, which llvmpipe
     /// runs lane by lane: [`ContextOptions::software_io`].
     pub fn f16_bits(&self) -> bool {
-        self.f16_bits
+        self.software_io.f16_bits
+    }
+
+    /// The software io paths this context takes (`kernels::software`).
+    pub(crate) fn software_io(&self) -> SoftwareIo {
+        self.software_io
     }
 
     /// Whether the subgroup strategy may run here: [`Context::subgroup_size`] is known.
@@ -668,6 +673,26 @@ impl Context {
         Ok(pipeline)
     }
 
+    /// The pipeline called `name`, built by `build` on first use (inside error scopes) and
+    /// kept for the context's life: for kernels with a small fixed set of pipelines that
+    /// live outside `kernels::ModuleKey` (src/linear.rs).
+    pub(crate) fn named_pipeline(
+        &self,
+        name: &str,
+        build: impl FnOnce(&wgpu::Device) -> wgpu::ComputePipeline,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self
+            .named_pipelines
+            .lock()
+            .map_err(|_| Error::Validation("pipeline cache lock poisoned".into()))?;
+        if let Some(p) = cache.get(name) {
+            return Ok(Arc::clone(p));
+        }
+        let pipeline = Arc::new(self.scoped(|| Ok(build(&self.device)))?);
+        cache.insert(name.to_string(), Arc::clone(&pipeline));
+        Ok(pipeline)
+    }
+
     /// Runs `f` inside error scopes for validation and out-of-memory, so that wgpu errors of
     /// the resources and commands it creates come back as [`Error`]s. An error `f` returns
     /// itself takes precedence.
@@ -678,6 +703,58 @@ impl Context {
         let value = result?;
         caught?;
         Ok(value)
+    }
+
+    /// Reads a slice of a device buffer back to the host (it needs `BufferUsages::COPY_SRC`;
+    /// offset and size multiples of 4): copies it into a staging buffer after the work
+    /// already submitted, and waits. The readback of the device API.
+    ///
+    /// ```no_run
+    /// let ctx = ml_softmax::Context::new()?;
+    /// let buffer = ctx.create_buffer("x", 16, ml_softmax::wgpu::BufferUsages::COPY_SRC)?;
+    /// let bytes = ctx.read_back(buffer.slice(4..12))?;
+    /// assert_eq!(bytes.len(), 8);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
+    pub fn read_back(&self, slice: wgpu::BufferSlice<'_>) -> Result<Vec<u8>> {
+        self.check_alive()?;
+        let (buffer, offset, size) = (slice.buffer(), slice.offset(), slice.size());
+        if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC)
+            || offset % 4 != 0
+            || size % 4 != 0
+        {
+            return Err(Error::BadBuffer {
+                what: "read_back",
+                problem: format!(
+                    "needs COPY_SRC and a slice of whole 4-byte words, has {:?} at bytes \
+                     {offset}..{}",
+                    buffer.usage(),
+                    offset + size
+                ),
+            });
+        }
+        let staging = self.scoped(|| {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read_back"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("read_back"),
+                });
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            self.queue.submit([encoder.finish()]);
+            Ok(staging)
+        })?;
+        self.read_bytes(&staging, size as usize)
+    }
+
+    /// [`Context::read_back`] of f32 data.
+    pub fn read_f32(&self, slice: wgpu::BufferSlice<'_>) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read_back(slice)?))
     }
 
     /// Maps `staging` (MAP_READ) after the work that fills it was submitted, waits for it,

@@ -41,7 +41,8 @@
 //!   for f16 / bf16 bits [`Context::cross_entropy_half`], [`Context::softmax_half`];
 //! - device-resident buffers: [`Context::cross_entropy_device`] (also in place, with
 //!   per-row upstream gradients), [`Context::encode_cross_entropy`],
-//!   [`Context::softmax_device`].
+//!   [`Context::softmax_device`], on slices of your buffers ([`DeviceCrossEntropy`],
+//!   [`DeviceSoftmax`]); [`Context::read_back`] reads a slice back.
 //!
 //! Scaling out: [`stream::CrossEntropyStream`] takes a batch as a stream of row chunks fed
 //! by the caller (the mean's denominator given first), for batches past memory;
@@ -58,8 +59,14 @@
 
 pub mod context;
 pub mod error;
+// Internal, visible only for the command line, the tests and the benchmark: not part of the
+// documented API (README's Layout says what lives where).
+#[doc(hidden)]
 pub mod kernels;
+pub mod linear;
 pub mod multi;
+// The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
+#[doc(hidden)]
 pub mod npy;
 mod ops;
 pub mod options;
@@ -69,7 +76,8 @@ pub mod stream;
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
-pub use ops::{DeviceCrossEntropy, DeviceTargets, Targets};
+pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
+pub use ops::{DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, Targets};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
 

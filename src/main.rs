@@ -15,6 +15,7 @@ use ml_softmax::{
 };
 
 mod cli_bench;
+mod cli_linear;
 mod cli_outputs;
 use cli_bench as bench;
 use cli_outputs::Outputs;
@@ -68,6 +69,11 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Fused linear + cross-entropy: loss and gradients of hidden states and a classifier,
+    /// without the [rows, vocab] logits.
+    LinearXent(cli_linear::LinearArgs),
+    /// Times linear-xent against a plain matrix product on one adapter, in TFLOP/s.
+    BenchLinear(cli_linear::BenchLinearArgs),
     /// Times every strategy and a copy kernel over a matrix of shapes.
     Bench(bench::BenchArgs),
 }
@@ -198,6 +204,8 @@ fn main() -> ExitCode {
             log,
             quiet,
         } => softmax(&gpu, &logits, &out, log, quiet),
+        Command::LinearXent(args) => cli_linear::run(&args),
+        Command::BenchLinear(args) => cli_linear::bench(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {
@@ -268,22 +276,10 @@ fn demo(gpu: &GpuArgs, rows: usize, cols: usize) -> Result<(), String> {
     );
 
     println!("\n2. A random batch of {rows} x {cols} logits, mean cross-entropy");
-    let n = rows
-        .checked_mul(cols)
+    rows.checked_mul(cols)
         .ok_or_else(|| format!("{rows} x {cols} is too large"))?;
-    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ (rows as u64) << 20 ^ cols as u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let logits: Vec<f32> = (0..n)
-        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
-        .collect();
-    let labels: Vec<i64> = (0..rows)
-        .map(|_| (next() % cols.max(1) as u64) as i64)
-        .collect();
+    let seed = 0x2545_F491_4F6C_DD1Du64 ^ (rows as u64) << 20 ^ cols as u64;
+    let (logits, labels) = ml_softmax::reference::sample_batch(rows, cols, seed);
     let options = CrossEntropyOptions::default();
     let t = Instant::now();
     ctx.cross_entropy(&logits, &labels, rows, cols, &options)
@@ -547,6 +543,18 @@ fn check_nonempty(path: &Path, rows: usize, cols: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// An option error as the user typed it: the library names its option, here the flag.
+fn flag_error(e: ml_softmax::Error) -> String {
+    match e {
+        ml_softmax::Error::InvalidOption {
+            name,
+            value,
+            reason,
+        } => format!("--{} {value}: {reason}", name.replace('_', "-")),
+        e => e.to_string(),
+    }
+}
+
 fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
     let array = read_npy(path)?;
     if array.shape != [rows] {
@@ -670,15 +678,7 @@ fn xent(args: &XentArgs) -> Result<(), String> {
         None => (DEFAULT_CHUNK_BYTES / (cols * 4)).max(1),
     };
     // Check everything the library checks before touching the GPU, so bad input fails fast.
-    options.validate(cols).map_err(|e| match e {
-        // The library names its option; here the flag is what the user typed.
-        ml_softmax::Error::InvalidOption {
-            name,
-            value,
-            reason,
-        } => format!("--{} {value}: {reason}", name.replace('_', "-")),
-        e => e.to_string(),
-    })?;
+    options.validate(cols).map_err(flag_error)?;
     let (labels, mut probs) = match (&args.labels, &args.targets) {
         (Some(path), _) => {
             let labels = read_labels(path, rows)?;

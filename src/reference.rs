@@ -1488,3 +1488,30 @@ mod probability_tests {
         ));
     }
 }
+
+/// A fixed batch for demos and benchmarks: `rows * cols` logits in about [-4, 4] and one
+/// label per row, drawn from a xorshift64 generator started at `seed` (nonzero), so the same
+/// arguments always give the same data. (Tests that want fresh data draw their own.)
+///
+/// ```
+/// let (logits, labels) = ml_softmax::reference::sample_batch(2, 3, 7);
+/// assert_eq!((logits.len(), labels.len()), (6, 2));
+/// assert!(labels.iter().all(|&y| (0..3).contains(&y)));
+/// assert_eq!(ml_softmax::reference::sample_batch(2, 3, 7).0, logits);
+/// ```
+pub fn sample_batch(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
+    let mut state = seed.max(1);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let logits = (0..rows * cols)
+        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
+        .collect();
+    let labels = (0..rows)
+        .map(|_| (next() % cols.max(1) as u64) as i64)
+        .collect();
+    (logits, labels)
+}

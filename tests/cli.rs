@@ -1657,3 +1657,132 @@ fn a_zero_denominator_mean_is_zero_both_ways() {
         );
     }
 }
+
+// ---- linear-xent (issue 18) ----
+
+#[path = "common/linear.rs"]
+mod linear_reference;
+
+/// `linear-xent` end to end: every output against the f64 reference, with a bias, weights,
+/// smoothing and an ignored row.
+#[test]
+fn linear_xent_matches_reference() {
+    let dir = Scratch::new("linear_xent_matches_reference");
+    let (rows, dim, vocab) = (ROWS, 3, COLS);
+    let scaled = |v: Vec<f32>| v.into_iter().map(|x| x * 0.4).collect::<Vec<_>>();
+    let case = linear_reference::Case {
+        rows,
+        dim,
+        vocab,
+        hidden: scaled(logits(rows * dim)),
+        classifier: scaled(logits(vocab * dim + 5)[5..].to_vec()),
+        bias: Some(scaled(logits(vocab + 3)[3..].to_vec())),
+        labels: vec![3, -100, 6, 2, 5],
+    };
+    let weight: Vec<f32> = (0..vocab).map(|j| 0.5 + j as f32 * 0.25).collect();
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        weight: Some(weight.clone()),
+        ..Default::default()
+    };
+    let h = dir.npy("h.npy", &[rows, dim], NpyData::F32(case.hidden.clone()));
+    let c = dir.npy(
+        "c.npy",
+        &[vocab, dim],
+        NpyData::F32(case.classifier.clone()),
+    );
+    let b = dir.npy("b.npy", &[vocab], NpyData::F32(case.bias.clone().unwrap()));
+    let y = dir.npy("y.npy", &[rows], NpyData::I64(case.labels.clone()));
+    let w = dir.npy("w.npy", &[vocab], NpyData::F32(weight));
+    let (loss, gh, gc, gb) = (
+        dir.path("loss.npy"),
+        dir.path("gh.npy"),
+        dir.path("gc.npy"),
+        dir.path("gb.npy"),
+    );
+    let out = run(&[
+        &"linear-xent",
+        &"--hidden",
+        &h,
+        &"--classifier",
+        &c,
+        &"--labels",
+        &y,
+        &"--bias",
+        &b,
+        &"--weight",
+        &w,
+        &"--label-smoothing",
+        &"0.1",
+        &"--loss-out",
+        &loss,
+        &"--grad-hidden-out",
+        &gh,
+        &"--grad-classifier-out",
+        &gc,
+        &"--grad-bias-out",
+        &gb,
+    ]);
+    assert_success(&out);
+    let want = linear_reference::expected(&case, &options);
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        for (i, (g, r)) in got.iter().zip(want).enumerate() {
+            assert!(
+                relative_eq!(g, r, epsilon = 1e-6, max_relative = 1e-4),
+                "{what}[{i}]: {g} vs reference {r}"
+            );
+        }
+    };
+    close("loss", &read_f32(&loss, &[]), &[want.out.loss]);
+    close(
+        "grad_hidden",
+        &read_f32(&gh, &[rows, dim]),
+        &want.grad_hidden,
+    );
+    close(
+        "grad_classifier",
+        &read_f32(&gc, &[vocab, dim]),
+        &want.grad_classifier,
+    );
+    close("grad_bias", &read_f32(&gb, &[vocab]), &want.grad_bias);
+}
+
+/// `linear-xent` refuses mismatched shapes and bad labels before the GPU, writing nothing.
+#[test]
+fn linear_xent_bad_input_is_one_error_line() {
+    let dir = Scratch::new("linear_xent_bad_input_is_one_error_line");
+    let h = dir.npy("h.npy", &[ROWS, 3], NpyData::F32(logits(ROWS * 3)));
+    let c4 = dir.npy("c4.npy", &[COLS, 4], NpyData::F32(logits(COLS * 4)));
+    let c = dir.npy("c.npy", &[COLS, 3], NpyData::F32(logits(COLS * 3)));
+    let y = dir.npy("y.npy", &[ROWS], NpyData::I64(LABELS.to_vec()));
+    let bad_y = dir.npy("bad_y.npy", &[ROWS], NpyData::I64(vec![0, 1, 7, 2, 3]));
+    let out_path = dir.path("gh.npy");
+    let linear = |classifier: &Path, labels: &Path| {
+        run(&[
+            &"linear-xent",
+            &"--hidden",
+            &h,
+            &"--classifier",
+            &classifier,
+            &"--labels",
+            &labels,
+            &"--grad-hidden-out",
+            &out_path,
+        ])
+    };
+    assert_error(&linear(&c4, &y), &["c4.npy", "4 elements", "3"]);
+    assert_error(&linear(&c, &bad_y), &["bad_y.npy", "label 7", "row 2"]);
+    let out = run(&[
+        &"linear-xent",
+        &"--hidden",
+        &h,
+        &"--classifier",
+        &c,
+        &"--labels",
+        &y,
+        &"--label-smoothing",
+        &"2",
+    ]);
+    assert_error(&out, &["--label-smoothing 2"]);
+    assert!(!out_path.exists(), "an output was written for bad input");
+}

@@ -9,7 +9,7 @@ use common::{
     to_half,
 };
 use ml_softmax::Precision;
-use ml_softmax::kernels::row_softmax::{self, cached_max_cols};
+use ml_softmax::kernels::geometry::{self as row_softmax, cached_max_cols};
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets,
@@ -484,13 +484,13 @@ impl DeviceRun {
         strategy: Strategy,
     ) -> ml_softmax::CrossEntropyOutput {
         let bufs = DeviceCrossEntropy {
-            logits: &self.logits,
+            logits: self.logits.slice(..),
             precision: Precision::F32,
-            targets: DeviceTargets::Classes(&self.labels),
-            grad: Some(&self.grad),
-            loss: Some(&self.loss),
-            row_loss: Some(&self.row_loss),
-            lse: Some(&self.lse),
+            targets: DeviceTargets::Classes(self.labels.slice(..)),
+            grad: Some(self.grad.slice(..)),
+            loss: Some(self.loss.slice(..)),
+            row_loss: Some(self.row_loss.slice(..)),
+            lse: Some(self.lse.slice(..)),
             upstream: None,
         };
         ctx.cross_entropy_device(&bufs, rows, cols, options, strategy)
@@ -884,10 +884,10 @@ fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
         (&uniform_grad, "needs usage"),
     ] {
         let bufs = DeviceCrossEntropy {
-            logits: &logits,
+            logits: logits.slice(..),
             precision: Precision::F32,
-            targets: DeviceTargets::Classes(&labels),
-            grad: Some(grad),
+            targets: DeviceTargets::Classes(labels.slice(..)),
+            grad: Some(grad.slice(..)),
             loss: None,
             row_loss: None,
             lse: None,
@@ -1201,19 +1201,19 @@ fn in_place_probability_and_upstream_device_calls() {
             // The logits buffer receives the gradient: nothing else is written.
             let logits = storage_init(ctx, "logits", &padded(&z, pad), wgpu::BufferUsages::empty());
             let targets = if probs {
-                DeviceTargets::Probabilities(&target_buf)
+                DeviceTargets::Probabilities(target_buf.slice(..))
             } else {
-                DeviceTargets::Classes(&label_buf)
+                DeviceTargets::Classes(label_buf.slice(..))
             };
             let bufs = DeviceCrossEntropy {
-                logits: &logits,
+                logits: logits.slice(..),
                 precision: Precision::F32,
                 targets,
                 grad: None,
                 loss: None,
-                row_loss: Some(&row_loss),
+                row_loss: Some(row_loss.slice(..)),
                 lse: None,
-                upstream: Some(&up_buf),
+                upstream: Some(up_buf.slice(..)),
             };
             ctx.cross_entropy_device(&bufs, rows, cols, &options, Strategy::Auto)
                 .unwrap();
@@ -1242,16 +1242,14 @@ fn in_place_probability_and_upstream_device_calls() {
 
         // Softmax in place too.
         let logits = storage_init(ctx, "logits", &padded(&z, pad), wgpu::BufferUsages::empty());
-        ctx.softmax_device(
-            &logits,
-            None,
-            Precision::F32,
-            rows,
-            cols,
-            false,
-            Strategy::Auto,
-        )
-        .unwrap();
+        let bufs = ml_softmax::DeviceSoftmax {
+            logits: logits.slice(..),
+            out: None,
+            precision: Precision::F32,
+            log: false,
+        };
+        ctx.softmax_device(&bufs, rows, cols, Strategy::Auto)
+            .unwrap();
         assert_close(
             "softmax in place",
             &unpadded(read(ctx, &logits), rows * cols),
@@ -1358,10 +1356,14 @@ fn half_precision_on_the_device() {
             let separate = half_buf("grad");
             let in_place = precision == Precision::F16;
             let bufs = DeviceCrossEntropy {
-                logits: &logits,
+                logits: logits.slice(..),
                 precision,
-                targets: DeviceTargets::Classes(&label_buf),
-                grad: if in_place { None } else { Some(&separate) },
+                targets: DeviceTargets::Classes(label_buf.slice(..)),
+                grad: if in_place {
+                    None
+                } else {
+                    Some(separate.slice(..))
+                },
                 loss: None,
                 row_loss: None,
                 lse: None,
@@ -1390,9 +1392,9 @@ fn half_precision_on_the_device() {
         // bf16 has no in-place variant.
         let buf = storage_init(ctx, "bf16", &[0.0; 8], wgpu::BufferUsages::empty());
         let bufs = DeviceCrossEntropy {
-            logits: &buf,
+            logits: buf.slice(..),
             precision: Precision::Bf16,
-            targets: DeviceTargets::Classes(&label_buf),
+            targets: DeviceTargets::Classes(label_buf.slice(..)),
             grad: None,
             loss: None,
             row_loss: None,

@@ -16,7 +16,7 @@ use common::{
     Rng, assert_close, assert_half_output_close, assert_within, contexts, from_half, half_rel,
     read, to_half,
 };
-use ml_softmax::kernels::row_softmax::cached_max_cols;
+use ml_softmax::kernels::geometry::cached_max_cols;
 use ml_softmax::reference;
 use ml_softmax::wgpu;
 use ml_softmax::{
@@ -1228,18 +1228,18 @@ impl DeviceIo {
             wgpu::BufferUsages::empty(),
         );
         let bufs = DeviceCrossEntropy {
-            logits: &logits,
+            logits: logits.slice(..),
             precision: ml_softmax::Precision::F32,
             targets: if probs {
-                DeviceTargets::Probabilities(&self.targets)
+                DeviceTargets::Probabilities(self.targets.slice(..))
             } else {
-                DeviceTargets::Classes(&self.labels)
+                DeviceTargets::Classes(self.labels.slice(..))
             },
-            grad: (!in_place).then_some(&grad),
-            loss: Some(&loss),
-            row_loss: Some(&row_loss),
-            lse: Some(&lse),
-            upstream: upstream.then_some(&self.upstream_buf),
+            grad: (!in_place).then(|| grad.slice(..)),
+            loss: Some(loss.slice(..)),
+            row_loss: Some(row_loss.slice(..)),
+            lse: Some(lse.slice(..)),
+            upstream: upstream.then(|| self.upstream_buf.slice(..)),
         };
         ctx.cross_entropy_device(&bufs, rows, cols, options, kernel)?;
         Ok(CrossEntropyOutput {
@@ -1269,15 +1269,13 @@ impl DeviceIo {
             bytemuck::cast_slice(&vec![f32::NAN; rows * cols]),
             wgpu::BufferUsages::empty(),
         );
-        ctx.softmax_device(
-            &logits,
-            (!in_place).then_some(&out),
-            ml_softmax::Precision::F32,
-            rows,
-            cols,
+        let bufs = ml_softmax::DeviceSoftmax {
+            logits: logits.slice(..),
+            out: (!in_place).then(|| out.slice(..)),
+            precision: ml_softmax::Precision::F32,
             log,
-            kernel,
-        )?;
+        };
+        ctx.softmax_device(&bufs, rows, cols, kernel)?;
         Ok(read(ctx, if in_place { &logits } else { &out }))
     }
 }

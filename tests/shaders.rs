@@ -265,10 +265,51 @@ fn the_register_cache_size_agrees_with_the_host() {
     };
     let want = format!(
         "const MAX_CACHE_BLOCKS = {}u;",
-        ml_softmax::kernels::row_softmax::MAX_CACHE_BLOCKS
+        ml_softmax::kernels::geometry::MAX_CACHE_BLOCKS
     );
     assert!(
         module.source().contains(&want),
         "row_softmax.wgsl lacks {want}"
     );
+}
+
+/// One variant's module, printed for reading (`cargo test --release --test shaders
+/// one_variant -- --nocapture`): f32 in place, vec4 blocks of 32-bit words, workgroup teams.
+/// The module is the generated storage declarations, then each fragment file verbatim under
+/// its name: nothing is rewritten.
+#[test]
+fn one_variant_prints_as_its_fragments_verbatim() {
+    let io = Io::for_rows(Precision::F32, true, Some((0, 0)), false, None, false);
+    let module = ModuleKey::RowSoftmax {
+        team: TeamKind::Workgroup,
+        io,
+    };
+    let source = module.source();
+    println!("{source}");
+    let names: Vec<&str> = module.fragments().iter().map(|f| f.name).collect();
+    assert_eq!(
+        names,
+        [
+            "io_f32x4.wgsl",
+            "words32.wgsl",
+            "io_single.wgsl",
+            "team_workgroup.wgsl",
+            "kahan.wgsl",
+            "row_softmax.wgsl"
+        ]
+    );
+    for fragment in module.fragments() {
+        let verbatim = format!("// ---- shaders/{} ----\n{}", fragment.name, fragment.text);
+        assert!(
+            source.contains(&verbatim),
+            "{} is not verbatim",
+            fragment.name
+        );
+    }
+    assert!(source.contains("var<storage, read_write> logits: array<Block16>;"));
+    assert!(
+        !source.contains("@binding(6)"),
+        "in place: no output binding"
+    );
+    parse(module);
 }

@@ -22,7 +22,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Rng, assert_close, assert_output_close, contexts, vm_hwm_kib, vm_rss_kib};
-use ml_softmax::kernels::row_softmax::cached_max_cols;
+use ml_softmax::kernels::geometry::cached_max_cols;
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     Context, CrossEntropyOptions, CrossEntropyOutput, DeviceCrossEntropy, DeviceTargets, Precision,
@@ -270,13 +270,13 @@ fn a_device_buffer_of_almost_2_gib_matches_the_reference() {
 
     let t = Instant::now();
     let bufs = DeviceCrossEntropy {
-        logits: &logits,
+        logits: logits.slice(..),
         precision: Precision::F32,
-        targets: DeviceTargets::Classes(&labels_buf),
+        targets: DeviceTargets::Classes(labels_buf.slice(..)),
         grad: None,
-        loss: Some(&loss),
-        row_loss: Some(&row_loss),
-        lse: Some(&lse),
+        loss: Some(loss.slice(..)),
+        row_loss: Some(row_loss.slice(..)),
+        lse: Some(lse.slice(..)),
         upstream: None,
     };
     ctx.cross_entropy_device(
@@ -526,13 +526,13 @@ impl Call {
         let row_loss = storage(ctx, &nan(rows));
         let lse = storage(ctx, &nan(rows));
         let bufs = DeviceCrossEntropy {
-            logits: &logits,
+            logits: logits.slice(..),
             precision: Precision::F32,
-            targets: DeviceTargets::Classes(&labels),
-            grad: (!in_place).then_some(&grad),
-            loss: Some(&loss),
-            row_loss: Some(&row_loss),
-            lse: Some(&lse),
+            targets: DeviceTargets::Classes(labels.slice(..)),
+            grad: (!in_place).then(|| grad.slice(..)),
+            loss: Some(loss.slice(..)),
+            row_loss: Some(row_loss.slice(..)),
+            lse: Some(lse.slice(..)),
             upstream: None,
         };
         ctx.cross_entropy_device(&bufs, rows, cols, &self.options, self.strategy)
@@ -549,16 +549,14 @@ impl Call {
         let n = self.rows * self.cols;
         let logits = storage(ctx, &self.logits);
         let out = storage(ctx, &vec![f32::NAN; n]);
-        ctx.softmax_device(
-            &logits,
-            (!in_place).then_some(&out),
-            Precision::F32,
-            self.rows,
-            self.cols,
-            false,
-            self.strategy,
-        )
-        .unwrap_or_else(|e| panic!("device softmax {}x{}: {e}", self.rows, self.cols));
+        let bufs = ml_softmax::DeviceSoftmax {
+            logits: logits.slice(..),
+            out: (!in_place).then(|| out.slice(..)),
+            precision: Precision::F32,
+            log: false,
+        };
+        ctx.softmax_device(&bufs, self.rows, self.cols, self.strategy)
+            .unwrap_or_else(|e| panic!("device softmax {}x{}: {e}", self.rows, self.cols));
         read_range(ctx, if in_place { &logits } else { &out }, 0, n)
     }
 }

@@ -7,7 +7,7 @@
 //! cross-entropy with `Reduction::None`. Step 6 is the crate itself.
 #![allow(dead_code)] // the test and the example each use a part
 
-use ml_softmax::kernels::row_softmax::SOFTWARE_LOOP_TURNS;
+use ml_softmax::kernels::software::SOFTWARE_LOOP_TURNS;
 use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Strategy};
 use ml_softmax::{Reduction, reference};
 use wgpu::util::DeviceExt;
@@ -99,7 +99,7 @@ pub const STEPS: [Step; 7] = [
 /// Lanes of the workgroup steps (3, 3v, 5).
 pub const LANES: u64 = 256;
 /// Columns per workgroup of step 5 by default: 16,384, as the crate's split layout
-/// (`ml_softmax::kernels::row_softmax::SPLIT_CHUNK_COLS`).
+/// (`ml_softmax::kernels::geometry::SPLIT_CHUNK_COLS`).
 pub const SPLIT_CHUNK: u32 = 16384;
 /// Most workgroups along one dimension of a dispatch.
 const MAX_GRID: u64 = 65535;
@@ -424,12 +424,12 @@ impl Prepared {
                     ..Default::default()
                 };
                 let device = DeviceCrossEntropy {
-                    logits: &bufs.logits,
+                    logits: bufs.logits.slice(..),
                     precision: ml_softmax::Precision::F32,
-                    targets: DeviceTargets::Classes(&bufs.labels),
-                    grad: Some(&bufs.grad),
+                    targets: DeviceTargets::Classes(bufs.labels.slice(..)),
+                    grad: Some(bufs.grad.slice(..)),
                     loss: None,
-                    row_loss: Some(&bufs.loss),
+                    row_loss: Some(bufs.loss.slice(..)),
                     lse: None,
                     upstream: None,
                 };

@@ -10,7 +10,8 @@ PyTorch's ``torch.nn.functional.cross_entropy`` with the classes on the LAST axi
     >>> round(loss, 4), grad.round(3)
     (1.4076, array([[ 0.09 , -0.755,  0.665]], dtype=float32))
 
-Functions: cross_entropy, softmax, log_softmax, adapters, default_context; class Context
+Functions: cross_entropy, linear_cross_entropy, softmax, log_softmax, adapters,
+default_context; class Context
 (one adapter, reused across calls, shareable across threads); exception DeviceError.
 The optional PyTorch bridge is ``ml_softmax.torch`` (import it explicitly; needs torch).
 """
@@ -27,6 +28,7 @@ __all__ = [
     "adapters",
     "cross_entropy",
     "default_context",
+    "linear_cross_entropy",
     "log_softmax",
     "softmax",
 ]
@@ -151,6 +153,51 @@ def cross_entropy(
     return default_context().cross_entropy(
         logits,
         target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+    )
+
+
+def linear_cross_entropy(
+    hidden,
+    classifier,
+    target,
+    *,
+    bias=None,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap=None,
+):
+    """Fused linear + cross-entropy: ``(loss, d_hidden, d_classifier)``, plus ``d_bias`` last
+    when a bias is given, without ever storing the [rows, vocab] logits.
+
+    The loss is ``cross_entropy(hidden @ classifier.T + bias, target, ...)`` with the same
+    options and semantics; the logits are computed one vocabulary block at a time on the GPU
+    (twice: once for the loss, once for the gradients), so memory does not grow with the
+    vocabulary. Use it for a language model's output layer, where the logits are the largest
+    tensor of the step.
+
+    hidden : [..., dim] float32, float16, bfloat16 (ml_dtypes) or float64 (cast to float32).
+    classifier : [vocab, dim], same dtypes (``torch.nn.Linear(dim, vocab).weight``).
+    target : int64 or int32 class indices of hidden's leading shape (probability targets
+        are not supported here).
+    bias : [vocab] numbers, optional.
+    The other options: as cross_entropy. All arithmetic is float32; the gradients are
+    float32 arrays of hidden's, classifier's and bias's shapes. Errors as cross_entropy
+    (ValueError names the input, e.g. a classifier of another dim). Runs on default_context().
+    """
+    return default_context().linear_cross_entropy(
+        hidden,
+        classifier,
+        target,
+        bias=bias,
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,

@@ -51,6 +51,20 @@ class Context:
         z_loss: float = 0.0,
         softcap: Optional[float] = None,
     ) -> Tuple[Loss, npt.NDArray]: ...
+    def linear_cross_entropy(
+        self,
+        hidden: npt.NDArray,
+        classifier: npt.NDArray,
+        target: npt.NDArray,
+        *,
+        bias: Weight = None,
+        weight: Weight = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: Optional[float] = None,
+    ) -> Tuple[Union[float, npt.NDArray[np.float32]], ...]: ...
     def softmax(self, logits: npt.NDArray) -> npt.NDArray: ...
     def log_softmax(self, logits: npt.NDArray) -> npt.NDArray: ...
 
@@ -67,5 +81,18 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: Optional[float] = None,
 ) -> Tuple[Loss, npt.NDArray]: ...
+def linear_cross_entropy(
+    hidden: npt.NDArray,
+    classifier: npt.NDArray,
+    target: npt.NDArray,
+    *,
+    bias: Weight = None,
+    weight: Weight = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+) -> Tuple[Union[float, npt.NDArray[np.float32]], ...]: ...
 def softmax(logits: npt.NDArray) -> npt.NDArray: ...
 def log_softmax(logits: npt.NDArray) -> npt.NDArray: ...

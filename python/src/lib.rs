@@ -23,6 +23,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+mod linear;
+
 pyo3::create_exception!(
     ml_softmax,
     DeviceError,
@@ -122,11 +124,17 @@ struct Shaped<'py> {
 }
 
 fn read_logits<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Shaped<'py>> {
-    let array = as_array("logits", obj)?;
+    read_matrix("logits", obj)
+}
+
+/// A float array of at least 2 dimensions as `[rows, cols]` rows of its last axis, named
+/// `what` in errors.
+fn read_matrix<'py>(what: &str, obj: &Bound<'py, PyAny>) -> PyResult<Shaped<'py>> {
+    let array = as_array(what, obj)?;
     let shape = array.shape().to_vec();
     if shape.len() < 2 {
         return Err(value_error(format!(
-            "logits must have at least 2 dimensions, [rows, classes] or [..., classes] with the \
+            "{what} must have at least 2 dimensions, [rows, classes] or [..., classes] with the \
              classes last, but its shape is {}",
             shape_text(&shape)
         )));
@@ -148,8 +156,9 @@ fn read_logits<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Shaped<'py>> {
         "bfloat16" => Logits::Half(half_bits(&array)?, Precision::Bf16, descr),
         _ => {
             return Err(value_error(format!(
-                "logits have dtype {} ({}); expected float32, float16, bfloat16 (ml_dtypes) or \
+                "{what} {} dtype {} ({}); expected float32, float16, bfloat16 (ml_dtypes) or \
                  float64 (computed in float32)",
+                if what == "logits" { "have" } else { "has" },
                 name,
                 descr.str()?
             )));
@@ -442,6 +451,43 @@ impl PyContext {
             _ => f64::from(loss).into_pyobject(py)?.into_any(),
         };
         PyTuple::new(py, [loss, grad])
+    }
+
+    /// linear_cross_entropy(hidden, classifier, target, *, bias=None, weight=None,
+    /// ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None)
+    /// -> (loss, d_hidden, d_classifier[, d_bias])
+    ///
+    /// The fused linear + cross-entropy on this context's adapter. See
+    /// help(ml_softmax.linear_cross_entropy).
+    #[pyo3(signature = (hidden, classifier, target, *, bias = None, weight = None,
+        ignore_index = -100, reduction = "mean", label_smoothing = 0.0, z_loss = 0.0,
+        softcap = None),
+        text_signature = "(self, /, hidden, classifier, target, *, bias=None, weight=None, \
+            ignore_index=-100, reduction='mean', label_smoothing=0.0, z_loss=0.0, softcap=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn linear_cross_entropy<'py>(
+        &self,
+        py: Python<'py>,
+        hidden: &Bound<'py, PyAny>,
+        classifier: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        bias: Option<&Bound<'py, PyAny>>,
+        weight: Option<&Bound<'py, PyAny>>,
+        ignore_index: i64,
+        reduction: &str,
+        label_smoothing: f64,
+        z_loss: f64,
+        softcap: Option<f64>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let options = CrossEntropyOptions {
+            reduction: parse_reduction(reduction)?,
+            ignore_index,
+            label_smoothing: label_smoothing as f32,
+            weight: read_weight(py, weight)?,
+            z_loss: z_loss as f32,
+            softcap: softcap.unwrap_or(0.0) as f32,
+        };
+        linear::linear_cross_entropy(&self.inner, py, hidden, classifier, target, bias, &options)
     }
 
     /// softmax(logits) -> probabilities of each row, same shape and dtype (float32 for

@@ -50,7 +50,7 @@ pub enum Entry {
 
 /// Rows one dispatch sums: each of its lanes takes `rows / WORKGROUP_LANES` loop turns, which
 /// must stay within llvmpipe's limit of 65,535 per invocation
-/// ([`super::row_softmax::SOFTWARE_LOOP_TURNS`]); half of it leaves room.
+/// ([`super::software::SOFTWARE_LOOP_TURNS`]); half of it leaves room.
 pub const MAX_ROWS_PER_DISPATCH: u32 = WORKGROUP_LANES * 32_768;
 
 /// Records `entry` over the `params.rows` rows of `labels` / `row_loss` (which start at the

@@ -2,6 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::layouts::whole;
 use super::{Binding, ModuleKey, PipelineKey, WORKGROUP_LANES, grid};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -72,7 +73,7 @@ pub fn record(
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("copy"),
         layout: ctx.layouts.bind_group_layout(key.module),
-        entries: &[entry(0, &params), entry(1, src), entry(2, dst)],
+        entries: &[whole(0, &params), whole(1, src), whole(2, dst)],
     });
     let lanes = units.div_ceil(UNITS_PER_LANE);
     let (x, y) = grid(lanes.div_ceil(u64::from(WORKGROUP_LANES)))?;
@@ -84,11 +85,4 @@ pub fn record(
     pass.set_bind_group(0, &bind_group, &[]);
     pass.dispatch_workgroups(x, y, 1);
     Ok(())
-}
-
-fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
-    }
 }

@@ -1,15 +1,17 @@
-//! Row softmax and fused cross-entropy (`shaders/row_softmax.wgsl` behind a team file).
+//! Row softmax and fused cross-entropy (`shaders/row_softmax.wgsl` with an io file and a team
+//! file, `source.rs`): what a dispatch binds and how it is recorded.
 //!
-//! Dispatch math: a strategy fixes the lanes per row (the team) and the lanes per workgroup;
-//! a workgroup holds `workgroup_size / team` rows, and the grid holds enough workgroups for
-//! the rows of one chunk (2-D past 65,535 workgroups).
+//! A call goes: [`RowKernel`] (entry, strategy, loss options: what the caller decides) and
+//! [`RowBuffers`] (where the data is) → `bind_rows` binds logits and output and so picks
+//! the io variant ([`Io::for_rows`]) → the strategy gives the geometry
+//! ([`geometry::shape_of`]) → one [`PipelineKey`] per entry point → [`record`]ed dispatches.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{
-    Binding, Io, ModuleKey, PipelineKey, Precision, Slice, Specialisation, Strategy, TeamKind, grid,
-};
-use super::{MAX_WORKGROUP_LANES, SUBGROUP_WORKGROUP_LANES, WORKGROUP_LANES};
+use super::geometry::{self, SPLIT_CHUNK_COLS, cache_blocks, cached_max_cols, one_workgroup};
+use super::layouts::{part, whole};
+use super::variant::{Io, PipelineKey, Precision, Specialisation};
+use super::{Binding, Slice, Strategy, grid, software};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -46,21 +48,8 @@ pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
 /// Offset of the per-row upstream gradients in the scales buffer (after the stats).
 pub const UPSTREAM: usize = 4;
 
-/// Split layout: columns each workgroup owns. 16,384 columns are 64 per lane of a 256-lane
-/// workgroup: enough to hide the merge of the partials, few enough that a 262,144-column row
-/// spreads over 16 workgroups.
-pub const SPLIT_CHUNK_COLS: u32 = 16384;
-
-/// Floats of partial results the split layout keeps in the scales buffer for `rows` rows of
-/// `cols` columns (0 for the other strategies).
-pub fn partials_len(strategy: Strategy, rows: usize, cols: usize) -> usize {
-    match strategy {
-        Strategy::Split { .. } => 4 * rows * cols.div_ceil(SPLIT_CHUNK_COLS as usize),
-        _ => 0,
-    }
-}
-
-/// `struct Params` of row_softmax.wgsl.
+/// `struct Params` of row_softmax.wgsl: only what the shader reads (the options it branches
+/// on are override constants, [`Specialisation`]).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
 pub struct Params {
@@ -80,10 +69,6 @@ pub struct Params {
     pub row_offset: u32,
     /// Label of ignored rows.
     pub ignore_index: i32,
-    /// 1 when `weights` holds class weights.
-    pub has_weights: u32,
-    /// 1 for probability targets (in `targets`), 0 for class indices (in `labels`).
-    pub has_targets: u32,
     /// 1 when `scales[4 + row]` holds each row's upstream gradient.
     pub has_upstream: u32,
     /// 1: the softmax entry writes log-probabilities.
@@ -114,19 +99,6 @@ pub const WHOLE_BATCH_LOSS: u32 = 1;
 /// `params.whole_batch`: the dispatch first sums the mean's denominator, as
 /// `batch_sum::Entry::TargetWeightSum` would, then the loss.
 pub const WHOLE_BATCH_MEAN: u32 = 2;
-
-/// Whether a dispatch of `rows` rows in `strategy` is a single workgroup, so that a
-/// cross-entropy can do the batch's sums in it (`params.whole_batch`): one dispatch instead of
-/// three, which is most of a small batch's time on lavapipe (8x1000: 0.12 -> 0.06 ms). Only
-/// for workgroup teams: the split layout takes two dispatches anyway, and how many rows a
-/// subgroup-team workgroup holds depends on the subgroup size the hardware picks.
-pub fn one_workgroup(strategy: Strategy, rows: u32) -> bool {
-    match strategy {
-        Strategy::Workgroup { lanes } => rows <= workgroup_lanes(lanes, rows) / lanes,
-        Strategy::Cached { .. } => rows <= 1,
-        Strategy::Subgroup | Strategy::Split { .. } | Strategy::Auto => false,
-    }
-}
 
 /// What a dispatch computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,162 +136,37 @@ pub struct RowBuffers<'a> {
     pub scales: &'a wgpu::Buffer,
 }
 
-/// Lanes per workgroup of `Workgroup { lanes }` over `rows` rows.
-///
-/// Teams of 2+ lanes share [`WORKGROUP_LANES`]-lane workgroups (or one workgroup per row past
-/// that). One lane per row needs no barrier, so the workgroup only decides how rows spread
-/// over workgroups: [`ROW_PER_LANE_LANES`] rows each, or [`ROW_PER_LANE_FEW_LANES`] when that
-/// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Measured on lavapipe
-/// (which runs a workgroup on one of its 2 threads): 64x262144 ran at 44% of copy in one
-/// 64-lane workgroup and at 66-104% over several runs in 8-, 16- or 32-lane ones; 16384x128
-/// ran 15% slower in 8-lane workgroups than in 32- or 64-lane ones. Since lanes take rows
-/// interleaved (team_workgroup.wgsl, `row_per_lane`), 256-lane workgroups beat 64-lane ones
-/// in three interleaved runs each: 65536x128 86-87% of copy against 52-81%, 1024x32000 74-75%
-/// against 69-72%, the other shapes within noise. Two sizes only, as every size is another
-/// pipeline to compile (0.2-3 s each on lavapipe).
-pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
-    if lanes > 1 {
-        lanes.max(WORKGROUP_LANES)
-    } else if rows >= ROW_PER_LANE_MIN_WORKGROUPS * ROW_PER_LANE_LANES {
-        ROW_PER_LANE_LANES
-    } else {
-        ROW_PER_LANE_FEW_LANES
-    }
+/// The row kernel a call asks for: everything but the buffers (the io variant follows from
+/// them, in `bind_rows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowKernel {
+    /// What the dispatch computes.
+    pub entry: Entry,
+    /// A concrete strategy (not `Auto`).
+    pub strategy: Strategy,
+    /// The loss options the code handles (none for softmax).
+    pub options: Specialisation,
 }
 
-/// One lane per row: lanes (rows) per workgroup.
-pub const ROW_PER_LANE_LANES: u32 = 256;
-/// One lane per row, few rows: lanes per workgroup (a whole subgroup on most adapters).
-pub const ROW_PER_LANE_FEW_LANES: u32 = 8;
-/// One lane per row: the fewest workgroups worth spreading the rows over (2 per thread of
-/// llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
-pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
-
-/// The most vec4s a lane of `Strategy::Cached` holds (`MAX_CACHE_BLOCKS` in
-/// row_softmax.wgsl): 64 registers, what the register-resident softmax kernels of Triton or
-/// QuACK give a thread; rows up to `64 * lanes` columns.
-pub const MAX_CACHE_BLOCKS: u32 = 16;
-
-/// The longest row `Strategy::Cached { lanes }` holds: `MAX_CACHE_BLOCKS` vec4s per lane.
-pub fn cached_max_cols(lanes: u32) -> u32 {
-    4 * MAX_CACHE_BLOCKS * lanes
-}
-
-/// `CACHE_BLOCKS` for `Strategy::Cached { lanes }` over rows of `cols` columns: the smallest
-/// power of two of vec4s per lane that covers the row (powers of two, so few pipelines), or
-/// `None` past [`MAX_CACHE_BLOCKS`].
-pub fn cache_blocks(cols: u32, lanes: u32) -> Option<u32> {
-    let blocks = cols.div_ceil(4).div_ceil(lanes).max(1).next_power_of_two();
-    (blocks <= MAX_CACHE_BLOCKS).then_some(blocks)
-}
-
-/// llvmpipe (lavapipe, llvmpipe GL) ends a shader invocation's loops after this many turns in
-/// all (gallivm's loop limiter, against hangs), silently leaving the rest of the row
-/// unwritten. Found by the soak test: softmax of 1 x 262,144 in one lane per row stopped at
-/// column 196,592, after 16,384 turns of pass 1 and 49,148 of pass 2. On software adapters
-/// the strategies keep [`loop_turns`] within it.
-pub const SOFTWARE_LOOP_TURNS: u64 = 65_535;
-
-/// An upper bound on the loop turns one lane takes over a row of `cols` columns in a team of
-/// `team` lanes (for the split layout, `cols` of one chunk and `chunks` chunks): each pass
-/// takes a step per STEP_BLOCKS blocks of each lane, up to 3 single blocks, up to 10 loose
-/// columns (7 at the head with units of two blocks, io_*x8.wgsl) and (cached layout) up to
-/// MAX_CACHE_BLOCKS turns over the cache; the barrier tree up to 10 turns (log2 of 1024
-/// lanes); the split merge one per chunk.
-pub fn loop_turns(cols: u64, team: u64, chunks: u64) -> u64 {
-    const STEP_COLS: u64 = 16; // STEP_BLOCKS blocks of BLOCK columns (row_softmax.wgsl)
-    let per_pass = cols.div_ceil(STEP_COLS * team) + 3 + 10 + u64::from(MAX_CACHE_BLOCKS);
-    2 * per_pass + 10 + chunks
-}
-
-/// Lanes per workgroup and per row (team) of `Strategy::Subgroup` on an adapter whose
-/// subgroups have `size` lanes: one subgroup per row, [`SUBGROUP_WORKGROUP_LANES`] lanes per
-/// workgroup or one subgroup when larger, so `workgroup / size` rows per workgroup (8 at 8
-/// lanes, 2 at 32, 1 at 64). The workgroup is a whole number of subgroups (both powers of
-/// two), which team_subgroup.wgsl needs: it numbers rows `workgroup * num_subgroups +
-/// subgroup_id`, so the host's grid (`record`: rows / (workgroup / size) workgroups) covers
-/// every row only if the size it was given is the size the shader runs at (see
-/// `context::usable_subgroup_size`).
-pub fn subgroup_shape(size: u32) -> (u32, u32) {
-    (SUBGROUP_WORKGROUP_LANES.max(size), size)
-}
-
-/// Workgroup size, team size and module of a concrete strategy on this context, for a
-/// dispatch of `rows` rows.
-pub fn shape_of(
-    ctx: &Context,
-    strategy: Strategy,
+/// Logits and output bound for one dispatch, and the io variant those bindings allow.
+struct BoundRows<'a> {
     io: Io,
-    rows: u32,
-) -> Result<(ModuleKey, u32, u32)> {
-    let max = ctx
-        .limits
-        .max_compute_invocations_per_workgroup
-        .min(ctx.limits.max_compute_workgroup_size_x)
-        .min(MAX_WORKGROUP_LANES);
-    let (module, workgroup, team) = match strategy {
-        Strategy::Workgroup { lanes } => (
-            ModuleKey::RowSoftmax {
-                team: TeamKind::Workgroup,
-                io,
-            },
-            workgroup_lanes(lanes, rows),
-            lanes,
-        ),
-        Strategy::Split { lanes } | Strategy::Cached { lanes } => (
-            ModuleKey::RowSoftmax {
-                team: TeamKind::Workgroup,
-                io,
-            },
-            lanes,
-            lanes,
-        ),
-        Strategy::Subgroup => {
-            // The one subgroup size the host may rely on (context::usable_subgroup_size).
-            let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
-                adapter: ctx.adapter_info().name.clone(),
-                what: format!(
-                    "the subgroup strategy does not run here: {}",
-                    ctx.subgroup_refusal().unwrap_or("no usable subgroup size")
-                ),
-            })?;
-            let (workgroup, team) = subgroup_shape(size);
-            (
-                ModuleKey::RowSoftmax {
-                    team: TeamKind::Subgroup,
-                    io,
-                },
-                workgroup,
-                team,
-            )
-        }
-        Strategy::Auto => {
-            return Err(Error::Validation(
-                "Strategy::Auto must be resolved first".into(),
-            ));
-        }
-    };
-    if workgroup > max || !team.is_power_of_two() {
-        return Err(Error::Unsupported {
-            adapter: ctx.adapter_info().name.clone(),
-            what: format!("strategy {strategy} needs {workgroup} lanes per workgroup (max {max})"),
-        });
-    }
-    Ok((module, workgroup, team))
+    logits: wgpu::BufferBinding<'a>,
+    logits_base: u32,
+    /// `None` in place.
+    out: Option<wgpu::BufferBinding<'a>>,
+    out_base: u32,
 }
 
-/// Logits and output (`None`: in place) bound as `bind` binds a slice.
-type Bound<'a> = (
-    (wgpu::BufferBinding<'a>, u32),
-    Option<(wgpu::BufferBinding<'a>, u32)>,
-);
+/// A binding and the element offset the shader adds.
+type Bound<'a> = (wgpu::BufferBinding<'a>, u32);
 
-/// Logits and output both bound by `bind` (whole vectors or units), or `None` when either
-/// cannot be.
+/// Logits and output (`None`: in place) both bound by `bind` (whole vectors or units), or
+/// `None` when either cannot be.
 fn bind_both<'a>(
     bufs: &RowBuffers<'a>,
-    bind: impl Fn(&Slice<'a>) -> Option<(wgpu::BufferBinding<'a>, u32)>,
-) -> Option<Bound<'a>> {
+    bind: impl Fn(&Slice<'a>) -> Option<Bound<'a>>,
+) -> Option<(Bound<'a>, Option<Bound<'a>>)> {
     let logits = bind(&bufs.logits)?;
     match bufs.out.as_ref().map(&bind) {
         Some(None) => None,
@@ -328,61 +175,73 @@ fn bind_both<'a>(
     }
 }
 
-/// The element offsets of logits and output in their bindings.
-fn bases(bound: &Option<Bound<'_>>) -> Option<(u32, u32)> {
-    bound
-        .as_ref()
-        .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)))
-}
-
-/// Records the dispatch(es) over `params.rows` rows into `encoder`; fills in the offsets.
-/// The split layout takes two dispatches (partials, then merge and write) and at most
-/// [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
-/// [`partials_len`] floats in the scales buffer.
-pub fn record(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    entry: Entry,
-    strategy: Strategy,
-    bufs: &RowBuffers<'_>,
-    mut params: Params,
-) -> Result<()> {
-    let in_place = bufs.out.is_none();
-    // The bindings first: whether logits and output can be bound as whole vec4s (or, for
-    // the pair files io_*x8.wgsl, whole units of 8), at the same offset modulo 4 (8),
-    // decides the io file.
+/// Binds logits and output, and with that picks the io variant: whether both can be bound
+/// as whole vec4s (or, for the pair files io_*x8.wgsl, whole units of 8) at the same offset
+/// modulo 4 (8) decides it ([`Io::for_rows`]).
+fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, strategy: Strategy) -> BoundRows<'a> {
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let vectors = bind_both(bufs, |s| s.bind_vectors(align));
     let units = bind_both(bufs, |s| s.bind_units(align));
-    let one_lane_per_row = matches!(strategy, Strategy::Workgroup { lanes: 1 });
+    let bases = |bound: &Option<(Bound<'a>, Option<Bound<'a>>)>| {
+        bound
+            .as_ref()
+            .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)))
+    };
     let io = Io::for_rows(
         bufs.precision,
-        in_place,
+        bufs.out.is_none(),
         bases(&vectors),
-        ctx.words64(),
+        ctx.software_io().words64,
         bases(&units),
-        one_lane_per_row,
+        strategy == Strategy::Workgroup { lanes: 1 },
     );
     let ((logits, logits_base), out) = match (vectors, units) {
         (_, Some(u)) if io.pairs => u,
         (Some(v), _) if io.vec4 => v,
         _ => (bufs.logits.bind(align), bufs.out.map(|out| out.bind(align))),
     };
-    let out_base = out.as_ref().map_or(logits_base, |o| o.1);
+    BoundRows {
+        io,
+        logits,
+        logits_base,
+        out_base: out.as_ref().map_or(logits_base, |o| o.1),
+        out: out.map(|o| o.0),
+    }
+}
+
+/// Records the dispatch(es) of `kernel` over `params.rows` rows into `encoder`; fills in the
+/// offsets. The split layout takes two dispatches (partials, then merge and write) and at
+/// most [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
+/// [`geometry::partials_len`] floats in the scales buffer.
+pub fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: RowKernel,
+    bufs: &RowBuffers<'_>,
+    mut params: Params,
+) -> Result<()> {
+    let RowKernel {
+        entry,
+        strategy,
+        options,
+    } = kernel;
     let unsupported = |what: &str| Error::Unsupported {
         adapter: ctx.adapter_info().name.clone(),
         what: what.into(),
     };
-    if io.precision == Precision::Bf16 && io.in_place {
+    if bufs.precision == Precision::Bf16 && bufs.out.is_none() {
         return Err(unsupported(
             "bf16 has no in-place variant: give a separate output buffer",
         ));
     }
-    if io.precision == Precision::F16 && !ctx.features.contains(wgpu::Features::SHADER_F16) {
+    if bufs.precision == Precision::F16 && !ctx.features.contains(wgpu::Features::SHADER_F16) {
         return Err(unsupported("f16 data needs Features::SHADER_F16"));
     }
-    let (module, workgroup_size, team_size) = shape_of(ctx, strategy, io, params.rows)?;
-    let split = matches!(strategy, Strategy::Split { .. });
+
+    // 1. The variant: io from the bindings, geometry from the strategy.
+    let bound = bind_rows(ctx, bufs, strategy);
+    let (module, workgroup_size, team_size) =
+        geometry::shape_of(ctx, strategy, bound.io, params.rows)?;
     let cache_blocks = match strategy {
         Strategy::Cached { lanes } => cache_blocks(params.cols, lanes).ok_or_else(|| {
             unsupported(&format!(
@@ -393,20 +252,7 @@ pub fn record(
         })?,
         _ => 0,
     };
-    let cols = u64::from(params.cols);
-    let turns = if split {
-        let chunk = u64::from(SPLIT_CHUNK_COLS);
-        loop_turns(cols.min(chunk), team_size.into(), cols.div_ceil(chunk))
-    } else {
-        loop_turns(cols, team_size.into(), 0)
-    };
-    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu && turns > SOFTWARE_LOOP_TURNS {
-        return Err(unsupported(&format!(
-            "strategy {strategy} needs up to {turns} loop turns per lane for {cols} columns, \
-             and software adapters (llvmpipe) end a shader's loops after {SOFTWARE_LOOP_TURNS}: \
-             use a strategy with more lanes per row (Auto picks one)"
-        )));
-    }
+    software::check_loop_turns(ctx.adapter_info(), strategy, params.cols, team_size)?;
     let whole_batch = params.whole_batch != 0;
     if whole_batch && (entry != Entry::CrossEntropy || !one_workgroup(strategy, params.rows)) {
         return Err(Error::Validation(format!(
@@ -414,73 +260,65 @@ pub fn record(
             params.rows
         )));
     }
-    let options = Specialisation {
-        weights: params.has_weights != 0,
-        softcap: params.softcap > 0.0,
-        probs: params.has_targets != 0,
-        smoothing: params.label_smoothing > 0.0,
+    let key = |entry: usize| PipelineKey {
+        module,
+        entry,
+        workgroup_size,
+        team_size,
+        cache_blocks: if entry < 2 { cache_blocks } else { 0 },
+        whole_batch,
+        options,
+        f16_bits: bound.io.has_f16_bits() && ctx.software_io().f16_bits,
     };
-    // Halves converted by bit operations on software adapters, where pack2x16float and
-    // unpack2x16float run lane by lane (f16.wgsl).
-    let f16_bits = io.has_f16_bits() && ctx.f16_bits();
-    let pipeline = |entry: usize| {
-        ctx.pipeline(PipelineKey {
-            module,
-            entry,
-            workgroup_size,
-            team_size,
-            cache_blocks: if entry < 2 { cache_blocks } else { 0 },
-            whole_batch,
-            options,
-            f16_bits,
-        })
-    };
-    params.softmax = u32::from(entry == Entry::Softmax);
-    params.col_chunk = SPLIT_CHUNK_COLS;
+
+    // 2. The bindings and the offsets the shader adds.
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let (labels, labels_base) = bufs.labels.bind(align);
     let (targets, targets_base) = bufs.targets.bind(align);
     let (row_loss, row_base) = bufs.row_loss.bind(align);
     let (lse, lse_base) = bufs.lse.bind(align);
     // The shader indexes all three with one row_base (labels are unused with probabilities).
-    let labels_used = params.has_targets == 0;
-    if lse_base != row_base || (labels_used && labels_base != row_base) {
+    if lse_base != row_base || (!options.probs && labels_base != row_base) {
         return Err(Error::Validation(
             "labels, row_loss and lse must start at one row".into(),
         ));
     }
-    params.logits_base = logits_base;
+    params.softmax = u32::from(entry == Entry::Softmax);
+    params.col_chunk = SPLIT_CHUNK_COLS;
+    params.logits_base = bound.logits_base;
+    params.out_base = bound.out_base;
     params.row_base = row_base;
     params.targets_base = targets_base;
+    let uniform = ctx.buffer_with(
+        "row_softmax params",
+        bytemuck::bytes_of(&params),
+        wgpu::BufferUsages::UNIFORM,
+    );
     // Binding 9: the output (in place, the logits) once more: the vector io files' scalar view.
-    let output = out.as_ref().map_or(&logits, |o| &o.0).clone();
+    let output = bound.out.as_ref().unwrap_or(&bound.logits).clone();
     let mut entries = vec![
-        part(9, output),
-        part(1, logits),
+        whole(0, &uniform),
+        part(1, bound.logits),
         part(2, labels),
         whole(3, bufs.weights),
         whole(4, bufs.scales),
         part(5, targets),
         part(7, row_loss),
         part(8, lse),
+        part(9, output),
     ];
-    params.out_base = out_base;
-    if let Some((out, _)) = out {
+    if let Some(out) = bound.out {
         entries.push(part(6, out));
     }
-    let uniform = ctx.buffer_with(
-        "row_softmax params",
-        bytemuck::bytes_of(&params),
-        wgpu::BufferUsages::UNIFORM,
-    );
-    entries.push(whole(0, &uniform));
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("row_softmax"),
         layout: ctx.layouts.bind_group_layout(module),
         entries: &entries,
     });
-    // The dispatches: (entry point, grid). Split: x = chunk of the row, y = row, and the
+
+    // 3. The dispatches: (entry point, grid). Split: x = chunk of the row, y = row, and the
     // second dispatch sees the first one's writes.
-    let dispatches: Vec<(usize, (u32, u32))> = if split {
+    let dispatches: Vec<(usize, (u32, u32))> = if matches!(strategy, Strategy::Split { .. }) {
         if params.rows > super::MAX_GRID_DIM {
             return Err(Error::Validation(
                 "a split dispatch takes at most 65535 rows".into(),
@@ -498,7 +336,7 @@ pub fn record(
     };
     let pipelines = dispatches
         .iter()
-        .map(|&(entry, _)| pipeline(entry))
+        .map(|&(entry, _)| ctx.pipeline(key(entry)))
         .collect::<Result<Vec<_>>>()?;
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("row_softmax"),
@@ -510,18 +348,4 @@ pub fn record(
         pass.dispatch_workgroups(x, y, 1);
     }
     Ok(())
-}
-
-fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
-    }
-}
-
-fn part(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: wgpu::BindingResource::Buffer(buffer),
-    }
 }

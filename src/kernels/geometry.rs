@@ -1,0 +1,239 @@
+//! Dispatch geometry: how many lanes share a row (the team), how many lanes a workgroup has,
+//! how a grid of workgroups covers the rows, and the sizes the layouts hold (register cache,
+//! split chunks). A strategy ([`Strategy`]) fixes them; nothing here depends on the adapter
+//! but its limits (llvmpipe's loop limit is in `software.rs`).
+
+use super::strategy::Strategy;
+use super::variant::{Io, ModuleKey, TeamKind};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Lanes per workgroup of the workgroup-tree strategy (or the team size, when larger).
+pub const WORKGROUP_LANES: u32 = 256;
+/// Lanes per workgroup of the subgroup strategy, which depends on the subgroup size: one
+/// row per subgroup, so 64 / size rows per workgroup (16 at 4 lanes, 8 on lavapipe's default
+/// 8, 2 on NVIDIA's 32, 1 on AMD's 64), and one whole subgroup when the subgroup is larger
+/// (`subgroup_shape`).
+pub const SUBGROUP_WORKGROUP_LANES: u32 = 64;
+/// The largest workgroup the shaders' workgroup-memory scratch supports.
+pub const MAX_WORKGROUP_LANES: u32 = 1024;
+/// Workgroups per grid dimension that every adapter accepts (WebGPU's limit).
+pub const MAX_GRID_DIM: u32 = 65535;
+
+/// A 2-D grid of workgroups covering `workgroups` (x at most [`MAX_GRID_DIM`]); the shaders
+/// rebuild the linear index as `id.x + id.y * count.x` and idle past the end.
+pub fn grid(workgroups: u64) -> Result<(u32, u32)> {
+    let x = workgroups.clamp(1, u64::from(MAX_GRID_DIM));
+    let y = workgroups.div_ceil(x);
+    let y = u32::try_from(y)
+        .ok()
+        .filter(|y| *y <= MAX_GRID_DIM)
+        .ok_or_else(|| Error::Validation(format!("{workgroups} workgroups exceed the grid")))?;
+    Ok((x as u32, y))
+}
+
+/// Split layout: columns each workgroup owns. 16,384 columns are 64 per lane of a 256-lane
+/// workgroup: enough to hide the merge of the partials, few enough that a 262,144-column row
+/// spreads over 16 workgroups.
+pub const SPLIT_CHUNK_COLS: u32 = 16384;
+
+/// Floats of partial results the split layout keeps in the scales buffer for `rows` rows of
+/// `cols` columns (0 for the other strategies).
+pub fn partials_len(strategy: Strategy, rows: usize, cols: usize) -> usize {
+    match strategy {
+        Strategy::Split { .. } => 4 * rows * cols.div_ceil(SPLIT_CHUNK_COLS as usize),
+        _ => 0,
+    }
+}
+
+/// Whether a dispatch of `rows` rows in `strategy` is a single workgroup, so that a
+/// cross-entropy can do the batch's sums in it (`params.whole_batch`): one dispatch instead of
+/// three, which is most of a small batch's time on lavapipe (8x1000: 0.12 -> 0.06 ms). Only
+/// for workgroup teams: the split layout takes two dispatches anyway, and how many rows a
+/// subgroup-team workgroup holds depends on the subgroup size the hardware picks.
+pub fn one_workgroup(strategy: Strategy, rows: u32) -> bool {
+    match strategy {
+        Strategy::Workgroup { lanes } => rows <= workgroup_lanes(lanes, rows) / lanes,
+        Strategy::Cached { .. } => rows <= 1,
+        Strategy::Subgroup | Strategy::Split { .. } | Strategy::Auto => false,
+    }
+}
+
+/// Lanes per workgroup of `Workgroup { lanes }` over `rows` rows.
+///
+/// Teams of 2+ lanes share [`WORKGROUP_LANES`]-lane workgroups (or one workgroup per row past
+/// that). One lane per row needs no barrier, so the workgroup only decides how rows spread
+/// over workgroups: [`ROW_PER_LANE_LANES`] rows each, or [`ROW_PER_LANE_FEW_LANES`] when that
+/// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Measured on lavapipe
+/// (which runs a workgroup on one of its 2 threads): 64x262144 ran at 44% of copy in one
+/// 64-lane workgroup and at 66-104% over several runs in 8-, 16- or 32-lane ones; 16384x128
+/// ran 15% slower in 8-lane workgroups than in 32- or 64-lane ones. Since lanes take rows
+/// interleaved (team_workgroup.wgsl, `row_per_lane`), 256-lane workgroups beat 64-lane ones
+/// in three interleaved runs each: 65536x128 86-87% of copy against 52-81%, 1024x32000 74-75%
+/// against 69-72%, the other shapes within noise. Two sizes only, as every size is another
+/// pipeline to compile (0.2-3 s each on lavapipe).
+pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
+    if lanes > 1 {
+        lanes.max(WORKGROUP_LANES)
+    } else if rows >= ROW_PER_LANE_MIN_WORKGROUPS * ROW_PER_LANE_LANES {
+        ROW_PER_LANE_LANES
+    } else {
+        ROW_PER_LANE_FEW_LANES
+    }
+}
+
+/// One lane per row: lanes (rows) per workgroup.
+pub const ROW_PER_LANE_LANES: u32 = 256;
+/// One lane per row, few rows: lanes per workgroup (a whole subgroup on most adapters).
+pub const ROW_PER_LANE_FEW_LANES: u32 = 8;
+/// One lane per row: the fewest workgroups worth spreading the rows over (2 per thread of
+/// llvmpipe's 2-thread pool here; GPUs get many more from long batches anyway).
+pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
+
+/// The most vec4s a lane of `Strategy::Cached` holds (`MAX_CACHE_BLOCKS` in
+/// row_softmax.wgsl): 64 registers, what the register-resident softmax kernels of Triton or
+/// QuACK give a thread; rows up to `64 * lanes` columns.
+pub const MAX_CACHE_BLOCKS: u32 = 16;
+
+/// The longest row `Strategy::Cached { lanes }` holds: `MAX_CACHE_BLOCKS` vec4s per lane.
+pub fn cached_max_cols(lanes: u32) -> u32 {
+    4 * MAX_CACHE_BLOCKS * lanes
+}
+
+/// `CACHE_BLOCKS` for `Strategy::Cached { lanes }` over rows of `cols` columns: the smallest
+/// power of two of vec4s per lane that covers the row (powers of two, so few pipelines), or
+/// `None` past [`MAX_CACHE_BLOCKS`].
+pub fn cache_blocks(cols: u32, lanes: u32) -> Option<u32> {
+    let blocks = cols.div_ceil(4).div_ceil(lanes).max(1).next_power_of_two();
+    (blocks <= MAX_CACHE_BLOCKS).then_some(blocks)
+}
+
+/// Lanes per workgroup and per row (team) of `Strategy::Subgroup` on an adapter whose
+/// subgroups have `size` lanes: one subgroup per row, [`SUBGROUP_WORKGROUP_LANES`] lanes per
+/// workgroup or one subgroup when larger, so `workgroup / size` rows per workgroup (8 at 8
+/// lanes, 2 at 32, 1 at 64). The workgroup is a whole number of subgroups (both powers of
+/// two), which team_subgroup.wgsl needs: it numbers rows `workgroup * num_subgroups +
+/// subgroup_id`, so the host's grid (`record`: rows / (workgroup / size) workgroups) covers
+/// every row only if the size it was given is the size the shader runs at (see
+/// `context::usable_subgroup_size`).
+pub fn subgroup_shape(size: u32) -> (u32, u32) {
+    (SUBGROUP_WORKGROUP_LANES.max(size), size)
+}
+
+/// Workgroup size, team size and module of a concrete strategy on this context, for a
+/// dispatch of `rows` rows.
+pub fn shape_of(
+    ctx: &Context,
+    strategy: Strategy,
+    io: Io,
+    rows: u32,
+) -> Result<(ModuleKey, u32, u32)> {
+    let max = ctx
+        .limits
+        .max_compute_invocations_per_workgroup
+        .min(ctx.limits.max_compute_workgroup_size_x)
+        .min(MAX_WORKGROUP_LANES);
+    let (module, workgroup, team) = match strategy {
+        Strategy::Workgroup { lanes } => (
+            ModuleKey::RowSoftmax {
+                team: TeamKind::Workgroup,
+                io,
+            },
+            workgroup_lanes(lanes, rows),
+            lanes,
+        ),
+        Strategy::Split { lanes } | Strategy::Cached { lanes } => (
+            ModuleKey::RowSoftmax {
+                team: TeamKind::Workgroup,
+                io,
+            },
+            lanes,
+            lanes,
+        ),
+        Strategy::Subgroup => {
+            // The one subgroup size the host may rely on (context::usable_subgroup_size).
+            let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
+                adapter: ctx.adapter_info().name.clone(),
+                what: format!(
+                    "the subgroup strategy does not run here: {}",
+                    ctx.subgroup_refusal().unwrap_or("no usable subgroup size")
+                ),
+            })?;
+            let (workgroup, team) = subgroup_shape(size);
+            (
+                ModuleKey::RowSoftmax {
+                    team: TeamKind::Subgroup,
+                    io,
+                },
+                workgroup,
+                team,
+            )
+        }
+        Strategy::Auto => {
+            return Err(Error::Validation(
+                "Strategy::Auto must be resolved first".into(),
+            ));
+        }
+    };
+    if workgroup > max || !team.is_power_of_two() {
+        return Err(Error::Unsupported {
+            adapter: ctx.adapter_info().name.clone(),
+            what: format!("strategy {strategy} needs {workgroup} lanes per workgroup (max {max})"),
+        });
+    }
+    Ok((module, workgroup, team))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_lane_per_row_spreads_few_rows_over_small_workgroups() {
+        assert_eq!(workgroup_lanes(1, 8), 8, "8 rows: one 8-lane workgroup");
+        assert_eq!(workgroup_lanes(1, 64), 8, "64 rows: 8 workgroups, not 1");
+        assert_eq!(workgroup_lanes(1, 1023), 8);
+        assert_eq!(
+            workgroup_lanes(1, 1024),
+            256,
+            "1024 rows: 4 workgroups of 256"
+        );
+        assert_eq!(
+            workgroup_lanes(8, 5),
+            256,
+            "teams share 256-lane workgroups"
+        );
+        assert_eq!(workgroup_lanes(512, 5), 512, "or take one to themselves");
+    }
+
+    #[test]
+    fn a_whole_batch_is_the_rows_of_one_workgroup_team_workgroup() {
+        let wg = |lanes| Strategy::Workgroup { lanes };
+        // One lane per row: 8-lane workgroups for few rows.
+        assert!(one_workgroup(wg(1), 8) && !one_workgroup(wg(1), 9));
+        // Teams of 8 share WORKGROUP_LANES-lane workgroups.
+        let rows = WORKGROUP_LANES / 8;
+        assert!(one_workgroup(wg(8), rows) && !one_workgroup(wg(8), rows + 1));
+        assert!(one_workgroup(wg(256), 1) && !one_workgroup(wg(256), 2));
+        let cached = Strategy::Cached { lanes: 256 };
+        assert!(one_workgroup(cached, 1) && !one_workgroup(cached, 2));
+        // Two dispatches anyway, or rows per workgroup known only to the hardware.
+        assert!(!one_workgroup(Strategy::Split { lanes: 256 }, 1));
+        assert!(!one_workgroup(Strategy::Subgroup, 1));
+    }
+
+    #[test]
+    fn the_register_cache_covers_the_row_in_powers_of_two() {
+        assert_eq!(cache_blocks(1, 32), Some(1));
+        assert_eq!(cache_blocks(1000, 256), Some(1), "250 blocks, 256 lanes");
+        assert_eq!(cache_blocks(1028, 256), Some(2), "257 blocks");
+        assert_eq!(cache_blocks(4097, 256), Some(8), "1025 blocks: 5 per lane");
+        assert_eq!(
+            cache_blocks(16384, 256),
+            Some(16),
+            "the longest row of cached256"
+        );
+        assert_eq!(cache_blocks(16385, 256), None);
+        assert_eq!(cache_blocks(65536, 1024), Some(16));
+    }
+}

@@ -1,0 +1,426 @@
+//! The host path: host slices in, `Vec`s out. Every call goes through one chunk loop,
+//! [`Context::host_rows`]: validate → upload one chunk of rows → dispatch (row kernel, then
+//! the loss sum; a batch of one workgroup sums itself in the row kernel) → read back → next
+//! chunk.
+
+use super::pool::HostLayout;
+use super::{BatchPart, Targets, padded};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
+use crate::kernels::row_softmax::{self, Entry, RowKernel};
+use crate::kernels::{Precision, Strategy, geometry};
+use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
+use crate::reference::CrossEntropyOutput;
+
+impl Context {
+    /// Cross-entropy loss, per-row losses, per-row lse and the gradient, for host data with
+    /// class-index targets.
+    ///
+    /// `logits` is row-major `[rows, cols]`, `labels` holds one class index per row. See
+    /// [`crate::reference::cross_entropy`] for the exact formulas, which this matches.
+    ///
+    /// ```no_run
+    /// let ctx = ml_softmax::Context::new()?;
+    /// let out = ctx.cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())?;
+    /// assert!((out.loss - 1.4076).abs() < 1e-4);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
+    pub fn cross_entropy(
+        &self,
+        logits: &[f32],
+        labels: &[i64],
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        self.cross_entropy_with(logits, labels, rows, cols, options, Strategy::Auto)
+    }
+
+    /// [`Context::cross_entropy`] with an explicit reduction strategy.
+    pub fn cross_entropy_with(
+        &self,
+        logits: &[f32],
+        labels: &[i64],
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput> {
+        self.cross_entropy_targets(
+            logits,
+            Targets::Classes(labels),
+            rows,
+            cols,
+            options,
+            strategy,
+        )
+    }
+
+    /// Cross-entropy with probability targets `[rows, cols]`; see
+    /// [`crate::reference::cross_entropy_probs`] for the formulas.
+    pub fn cross_entropy_probs(
+        &self,
+        logits: &[f32],
+        targets: &[f32],
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        let targets = Targets::Probabilities(targets);
+        self.cross_entropy_targets(logits, targets, rows, cols, options, Strategy::Auto)
+    }
+
+    /// Cross-entropy for host data, with either kind of targets and an explicit strategy.
+    pub fn cross_entropy_targets(
+        &self,
+        logits: &[f32],
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput> {
+        let job = HostJob::CrossEntropy { targets, options };
+        self.host_elements(logits, Precision::F32, job, rows, cols, strategy)
+    }
+
+    /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
+    /// gradient comes back in the same format; loss, row losses and lse as f32. All
+    /// arithmetic is f32. `F16` needs an adapter with `Features::SHADER_F16`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_half(
+        &self,
+        logits: &[u16],
+        precision: Precision,
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput<u16>> {
+        let n = check_shape(rows, cols)?;
+        check_len("logits", n, logits.len())?;
+        if precision == Precision::F32 {
+            return Err(Error::InvalidOption {
+                name: "precision",
+                value: "F32".into(),
+                reason: "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
+            });
+        }
+        let job = HostJob::CrossEntropy { targets, options };
+        self.host_elements(logits, precision, job, rows, cols, strategy)
+    }
+
+    /// Softmax of each row of host data.
+    ///
+    /// ```no_run
+    /// let ctx = ml_softmax::Context::new()?;
+    /// let p = ctx.softmax(&[1.0, 2.0, 3.0], 1, 3)?;
+    /// assert!((p[2] - 0.665).abs() < 1e-3);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
+    pub fn softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+        self.softmax_with(logits, rows, cols, false, Strategy::Auto)
+    }
+
+    /// Log-softmax of each row of host data.
+    pub fn log_softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+        self.softmax_with(logits, rows, cols, true, Strategy::Auto)
+    }
+
+    /// Softmax (`log = false`) or log-softmax with an explicit strategy.
+    pub fn softmax_with(
+        &self,
+        logits: &[f32],
+        rows: usize,
+        cols: usize,
+        log: bool,
+        strategy: Strategy,
+    ) -> Result<Vec<f32>> {
+        let job = HostJob::Softmax { log };
+        let out = self.host_elements(logits, Precision::F32, job, rows, cols, strategy)?;
+        Ok(out.grad)
+    }
+
+    /// Softmax or log-softmax of half-precision logits (`F16` or `Bf16` bits), with the
+    /// output in the same format.
+    pub fn softmax_half(
+        &self,
+        logits: &[u16],
+        precision: Precision,
+        rows: usize,
+        cols: usize,
+        log: bool,
+        strategy: Strategy,
+    ) -> Result<Vec<u16>> {
+        let job = HostJob::Softmax { log };
+        let out = self.host_elements(logits, precision, job, rows, cols, strategy)?;
+        Ok(out.grad)
+    }
+
+    /// [`Context::host_rows`] on typed elements (f32, or u16 bits of halves): checks their
+    /// count, and gives the output back in the same type.
+    fn host_elements<T: bytemuck::Pod>(
+        &self,
+        logits: &[T],
+        precision: Precision,
+        job: HostJob<'_>,
+        rows: usize,
+        cols: usize,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput<T>> {
+        let n = check_shape(rows, cols)?;
+        check_len("logits", n, logits.len())?;
+        let bytes = bytemuck::cast_slice(logits);
+        let out = self.host_rows(
+            bytes,
+            precision,
+            job,
+            rows,
+            cols,
+            strategy,
+            BatchPart::whole(rows),
+        )?;
+        Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
+    }
+
+    /// The host cross-entropy on logits stored as `precision`, as bytes, as one piece `part`
+    /// of a longer batch (`src/stream.rs`, `src/multi.rs`): the gradient comes back as bytes
+    /// in the same format, and the returned `loss` is the batch's loss so far.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn host_cross_entropy(
+        &self,
+        logits: &[u8],
+        precision: Precision,
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+        part: BatchPart,
+    ) -> Result<CrossEntropyOutput<u8>> {
+        let job = HostJob::CrossEntropy { targets, options };
+        self.host_rows(logits, precision, job, rows, cols, strategy, part)
+    }
+
+    /// Every host call: validate → upload a chunk of rows → dispatch → read back → next
+    /// chunk. `logits` are bytes stored as `precision`; the output (softmax or gradient)
+    /// comes back as bytes in the same format, in `grad` (softmax leaves the rest empty).
+    /// `part` places a cross-entropy call in a longer batch ([`BatchPart::whole`]: none).
+    #[allow(clippy::too_many_arguments)]
+    fn host_rows(
+        &self,
+        logits: &[u8],
+        precision: Precision,
+        job: HostJob<'_>,
+        rows: usize,
+        cols: usize,
+        strategy: Strategy,
+        part: BatchPart,
+    ) -> Result<CrossEntropyOutput<u8>> {
+        self.check_alive()?;
+        let n = check_shape(rows, cols)?;
+        if let HostJob::CrossEntropy { options, .. } = job {
+            options.validate(cols)?;
+        }
+        let cols32 = self.check_cols(cols)?;
+        let strategy = self.resolve(strategy, rows, cols);
+
+        // The per-row inputs: class labels go to the GPU as i32, ignored rows as -1, which
+        // no class can be, so any i64 ignore index works.
+        let (entry, prepared, inputs, mut stats) = match job {
+            HostJob::Softmax { log } => {
+                let mut prepared =
+                    self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
+                prepared.params.log_softmax = u32::from(log);
+                (
+                    Entry::Softmax,
+                    prepared,
+                    RowInputs::None,
+                    [1.0, 0.0, 0.0, 0.0],
+                )
+            }
+            HostJob::CrossEntropy {
+                targets: Targets::Classes(labels),
+                options,
+            } => {
+                check_len("labels", rows, labels.len())?;
+                check_labels(labels, cols, options.ignore_index)?;
+                let gpu: Vec<i32> = labels
+                    .iter()
+                    .map(|&y| {
+                        if y == options.ignore_index {
+                            -1
+                        } else {
+                            y as i32
+                        }
+                    })
+                    .collect();
+                let prepared = self.prepare(options, cols32, -1, false)?;
+                let stats = host_stats(labels, options);
+                (Entry::CrossEntropy, prepared, RowInputs::Labels(gpu), stats)
+            }
+            HostJob::CrossEntropy {
+                targets: Targets::Probabilities(t),
+                options,
+            } => {
+                check_len("targets", n, t.len())?;
+                let scale = match options.reduction {
+                    Reduction::Mean => 1.0 / rows as f64,
+                    Reduction::Sum | Reduction::None => 1.0,
+                };
+                let prepared = self.prepare(options, cols32, -1, true)?;
+                let stats = [scale as f32, rows as f32, 0.0, 0.0];
+                (
+                    Entry::CrossEntropy,
+                    prepared,
+                    RowInputs::Probabilities(t),
+                    stats,
+                )
+            }
+        };
+        // A piece of a longer batch: the whole batch's denominator sets the scale, and the
+        // GPU keeps adding to the loss of the earlier pieces.
+        if let (HostJob::CrossEntropy { options, .. }, Some(denominator)) = (job, part.denominator)
+        {
+            stats = mean_stats(denominator, options.reduction);
+        }
+        stats[STATS_LOSS] = part.loss_before;
+        let per_row = entry == Entry::CrossEntropy;
+        let kernel = RowKernel {
+            entry,
+            strategy,
+            options: prepared.options,
+        };
+
+        let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
+        let layout = HostLayout {
+            chunk_rows,
+            cols,
+            per_row,
+            targets: matches!(inputs, RowInputs::Probabilities(_)),
+            precision,
+            partials: geometry::partials_len(strategy, chunk_rows, cols),
+        };
+        let bufs = self.host_buffers(layout, &stats)?;
+        let eb = precision.bytes() as usize;
+        let mut out = CrossEntropyOutput {
+            loss: 0.0,
+            row_loss: Vec::with_capacity(if per_row { rows } else { 0 }),
+            lse: Vec::with_capacity(if per_row { rows } else { 0 }),
+            grad: Vec::with_capacity(n * eb),
+        };
+        for first in (0..rows).step_by(chunk_rows) {
+            let count = chunk_rows.min(rows - first);
+            let elems = count * cols;
+            // Upload and dispatch inside an error scope; wait and read back outside it.
+            let back_len = self.scoped(|| {
+                bufs.upload(self, &logits[first * cols * eb..][..elems * eb], elems);
+                match &inputs {
+                    RowInputs::None => {}
+                    RowInputs::Labels(labels) => {
+                        bufs.upload_labels(self, &labels[first..][..count])
+                    }
+                    RowInputs::Probabilities(t) => {
+                        bufs.upload_targets(self, &t[first * cols..][..elems])
+                    }
+                }
+                let mut encoder = self.encoder();
+                let mut params = prepared.params;
+                params.rows = count as u32;
+                params.partials_base = STATS_LEN as u32;
+                // A cross-entropy batch of one workgroup sums its loss itself (the factor is
+                // set here).
+                // Only when the call is the whole batch: pieces sum as one call's chunks do.
+                let whole = per_row
+                    && part.batch_rows == count
+                    && geometry::one_workgroup(strategy, params.rows);
+                if whole {
+                    params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
+                }
+                let rb = bufs.row_buffers(elems, count, &prepared.weights);
+                row_softmax::record(self, &mut encoder, kernel, &rb, params)?;
+                if per_row && !whole {
+                    let sum_params = batch_sum::Params {
+                        rows: count as u32,
+                        ..Default::default()
+                    };
+                    batch_sum::record(
+                        self,
+                        &mut encoder,
+                        batch_sum::Entry::LossSum,
+                        rb.labels,
+                        rb.row_loss,
+                        &prepared.weights,
+                        &bufs.scales,
+                        sum_params,
+                    )?;
+                }
+                let back_len = bufs.copy_to_staging(&mut encoder, elems, count);
+                self.queue.submit([encoder.finish()]);
+                Ok(back_len)
+            })?;
+            let back = self.read_bytes(&bufs.staging, back_len)?;
+            out.grad.extend_from_slice(&back[..elems * eb]);
+            if per_row {
+                let tail: Vec<f32> = bytemuck::pod_collect_to_vec(&back[padded(elems * eb)..]);
+                out.row_loss.extend_from_slice(&tail[..count]);
+                out.lse.extend_from_slice(&tail[count..][..count]);
+                out.loss = tail[2 * count + STATS_LOSS];
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a host call computes.
+#[derive(Clone, Copy)]
+enum HostJob<'a> {
+    /// Softmax, or log-softmax, of each row.
+    Softmax { log: bool },
+    /// The cross-entropy and its gradient.
+    CrossEntropy {
+        targets: Targets<'a>,
+        options: &'a CrossEntropyOptions,
+    },
+}
+
+/// The per-row inputs a host call uploads with each chunk.
+enum RowInputs<'a> {
+    /// Softmax: none.
+    None,
+    /// Class labels as the GPU takes them.
+    Labels(Vec<i32>),
+    /// Probability targets, `[rows, cols]`.
+    Probabilities(&'a [f32]),
+}
+
+/// The stats for host class labels: the mean's denominator is summed here, in f64.
+fn host_stats(labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN] {
+    mean_stats(class_denominator(labels, options), options.reduction)
+}
+
+/// The `Mean` denominator of class-index labels (checked by the caller): the sum of the
+/// target weights of the rows not ignored, in f64.
+pub(crate) fn class_denominator(labels: &[i64], options: &CrossEntropyOptions) -> f64 {
+    labels
+        .iter()
+        .filter(|&&y| y != options.ignore_index)
+        .map(|&y| match &options.weight {
+            Some(w) => f64::from(w[y as usize]),
+            None => 1.0,
+        })
+        .sum()
+}
+
+/// The stats a host call starts from, given the mean's denominator: the gradient scale
+/// (`1 / D` for `Mean`, 0 when `D = 0`; 1 otherwise), `D`, and a loss of 0.
+fn mean_stats(denominator: f64, reduction: Reduction) -> [f32; STATS_LEN] {
+    let scale = match reduction {
+        Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
+        Reduction::Mean => 0.0,
+        Reduction::Sum | Reduction::None => 1.0,
+    };
+    [scale as f32, denominator as f32, 0.0, 0.0]
+}

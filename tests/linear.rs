@@ -1,0 +1,381 @@
+//! Fused linear + cross-entropy (`Context::linear_cross_entropy`) on every adapter, against
+//! the f64 reference: logits `hidden @ classifier^T + bias` in f64, the reference
+//! cross-entropy's loss and gradient on them, then `d_hidden = G C`, `d_classifier = G^T H`,
+//! `d_bias = colsum(G)` in f64. Fresh random data each run (the seed is printed); outputs
+//! are NaN-poisoned first, so an element the kernels never write fails.
+
+mod common;
+#[path = "common/linear.rs"]
+mod linear_reference;
+
+use common::{Rng, assert_close, assert_within, contexts, open_contexts, to_half};
+use linear_reference::{Case, expected};
+use ml_softmax::{
+    Context, ContextOptions, CrossEntropyOptions, Error, LinearCrossEntropy, Matrix, Precision,
+    Reduction,
+};
+
+/// A random problem: logits with a spread of about 2, neither flat nor one-hot.
+fn random_case(rng: &mut Rng, rows: usize, dim: usize, vocab: usize, bias: bool) -> Case {
+    // Scaled so the logits have a spread of about 2: softmax neither flat nor one-hot.
+    let sigma = 1.5 / (dim as f64).sqrt();
+    Case {
+        rows,
+        dim,
+        vocab,
+        hidden: rng.logits(rows * dim, 1.0),
+        classifier: rng.logits(vocab * dim, sigma),
+        bias: bias.then(|| rng.logits(vocab, 0.5)),
+        labels: rng.labels(rows, vocab),
+    }
+}
+
+/// Runs `case` on `ctx` and compares everything with the reference. The logits carry an f32
+/// dot-product error (about `dim` ulps of `sum |h c|`), which moves each probability by as
+/// much relative to itself: 1e-4 relative to the sum of absolute terms covers it.
+fn check(ctx: &Context, what: &str, case: &Case, options: &CrossEntropyOptions) {
+    let what = format!("{what} on {}", ctx.describe());
+    let gpu = ctx
+        .linear_cross_entropy(&case.call(options))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let want = expected(case, options);
+    assert_close(&format!("{what} lse"), &gpu.lse, &want.out.lse, 1e-4, 1e-4);
+    assert_close(
+        &format!("{what} row_loss"),
+        &gpu.row_loss,
+        &want.out.row_loss,
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        &format!("{what} loss"),
+        &[gpu.loss],
+        &[want.out.loss],
+        1e-5,
+        1e-4,
+    );
+    let tol = |scale: &[f64]| {
+        let scale = scale.to_vec();
+        move |i: usize| 1e-4 * scale[i] + 1e-7
+    };
+    assert_within(
+        &format!("{what} grad_hidden"),
+        &gpu.grad_hidden,
+        &want.grad_hidden,
+        tol(&want.grad_hidden_scale),
+    );
+    assert_within(
+        &format!("{what} grad_classifier"),
+        &gpu.grad_classifier,
+        &want.grad_classifier,
+        tol(&want.grad_classifier_scale),
+    );
+    match (&gpu.grad_bias, &case.bias) {
+        (Some(gb), Some(_)) => assert_within(
+            &format!("{what} grad_bias"),
+            gb,
+            &want.grad_bias,
+            tol(&want.grad_bias_scale),
+        ),
+        (None, None) => {}
+        _ => panic!("{what}: grad_bias present without a bias, or missing with one"),
+    }
+}
+
+/// Every option and reduction, with and without weights: the combinations the tests run.
+fn option_sets(rng: &mut Rng, vocab: usize) -> Vec<(&'static str, CrossEntropyOptions)> {
+    let weight: Vec<f32> = (0..vocab).map(|_| rng.uniform() as f32 * 2.0).collect();
+    vec![
+        ("defaults", CrossEntropyOptions::default()),
+        (
+            "sum, weights",
+            CrossEntropyOptions {
+                reduction: Reduction::Sum,
+                weight: Some(weight.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "none, smoothing",
+            CrossEntropyOptions {
+                reduction: Reduction::None,
+                label_smoothing: 0.1,
+                ..Default::default()
+            },
+        ),
+        (
+            "mean, every option",
+            CrossEntropyOptions {
+                reduction: Reduction::Mean,
+                ignore_index: 7,
+                label_smoothing: 0.2,
+                weight: Some(weight),
+                z_loss: 1e-3,
+                softcap: 3.0,
+            },
+        ),
+        (
+            "sum, z-loss, softcap",
+            CrossEntropyOptions {
+                reduction: Reduction::Sum,
+                z_loss: 0.01,
+                softcap: 1.5,
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+/// Marks every third row ignored (under the options' ignore index).
+fn ignore_some(case: &mut Case, options: &CrossEntropyOptions) {
+    for r in (0..case.rows).step_by(3) {
+        case.labels[r] = options.ignore_index;
+    }
+}
+
+#[test]
+fn linear_matches_reference_on_random_shapes_and_every_option() {
+    let mut rng = Rng::new("linear_matches_reference_on_random_shapes_and_every_option");
+    // V not a multiple of the 2048-column block (2100), nor of the 64-wide tile (300, 2100);
+    // dim not a multiple of the 16-step (1, 37); rows past one 64-row tile.
+    let shapes = [(1, 1, 3), (37, 5, 300), (70, 37, 2100), (130, 64, 97)];
+    for ctx in contexts() {
+        for &(rows, dim, vocab) in &shapes {
+            for (name, options) in option_sets(&mut rng, vocab) {
+                for bias in [false, true] {
+                    let mut case = random_case(&mut rng, rows, dim, vocab, bias);
+                    if rows > 1 {
+                        ignore_some(&mut case, &options);
+                    }
+                    let what = format!("{rows}x{dim}x{vocab} {name} bias={bias}");
+                    check(ctx, &what, &case, &options);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_every_row_ignored_gives_zero_loss_and_gradients() {
+    let mut rng = Rng::new("linear_every_row_ignored_gives_zero_loss_and_gradients");
+    for ctx in contexts() {
+        let mut case = random_case(&mut rng, 9, 8, 50, true);
+        case.labels = vec![-100; 9];
+        let options = CrossEntropyOptions::default();
+        check(ctx, "all ignored", &case, &options);
+        let out = ctx.linear_cross_entropy(&case.call(&options)).unwrap();
+        assert_eq!(out.loss, 0.0);
+        assert!(out.grad_hidden.iter().all(|&g| g == 0.0));
+        assert!(out.grad_classifier.iter().all(|&g| g == 0.0));
+    }
+}
+
+#[test]
+fn linear_chunks_past_one_binding_give_the_same_results() {
+    let mut rng = Rng::new("linear_chunks_past_one_binding_give_the_same_results");
+    // 256 KiB per binding: 300 rows x 40 x 1000 runs as 3 chunks of <= 128 rows and 2 blocks
+    // of <= 512 columns (the unit test of `plan` checks the cut).
+    let small = open_contexts(&ContextOptions {
+        max_chunk_bytes: Some(262_144),
+        poison_outputs: true,
+        ..Default::default()
+    });
+    let case = random_case(&mut rng, 300, 40, 1000, true);
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.05,
+        z_loss: 1e-3,
+        ..Default::default()
+    };
+    for (ctx, whole) in small.iter().zip(contexts()) {
+        check(ctx, "chunked", &case, &options);
+        // Chunked and whole runs agree to rounding (they sum d_classifier in another order).
+        let a = ctx.linear_cross_entropy(&case.call(&options)).unwrap();
+        let b = whole.linear_cross_entropy(&case.call(&options)).unwrap();
+        assert_close("chunked vs whole loss", &[a.loss], &[b.loss], 1e-6, 1e-5);
+        assert_eq!(a.grad_hidden.len(), b.grad_hidden.len());
+    }
+}
+
+#[test]
+fn linear_is_bit_reproducible() {
+    let mut rng = Rng::new("linear_is_bit_reproducible");
+    let case = random_case(&mut rng, 100, 24, 2300, true);
+    let options = CrossEntropyOptions::default();
+    for ctx in contexts() {
+        let a = ctx.linear_cross_entropy(&case.call(&options)).unwrap();
+        let b = ctx.linear_cross_entropy(&case.call(&options)).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+        assert_eq!(bits(&a.grad_hidden), bits(&b.grad_hidden));
+        assert_eq!(bits(&a.grad_classifier), bits(&b.grad_classifier));
+    }
+}
+
+#[test]
+fn linear_half_inputs_accumulate_in_f32() {
+    let mut rng = Rng::new("linear_half_inputs_accumulate_in_f32");
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    for ctx in contexts() {
+        for precision in [Precision::F16, Precision::Bf16] {
+            let mut case = random_case(&mut rng, 45, 33, 700, true);
+            // The reference sees the half values exactly as the GPU does.
+            let (h_bits, h) = to_half(&case.hidden, precision);
+            let (c_bits, c) = to_half(&case.classifier, precision);
+            case.hidden = h;
+            case.classifier = c;
+            let call = LinearCrossEntropy {
+                hidden: Matrix::Half(&h_bits, precision),
+                classifier: Matrix::Half(&c_bits, precision),
+                ..case.call(&options)
+            };
+            let gpu = ctx.linear_cross_entropy(&call).unwrap();
+            let want = expected(&case, &options);
+            let what = format!("{precision:?} on {}", ctx.describe());
+            assert_close(
+                &format!("{what} loss"),
+                &[gpu.loss],
+                &[want.out.loss],
+                1e-5,
+                1e-4,
+            );
+            let scale = want.grad_hidden_scale.clone();
+            assert_within(
+                &format!("{what} grad_hidden"),
+                &gpu.grad_hidden,
+                &want.grad_hidden,
+                |i| 1e-4 * scale[i] + 1e-7,
+            );
+            let scale = want.grad_classifier_scale.clone();
+            assert_within(
+                &format!("{what} grad_classifier"),
+                &gpu.grad_classifier,
+                &want.grad_classifier,
+                |i| 1e-4 * scale[i] + 1e-7,
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_bad_input_is_a_typed_error() {
+    let ctx = &contexts()[0];
+    let mut rng = Rng::new("linear_bad_input_is_a_typed_error");
+    let case = random_case(&mut rng, 4, 6, 10, true);
+    let options = CrossEntropyOptions::default();
+    let ok = case.call(&options);
+    // A classifier of another hidden size: its length does not match vocab * dim.
+    let wrong_dim = rng.logits(10 * 5, 1.0);
+    let bad = LinearCrossEntropy {
+        classifier: Matrix::F32(&wrong_dim),
+        ..ok
+    };
+    assert_eq!(
+        ctx.linear_cross_entropy(&bad).unwrap_err(),
+        Error::LengthMismatch {
+            what: "classifier",
+            expected: 60,
+            actual: 50
+        }
+    );
+    let short = &case.hidden[..23];
+    let bad = LinearCrossEntropy {
+        hidden: Matrix::F32(short),
+        ..ok
+    };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::LengthMismatch { what: "hidden", .. })
+    ));
+    let bias = [0.0f32; 9];
+    let bad = LinearCrossEntropy {
+        bias: Some(&bias),
+        ..ok
+    };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::LengthMismatch { what: "bias", .. })
+    ));
+    let bad = LinearCrossEntropy {
+        labels: &[0, 1, 2],
+        ..ok
+    };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::LengthMismatch { what: "labels", .. })
+    ));
+    let bad = LinearCrossEntropy {
+        labels: &[0, 10, 2, 3],
+        ..ok
+    };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::LabelOutOfRange {
+            row: 1,
+            value: 10,
+            ..
+        })
+    ));
+    let bad = LinearCrossEntropy { rows: 0, ..ok };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::EmptyShape { .. })
+    ));
+    let smoothing = CrossEntropyOptions {
+        label_smoothing: 1.5,
+        ..Default::default()
+    };
+    let bad = LinearCrossEntropy {
+        options: &smoothing,
+        ..ok
+    };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::InvalidOption {
+            name: "label_smoothing",
+            ..
+        })
+    ));
+    let bits = vec![0u16; 24];
+    let bad = LinearCrossEntropy {
+        hidden: Matrix::Half(&bits, Precision::F32),
+        ..ok
+    };
+    assert!(matches!(
+        ctx.linear_cross_entropy(&bad),
+        Err(Error::InvalidOption {
+            name: "precision",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn linear_shader_validates_with_naga_for_every_storage_kind() {
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let source = ml_softmax::linear::shader_source();
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("linear_xent.wgsl: {}", e.emit_to_string(source)));
+    // Nothing beyond core WGSL except unpack2x16float (f16 inputs), which naga files under
+    // SHADER_FLOAT16_IN_FLOAT32 and every wgpu backend grants (GL included): no SHADER_F16.
+    let info = Validator::new(
+        ValidationFlags::all(),
+        Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("linear_xent.wgsl: {e:?}"));
+    for a in 0..3u32 {
+        for b in 0..3u32 {
+            let constants = [
+                ("A_KIND".to_string(), f64::from(a)),
+                ("B_KIND".to_string(), f64::from(b)),
+            ]
+            .into_iter()
+            .collect();
+            naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                .unwrap_or_else(|e| panic!("A_KIND {a} B_KIND {b}: {e:?}"));
+        }
+    }
+}
