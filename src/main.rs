@@ -119,6 +119,51 @@ enum ReductionArg {
     None,
 }
 
+/// The loss options of `xent` and `linear-xent`: one place to add or change an option's flag.
+#[derive(Args)]
+struct LossArgs {
+    /// How row losses are combined.
+    #[arg(long, value_enum, default_value = "mean")]
+    reduction: ReductionArg,
+    /// Rows with this label are ignored.
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    /// Label smoothing in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Class weights [classes] (float32, float64 or float16).
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// z-loss scale: adds S * lse^2 per row.
+    #[arg(long, default_value_t = 0.0)]
+    z_loss: f32,
+    /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
+    #[arg(long, default_value_t = 0.0)]
+    softcap: f32,
+}
+
+impl LossArgs {
+    /// The library's options; the weight file must hold `classes` values.
+    fn options(&self, classes: usize) -> Result<CrossEntropyOptions, String> {
+        let weight = match &self.weight {
+            Some(p) => Some(read_vector(p, classes, "weight")?),
+            None => None,
+        };
+        Ok(CrossEntropyOptions {
+            reduction: match self.reduction {
+                ReductionArg::Mean => Reduction::Mean,
+                ReductionArg::Sum => Reduction::Sum,
+                ReductionArg::None => Reduction::None,
+            },
+            ignore_index: self.ignore_index,
+            label_smoothing: self.label_smoothing,
+            weight,
+            z_loss: self.z_loss,
+            softcap: self.softcap,
+        })
+    }
+}
+
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
 struct XentArgs {
@@ -153,24 +198,8 @@ struct XentArgs {
     /// Output (optional): log-softmax [rows, cols] (of the soft-capped logits).
     #[arg(long)]
     log_probs_out: Option<PathBuf>,
-    /// How row losses are combined.
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-    /// Rows with this label are ignored.
-    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
-    ignore_index: i64,
-    /// Label smoothing in [0, 1].
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
-    /// Class weights [cols] (float32, float64 or float16).
-    #[arg(long)]
-    weight: Option<PathBuf>,
-    /// z-loss scale: adds S * lse^2 per row.
-    #[arg(long, default_value_t = 0.0)]
-    z_loss: f32,
-    /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
-    #[arg(long, default_value_t = 0.0)]
-    softcap: f32,
+    #[command(flatten)]
+    loss: LossArgs,
     /// Reduction strategy: auto, subgroup, wgN (N lanes per row, 1..1024), cachedN or splitN (N = 32..1024).
     #[arg(long, default_value = "auto")]
     strategy: String,
@@ -652,22 +681,7 @@ fn xent(args: &XentArgs) -> Result<(), String> {
     // 1. Headers and the small inputs (labels, weights): the logits and probability targets
     // are only opened here, and read chunk by chunk in step 3.
     let (mut logits, rows, cols, logits_dtype) = open_logits(&args.logits)?;
-    let weight = match &args.weight {
-        Some(p) => Some(read_vector(p, cols, "weight")?),
-        None => None,
-    };
-    let options = CrossEntropyOptions {
-        reduction: match args.reduction {
-            ReductionArg::Mean => Reduction::Mean,
-            ReductionArg::Sum => Reduction::Sum,
-            ReductionArg::None => Reduction::None,
-        },
-        ignore_index: args.ignore_index,
-        label_smoothing: args.label_smoothing,
-        weight,
-        z_loss: args.z_loss,
-        softcap: args.softcap,
-    };
+    let options = args.loss.options(cols)?;
     let strategy: Strategy = args
         .strategy
         .parse()
