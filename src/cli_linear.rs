@@ -10,7 +10,7 @@ use clap::Args;
 use ml_softmax::npy::NpyData;
 use ml_softmax::{CrossEntropyOptions, LinearCrossEntropy, Matrix, Precision, Reduction};
 
-use super::{GpuArgs, ReductionArg, read_labels, read_npy, read_vector};
+use super::{GpuArgs, LossArgs, read_labels, read_npy, read_vector};
 use crate::cli_outputs::Outputs;
 
 #[derive(Args)]
@@ -47,24 +47,8 @@ pub struct LinearArgs {
     /// Output (optional): per-row log-sum-exp [rows].
     #[arg(long)]
     lse_out: Option<PathBuf>,
-    /// How row losses are combined.
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-    /// Rows with this label are ignored.
-    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
-    ignore_index: i64,
-    /// Label smoothing in [0, 1].
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
-    /// Class weights [vocab] (float32, float64 or float16).
-    #[arg(long)]
-    weight: Option<PathBuf>,
-    /// z-loss scale: adds S * lse^2 per row.
-    #[arg(long, default_value_t = 0.0)]
-    z_loss: f32,
-    /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
-    #[arg(long, default_value_t = 0.0)]
-    softcap: f32,
+    #[command(flatten)]
+    loss: LossArgs,
 }
 
 /// A float [rows, cols] .npy as the GPU takes it: float16 bits kept, others as f32.
@@ -109,22 +93,7 @@ pub fn run(args: &LinearArgs) -> Result<(), String> {
         Some(p) => Some(read_vector(p, vocab, "bias")?),
         None => None,
     };
-    let weight = match &args.weight {
-        Some(p) => Some(read_vector(p, vocab, "weight")?),
-        None => None,
-    };
-    let options = CrossEntropyOptions {
-        reduction: match args.reduction {
-            ReductionArg::Mean => Reduction::Mean,
-            ReductionArg::Sum => Reduction::Sum,
-            ReductionArg::None => Reduction::None,
-        },
-        ignore_index: args.ignore_index,
-        label_smoothing: args.label_smoothing,
-        weight,
-        z_loss: args.z_loss,
-        softcap: args.softcap,
-    };
+    let options = args.loss.options(vocab)?;
     options.validate(vocab).map_err(super::flag_error)?;
     options
         .check_labels(&labels, vocab)

@@ -14,6 +14,9 @@
 //!    its own folder: on Linux an unnamed one (`O_TMPFILE`), which a kill cannot leave behind;
 //!    elsewhere (or where the file system has no unnamed files) `.ml-softmax-<pid>-<n>.part`,
 //!    removed on error, on SIGINT / SIGTERM / SIGHUP, and by the next run in that folder.
+//!    A large array can instead be staged in pieces as it is computed ([`Outputs::start`],
+//!    [`Outputs::append`]: `xent`'s streamed `[rows, cols]` outputs); one that is written
+//!    through is then spooled in an unnamed file of the temporary folder until the commit.
 //! 3. **Commit**. The outputs written through get their data (a FIFO without a reader is
 //!    waited for, and the wait is said on stderr); then each staged file is given its name and
 //!    renamed over its destination, with the termination signals held off until the last
@@ -61,6 +64,21 @@ enum Content {
     Npy(Vec<usize>, NpyData),
     /// Bytes as they are (the bench's JSON and SVG).
     Bytes(Vec<u8>),
+    /// A `.npy` array written in pieces as they are computed ([`Outputs::start`],
+    /// [`Outputs::append`]), so that it never has to be whole in memory.
+    Streamed(Streamed),
+}
+
+/// A `.npy` array written in pieces: into the output's temporary file, or for an output
+/// written through (a device, a FIFO) into an unnamed spool file in the temporary folder,
+/// copied through at the commit (so a run that fails sends nothing there either).
+struct Streamed {
+    /// Elements the header declares, and elements appended so far.
+    expected: usize,
+    appended: usize,
+    /// The spool of an output written through; `None`: the pieces are in the output's own
+    /// temporary file.
+    spool: Option<Temp>,
 }
 
 impl Content {
@@ -68,6 +86,14 @@ impl Content {
         match self {
             Content::Npy(shape, data) => npy::write_to(writer, shape, data),
             Content::Bytes(bytes) => writer.write_all(bytes),
+            Content::Streamed(streamed) => {
+                let spool = streamed.spool.as_ref().ok_or_else(|| {
+                    io::Error::other("a streamed output has no spool to copy from")
+                })?;
+                let mut file = &spool.file;
+                io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+                io::copy(&mut file, writer).map(|_| ())
+            }
         }
     }
 }
@@ -147,6 +173,75 @@ impl Outputs {
         self.set_content(flag, Content::Bytes(bytes));
     }
 
+    /// Starts the output named by `flag` (ignored if it was not given) as a `.npy` array of
+    /// `shape` with the dtype of `like`, whose elements then come in order through
+    /// [`Outputs::append`]; [`Outputs::write`] refuses to commit it unless all came.
+    pub fn start(&mut self, flag: &str, shape: &[usize], like: &NpyData) -> Result<(), String> {
+        let Some(output) = self.outputs.iter_mut().find(|o| o.flag == flag) else {
+            return Ok(());
+        };
+        let name = format!("{flag} {}", output.given.display());
+        let header = npy::header_for(shape, like).map_err(|e| format!("{name}: {e}"))?;
+        let spool = match &mut output.how {
+            How::Replace { temp } => {
+                temp.file
+                    .write_all(&header)
+                    .map_err(|e| format!("{name}: cannot write: {e}"))?;
+                None
+            }
+            How::WriteThrough { .. } => {
+                let folder = std::env::temp_dir();
+                let mut spool = Temp::create(&folder, 0o600).map_err(|e| {
+                    format!(
+                        "{name}: cannot create a spool file in {}: {e}",
+                        folder.display()
+                    )
+                })?;
+                spool
+                    .file
+                    .write_all(&header)
+                    .map_err(|e| format!("{name}: cannot write the spool file: {e}"))?;
+                Some(spool)
+            }
+        };
+        output.data = Some(Content::Streamed(Streamed {
+            expected: shape.iter().product(),
+            appended: 0,
+            spool,
+        }));
+        Ok(())
+    }
+
+    /// Appends the next elements of the output named by `flag`, started with
+    /// [`Outputs::start`] (ignored if it was not given).
+    pub fn append(&mut self, flag: &str, data: &NpyData) -> Result<(), String> {
+        let Some(output) = self.outputs.iter_mut().find(|o| o.flag == flag) else {
+            return Ok(());
+        };
+        let name = format!("{flag} {}", output.given.display());
+        let Some(Content::Streamed(streamed)) = &mut output.data else {
+            return Err(format!("{name}: appended to before it was started"));
+        };
+        if streamed.appended + data.len() > streamed.expected {
+            return Err(format!(
+                "{name}: {} elements appended, but the array holds {}",
+                streamed.appended + data.len(),
+                streamed.expected
+            ));
+        }
+        let file = match (&mut streamed.spool, &mut output.how) {
+            (Some(spool), _) => &mut spool.file,
+            (None, How::Replace { temp }) => &mut temp.file,
+            (None, How::WriteThrough { .. }) => {
+                return Err(format!("{name}: a streamed output has no file to write to"));
+            }
+        };
+        npy::write_elements(&mut BufWriter::new(file), data)
+            .map_err(|e| format!("{name}: cannot write: {e}"))?;
+        streamed.appended += data.len();
+        Ok(())
+    }
+
     fn set_content(&mut self, flag: &str, content: Content) {
         if let Some(output) = self.outputs.iter_mut().find(|o| o.flag == flag) {
             output.data = Some(content);
@@ -179,10 +274,21 @@ impl Outputs {
                 continue;
             };
             let name = format!("{flag} {}", given.display());
+            if let Content::Streamed(streamed) = &content {
+                if streamed.appended != streamed.expected {
+                    return Err(format!(
+                        "{name}: only {} of its {} elements were computed",
+                        streamed.appended, streamed.expected
+                    ));
+                }
+            }
             match how {
                 How::Replace { mut temp } => {
-                    temp.fill(&content)
-                        .map_err(|e| format!("{name}: cannot write: {e}"))?;
+                    // A streamed output is in its temporary file already.
+                    if !matches!(content, Content::Streamed(_)) {
+                        temp.fill(&content)
+                            .map_err(|e| format!("{name}: cannot write: {e}"))?;
+                    }
                     staged.push((temp, path, flag, name));
                 }
                 How::WriteThrough { fifo } => through.push((path, fifo, content, name)),
@@ -415,7 +521,9 @@ impl Temp {
         // The tests set ML_SOFTMAX_NAMED_TEMPS to exercise the named files' clean-up here too.
         #[cfg(target_os = "linux")]
         if std::env::var_os("ML_SOFTMAX_NAMED_TEMPS").is_none() {
+            // Readable too: a streamed output's spool is copied back out of it.
             let unnamed = fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .custom_flags(libc::O_TMPFILE)
                 .mode(0o600)
@@ -441,6 +549,7 @@ impl Temp {
         let mut temps = NAMED_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
         let name = temp_name(folder);
         let file = fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)

@@ -44,8 +44,11 @@
 //!   [`Context::softmax_device`], on slices of your buffers ([`DeviceCrossEntropy`],
 //!   [`DeviceSoftmax`]); [`Context::read_back`] reads a slice back.
 //!
-//! Past one device: [`parallel`] splits the vocabulary across ranks (vocabulary-parallel
-//! cross-entropy on the caller's all-reduce: MPI, torch.distributed, threads).
+//! Scaling out: [`stream::CrossEntropyStream`] takes a batch as a stream of row chunks fed
+//! by the caller (the mean's denominator given first), for batches past memory;
+//! [`multi::MultiContext`] splits a batch's rows across every adapter of the machine;
+//! [`parallel`] splits the vocabulary across ranks (vocabulary-parallel cross-entropy on the
+//! caller's all-reduce: MPI, torch.distributed, threads).
 //!
 //! Inputs larger than one storage binding (or than 2^31 elements) are split into chunks of
 //! whole rows; the results do not change. Storage may be f32, f16 (with `SHADER_F16`) or
@@ -63,6 +66,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod kernels;
 pub mod linear;
+pub mod multi;
 // The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
 #[doc(hidden)]
 pub mod npy;
@@ -70,6 +74,7 @@ mod ops;
 pub mod options;
 pub mod parallel;
 pub mod reference;
+pub mod stream;
 
 pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ml_softmax::npy::{self, NpyData};
+use ml_softmax::stream::{CrossEntropyStream, Denominator};
 use ml_softmax::{
     BackendChoice, Context, ContextOptions, CrossEntropyOptions, Precision, Reduction, Strategy,
     Targets, reference,
@@ -118,6 +119,51 @@ enum ReductionArg {
     None,
 }
 
+/// The loss options of `xent` and `linear-xent`: one place to add or change an option's flag.
+#[derive(Args)]
+struct LossArgs {
+    /// How row losses are combined.
+    #[arg(long, value_enum, default_value = "mean")]
+    reduction: ReductionArg,
+    /// Rows with this label are ignored.
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    /// Label smoothing in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Class weights [classes] (float32, float64 or float16).
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// z-loss scale: adds S * lse^2 per row.
+    #[arg(long, default_value_t = 0.0)]
+    z_loss: f32,
+    /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
+    #[arg(long, default_value_t = 0.0)]
+    softcap: f32,
+}
+
+impl LossArgs {
+    /// The library's options; the weight file must hold `classes` values.
+    fn options(&self, classes: usize) -> Result<CrossEntropyOptions, String> {
+        let weight = match &self.weight {
+            Some(p) => Some(read_vector(p, classes, "weight")?),
+            None => None,
+        };
+        Ok(CrossEntropyOptions {
+            reduction: match self.reduction {
+                ReductionArg::Mean => Reduction::Mean,
+                ReductionArg::Sum => Reduction::Sum,
+                ReductionArg::None => Reduction::None,
+            },
+            ignore_index: self.ignore_index,
+            label_smoothing: self.label_smoothing,
+            weight,
+            z_loss: self.z_loss,
+            softcap: self.softcap,
+        })
+    }
+}
+
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
 struct XentArgs {
@@ -152,27 +198,15 @@ struct XentArgs {
     /// Output (optional): log-softmax [rows, cols] (of the soft-capped logits).
     #[arg(long)]
     log_probs_out: Option<PathBuf>,
-    /// How row losses are combined.
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-    /// Rows with this label are ignored.
-    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
-    ignore_index: i64,
-    /// Label smoothing in [0, 1].
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
-    /// Class weights [cols] (float32, float64 or float16).
-    #[arg(long)]
-    weight: Option<PathBuf>,
-    /// z-loss scale: adds S * lse^2 per row.
-    #[arg(long, default_value_t = 0.0)]
-    z_loss: f32,
-    /// Logit soft-capping C (0 = off): uses C * tanh(z / C).
-    #[arg(long, default_value_t = 0.0)]
-    softcap: f32,
+    #[command(flatten)]
+    loss: LossArgs,
     /// Reduction strategy: auto, subgroup, wgN (N lanes per row, 1..1024), cachedN or splitN (N = 32..1024).
     #[arg(long, default_value = "auto")]
     strategy: String,
+    /// Rows read, computed and written at a time (default: 32 MiB of float32 logits); the
+    /// memory a run needs grows with this, not with the input.
+    #[arg(long)]
+    chunk_rows: Option<usize>,
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -398,9 +432,14 @@ fn same_adapter(a: &ml_softmax::wgpu::AdapterInfo, b: &ml_softmax::wgpu::Adapter
     )
 }
 
-/// Reads a .npy file; every error names the file (I/O errors already do). Opening a FIFO
-/// waits for a writer: if that takes more than a moment, it is said on stderr.
+/// Reads a .npy file; every error names the file (I/O errors already do).
 fn read_npy(path: &Path) -> Result<npy::NpyArray, String> {
+    npy::read_file(open_input(path)?, path).map_err(|e| input_error(path, e))
+}
+
+/// Opens an input file. Opening a FIFO waits for a writer: if that takes more than a moment,
+/// it is said on stderr.
+fn open_input(path: &Path) -> Result<std::fs::File, String> {
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watch = std::sync::Arc::clone(&opened);
     let waiting = if is_fifo(path) {
@@ -416,11 +455,20 @@ fn read_npy(path: &Path) -> Result<npy::NpyArray, String> {
     });
     let file = std::fs::File::open(path);
     opened.store(true, std::sync::atomic::Ordering::SeqCst);
-    let file = file.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    npy::read_file(file, path).map_err(|e| match e {
+    file.map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// A .npy error as the CLI says it: naming the file (I/O errors already do).
+fn input_error(path: &Path, e: npy::NpyError) -> String {
+    match e {
         npy::NpyError::Io { .. } => e.to_string(),
         _ => format!("{}: {e}", path.display()),
-    })
+    }
+}
+
+/// Opens a .npy file to be read a chunk of rows at a time ([`npy::RowReader`]).
+fn open_rows(path: &Path) -> Result<npy::RowReader, String> {
+    npy::RowReader::open(open_input(path)?, path).map_err(|e| input_error(path, e))
 }
 
 #[cfg(unix)]
@@ -462,11 +510,24 @@ fn floats(path: &Path, what: &str, data: NpyData) -> Result<Vec<f32>, String> {
     }
 }
 
-/// A float `[rows, cols]` array from a .npy file, as f32.
-fn read_matrix(path: &Path, what: &str) -> Result<(Vec<f32>, usize, usize), String> {
-    let array = read_npy(path)?;
-    let (rows, cols) = matrix_shape(path, what, &array.shape)?;
-    Ok((floats(path, what, array.data)?, rows, cols))
+/// A float `[rows, cols]` array from a .npy file, opened to be read by chunks of rows.
+fn open_matrix(path: &Path, what: &str) -> Result<(npy::RowReader, usize, usize), String> {
+    let reader = open_rows(path)?;
+    let (rows, cols) = matrix_shape(path, what, reader.shape())?;
+    check_float(path, what, reader.dtype())?;
+    Ok((reader, rows, cols))
+}
+
+/// The error of [`floats`] for a dtype that is not a float, before any data is read.
+fn check_float(path: &Path, what: &str, dtype: &str) -> Result<(), String> {
+    if matches!(dtype, "float32" | "float64" | "float16") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {what} must be float32, float64 or float16, got {dtype}",
+            path.display()
+        ))
+    }
 }
 
 /// Logits as the GPU takes them: float32 (also float64 input, rounded), or float16 bits
@@ -480,6 +541,27 @@ enum Logits {
 fn read_logits(path: &Path) -> Result<(Logits, usize, usize, &'static str), String> {
     let array = read_npy(path)?;
     let (rows, cols) = matrix_shape(path, "logits", &array.shape)?;
+    check_nonempty(path, rows, cols)?;
+    let dtype = array.data.dtype();
+    let logits = match array.data {
+        NpyData::F16(v) => Logits::F16(v),
+        other => Logits::F32(floats(path, "logits", other)?),
+    };
+    Ok((logits, rows, cols, dtype))
+}
+
+/// Logits opened to be read by chunks of rows, their shape and dtype (checked here).
+fn open_logits(path: &Path) -> Result<(npy::RowReader, usize, usize, &'static str), String> {
+    let reader = open_rows(path)?;
+    let (rows, cols) = matrix_shape(path, "logits", reader.shape())?;
+    check_nonempty(path, rows, cols)?;
+    let dtype = reader.dtype();
+    check_float(path, "logits", dtype)?;
+    Ok((reader, rows, cols, dtype))
+}
+
+/// Logits need at least one row and one class.
+fn check_nonempty(path: &Path, rows: usize, cols: usize) -> Result<(), String> {
     if rows == 0 || cols == 0 {
         return Err(format!(
             "{}: logits have shape [{rows}, {cols}]: there must be at least one row and one \
@@ -487,12 +569,7 @@ fn read_logits(path: &Path) -> Result<(Logits, usize, usize, &'static str), Stri
             path.display()
         ));
     }
-    let dtype = array.data.dtype();
-    let logits = match array.data {
-        NpyData::F16(v) => Logits::F16(v),
-        other => Logits::F32(floats(path, "logits", other)?),
-    };
-    Ok((logits, rows, cols, dtype))
+    Ok(())
 }
 
 /// An option error as the user typed it: the library names its option, here the flag.
@@ -575,6 +652,13 @@ impl Progress {
             bar.set_message(message);
         }
     }
+
+    /// The GPU step of a run streamed by chunks: how far it is.
+    fn rows(&self, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("computing on the GPU: {done} of {total} rows done"));
+        }
+    }
 }
 
 impl Drop for Progress {
@@ -585,34 +669,31 @@ impl Drop for Progress {
     }
 }
 
+/// Logits per chunk of a streamed `xent` run, in bytes of float32, when `--chunk-rows` is
+/// not given: large enough that the GPU calls dominate, small enough that a run stays far
+/// below BENCHMARKS.md's memory bound.
+const DEFAULT_CHUNK_BYTES: usize = 32 << 20;
+
 fn xent(args: &XentArgs) -> Result<(), String> {
     let started = Instant::now();
     let progress = Progress::new(args.quiet);
     progress.step("reading the inputs");
-    let (logits, rows, cols, logits_dtype) = read_logits(&args.logits)?;
-    let weight = match &args.weight {
-        Some(p) => Some(read_vector(p, cols, "weight")?),
-        None => None,
-    };
-    let options = CrossEntropyOptions {
-        reduction: match args.reduction {
-            ReductionArg::Mean => Reduction::Mean,
-            ReductionArg::Sum => Reduction::Sum,
-            ReductionArg::None => Reduction::None,
-        },
-        ignore_index: args.ignore_index,
-        label_smoothing: args.label_smoothing,
-        weight,
-        z_loss: args.z_loss,
-        softcap: args.softcap,
-    };
+    // 1. Headers and the small inputs (labels, weights): the logits and probability targets
+    // are only opened here, and read chunk by chunk in step 3.
+    let (mut logits, rows, cols, logits_dtype) = open_logits(&args.logits)?;
+    let options = args.loss.options(cols)?;
     let strategy: Strategy = args
         .strategy
         .parse()
         .map_err(|e| format!("--strategy: {e}"))?;
+    let chunk_rows = match args.chunk_rows {
+        Some(0) => return Err("--chunk-rows 0: must be at least 1".into()),
+        Some(n) => n,
+        None => (DEFAULT_CHUNK_BYTES / (cols * 4)).max(1),
+    };
     // Check everything the library checks before touching the GPU, so bad input fails fast.
     options.validate(cols).map_err(flag_error)?;
-    let (labels, probs) = match (&args.labels, &args.targets) {
+    let (labels, mut probs) = match (&args.labels, &args.targets) {
         (Some(path), _) => {
             let labels = read_labels(path, rows)?;
             options
@@ -621,7 +702,7 @@ fn xent(args: &XentArgs) -> Result<(), String> {
             (labels, None)
         }
         (None, Some(path)) => {
-            let (t, t_rows, t_cols) = read_matrix(path, "targets")?;
+            let (t, t_rows, t_cols) = open_matrix(path, "targets")?;
             if (t_rows, t_cols) != (rows, cols) {
                 return Err(format!(
                     "{}: targets must have the logits' shape [{rows}, {cols}], got [{t_rows}, \
@@ -629,7 +710,7 @@ fn xent(args: &XentArgs) -> Result<(), String> {
                     path.display()
                 ));
             }
-            (Vec::new(), Some(t))
+            (Vec::new(), Some((t, path)))
         }
         (None, None) => return Err("give --labels or --targets".into()),
     };
@@ -641,57 +722,115 @@ fn xent(args: &XentArgs) -> Result<(), String> {
         ("--probs-out", args.probs_out.as_deref()),
         ("--log-probs-out", args.log_probs_out.as_deref()),
     ])?;
-    if matches!(logits, Logits::F16(_))
-        && options.softcap > 0.0
-        && (args.probs_out.is_some() || args.log_probs_out.is_some())
-    {
+    let half = logits_dtype == "float16";
+    if half && options.softcap > 0.0 && (args.probs_out.is_some() || args.log_probs_out.is_some()) {
         return Err("--probs-out / --log-probs-out with --softcap need float32 logits".into());
     }
 
+    // 2. The GPU, and a stream over the rows whose mean denominator comes first: from all
+    // labels, or the rows for probability targets. The [rows, cols] outputs are written as
+    // the chunks come.
     progress.step("opening the GPU");
     let ctx = args.gpu.context()?;
-    progress.step("computing on the GPU");
-    let gpu_started = Instant::now();
-    let targets = match &probs {
-        Some(t) => Targets::Probabilities(t),
-        None => Targets::Classes(&labels),
+    // One kernel for every chunk: `auto` chosen once, for the whole batch's shape.
+    let strategy = ctx.resolve_strategy(strategy, rows, cols);
+    let denominator = match probs {
+        Some(_) => Denominator::Rows(rows),
+        None => Denominator::Labels(&labels),
     };
-    let (loss, row_loss, lse) = match &logits {
-        Logits::F32(z) => {
-            let out = ctx
-                .cross_entropy_targets(z, targets, rows, cols, &options, strategy)
-                .map_err(|e| e.to_string())?;
-            outputs.set("--grad-out", &[rows, cols], NpyData::F32(out.grad));
-            (out.loss, out.row_loss, out.lse)
-        }
-        Logits::F16(z) => {
-            let out = ctx
-                .cross_entropy_half(z, Precision::F16, targets, rows, cols, &options, strategy)
-                .map_err(|e| e.to_string())?;
-            outputs.set("--grad-out", &[rows, cols], NpyData::F16(out.grad));
-            (out.loss, out.row_loss, out.lse)
-        }
+    let mut stream = CrossEntropyStream::new(&ctx, cols, &options, denominator, strategy)
+        .map_err(|e| e.to_string())?;
+    let like = if half {
+        NpyData::F16(Vec::new())
+    } else {
+        NpyData::F32(Vec::new())
     };
-    // Probabilities are a second output array: a softmax pass over the (capped) logits.
-    for (flag, wanted, log) in [
-        ("--probs-out", &args.probs_out, false),
-        ("--log-probs-out", &args.log_probs_out, true),
-    ] {
-        if wanted.is_some() {
-            let data = match &logits {
-                Logits::F32(z) => NpyData::F32(
-                    ctx.softmax_with(&soft_capped(z, options.softcap), rows, cols, log, strategy)
-                        .map_err(|e| e.to_string())?,
-                ),
-                Logits::F16(z) => NpyData::F16(
-                    ctx.softmax_half(z, Precision::F16, rows, cols, log, strategy)
-                        .map_err(|e| e.to_string())?,
-                ),
-            };
-            outputs.set(flag, &[rows, cols], data);
-        }
+    for flag in ["--grad-out", "--probs-out", "--log-probs-out"] {
+        outputs.start(flag, &[rows, cols], &like)?;
     }
-    let gpu_seconds = gpu_started.elapsed().as_secs_f64();
+    let mut row_loss = Vec::with_capacity(rows);
+    let mut lse = Vec::with_capacity(rows);
+    let mut gpu_seconds = 0.0;
+
+    // 3. Chunk by chunk: read, compute, write.
+    let mut first = 0;
+    while first < rows {
+        progress.rows(first, rows);
+        let count = chunk_rows.min(rows - first);
+        let chunk = logits
+            .next_rows(count)
+            .map_err(|e| input_error(&args.logits, e))?;
+        let t = match &mut probs {
+            Some((reader, path)) => {
+                let data = reader.next_rows(count).map_err(|e| input_error(path, e))?;
+                Some(floats(path, "targets", data)?)
+            }
+            None => None,
+        };
+        let targets = match &t {
+            Some(t) => Targets::Probabilities(t),
+            None => Targets::Classes(&labels[first..][..count]),
+        };
+        let gpu_started = Instant::now();
+        let (z, grad, chunk_row_loss, chunk_lse) = match chunk {
+            NpyData::F16(z) => {
+                let out = stream
+                    .push_half(&z, Precision::F16, targets)
+                    .map_err(|e| e.to_string())?;
+                (
+                    Logits::F16(z),
+                    NpyData::F16(out.grad),
+                    out.row_loss,
+                    out.lse,
+                )
+            }
+            other => {
+                let z = floats(&args.logits, "logits", other)?;
+                let out = stream.push(&z, targets).map_err(|e| e.to_string())?;
+                (
+                    Logits::F32(z),
+                    NpyData::F32(out.grad),
+                    out.row_loss,
+                    out.lse,
+                )
+            }
+        };
+        // Probabilities are a second output array: a softmax pass over the (capped) logits.
+        let mut softmaxes = Vec::new();
+        for (flag, wanted, log) in [
+            ("--probs-out", &args.probs_out, false),
+            ("--log-probs-out", &args.log_probs_out, true),
+        ] {
+            if wanted.is_some() {
+                let data = match &z {
+                    Logits::F32(z) => NpyData::F32(
+                        ctx.softmax_with(
+                            &soft_capped(z, options.softcap),
+                            count,
+                            cols,
+                            log,
+                            strategy,
+                        )
+                        .map_err(|e| e.to_string())?,
+                    ),
+                    Logits::F16(z) => NpyData::F16(
+                        ctx.softmax_half(z, Precision::F16, count, cols, log, strategy)
+                            .map_err(|e| e.to_string())?,
+                    ),
+                };
+                softmaxes.push((flag, data));
+            }
+        }
+        gpu_seconds += gpu_started.elapsed().as_secs_f64();
+        outputs.append("--grad-out", &grad)?;
+        for (flag, data) in &softmaxes {
+            outputs.append(flag, data)?;
+        }
+        row_loss.extend_from_slice(&chunk_row_loss);
+        lse.extend_from_slice(&chunk_lse);
+        first += count;
+    }
+    let loss = stream.finish().map_err(|e| e.to_string())?;
     match options.reduction {
         Reduction::None => outputs.set("--loss-out", &[rows], NpyData::F32(row_loss.clone())),
         _ => outputs.set("--loss-out", &[], NpyData::F32(vec![loss])),

@@ -500,36 +500,180 @@ fn read_from(
     known_len: Option<u64>,
     path: &Path,
 ) -> Result<NpyArray, NpyError> {
+    let (header, data) = read_data(&mut reader, known_len, path)?;
+    Ok(NpyArray {
+        data: decode(header.dtype, &data),
+        shape: header.shape,
+    })
+}
+
+/// The header and the raw data bytes of one array from `reader` (see [`read_from`]).
+fn read_data(
+    reader: &mut impl io::Read,
+    known_len: Option<u64>,
+    path: &Path,
+) -> Result<(Header, Vec<u8>), NpyError> {
     let io_error = |source| read_error(path, source);
-    // 1. The fixed prefix (magic, version, header length), then the header it announces.
-    let mut preamble = Vec::new();
-    fill_to(&mut reader, &mut preamble, PREFIX_MAX).map_err(io_error)?;
-    let header_end = preamble_len(&preamble, known_len)?;
-    fill_to(&mut reader, &mut preamble, header_end).map_err(io_error)?;
-    let mut data = preamble.split_off(header_end.min(preamble.len()));
-    let header = parse_header(header_text_of(&preamble)?)?;
+    // 1. The header, and the data's length checked against a known length.
+    let (header, mut data) = read_header(reader, known_len, path)?;
     let needed = data_size(&header.shape, header.dtype)?;
 
-    // 2. The data: checked against a known length before anything is allocated for it; a
-    // stream is read as it arrives, at most one byte past what the header declares.
-    if let Some(total) = known_len {
-        let available =
-            usize::try_from(total.saturating_sub(header_end as u64)).unwrap_or(usize::MAX);
-        check_data_len(&header, available)?;
+    // 2. The data: nothing is allocated for it before that check; a stream is read as it
+    // arrives, at most one byte past what the header declares.
+    if known_len.is_some() {
         data.try_reserve_exact(needed.saturating_sub(data.len()))
             .map_err(|_| io_error(out_of_memory(needed)))?;
     }
-    fill_to(&mut reader, &mut data, needed.saturating_add(1)).map_err(|e| {
+    fill_to(reader, &mut data, needed.saturating_add(1)).map_err(|e| {
         io_error(match e.kind() {
             io::ErrorKind::OutOfMemory => out_of_memory(needed),
             _ => e,
         })
     })?;
     check_data_len(&header, data.len())?;
-    Ok(NpyArray {
-        data: decode(header.dtype, &data),
-        shape: header.shape,
-    })
+    Ok((header, data))
+}
+
+/// Reads the fixed prefix (magic, version, header length) and the header it announces, and
+/// for an input of known length checks the data's length against the header's. Returns the
+/// header and any data bytes read past it.
+fn read_header(
+    reader: &mut impl io::Read,
+    known_len: Option<u64>,
+    path: &Path,
+) -> Result<(Header, Vec<u8>), NpyError> {
+    let io_error = |source| read_error(path, source);
+    let mut preamble = Vec::new();
+    fill_to(reader, &mut preamble, PREFIX_MAX).map_err(io_error)?;
+    let header_end = preamble_len(&preamble, known_len)?;
+    fill_to(reader, &mut preamble, header_end).map_err(io_error)?;
+    let data = preamble.split_off(header_end.min(preamble.len()));
+    let header = parse_header(header_text_of(&preamble)?)?;
+    data_size(&header.shape, header.dtype)?;
+    if let Some(total) = known_len {
+        let available =
+            usize::try_from(total.saturating_sub(header_end as u64)).unwrap_or(usize::MAX);
+        check_data_len(&header, available)?;
+    }
+    Ok((header, data))
+}
+
+/// A `.npy` file read a few rows (entries of the first dimension) at a time, into one
+/// reused buffer, so that a file larger than memory can be processed: what the CLI's `xent`
+/// streams its inputs with. The header and the data's length are checked when it is opened,
+/// with the errors of [`read`]. Only a regular file is streamed: the length of any other
+/// input (a FIFO, a device) cannot be known before it is read, so it is read whole when
+/// opened, exactly as [`read`] reads it (refused when it does not fit in memory, never read
+/// past its declared size).
+pub struct RowReader {
+    /// The file, for a regular file; `None` when the whole data was read when opening.
+    reader: Option<io::BufReader<fs::File>>,
+    path: PathBuf,
+    header: Header,
+    /// Bytes of one row.
+    row_bytes: usize,
+    /// Data bytes read so far.
+    done: usize,
+    /// Data bytes the header declares.
+    needed: usize,
+    /// Data bytes read with the header (all of them for an input read whole), handed out
+    /// first, and how many of them have been.
+    leftover: Vec<u8>,
+    taken: usize,
+    buffer: Vec<u8>,
+}
+
+impl RowReader {
+    /// Opens the array of `file` (`path` names it in errors) and reads its header.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`], except those about the data of a stream, which come from
+    /// [`RowReader::next_rows`].
+    pub fn open(file: fs::File, path: &Path) -> Result<Self, NpyError> {
+        let io_error = |source| read_error(path, source);
+        let meta = file.metadata().map_err(io_error)?;
+        if meta.is_dir() {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it is a folder",
+            )));
+        }
+        let known_len = meta.is_file().then_some(meta.len());
+        let mut reader = io::BufReader::new(file);
+        let (header, leftover, reader) = if known_len.is_some() {
+            let (header, leftover) = read_header(&mut reader, known_len, path)?;
+            (header, leftover, Some(reader))
+        } else {
+            let (header, data) = read_data(&mut reader, known_len, path)?;
+            (header, data, None)
+        };
+        let needed = data_size(&header.shape, header.dtype)?; // checked by read_header
+        let row_elems = element_count(header.shape.get(1..).unwrap_or_default()).unwrap_or(0);
+        Ok(Self {
+            reader,
+            path: path.to_owned(),
+            row_bytes: row_elems * header.dtype.size(),
+            header,
+            done: 0,
+            needed,
+            leftover,
+            taken: 0,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.header.shape
+    }
+
+    /// numpy's name of the array's dtype: `float32`, `int64`, ...
+    pub fn dtype(&self) -> &'static str {
+        self.header.dtype.name()
+    }
+
+    /// The next `rows` rows (fewer at the end of the array; none after it). After the last
+    /// row, the input is checked to end there.
+    ///
+    /// # Errors
+    ///
+    /// [`NpyError::TruncatedData`] or [`NpyError::TrailingData`] when the input is shorter or
+    /// longer than the header declares, [`NpyError::Io`] when it cannot be read.
+    pub fn next_rows(&mut self, rows: usize) -> Result<NpyData, NpyError> {
+        let want = rows
+            .saturating_mul(self.row_bytes)
+            .min(self.needed - self.done);
+        self.buffer.clear();
+        let from_header = want.min(self.leftover.len() - self.taken);
+        self.buffer
+            .extend_from_slice(&self.leftover[self.taken..][..from_header]);
+        self.taken += from_header;
+        let path = &self.path;
+        let io_error = |source| read_error(path, source);
+        let Some(reader) = &mut self.reader else {
+            // Read whole and checked when opened.
+            self.done += self.buffer.len();
+            return Ok(decode(self.header.dtype, &self.buffer));
+        };
+        fill_to(reader, &mut self.buffer, want).map_err(io_error)?;
+        self.done += self.buffer.len();
+        if self.buffer.len() < want {
+            return Err(NpyError::TruncatedData {
+                shape: self.header.shape.clone(),
+                dtype: self.header.dtype.name(),
+                needed: self.needed,
+                available: self.done,
+            });
+        }
+        if self.done == self.needed {
+            // One byte more than declared is trailing data.
+            let mut probe = self.leftover.split_off(self.taken);
+            fill_to(reader, &mut probe, 1).map_err(io_error)?;
+            check_data_len(&self.header, self.done + probe.len().min(1))?;
+        }
+        Ok(decode(self.header.dtype, &self.buffer))
+    }
 }
 
 /// [`NpyError::Io`] for a failed read of `path`.
@@ -1154,6 +1298,15 @@ pub fn write_to(writer: &mut impl Write, shape: &[usize], data: &NpyData) -> io:
     encode_chunks(data, |chunk| writer.write_all(chunk))
 }
 
+/// Writes the elements of `data`, little-endian, as they follow a [`header_for`] preamble.
+///
+/// # Errors
+///
+/// The writer's.
+pub fn write_elements(writer: &mut impl Write, data: &NpyData) -> io::Result<()> {
+    encode_chunks(data, |chunk| writer.write_all(chunk))
+}
+
 /// `.<name>.tmp-<pid>-<n>` next to `path`; `n` keeps concurrent writes in one process apart.
 fn temp_path(path: &Path) -> Result<PathBuf, NpyError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1199,9 +1352,8 @@ fn write_new_file(
 
 /// Validates `shape` against `data` and returns magic, version, header length and header.
 fn preamble(shape: &[usize], data: &NpyData) -> Result<Vec<u8>, NpyError> {
-    let dtype = data.kind();
-    data_size(shape, dtype)?;
-    let expected = element_count(shape).unwrap_or_default(); // Some: checked by data_size
+    let expected = element_count(shape).unwrap_or_default(); // Some: checked by header_for
+    let preamble = header_for(shape, data)?;
     if expected != data.len() {
         return Err(NpyError::LengthMismatch {
             shape: shape.to_vec(),
@@ -1209,6 +1361,19 @@ fn preamble(shape: &[usize], data: &NpyData) -> Result<Vec<u8>, NpyError> {
             actual: data.len(),
         });
     }
+    Ok(preamble)
+}
+
+/// The preamble (magic, version, header length and header) of an array of `shape` with the
+/// dtype of `like`, whatever `like` holds: for a writer that writes the elements in pieces
+/// after it, with [`write_elements`] (the CLI's streamed outputs).
+///
+/// # Errors
+///
+/// [`NpyError::ShapeOverflow`], [`NpyError::HeaderTooLarge`].
+pub fn header_for(shape: &[usize], like: &NpyData) -> Result<Vec<u8>, NpyError> {
+    let dtype = like.kind();
+    data_size(shape, dtype)?;
     let header = header_text(shape, dtype);
     wrap_header(&header, 1, 2)
         .or_else(|| wrap_header(&header, 2, 4))

@@ -4,7 +4,7 @@
 //! chunk.
 
 use super::pool::HostLayout;
-use super::{Targets, padded};
+use super::{BatchPart, Targets, padded};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
@@ -173,13 +173,42 @@ impl Context {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
         let bytes = bytemuck::cast_slice(logits);
-        let out = self.host_rows(bytes, precision, job, rows, cols, strategy)?;
+        let out = self.host_rows(
+            bytes,
+            precision,
+            job,
+            rows,
+            cols,
+            strategy,
+            BatchPart::whole(rows),
+        )?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
+    }
+
+    /// The host cross-entropy on logits stored as `precision`, as bytes, as one piece `part`
+    /// of a longer batch (`src/stream.rs`, `src/multi.rs`): the gradient comes back as bytes
+    /// in the same format, and the returned `loss` is the batch's loss so far.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn host_cross_entropy(
+        &self,
+        logits: &[u8],
+        precision: Precision,
+        targets: Targets<'_>,
+        rows: usize,
+        cols: usize,
+        options: &CrossEntropyOptions,
+        strategy: Strategy,
+        part: BatchPart,
+    ) -> Result<CrossEntropyOutput<u8>> {
+        let job = HostJob::CrossEntropy { targets, options };
+        self.host_rows(logits, precision, job, rows, cols, strategy, part)
     }
 
     /// Every host call: validate → upload a chunk of rows → dispatch → read back → next
     /// chunk. `logits` are bytes stored as `precision`; the output (softmax or gradient)
     /// comes back as bytes in the same format, in `grad` (softmax leaves the rest empty).
+    /// `part` places a cross-entropy call in a longer batch ([`BatchPart::whole`]: none).
+    #[allow(clippy::too_many_arguments)]
     fn host_rows(
         &self,
         logits: &[u8],
@@ -188,6 +217,7 @@ impl Context {
         rows: usize,
         cols: usize,
         strategy: Strategy,
+        part: BatchPart,
     ) -> Result<CrossEntropyOutput<u8>> {
         self.check_alive()?;
         let n = check_shape(rows, cols)?;
@@ -199,7 +229,7 @@ impl Context {
 
         // The per-row inputs: class labels go to the GPU as i32, ignored rows as -1, which
         // no class can be, so any i64 ignore index works.
-        let (entry, prepared, inputs, stats) = match job {
+        let (entry, prepared, inputs, mut stats) = match job {
             HostJob::Softmax { log } => {
                 let mut prepared =
                     self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
@@ -250,6 +280,13 @@ impl Context {
                 )
             }
         };
+        // A piece of a longer batch: the whole batch's denominator sets the scale, and the
+        // GPU keeps adding to the loss of the earlier pieces.
+        if let (HostJob::CrossEntropy { options, .. }, Some(denominator)) = (job, part.denominator)
+        {
+            stats = mean_stats(denominator, options.reduction);
+        }
+        stats[STATS_LOSS] = part.loss_before;
         let per_row = entry == Entry::CrossEntropy;
         let kernel = RowKernel {
             entry,
@@ -295,8 +332,10 @@ impl Context {
                 params.partials_base = STATS_LEN as u32;
                 // A cross-entropy batch of one workgroup sums its loss itself (the factor is
                 // set here).
-                let whole =
-                    per_row && rows == count && geometry::one_workgroup(strategy, params.rows);
+                // Only when the call is the whole batch: pieces sum as one call's chunks do.
+                let whole = per_row
+                    && part.batch_rows == count
+                    && geometry::one_workgroup(strategy, params.rows);
                 if whole {
                     params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
                 }
@@ -359,15 +398,26 @@ enum RowInputs<'a> {
 
 /// The stats for host class labels: the mean's denominator is summed here, in f64.
 fn host_stats(labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN] {
-    let denominator: f64 = labels
+    mean_stats(class_denominator(labels, options), options.reduction)
+}
+
+/// The `Mean` denominator of class-index labels (checked by the caller): the sum of the
+/// target weights of the rows not ignored, in f64.
+pub(crate) fn class_denominator(labels: &[i64], options: &CrossEntropyOptions) -> f64 {
+    labels
         .iter()
         .filter(|&&y| y != options.ignore_index)
         .map(|&y| match &options.weight {
             Some(w) => f64::from(w[y as usize]),
             None => 1.0,
         })
-        .sum();
-    let scale = match options.reduction {
+        .sum()
+}
+
+/// The stats a host call starts from, given the mean's denominator: the gradient scale
+/// (`1 / D` for `Mean`, 0 when `D = 0`; 1 otherwise), `D`, and a loss of 0.
+fn mean_stats(denominator: f64, reduction: Reduction) -> [f32; STATS_LEN] {
+    let scale = match reduction {
         Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
         Reduction::Mean => 0.0,
         Reduction::Sum | Reduction::None => 1.0,

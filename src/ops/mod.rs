@@ -14,6 +14,7 @@ mod device;
 mod host;
 mod pool;
 
+pub(crate) use host::class_denominator;
 pub(crate) use pool::HostPool;
 
 use crate::context::Context;
@@ -93,6 +94,33 @@ pub struct DeviceSoftmax<'a> {
     pub precision: Precision,
     /// `true` writes log-probabilities (log-softmax).
     pub log: bool,
+}
+
+/// Where a host call sits in a longer batch fed in pieces (`src/stream.rs`, `src/multi.rs`):
+/// the hook that lets a caller supply the whole batch's mean denominator instead of the one
+/// counted from this call's rows. [`BatchPart::whole`] is an ordinary call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchPart {
+    /// The `Mean` denominator `D` of the whole batch (`None`: counted from this call's rows,
+    /// as `host::host_stats` does); the gradient scale is then `1 / D` (0 when `D = 0`).
+    pub denominator: Option<f64>,
+    /// The reduced loss of the batch's earlier pieces: the GPU adds this call's share to it
+    /// (`loss += scale * sum of row losses`, chunk by chunk, exactly as in one call).
+    pub loss_before: f32,
+    /// Rows of the whole batch: a call is summed by the row kernel itself (the one-workgroup
+    /// shortcut) only when it is the whole batch, so pieces sum as one call's chunks do.
+    pub batch_rows: usize,
+}
+
+impl BatchPart {
+    /// An ordinary call of `rows` rows: its own denominator, the loss starting at 0.
+    pub(crate) fn whole(rows: usize) -> Self {
+        Self {
+            denominator: None,
+            loss_before: 0.0,
+            batch_rows: rows,
+        }
+    }
 }
 
 /// The options as the kernels take them, and the class weights on the device.
