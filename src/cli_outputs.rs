@@ -687,7 +687,13 @@ pub fn install_signal_handler() {
                 let _ = fs::remove_file(name);
             }
             eprintln!("interrupted");
-            std::process::exit(130);
+            // _exit, not process::exit: exit() runs the C library's atexit handlers, and the
+            // GPU driver's (Mesa's) tear down state that its worker threads and our main
+            // thread may still be using mid-dispatch: a run interrupted on lavapipe then died
+            // of SIGSEGV instead of exiting with 130. Nothing of ours needs those handlers:
+            // the temporary files are removed above and stderr is unbuffered.
+            // SAFETY: _exit only ends the process.
+            unsafe { libc::_exit(130) }
         });
     });
 }
