@@ -194,7 +194,9 @@ fn the_register_cache_at_every_size() {
             };
             check_case(ctx, &mut rng, rows, cols, &options, cached);
             let z = rng.logits(rows * cols, 3.0);
-            let p = ctx.softmax_with(&z, rows, cols, false, cached).unwrap();
+            let p = ctx
+                .softmax_with(&z, rows, cols, ml_softmax::SoftmaxKind::Softmax, cached)
+                .unwrap();
             let want = reference::softmax(&z, rows, cols).unwrap();
             let what = format!("{} softmax {rows}x{cols} {cached}", ctx.adapter_info().name);
             assert_close(&what, &p, &want, 1e-7, 1e-4);
@@ -232,7 +234,15 @@ fn long_rows_stay_within_llvmpipe_loop_limit() {
         // The case that failed, now in steps of 4 blocks: within the limit.
         let (rows, cols) = (1, 262_144);
         let z = rng.logits(rows * cols, 2.0);
-        let lp = ctx.softmax_with(&z, rows, cols, true, one_lane).unwrap();
+        let lp = ctx
+            .softmax_with(
+                &z,
+                rows,
+                cols,
+                ml_softmax::SoftmaxKind::LogSoftmax,
+                one_lane,
+            )
+            .unwrap();
         let want = reference::log_softmax(&z, rows, cols).unwrap();
         assert_close(
             &format!("{name} log_softmax 1x262144 wg1"),
@@ -721,7 +731,13 @@ fn the_subgroup_strategy_at_the_adapters_subgroup_size() {
                 );
                 let z = rng.logits(rows * cols, 3.0);
                 let gpu = ctx
-                    .softmax_with(&z, rows, cols, false, Strategy::Subgroup)
+                    .softmax_with(
+                        &z,
+                        rows,
+                        cols,
+                        ml_softmax::SoftmaxKind::Softmax,
+                        Strategy::Subgroup,
+                    )
                     .unwrap();
                 let cpu = reference::softmax(&z, rows, cols).unwrap();
                 assert_close(
@@ -1246,7 +1262,7 @@ fn in_place_probability_and_upstream_device_calls() {
             logits: logits.slice(..),
             out: None,
             precision: Precision::F32,
-            log: false,
+            kind: ml_softmax::SoftmaxKind::Softmax,
         };
         ctx.softmax_device(&bufs, rows, cols, Strategy::Auto)
             .unwrap();
@@ -1276,15 +1292,15 @@ fn half_precision_logits_and_gradients() {
                     label_smoothing: 0.1,
                     ..Default::default()
                 };
-                let got = ctx.cross_entropy_half(
-                    &bits,
+                let got = ctx.cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                    logits: &bits,
                     precision,
-                    ml_softmax::Targets::Classes(&labels),
+                    targets: ml_softmax::Targets::Classes(&labels),
                     rows,
                     cols,
-                    &options,
-                    Strategy::Auto,
-                );
+                    options: &options,
+                    strategy: Strategy::Auto,
+                });
                 if precision == Precision::F16 && !has_f16 {
                     let e = got.unwrap_err();
                     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
@@ -1299,7 +1315,14 @@ fn half_precision_logits_and_gradients() {
                 let rel = common::half_rel(precision);
 
                 let p = ctx
-                    .softmax_half(&bits, precision, rows, cols, false, Strategy::Auto)
+                    .softmax_half(
+                        &bits,
+                        precision,
+                        rows,
+                        cols,
+                        ml_softmax::SoftmaxKind::Softmax,
+                        Strategy::Auto,
+                    )
                     .unwrap();
                 let want = reference::softmax(&z, rows, cols).unwrap();
                 assert_close(
@@ -1498,15 +1521,15 @@ fn both_io_paths_give_the_same_bits() {
             let half_run = |ctx: &Context, z: &[f32], labels: &[i64], cols, strategy| {
                 let (half, zh) = to_half(z, precision);
                 let got = ctx
-                    .cross_entropy_half(
-                        &half,
+                    .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                        logits: &half,
                         precision,
-                        ml_softmax::Targets::Classes(labels),
+                        targets: ml_softmax::Targets::Classes(labels),
                         rows,
                         cols,
-                        &options,
+                        options: &options,
                         strategy,
-                    )
+                    })
                     .unwrap();
                 let cpu = reference::cross_entropy(&zh, labels, rows, cols, &options).unwrap();
                 assert_half_output_close(
@@ -1783,7 +1806,9 @@ fn the_split_layout_matches_the_reference_with_every_option() {
         }
         let z = rng.logits(rows * cols, 3.0);
         for log in [false, true] {
-            let got = ctx.softmax_with(&z, rows, cols, log, split).unwrap();
+            let got = ctx
+                .softmax_with(&z, rows, cols, common::softmax_kind(log), split)
+                .unwrap();
             let want = if log {
                 reference::log_softmax(&z, rows, cols).unwrap()
             } else {

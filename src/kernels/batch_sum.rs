@@ -2,18 +2,13 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Binding, ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
+use super::Binding::{self, Read, ReadWrite, Uniform};
+use super::{ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::Result;
 
-/// Bindings of batch_sum.wgsl: params, labels, weights, row_loss, stats.
-pub const BINDINGS: &[(u32, Binding)] = &[
-    (0, Binding::Uniform),
-    (1, Binding::Read),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::ReadWrite),
-];
+/// Bindings of batch_sum.wgsl, by number: params, labels, weights, row_loss, stats.
+pub const BINDINGS: &[Binding] = &[Uniform, Read, Read, Read, ReadWrite];
 
 /// Floats in the stats buffer: [gradient scale, mean denominator, loss, unused].
 pub const STATS_LEN: usize = 4;

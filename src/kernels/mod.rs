@@ -32,5 +32,6 @@ pub use geometry::{
 pub use layouts::{Binding, Layouts, Slice};
 pub use strategy::Strategy;
 pub use variant::{
-    Io, ModuleKey, PipelineKey, Precision, Specialisation, TeamKind, all_pipeline_keys,
+    Access, Io, ModuleKey, PipelineKey, Place, Precision, ShaderVariant, Specialisation, TeamKind,
+    Words, all_pipeline_keys,
 };

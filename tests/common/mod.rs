@@ -257,23 +257,19 @@ pub fn read(ctx: &Context, buffer: &ml_softmax::wgpu::Buffer) -> Vec<f32> {
 
 /// Round-trips f32 through the half format, returning the bits and the exact f32 values.
 pub fn to_half(z: &[f32], precision: Precision) -> (Vec<u16>, Vec<f32>) {
-    match precision {
+    let bits: Vec<u16> = match precision {
         Precision::F16 => z
             .iter()
-            .map(|&v| {
-                let h = half::f16::from_f32(v);
-                (h.to_bits(), h.to_f32())
-            })
-            .unzip(),
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect(),
         Precision::Bf16 => z
             .iter()
-            .map(|&v| {
-                let h = half::bf16::from_f32(v);
-                (h.to_bits(), h.to_f32())
-            })
-            .unzip(),
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect(),
         Precision::F32 => panic!("to_half of f32"),
-    }
+    };
+    let values = from_half(&bits, precision);
+    (bits, values)
 }
 
 /// The f32 values of half-format bits.
@@ -320,4 +316,13 @@ pub fn assert_half_output_close(
         1e-7,
         half_rel(precision),
     );
+}
+
+/// The softmax kind of a test's `log` flag.
+pub fn softmax_kind(log: bool) -> ml_softmax::SoftmaxKind {
+    if log {
+        ml_softmax::SoftmaxKind::LogSoftmax
+    } else {
+        ml_softmax::SoftmaxKind::Softmax
+    }
 }
