@@ -919,66 +919,9 @@ fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
 
 // ---- the options of the loss, alone and in the combinations that interact ----
 
+/// The option sets of these tests: each option alone and two combinations that interact.
 fn options_cases(cols: usize, rng: &mut Rng) -> Vec<(&'static str, CrossEntropyOptions)> {
-    let weight: Vec<f32> = (0..cols)
-        .map(|_| 0.25 + 2.0 * rng.uniform() as f32)
-        .collect();
-    let base = CrossEntropyOptions::default;
-    vec![
-        (
-            "ignore_index",
-            CrossEntropyOptions {
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-        (
-            "label_smoothing",
-            CrossEntropyOptions {
-                label_smoothing: 0.1,
-                ..base()
-            },
-        ),
-        (
-            "weight",
-            CrossEntropyOptions {
-                weight: Some(weight.clone()),
-                ..base()
-            },
-        ),
-        (
-            "z_loss",
-            CrossEntropyOptions {
-                z_loss: 1e-2,
-                ..base()
-            },
-        ),
-        (
-            "softcap",
-            CrossEntropyOptions {
-                softcap: 3.0,
-                ..base()
-            },
-        ),
-        (
-            "weight+smoothing+ignore",
-            CrossEntropyOptions {
-                weight: Some(weight.clone()),
-                label_smoothing: 0.2,
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-        (
-            "softcap+z_loss+ignore",
-            CrossEntropyOptions {
-                softcap: 2.5,
-                z_loss: 1e-3,
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-    ]
+    common::option_sets_but(cols, rng, &["defaults", "everything"])
 }
 
 #[test]
@@ -987,11 +930,7 @@ fn every_option_matches_the_reference_in_every_reduction() {
     for ctx in contexts() {
         for (rows, cols) in [(40, 13), (6, 3001)] {
             for (name, options) in options_cases(cols, &mut rng) {
-                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                    let options = CrossEntropyOptions {
-                        reduction,
-                        ..options.clone()
-                    };
+                for (reduction, options) in common::each_reduction(&options) {
                     let logits = rng.logits(rows * cols, 3.0);
                     let mut labels = rng.labels(rows, cols);
                     labels[1] = 2; // at least one row hits the ignore index 2 where it is set
@@ -1120,11 +1059,7 @@ fn probability_targets_match_the_reference() {
     for ctx in contexts() {
         for (rows, cols) in [(17, 9), (5, 2049)] {
             for (name, options) in options_cases(cols, &mut rng) {
-                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                    let options = CrossEntropyOptions {
-                        reduction,
-                        ..options.clone()
-                    };
+                for (reduction, options) in common::each_reduction(&options) {
                     let z = rng.logits(rows * cols, 3.0);
                     let t = random_targets(&mut rng, rows, cols);
                     let gpu = ctx
