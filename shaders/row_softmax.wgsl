@@ -16,12 +16,13 @@
 //
 // Defines: Params and the bindings other than the logits and the output, Pair, RowStats,
 //   Team, merge, the row functions softmax_row, cross_entropy_row, split_stats, split_write,
-//   and the option overrides (HAS_WEIGHTS, PROBS, SOFTCAP, WHOLE_BATCH,
-//   CACHE_BLOCKS).
+//   the option overrides (HAS_WEIGHTS, PROBS, SOFTCAP, WHOLE_BATCH, CACHE_BLOCKS) and
+//   smoothing_on (label smoothing is a param).
 // Needs: load_logit, load_logit4, load_logit8, store_out, store_out4, store_out8, PAIRS (the
 //   io file with io_single.wgsl or io_pairs.wgsl); team_stats, TEAM_SIZE or the subgroup
 //   builtins' team (the team file); Kahan, kahan_add (kahan.wgsl).
-// src/kernels/source.rs lists which files make a variant's module (`ModuleKey::fragments`).
+// src/kernels/source.rs lists which files make a variant's module (`ShaderVariant::fragments`);
+// `ml-softmax shader` prints one.
 //
 // Layout: a *team* of lanes owns one row. Three kinds of file make one module: an io_*.wgsl
 // file (how elements are stored: f32 scalars or vec4s, f16, bf16), a team_*.wgsl file (how
