@@ -89,7 +89,7 @@ impl Context {
     /// gradient comes back in the same format; loss, row losses and lse as f32. All
     /// arithmetic is f32. `F16` needs an adapter with `Features::SHADER_F16`.
     ///
-    /// ```no_run
+    /// ```
     /// use ml_softmax::{Context, CrossEntropyOptions, HalfCrossEntropy, Precision, Strategy, Targets};
     /// let ctx = Context::new()?;
     /// // bf16 bits of [1, 2, 3]: the upper half of each f32.
@@ -138,7 +138,7 @@ impl Context {
 
     /// Softmax or log-softmax (`kind`) with an explicit strategy.
     ///
-    /// ```no_run
+    /// ```
     /// use ml_softmax::{Context, SoftmaxKind, Strategy};
     /// let ctx = Context::new()?;
     /// let lp = ctx.softmax_with(&[1.0, 2.0, 3.0], 1, 3, SoftmaxKind::LogSoftmax, Strategy::Auto)?;
