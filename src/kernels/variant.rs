@@ -1,9 +1,10 @@
 //! The typed variant model: every axis a row_softmax module or pipeline can vary along, as
 //! fields of plain types.
 //!
-//! - a **module** ([`ModuleKey`]) is one WGSL text: for row_softmax, a team ([`TeamKind`]) and
-//!   an io ([`Io`]: precision, in place, access width, word size); `source.rs` turns it into
-//!   WGSL, one fragment per axis (its table says which);
+//! - a **module** ([`ModuleKey`]) is one WGSL text: for row_softmax a [`ShaderVariant`], a
+//!   team ([`TeamKind`]) and an io ([`Io`]: [`Precision`], [`Place`], [`Access`] with its
+//!   [`Words`]), every axis an enum; `source.rs` turns it into WGSL, one `match` per axis (its
+//!   table says which fragment each value contributes); `ml-softmax shader` prints one;
 //! - a **pipeline** ([`PipelineKey`]) is a module, an entry point and the values of its
 //!   override constants: the dispatch geometry (workgroup, team, cache) and the loss options
 //!   ([`Specialisation`]).
