@@ -3,9 +3,9 @@
 // Elements move in units of the widest access the row kernels make, `Unit`, which the host
 // defines in front of this file: 16 bytes as vec4<u32> (io_f32x4.wgsl with words32.wgsl), or
 // where the kernels use 64-bit words (software adapters), 32 bytes as vec4<u64>
-// (io_f32x8.wgsl). On lavapipe a vec4 of 32-bit words is 1.6x faster than a scalar copy, and
-// 64-bit words 1.2-1.6x faster again (the 32-byte unit no faster than a 16-byte vec2<u64>
-// from memory, 5% faster from cache), so the reference is the fastest copy measured.
+// (io_f32x8.wgsl). Wider units copied faster on lavapipe, and the 32-byte unit was the fastest
+// copy measured, so the reference is never a slow copy (figures: BENCHMARKS.md, "Figures
+// moved from code comments").
 // Layout: lane g of the grid copies units g, g + stride, ... (stride = all lanes of the
 // grid), so every lane reads consecutive addresses in step with its neighbours. The host
 // binds buffers of a whole number of units (`len` rounded up).

@@ -3,8 +3,8 @@
 // (`unpack_block` / `pack_block`, at the end), by integer and f32 operations alone when
 // F16_BITS is set (software adapters). `unpack2x16float` /
 // `pack2x16float` do the same in one instruction on GPUs; llvmpipe runs them lane by lane
-// (a scalar conversion per element), which made f16 about 1.7x slower than bf16 there.
-// Measured on lavapipe (4096x4096 f16): 24.9 ms with pack/unpack, 19.7 ms with these.
+// (a scalar conversion per element), which made f16 markedly slower than bf16 there; these
+// functions measured faster on lavapipe (BENCHMARKS.md, "Figures moved from code comments").
 // Both functions work on the 4 columns of a block at once, each half in the low 16 bits.
 // tests/gpu.rs checks them against the `half` crate: every one of the 65,536 halves, and f32
 // values around every rounding boundary.

@@ -15,8 +15,8 @@
 //   bf16_half (bf16.wgsl); `logits: array<Block8>`, `out_words: array<atomic<u32>>`,
 //   `store_unit(i, Block8)` (generated, src/kernels/source.rs; never in place).
 //
-// Why: io_bf16.wgsl, two atomics per element, ran at 7% of the copy kernel on lavapipe
-// (8192x1000: 54.7 ms, against 9.6 ms for f32 moving twice the bytes).
+// Why: io_bf16.wgsl, two atomics per element, ran at a small fraction of the copy kernel's
+// speed on lavapipe (BENCHMARKS.md, "Figures moved from code comments").
 
 fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];

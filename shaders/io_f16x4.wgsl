@@ -11,11 +11,11 @@
 //   (f16.wgsl); `logits: array<Block8>`, `out_words: array<f16>`, `store_unit(i, Block8)`
 //   (generated, src/kernels/source.rs, with `enable f16;`).
 //
-// Why: the scalar f16 file (io_f16.wgsl) ran at 18% of the copy kernel on lavapipe (8192x1000:
-// 19.9 ms, against 9.6 ms for f32 moving twice the bytes): every element was its own access.
-// Why u32 words and unpack2x16float rather than vec4<f16>: on lavapipe a block is then one
-// access of 2 components (1 with words64.wgsl) instead of 4, which the driver pays for per
-// component (4096x4096: 28.8 ms as vec4<f16>, 25.5-26.4 ms as u32 or u64 words).
+// Why: in the scalar f16 file (io_f16.wgsl) every element is its own access, which llvmpipe
+// pays for per access. Why u32 words and unpack2x16float rather than vec4<f16>: on lavapipe
+// a block is then one access of 2 components (1 with words64.wgsl) instead of 4, which the
+// driver pays for per component. Both measured: BENCHMARKS.md, "Figures moved from code
+// comments".
 
 fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];

@@ -16,9 +16,8 @@
 // as io_f32.wgsl (then `out_words` views the logits).
 //
 // Why vectors at all: on lavapipe every storage access runs a loop over the 8 lanes of the
-// SIMD vector; one vec4 access pays that loop once for 4 elements. Measured at 8192x1000
-// (subgroup strategy): 16.5 ms with scalar bindings, 12.5 ms with vec4 bindings; and the copy
-// kernel went from 13.4 ms to 8.3 ms the same way (copy.wgsl).
+// SIMD vector; one vec4 access pays that loop once for 4 elements (measured, kernel and copy:
+// BENCHMARKS.md, "What moved the kernel", the vec4 rows).
 
 fn load_logit(i: u32) -> f32 {
     return load_logit4(i - i % 4u)[i % 4u];

@@ -18,9 +18,8 @@
 //
 // Why: on lavapipe a storage access costs a loop over the 8 SIMD lanes with a bounds check
 // and a load per component; a unit of 4 u64 is one loop of 4 components where two blocks of
-// 2 u64 were two. Measured (wg1, 64-bit words, two interleaved runs): 1024x32000 35.0-35.9
-// -> 26.7-27.0 ms, 4096x4096 17.5-17.9 -> 13.8-14.1 ms, 256x131072 37.0-37.1 -> 28.8-30.5
-// ms, 8192x1000 10.3-10.5 -> 9.2 ms, 65536x128 9.1-9.4 -> 8.2-8.4 ms.
+// 2 u64 were two (measured with one lane per row: BENCHMARKS.md, "What moved the kernel", the
+// row on 32-byte units).
 
 // The unit at element `i` (a multiple of 8).
 fn load_logit8(i: u32) -> Pair {

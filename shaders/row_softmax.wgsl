@@ -16,12 +16,13 @@
 //
 // Defines: Params and the bindings other than the logits and the output, Pair, RowStats,
 //   Team, merge, the row functions softmax_row, cross_entropy_row, split_stats, split_write,
-//   and the option overrides (HAS_WEIGHTS, SOFTCAP, PROBS, SMOOTHING, WHOLE_BATCH,
-//   CACHE_BLOCKS).
+//   the option overrides (HAS_WEIGHTS, PROBS, SOFTCAP, WHOLE_BATCH, CACHE_BLOCKS) and
+//   smoothing_on (label smoothing is a param).
 // Needs: load_logit, load_logit4, load_logit8, store_out, store_out4, store_out8, PAIRS (the
 //   io file with io_single.wgsl or io_pairs.wgsl); team_stats, TEAM_SIZE or the subgroup
 //   builtins' team (the team file); Kahan, kahan_add (kahan.wgsl).
-// src/kernels/source.rs lists which files make a variant's module (`ModuleKey::fragments`).
+// src/kernels/source.rs lists which files make a variant's module (`ShaderVariant::fragments`);
+// `ml-softmax shader` prints one.
 //
 // Layout: a *team* of lanes owns one row. Three kinds of file make one module: an io_*.wgsl
 // file (how elements are stored: f32 scalars or vec4s, f16, bf16), a team_*.wgsl file (how
@@ -60,8 +61,8 @@
 // A batch small enough to be one workgroup (WHOLE_BATCH, host: geometry::one_workgroup)
 // does in that workgroup what batch_sum.wgsl's dispatches would do around it: the denominator
 // of a class-target mean before the rows, the reduced loss after them. One dispatch instead of
-// three is what a small batch costs on lavapipe, where a dispatch costs ~0.03 ms whatever it
-// does (see "the whole batch in one workgroup" below).
+// three matters for a small batch on lavapipe, where each dispatch has a fixed cost whatever
+// it does (see "the whole batch in one workgroup" below).
 //
 // Rows past the end still run both reductions (with no columns) so that every barrier is
 // reached by the whole workgroup; they write nothing.
@@ -104,13 +105,20 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> row_lse: array<f32>;
 
 // Specialisations: which options the loss uses. They are pipeline-overridable constants, not
-// params, so each pipeline holds only the code its options need: measured on lavapipe, the
-// unused branches (tanh of every logit, class-weight and target loads) made the kernel 2.4x
-// slower even when skipped at run time, as llvmpipe runs both sides of a branch under a mask.
+// params, so each pipeline holds only the code its options need: on lavapipe the unused
+// branches (tanh of every logit, class-weight and target loads) made the kernel much slower
+// even when skipped at run time, as llvmpipe runs both sides of a branch under a mask
+// (BENCHMARKS.md, "What moved the kernel", and "Pipeline space" for which options still
+// are overrides).
 override HAS_WEIGHTS: bool = false;  // class weights in `weights` (else all 1)
-override SOFTCAP: bool = false;      // soft-capping with params.softcap
 override PROBS: bool = false;        // probability targets in `targets` (else class indices)
-override SMOOTHING: bool = false;    // label smoothing with params.label_smoothing
+override SOFTCAP: bool = false;      // soft-capping with params.softcap
+// Label smoothing is a param, not an override: its specialisation measured no faster on
+// lavapipe (BENCHMARKS.md, "Pipeline space"), and each override doubles the pipelines a
+// workload can compile. (z-loss was a param already.)
+fn smoothing_on() -> bool {
+    return params.label_smoothing > 0.0;
+}
 
 // Columns a lane reads at once: one block of 4 consecutive floats.
 const BLOCK = 4u;
@@ -130,9 +138,9 @@ const WHOLE_BATCH_MEAN = 2u; // that, after stats[1] += sum of target weights, s
 // loose columns. The loops over the cache run a pipeline-constant number of times, so a
 // compiler can unroll them and keep `row_cache` in registers (indexed by constants); that is
 // the point, and why CACHE_BLOCKS is an override, not a param. On lavapipe it measured no
-// faster than reading twice (8192x1000 in 32-lane teams: 28.5 -> 27.6 ms; the second read
-// hits the CPU cache there); it exists for GPUs, where the second read is a trip to memory
-// for rows longer than the caches hold.
+// faster than reading twice (the second read hits the CPU cache there; BENCHMARKS.md, "What
+// moved the kernel"); it exists for GPUs, where the second read is a trip to memory for rows
+// longer than the caches hold.
 override CACHE_BLOCKS: u32 = 0u;
 const MAX_CACHE_BLOCKS = 16u; // = geometry::MAX_CACHE_BLOCKS (checked by tests/shaders.rs)
 var<private> row_cache: array<vec4<f32>, MAX_CACHE_BLOCKS>;
@@ -339,8 +347,8 @@ fn sum_of4(v: vec4<f32>) -> f32 {
 // A lane owns blocks lane, lane + size, lane + 2 size, ... (neighbouring lanes read
 // neighbouring blocks, so each load of the team is contiguous). It folds STEP_BLOCKS of them
 // into its running max at once, so the running sum is rescaled (one exp) once per 16 columns
-// instead of once per 4: measured on lavapipe at 8192x1000, 12.5 ms -> 11.1 ms, as pass 1's
-// exps were a fifth of the kernel's time there. Leftover blocks go one at a time, then the
+// instead of once per 4, as pass 1's exps were a large share of the kernel's time on lavapipe
+// (BENCHMARKS.md, "What moved the kernel"). Leftover blocks go one at a time, then the
 // loose columns. (The cached layout instead takes its blocks one by one into `row_cache`.)
 // Steps also keep the loop turns per lane low: llvmpipe ends every invocation's loops after
 // 65,535 turns in all (the host keeps within that: software::loop_turns).
@@ -526,7 +534,7 @@ fn row_target(team: Team) -> RowTarget {
     var mode = MODE_PLAIN;
     if probs {
         mode = MODE_PROBS;
-    } else if SMOOTHING {
+    } else if smoothing_on() {
         mode = MODE_SMOOTHED;
     }
     return RowTarget(probs, ignored, valid, yc, mode);
@@ -565,7 +573,7 @@ fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
         let w_y = target_class_weight(team, t);
         var loss = (1.0 - eps) * w_y * (lse - st.s2) + zloss;
         var a = (1.0 - eps) * w_y + zgrad;
-        if SMOOTHING {
+        if smoothing_on() {
             loss += eps / C * (params.weight_sum * lse - st.s1);
             a += eps * params.weight_sum / C;
         }
@@ -704,13 +712,12 @@ fn cross_entropy_row(team: Team) {
 // compensation as batch_sum.wgsl does; a whole batch is a few rows (8 for one lane per row),
 // so a tree would save nothing. `storageBarrier()` is a barrier for the workgroup's lanes that
 // also makes their earlier writes to storage visible to one another: it orders the writes of
-// `scales` and `row_loss` before the reads. Measured on lavapipe, mean over class labels on
-// the GPU, against the three dispatches (denominator, rows, loss sum) it replaces: 8x1000 in
-// wg1 0.109-0.120 ms -> 0.058-0.060 ms (40% -> 73-83% of copy), in wg8 0.146 -> 0.093 ms.
-// The sum loops run to the constant WORKGROUP_SIZE and skip the rows past params.rows: a loop
-// bounded by params.rows itself (or left by `break`) took ~5 ms for 8 rows on lavapipe, with
-// any row length (0.09 ms for 1 or 2 rows), and every lane running the loop instead of the
-// first only took wg8 to 0.217 ms. We do not know why; both shapes are measured, not guessed.
+// `scales` and `row_loss` before the reads. It measured faster on lavapipe than the three
+// dispatches (denominator, rows, loss sum) it replaces. The sum loops run to the constant
+// WORKGROUP_SIZE and skip the rows past params.rows: a loop bounded by params.rows itself (or
+// left by `break`), and every lane running the loop instead of the first only, were both far
+// slower there. We do not know why; both shapes are measured, not guessed (BENCHMARKS.md,
+// "What moved the kernel", the WHOLE_BATCH rows).
 
 fn is_first_lane(team: Team) -> bool {
     return team.row == 0u && team.lane == 0u;

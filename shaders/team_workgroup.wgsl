@@ -73,10 +73,9 @@ fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {
 // g * SIMD_LANES + i instead, the 8 lanes in step walked 8 neighbouring rows at once: for
 // 128-column rows (512 bytes, 8 to a 4 KiB page) that is 8 interleaved walks through one
 // page, which, as we read it, the CPU's stream prefetcher (one stream per page) cannot
-// follow. Measured on lavapipe, 65536x128 in 64-lane workgroups: 17.5 ms (50% of copy) ->
-// 10.0-11.0 ms (72-78%); pass 2 alone had run 2x slower per element at 128 columns than at
-// 1024. Rows of a page or more moved little (8192x1000: 81% of copy in three runs, against
-// 77-88% before). It is a permutation of the workgroup's rows (any
+// follow. It measured faster on lavapipe for rows shorter than a page, and moved rows of a
+// page or more little (BENCHMARKS.md, "What moved the kernel", the `row_per_lane` row). It
+// is a permutation of the workgroup's rows (any
 // WORKGROUP_SIZE that SIMD_LANES divides; the 8-lane workgroups are unchanged), so
 // results are the same on every adapter.
 const SIMD_LANES = 8u;

@@ -7,12 +7,11 @@
 // Why: llvmpipe (lavapipe) turns every storage access into a loop over the 8 lanes of its
 // SIMD vector with a bounds check and a load or store per *component* of the accessed value,
 // so a block in 2 components of 64 bits costs about half the checks and loads of 4 of 32.
-// Measured on lavapipe (Mesa 22.3), the copy kernel moving the same 134 MB (4096x4096 f32):
-// 13.7-14.2 ms as vec4<u32> words, 9.7-10.3 ms as vec2<u64>, 9.7 ms as vec4<u64>; the fused
-// kernel gained 4-8% (it is bound by more than its accesses), and another 10-25% from
-// 32-byte units of two blocks (io_f32x8.wgsl, which takes its conversions from this file).
-// The host uses this file only on software adapters (Context::words64), where it was
-// measured.
+// The copy kernel and the fused kernel both got faster on lavapipe, the fused one less (it is
+// bound by more than its accesses), and more again with 32-byte units of two blocks
+// (io_f32x8.wgsl, which takes its conversions from this file); figures: BENCHMARKS.md,
+// "What moved the kernel" and "Figures moved from code comments". The host uses this file
+// only on software adapters (Context::words64), where it was measured.
 
 alias Block16 = vec2<u64>;
 alias Block8 = u64;

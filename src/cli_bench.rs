@@ -116,14 +116,14 @@ struct Warmup {
 
 /// `--precision`.
 #[derive(Clone, Copy, ValueEnum)]
-enum PrecisionArg {
+pub(crate) enum PrecisionArg {
     F32,
     F16,
     Bf16,
 }
 
 impl PrecisionArg {
-    fn precision(self) -> Precision {
+    pub(crate) fn precision(self) -> Precision {
         match self {
             Self::F32 => Precision::F32,
             Self::F16 => Precision::F16,

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::npy::NpyData;
 use clap::Args;
-use ml_softmax::npy::NpyData;
 use ml_softmax::{CrossEntropyOptions, LinearCrossEntropy, Matrix, Precision, Reduction};
 
 use super::{GpuArgs, LossArgs, read_labels, read_npy, read_vector};

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
-use ml_softmax::npy::{self, NpyData};
+use crate::npy::{self, NpyData};
 
 /// Names of temporary files: `.ml-softmax-<pid>-<n>.part`, short enough for any file name
 /// limit whatever the output is called.

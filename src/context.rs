@@ -510,8 +510,8 @@ impl Context {
     /// Whether the kernels hold their blocks (4 elements, one storage access) as 64-bit words
     /// (`shaders/words64.wgsl`) rather than 32-bit ones: [`ContextOptions::software_io`] on a
     /// device with `Features::SHADER_INT64`. llvmpipe pays each storage access per
-    /// component, and the copy kernel ran 1.2-1.6x faster on lavapipe with half the components
-    /// (BENCHMARKS.md).
+    /// component, and the copy kernel ran faster on lavapipe with half the components
+    /// (BENCHMARKS.md, "What moved the kernel").
     pub fn words64(&self) -> bool {
         self.software_io.words64
     }

@@ -38,7 +38,8 @@
 //! ## Two levels of API
 //! - host slices in, `Vec`s out: [`Context::cross_entropy`], [`Context::cross_entropy_probs`],
 //!   [`Context::cross_entropy_targets`], [`Context::softmax`], [`Context::log_softmax`], and
-//!   for f16 / bf16 bits [`Context::cross_entropy_half`], [`Context::softmax_half`];
+//!   [`Context::softmax_with`] ([`SoftmaxKind`]), and for f16 / bf16 bits
+//!   [`Context::cross_entropy_half`] (a [`HalfCrossEntropy`] request), [`Context::softmax_half`];
 //! - device-resident buffers: [`Context::cross_entropy_device`] (also in place, with
 //!   per-row upstream gradients), [`Context::encode_cross_entropy`],
 //!   [`Context::softmax_device`], on slices of your buffers ([`DeviceCrossEntropy`],
@@ -67,9 +68,6 @@ pub mod error;
 pub mod kernels;
 pub mod linear;
 pub mod multi;
-// The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
-#[doc(hidden)]
-pub mod npy;
 mod ops;
 pub mod options;
 pub mod parallel;
@@ -80,7 +78,9 @@ pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adap
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
 pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
-pub use ops::{DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, Targets};
+pub use ops::{
+    DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, HalfCrossEntropy, SoftmaxKind, Targets,
+};
 pub use options::{CrossEntropyOptions, Reduction};
 pub use reference::CrossEntropyOutput;
 

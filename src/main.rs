@@ -7,18 +7,23 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ml_softmax::npy::{self, NpyData};
 use ml_softmax::stream::{CrossEntropyStream, Denominator};
 use ml_softmax::{
-    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Precision, Reduction, Strategy,
-    Targets, reference,
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Precision, Reduction, SoftmaxKind,
+    Strategy, Targets, reference,
 };
 
 mod cli_bench;
 mod cli_linear;
 mod cli_outputs;
+mod cli_shader;
+// The .npy reader and writer: the command line's only (README's dependency list says why it is
+// not a crate); the tests include the same file. Some items serve only the tests.
+#[allow(dead_code)]
+mod npy;
 use cli_bench as bench;
 use cli_outputs::Outputs;
+use npy::NpyData;
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +81,8 @@ enum Command {
     BenchLinear(cli_linear::BenchLinearArgs),
     /// Times every strategy and a copy kernel over a matrix of shapes.
     Bench(bench::BenchArgs),
+    /// Prints the generated WGSL of one row_softmax variant (one flag per axis; --list).
+    Shader(cli_shader::ShaderArgs),
 }
 
 /// Adapter selection shared by the subcommands that run on the GPU.
@@ -236,6 +243,7 @@ fn main() -> ExitCode {
         Command::LinearXent(args) => cli_linear::run(&args),
         Command::BenchLinear(args) => cli_linear::bench(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Shader(args) => cli_shader::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -584,16 +592,21 @@ fn flag_error(e: ml_softmax::Error) -> String {
     }
 }
 
-fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
+/// A .npy file that must be 1-D of `len` elements (`what` and `why` for the error).
+fn read_1d(path: &Path, len: usize, what: &str, why: &str) -> Result<NpyData, String> {
     let array = read_npy(path)?;
-    if array.shape != [rows] {
+    if array.shape != [len] {
         return Err(format!(
-            "{}: labels must be 1-D [{rows}] to match the logits, got shape {:?}",
+            "{}: {what} must be 1-D [{len}]{why}, got shape {:?}",
             path.display(),
             array.shape
         ));
     }
-    match array.data {
+    Ok(array.data)
+}
+
+fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
+    match read_1d(path, rows, "labels", " to match the logits")? {
         NpyData::I64(v) => Ok(v),
         NpyData::I32(v) => Ok(v.into_iter().map(i64::from).collect()),
         other => Err(format!(
@@ -605,15 +618,7 @@ fn read_labels(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
 }
 
 fn read_vector(path: &Path, len: usize, what: &str) -> Result<Vec<f32>, String> {
-    let array = read_npy(path)?;
-    if array.shape != [len] {
-        return Err(format!(
-            "{}: {what} must be 1-D [{len}], got shape {:?}",
-            path.display(),
-            array.shape
-        ));
-    }
-    floats(path, what, array.data)
+    floats(path, what, read_1d(path, len, what, "")?)
 }
 
 /// A spinner on stderr naming the step a long run is in. It shows only when stderr is a
@@ -797,26 +802,24 @@ fn xent(args: &XentArgs) -> Result<(), String> {
         };
         // Probabilities are a second output array: a softmax pass over the (capped) logits.
         let mut softmaxes = Vec::new();
-        for (flag, wanted, log) in [
-            ("--probs-out", &args.probs_out, false),
-            ("--log-probs-out", &args.log_probs_out, true),
+        for (flag, wanted, kind) in [
+            ("--probs-out", &args.probs_out, SoftmaxKind::Softmax),
+            (
+                "--log-probs-out",
+                &args.log_probs_out,
+                SoftmaxKind::LogSoftmax,
+            ),
         ] {
             if wanted.is_some() {
                 let data = match &z {
-                    Logits::F32(z) => NpyData::F32(
-                        ctx.softmax_with(
-                            &soft_capped(z, options.softcap),
-                            count,
-                            cols,
-                            log,
-                            strategy,
-                        )
-                        .map_err(|e| e.to_string())?,
-                    ),
-                    Logits::F16(z) => NpyData::F16(
-                        ctx.softmax_half(z, Precision::F16, count, cols, log, strategy)
-                            .map_err(|e| e.to_string())?,
-                    ),
+                    Logits::F32(z) => softmax_of(
+                        &ctx,
+                        &Logits::F32(soft_capped(z, options.softcap)),
+                        (count, cols),
+                        kind,
+                        strategy,
+                    )?,
+                    z => softmax_of(&ctx, z, (count, cols), kind, strategy)?,
                 };
                 softmaxes.push((flag, data));
             }
@@ -977,6 +980,25 @@ fn soft_capped(logits: &[f32], softcap: f32) -> Vec<f32> {
     }
 }
 
+/// Softmax or log-softmax of f32 or f16 logits, in their format.
+fn softmax_of(
+    ctx: &Context,
+    z: &Logits,
+    (rows, cols): (usize, usize),
+    kind: SoftmaxKind,
+    strategy: Strategy,
+) -> Result<NpyData, String> {
+    let data = match z {
+        Logits::F32(z) => ctx
+            .softmax_with(z, rows, cols, kind, strategy)
+            .map(NpyData::F32),
+        Logits::F16(z) => {
+            (ctx.softmax_half(z, Precision::F16, rows, cols, kind, strategy)).map(NpyData::F16)
+        }
+    };
+    data.map_err(|e| e.to_string())
+}
+
 fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool, quiet: bool) -> Result<(), String> {
     let progress = Progress::new(quiet);
     progress.step("reading the input");
@@ -984,16 +1006,12 @@ fn softmax(gpu: &GpuArgs, logits: &Path, out: &Path, log: bool, quiet: bool) -> 
     let mut outputs = Outputs::plan(&[("--out", Some(out))])?;
     progress.step("computing on the GPU");
     let ctx = gpu.context()?;
-    let data = match &z {
-        Logits::F32(z) => NpyData::F32(
-            ctx.softmax_with(z, rows, cols, log, Strategy::Auto)
-                .map_err(|e| e.to_string())?,
-        ),
-        Logits::F16(z) => NpyData::F16(
-            ctx.softmax_half(z, Precision::F16, rows, cols, log, Strategy::Auto)
-                .map_err(|e| e.to_string())?,
-        ),
+    let kind = if log {
+        SoftmaxKind::LogSoftmax
+    } else {
+        SoftmaxKind::Softmax
     };
+    let data = softmax_of(&ctx, &z, (rows, cols), kind, Strategy::Auto)?;
     progress.step("writing the output");
     outputs.set("--out", &[rows, cols], data);
     outputs.write()

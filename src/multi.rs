@@ -30,8 +30,8 @@
 use crate::context::{BackendChoice, Context, ContextOptions, keep_opened};
 use crate::error::{Error, Result};
 use crate::kernels::{Precision, Strategy};
-use crate::ops::{BatchPart, Targets, class_denominator};
-use crate::options::{CrossEntropyOptions, check_half, check_labels, check_len, check_shape};
+use crate::ops::{BatchPart, HalfCrossEntropy, Targets, class_denominator};
+use crate::options::{CrossEntropyOptions, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
 /// One context per adapter; see the [module docs](self).
@@ -121,24 +121,20 @@ impl MultiContext {
     /// # Errors
     ///
     /// As [`MultiContext::cross_entropy_targets`], and [`Error::InvalidOption`] for `F32`.
-    #[allow(clippy::too_many_arguments)]
     pub fn cross_entropy_half(
         &self,
-        logits: &[u16],
-        precision: Precision,
-        targets: Targets<'_>,
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-        strategy: Strategy,
+        request: &HalfCrossEntropy<'_>,
     ) -> Result<CrossEntropyOutput<u16>> {
-        let n = check_shape(rows, cols)?;
-        check_len("logits", n, logits.len())?;
-        check_half(
+        let HalfCrossEntropy {
             precision,
-            "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
-        )?;
-        let bytes = bytemuck::cast_slice(logits);
+            targets,
+            rows,
+            cols,
+            options,
+            strategy,
+            ..
+        } = *request;
+        let bytes = bytemuck::cast_slice(request.checked_logits()?);
         let out = self.split(bytes, precision, targets, rows, cols, options, strategy)?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }

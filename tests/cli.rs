@@ -11,9 +11,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+// The command line's .npy reader and writer (src/npy.rs, not part of the library).
+#[allow(dead_code)]
+#[path = "../src/npy.rs"]
+mod npy;
 use approx::relative_eq;
-use ml_softmax::npy::{self, NpyArray, NpyData};
 use ml_softmax::{CrossEntropyOptions, Reduction, reference};
+use npy::{NpyArray, NpyData};
 
 const ROWS: usize = 5;
 const COLS: usize = 7;
@@ -70,17 +74,9 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Fixed logits in about [-4, 4] (a small xorshift, so the data never changes).
+/// Fixed logits in about [-4, 4] (the library's seeded sample, so the data never changes).
 fn logits(n: usize) -> Vec<f32> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
-        })
-        .collect()
+    ml_softmax::reference::sample_batch(1, n, 0x9E37_79B9_7F4A_7C15).0
 }
 
 const LABELS: [i64; ROWS] = [3, 0, 6, 2, 5];
@@ -705,7 +701,7 @@ fn xent_float16_logits_give_a_float16_gradient() {
     assert_success(&out);
     let want = reference::cross_entropy(&z, &LABELS, ROWS, COLS, &Default::default()).unwrap();
     assert_close("loss", &read_f32(&loss, &[]), &[want.loss]);
-    let g = ml_softmax::npy::read(&grad).unwrap();
+    let g = npy::read(&grad).unwrap();
     assert_eq!(g.shape, [ROWS, COLS]);
     let NpyData::F16(g) = g.data else {
         panic!(
@@ -1785,4 +1781,131 @@ fn linear_xent_bad_input_is_one_error_line() {
     ]);
     assert_error(&out, &["--label-smoothing 2"]);
     assert!(!out_path.exists(), "an output was written for bad input");
+}
+
+/// `ml-softmax shader` prints one variant's WGSL, which naga parses and validates (and which
+/// is the text the library compiles); `--list` names every axis; a variant the shaders do not
+/// have, or an entry point the module lacks, is one error line and exit 1; an unknown value is
+/// clap's error (exit 2).
+#[test]
+fn shader_prints_a_variant_that_validates_and_refuses_a_bad_one() {
+    use ml_softmax::kernels::{Access, Io, ModuleKey, Place, Precision, ShaderVariant, TeamKind};
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    let cases: [(&[&str], ShaderVariant); 3] = [
+        (
+            &[],
+            ShaderVariant {
+                team: TeamKind::Workgroup,
+                io: Io {
+                    precision: Precision::F32,
+                    place: Place::Separate,
+                    access: Access::Vec4(ml_softmax::kernels::Words::Bits32),
+                },
+            },
+        ),
+        (
+            &[
+                "--team",
+                "subgroup",
+                "--precision",
+                "f16",
+                "--place",
+                "in-place",
+                "--access",
+                "scalar",
+            ],
+            ShaderVariant {
+                team: TeamKind::Subgroup,
+                io: Io {
+                    precision: Precision::F16,
+                    place: Place::InPlace,
+                    access: Access::Scalar,
+                },
+            },
+        ),
+        (
+            &[
+                "--precision",
+                "bf16",
+                "--access",
+                "pairs",
+                "--entry",
+                "cross_entropy_main",
+            ],
+            ShaderVariant {
+                team: TeamKind::Workgroup,
+                io: Io {
+                    precision: Precision::Bf16,
+                    place: Place::Separate,
+                    access: Access::Pairs,
+                },
+            },
+        ),
+    ];
+    for (flags, variant) in cases {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"shader"];
+        args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+        let out = run(&args);
+        assert_success(&out);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let module = ModuleKey::RowSoftmax(variant);
+        assert!(
+            text.ends_with(&module.source()),
+            "{flags:?}: not the library's text of {variant:?}"
+        );
+        let parsed = naga::front::wgsl::parse_str(&text)
+            .unwrap_or_else(|e| panic!("{flags:?}: {}", e.emit_to_string(&text)));
+        let mut validator =
+            naga::valid::Validator::new(ValidationFlags::all(), Capabilities::all());
+        validator.subgroup_stages(ShaderStages::COMPUTE);
+        validator.subgroup_operations(SubgroupOperationSet::all());
+        validator
+            .validate(&parsed)
+            .unwrap_or_else(|e| panic!("{flags:?}: {}", e.emit_to_string(&text)));
+        if flags.contains(&"--entry") {
+            assert!(text.contains("override constants WORKGROUP_SIZE"), "{text}");
+        }
+    }
+
+    let out = run(&[&"shader", &"--list"]);
+    assert_success(&out);
+    let list = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "--team",
+        "subgroup",
+        "--precision",
+        "bf16",
+        "--place",
+        "in-place",
+        "--access",
+        "vec4-w64",
+        "pairs",
+        "split_write_main",
+    ] {
+        assert!(list.contains(word), "--list lacks {word}: {list}");
+    }
+
+    let bf16_in_place = run(&[&"shader", &"--precision", &"bf16", &"--place", &"in-place"]);
+    assert_error(
+        &bf16_in_place,
+        &["no such shader variant", "bf16 has no in-place variant"],
+    );
+    assert!(bf16_in_place.stdout.is_empty());
+    let no_entry = run(&[
+        &"shader",
+        &"--team",
+        &"subgroup",
+        &"--entry",
+        &"split_stats_main",
+    ]);
+    assert_error(
+        &no_entry,
+        &[
+            "--entry split_stats_main",
+            "softmax_main, cross_entropy_main",
+        ],
+    );
+    let unknown = run(&[&"shader", &"--access", &"vec8"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", describe(&unknown));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("vec8"));
 }

@@ -194,7 +194,9 @@ fn the_register_cache_at_every_size() {
             };
             check_case(ctx, &mut rng, rows, cols, &options, cached);
             let z = rng.logits(rows * cols, 3.0);
-            let p = ctx.softmax_with(&z, rows, cols, false, cached).unwrap();
+            let p = ctx
+                .softmax_with(&z, rows, cols, ml_softmax::SoftmaxKind::Softmax, cached)
+                .unwrap();
             let want = reference::softmax(&z, rows, cols).unwrap();
             let what = format!("{} softmax {rows}x{cols} {cached}", ctx.adapter_info().name);
             assert_close(&what, &p, &want, 1e-7, 1e-4);
@@ -232,7 +234,15 @@ fn long_rows_stay_within_llvmpipe_loop_limit() {
         // The case that failed, now in steps of 4 blocks: within the limit.
         let (rows, cols) = (1, 262_144);
         let z = rng.logits(rows * cols, 2.0);
-        let lp = ctx.softmax_with(&z, rows, cols, true, one_lane).unwrap();
+        let lp = ctx
+            .softmax_with(
+                &z,
+                rows,
+                cols,
+                ml_softmax::SoftmaxKind::LogSoftmax,
+                one_lane,
+            )
+            .unwrap();
         let want = reference::log_softmax(&z, rows, cols).unwrap();
         assert_close(
             &format!("{name} log_softmax 1x262144 wg1"),
@@ -721,7 +731,13 @@ fn the_subgroup_strategy_at_the_adapters_subgroup_size() {
                 );
                 let z = rng.logits(rows * cols, 3.0);
                 let gpu = ctx
-                    .softmax_with(&z, rows, cols, false, Strategy::Subgroup)
+                    .softmax_with(
+                        &z,
+                        rows,
+                        cols,
+                        ml_softmax::SoftmaxKind::Softmax,
+                        Strategy::Subgroup,
+                    )
                     .unwrap();
                 let cpu = reference::softmax(&z, rows, cols).unwrap();
                 assert_close(
@@ -903,66 +919,9 @@ fn device_buffers_of_the_wrong_size_or_usage_are_rejected() {
 
 // ---- the options of the loss, alone and in the combinations that interact ----
 
+/// The option sets of these tests: each option alone and two combinations that interact.
 fn options_cases(cols: usize, rng: &mut Rng) -> Vec<(&'static str, CrossEntropyOptions)> {
-    let weight: Vec<f32> = (0..cols)
-        .map(|_| 0.25 + 2.0 * rng.uniform() as f32)
-        .collect();
-    let base = CrossEntropyOptions::default;
-    vec![
-        (
-            "ignore_index",
-            CrossEntropyOptions {
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-        (
-            "label_smoothing",
-            CrossEntropyOptions {
-                label_smoothing: 0.1,
-                ..base()
-            },
-        ),
-        (
-            "weight",
-            CrossEntropyOptions {
-                weight: Some(weight.clone()),
-                ..base()
-            },
-        ),
-        (
-            "z_loss",
-            CrossEntropyOptions {
-                z_loss: 1e-2,
-                ..base()
-            },
-        ),
-        (
-            "softcap",
-            CrossEntropyOptions {
-                softcap: 3.0,
-                ..base()
-            },
-        ),
-        (
-            "weight+smoothing+ignore",
-            CrossEntropyOptions {
-                weight: Some(weight.clone()),
-                label_smoothing: 0.2,
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-        (
-            "softcap+z_loss+ignore",
-            CrossEntropyOptions {
-                softcap: 2.5,
-                z_loss: 1e-3,
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-    ]
+    common::option_sets_but(cols, rng, &["defaults", "everything"])
 }
 
 #[test]
@@ -971,11 +930,7 @@ fn every_option_matches_the_reference_in_every_reduction() {
     for ctx in contexts() {
         for (rows, cols) in [(40, 13), (6, 3001)] {
             for (name, options) in options_cases(cols, &mut rng) {
-                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                    let options = CrossEntropyOptions {
-                        reduction,
-                        ..options.clone()
-                    };
+                for (reduction, options) in common::each_reduction(&options) {
                     let logits = rng.logits(rows * cols, 3.0);
                     let mut labels = rng.labels(rows, cols);
                     labels[1] = 2; // at least one row hits the ignore index 2 where it is set
@@ -1104,11 +1059,7 @@ fn probability_targets_match_the_reference() {
     for ctx in contexts() {
         for (rows, cols) in [(17, 9), (5, 2049)] {
             for (name, options) in options_cases(cols, &mut rng) {
-                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                    let options = CrossEntropyOptions {
-                        reduction,
-                        ..options.clone()
-                    };
+                for (reduction, options) in common::each_reduction(&options) {
                     let z = rng.logits(rows * cols, 3.0);
                     let t = random_targets(&mut rng, rows, cols);
                     let gpu = ctx
@@ -1246,7 +1197,7 @@ fn in_place_probability_and_upstream_device_calls() {
             logits: logits.slice(..),
             out: None,
             precision: Precision::F32,
-            log: false,
+            kind: ml_softmax::SoftmaxKind::Softmax,
         };
         ctx.softmax_device(&bufs, rows, cols, Strategy::Auto)
             .unwrap();
@@ -1276,15 +1227,15 @@ fn half_precision_logits_and_gradients() {
                     label_smoothing: 0.1,
                     ..Default::default()
                 };
-                let got = ctx.cross_entropy_half(
-                    &bits,
+                let got = ctx.cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                    logits: &bits,
                     precision,
-                    ml_softmax::Targets::Classes(&labels),
+                    targets: ml_softmax::Targets::Classes(&labels),
                     rows,
                     cols,
-                    &options,
-                    Strategy::Auto,
-                );
+                    options: &options,
+                    strategy: Strategy::Auto,
+                });
                 if precision == Precision::F16 && !has_f16 {
                     let e = got.unwrap_err();
                     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
@@ -1299,7 +1250,14 @@ fn half_precision_logits_and_gradients() {
                 let rel = common::half_rel(precision);
 
                 let p = ctx
-                    .softmax_half(&bits, precision, rows, cols, false, Strategy::Auto)
+                    .softmax_half(
+                        &bits,
+                        precision,
+                        rows,
+                        cols,
+                        ml_softmax::SoftmaxKind::Softmax,
+                        Strategy::Auto,
+                    )
                     .unwrap();
                 let want = reference::softmax(&z, rows, cols).unwrap();
                 assert_close(
@@ -1498,15 +1456,15 @@ fn both_io_paths_give_the_same_bits() {
             let half_run = |ctx: &Context, z: &[f32], labels: &[i64], cols, strategy| {
                 let (half, zh) = to_half(z, precision);
                 let got = ctx
-                    .cross_entropy_half(
-                        &half,
+                    .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                        logits: &half,
                         precision,
-                        ml_softmax::Targets::Classes(labels),
+                        targets: ml_softmax::Targets::Classes(labels),
                         rows,
                         cols,
-                        &options,
+                        options: &options,
                         strategy,
-                    )
+                    })
                     .unwrap();
                 let cpu = reference::cross_entropy(&zh, labels, rows, cols, &options).unwrap();
                 assert_half_output_close(
@@ -1783,7 +1741,9 @@ fn the_split_layout_matches_the_reference_with_every_option() {
         }
         let z = rng.logits(rows * cols, 3.0);
         for log in [false, true] {
-            let got = ctx.softmax_with(&z, rows, cols, log, split).unwrap();
+            let got = ctx
+                .softmax_with(&z, rows, cols, common::softmax_kind(log), split)
+                .unwrap();
             let want = if log {
                 reference::log_softmax(&z, rows, cols).unwrap()
             } else {

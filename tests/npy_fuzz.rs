@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ml_softmax::npy::{self, NpyData};
+// The command line's .npy reader and writer (src/npy.rs, not part of the library).
+#[allow(dead_code)]
+#[path = "../src/npy.rs"]
+mod npy;
+use npy::NpyData;
 use proptest::prelude::*;
 
 /// Random data of one of the four dtypes, `len` elements long.

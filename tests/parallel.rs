@@ -160,60 +160,13 @@ fn gathered(outs: &[CrossEntropyOutput], rows: usize, bounds: &[usize]) -> Cross
     }
 }
 
+/// The option sets of these tests: the defaults, each option alone, and all of them at once.
 fn option_sets(vocab: usize, rng: &mut Rng) -> Vec<(&'static str, CrossEntropyOptions)> {
-    let weight: Vec<f32> = (0..vocab)
-        .map(|_| 0.25 + 2.0 * rng.uniform() as f32)
-        .collect();
-    let base = CrossEntropyOptions::default;
-    vec![
-        ("defaults", base()),
-        (
-            "ignore_index",
-            CrossEntropyOptions {
-                ignore_index: 2,
-                ..base()
-            },
-        ),
-        (
-            "label_smoothing",
-            CrossEntropyOptions {
-                label_smoothing: 0.1,
-                ..base()
-            },
-        ),
-        (
-            "weight",
-            CrossEntropyOptions {
-                weight: Some(weight.clone()),
-                ..base()
-            },
-        ),
-        (
-            "z_loss",
-            CrossEntropyOptions {
-                z_loss: 1e-2,
-                ..base()
-            },
-        ),
-        (
-            "softcap",
-            CrossEntropyOptions {
-                softcap: 3.0,
-                ..base()
-            },
-        ),
-        (
-            "everything",
-            CrossEntropyOptions {
-                weight: Some(weight),
-                label_smoothing: 0.2,
-                ignore_index: 2,
-                z_loss: 1e-3,
-                softcap: 2.5,
-                ..base()
-            },
-        ),
-    ]
+    common::option_sets_but(
+        vocab,
+        rng,
+        &["weight+smoothing+ignore", "softcap+z_loss+ignore"],
+    )
 }
 
 fn grad_scale(reduction: Reduction, rows: usize) -> f32 {
@@ -245,11 +198,7 @@ fn class_targets_match_the_reference_for_1_to_5_ranks_every_option_and_reduction
             for ranks in 1..=5 {
                 let b = bounds(&mut rng, vocab, ranks);
                 for (name, options) in option_sets(vocab, &mut rng) {
-                    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                        let options = CrossEntropyOptions {
-                            reduction,
-                            ..options.clone()
-                        };
+                    for (reduction, options) in common::each_reduction(&options) {
                         let logits = rng.logits(rows * vocab, 3.0);
                         let labels = labels_on_every_rank(&mut rng, rows, vocab, &b);
                         let outs = sharded(
@@ -285,11 +234,7 @@ fn probability_targets_match_the_reference_for_1_to_5_ranks() {
             for ranks in 1..=5 {
                 let b = bounds(&mut rng, vocab, ranks);
                 for (name, options) in option_sets(vocab, &mut rng) {
-                    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                        let options = CrossEntropyOptions {
-                            reduction,
-                            ..options.clone()
-                        };
+                    for (reduction, options) in common::each_reduction(&options) {
                         let logits = rng.logits(rows * vocab, 3.0);
                         let mut t: Vec<f32> =
                             (0..rows * vocab).map(|_| rng.uniform() as f32).collect();

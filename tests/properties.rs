@@ -449,19 +449,26 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
             for kernel in kernels(ctx, cols) {
                 let what = format!("{} {precision:?} {rows}x{cols} {kernel}", adapter(ctx));
                 let got = ctx
-                    .cross_entropy_half(
-                        &bits,
+                    .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                        logits: &bits,
                         precision,
-                        Targets::Classes(&labels),
+                        targets: Targets::Classes(&labels),
                         rows,
                         cols,
-                        &options,
-                        kernel,
-                    )
+                        options: &options,
+                        strategy: kernel,
+                    })
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_half_output_close(&what, &got, &cpu, precision);
                 let p = ctx
-                    .softmax_half(&bits, precision, rows, cols, false, kernel)
+                    .softmax_half(
+                        &bits,
+                        precision,
+                        rows,
+                        cols,
+                        ml_softmax::SoftmaxKind::Softmax,
+                        kernel,
+                    )
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 let p = from_half(&p, precision);
                 assert_close(&format!("{what} softmax"), &p, &p_cpu, 1e-7, rel);
@@ -859,7 +866,7 @@ impl Case {
             for kernel in kernels(ctx, cols) {
                 for log in [false, true] {
                     let got = ctx
-                        .softmax_with(&z, rows, cols, log, kernel)
+                        .softmax_with(&z, rows, cols, common::softmax_kind(log), kernel)
                         .unwrap_or_else(|e| panic!("{rows}x{cols} {kernel}: {e}"));
                     let what = format!("{} {kernel} log {log}", adapter(ctx));
                     check_softmax(&what, &got, &z, rows, cols, log);
@@ -889,7 +896,13 @@ impl Case {
                         )
                         .unwrap();
                     let p = ctx
-                        .softmax_with(&input.logits, rows, cols, false, kernel)
+                        .softmax_with(
+                            &input.logits,
+                            rows,
+                            cols,
+                            ml_softmax::SoftmaxKind::Softmax,
+                            kernel,
+                        )
                         .unwrap();
                     (out, p)
                 };
@@ -1047,7 +1060,7 @@ fn check_chunked(
                 matches!(host, Err(Error::Unsupported { .. })),
                 "{what}: {host:?}"
             );
-            let e = ctx.softmax_with(&input.logits, rows, cols, log, kernel);
+            let e = ctx.softmax_with(&input.logits, rows, cols, common::softmax_kind(log), kernel);
             assert!(matches!(e, Err(Error::Unsupported { .. })), "{what}: {e:?}");
             let dev = DeviceIo::new(&ctx, &input, rows, cols);
             let e = dev.cross_entropy(
@@ -1089,7 +1102,7 @@ fn check_chunked(
             call,
         );
         let p = ctx
-            .softmax_with(&input.logits, rows, cols, log, kernel)
+            .softmax_with(&input.logits, rows, cols, common::softmax_kind(log), kernel)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         check_softmax(
             &format!("{what} host softmax log {log}"),
@@ -1273,7 +1286,7 @@ impl DeviceIo {
             logits: logits.slice(..),
             out: (!in_place).then(|| out.slice(..)),
             precision: ml_softmax::Precision::F32,
-            log,
+            kind: common::softmax_kind(log),
         };
         ctx.softmax_device(&bufs, rows, cols, kernel)?;
         Ok(read(ctx, if in_place { &logits } else { &out }))

@@ -3,7 +3,9 @@
 //! every module also to Metal's MSL and DX12's HLSL, the backends claimed but not run here.
 //! A shader error fails `cargo test` here even on a machine without an adapter.
 
-use ml_softmax::kernels::{Io, ModuleKey, PipelineKey, Precision, TeamKind, all_pipeline_keys};
+use ml_softmax::kernels::{
+    Io, ModuleKey, PipelineKey, Precision, ShaderVariant, TeamKind, all_pipeline_keys,
+};
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 
 fn validator_for(module: ModuleKey) -> Validator {
@@ -63,20 +65,20 @@ fn the_workgroup_module_needs_no_subgroup_feature() {
     // GL adapters have no subgroups: the fallback must validate without the capability.
     for io in Io::ALL
         .into_iter()
-        .filter(|io| io.precision != Precision::F16 && !io.words64)
+        .filter(|io| io.precision != Precision::F16 && !io.words64())
     {
-        let module = ModuleKey::RowSoftmax {
+        let module = ModuleKey::RowSoftmax(ShaderVariant {
             team: TeamKind::Workgroup,
             io,
-        };
+        });
         Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&parse(module))
             .expect("team_workgroup + row_softmax must not need subgroups");
     }
-    let module = ModuleKey::RowSoftmax {
+    let module = ModuleKey::RowSoftmax(ShaderVariant {
         team: TeamKind::Subgroup,
         io: Io::ALL[0],
-    };
+    });
     assert!(
         Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&parse(module))
@@ -259,10 +261,10 @@ fn workgroup_memory_fits_the_default_limit() {
 /// The host's copy of the register cache's size matches the shader's.
 #[test]
 fn the_register_cache_size_agrees_with_the_host() {
-    let module = ModuleKey::RowSoftmax {
+    let module = ModuleKey::RowSoftmax(ShaderVariant {
         team: TeamKind::Workgroup,
         io: Io::ALL[0],
-    };
+    });
     let want = format!(
         "const MAX_CACHE_BLOCKS = {}u;",
         ml_softmax::kernels::geometry::MAX_CACHE_BLOCKS
@@ -280,10 +282,10 @@ fn the_register_cache_size_agrees_with_the_host() {
 #[test]
 fn one_variant_prints_as_its_fragments_verbatim() {
     let io = Io::for_rows(Precision::F32, true, Some((0, 0)), false, None, false);
-    let module = ModuleKey::RowSoftmax {
+    let module = ModuleKey::RowSoftmax(ShaderVariant {
         team: TeamKind::Workgroup,
         io,
-    };
+    });
     let source = module.source();
     println!("{source}");
     let names: Vec<&str> = module.fragments().iter().map(|f| f.name).collect();

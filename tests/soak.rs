@@ -488,8 +488,14 @@ impl Call {
                 let (got, log) = match self.api {
                     Api::DeviceSoftmax { in_place } => (self.device_softmax(ctx, in_place), false),
                     Api::Softmax { log } => (
-                        ctx.softmax_with(&self.logits, rows, cols, log, self.strategy)
-                            .unwrap_or_else(|e| panic!("{what}: {e}")),
+                        ctx.softmax_with(
+                            &self.logits,
+                            rows,
+                            cols,
+                            common::softmax_kind(log),
+                            self.strategy,
+                        )
+                        .unwrap_or_else(|e| panic!("{what}: {e}")),
                         log,
                     ),
                     _ => unreachable!(),
@@ -553,7 +559,7 @@ impl Call {
             logits: logits.slice(..),
             out: (!in_place).then(|| out.slice(..)),
             precision: Precision::F32,
-            log: false,
+            kind: ml_softmax::SoftmaxKind::Softmax,
         };
         ctx.softmax_device(&bufs, self.rows, self.cols, self.strategy)
             .unwrap_or_else(|e| panic!("device softmax {}x{}: {e}", self.rows, self.cols));

@@ -6,7 +6,11 @@
 //! there is none) and prints which adapters ran. Data is fresh random each run (the seed is
 //! printed); outputs are poisoned with NaN first.
 
+// The command line's .npy reader and writer (src/npy.rs, not part of the library).
 mod common;
+#[allow(dead_code)]
+#[path = "../src/npy.rs"]
+mod npy;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,12 +18,12 @@ use std::process::Command;
 
 use common::Rng;
 use ml_softmax::multi::MultiContext;
-use ml_softmax::npy::{self, NpyData};
 use ml_softmax::stream::{CrossEntropyStream, Denominator};
 use ml_softmax::{
     Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Error, Precision, Reduction,
     Strategy, Targets, reference,
 };
+use npy::NpyData;
 
 /// Rows per chunk of the bit-identity tests, and the row length (long enough that a
 /// binding of `CHUNK` rows plus any offset alignment holds exactly `CHUNK` rows).
@@ -222,15 +226,15 @@ fn a_half_precision_stream_equals_the_unstreamed_call_bit_for_bit() {
         let labels = labels_with_ignored(&mut rng);
         let options = all_options(&mut rng, Reduction::Mean);
         let whole = ctx
-            .cross_entropy_half(
-                &bf16,
-                Precision::Bf16,
-                Targets::Classes(&labels),
-                ROWS,
-                COLS,
-                &options,
-                Strategy::Auto,
-            )
+            .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                logits: &bf16,
+                precision: Precision::Bf16,
+                targets: Targets::Classes(&labels),
+                rows: ROWS,
+                cols: COLS,
+                options: &options,
+                strategy: Strategy::Auto,
+            })
             .unwrap();
         let mut stream = CrossEntropyStream::new(
             ctx,
@@ -450,29 +454,29 @@ fn several_adapters_split_a_batch_and_match_one_context() {
     }));
     if usable.is_empty() {
         let e = multi
-            .cross_entropy_half(
-                &[0; COLS],
-                Precision::F16,
-                Targets::Classes(&[0]),
-                1,
-                COLS,
-                &options,
-                Strategy::Auto,
-            )
+            .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                logits: &[0; COLS],
+                precision: Precision::F16,
+                targets: Targets::Classes(&[0]),
+                rows: 1,
+                cols: COLS,
+                options: &options,
+                strategy: Strategy::Auto,
+            })
             .unwrap_err();
         assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     } else {
         let (f16, rounded) = common::to_half(&logits, Precision::F16);
         let got = multi
-            .cross_entropy_half(
-                &f16,
-                Precision::F16,
-                Targets::Classes(&labels),
-                ROWS,
-                COLS,
-                &options,
-                Strategy::Auto,
-            )
+            .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
+                logits: &f16,
+                precision: Precision::F16,
+                targets: Targets::Classes(&labels),
+                rows: ROWS,
+                cols: COLS,
+                options: &options,
+                strategy: Strategy::Auto,
+            })
             .unwrap();
         let want = reference::cross_entropy(&rounded, &labels, ROWS, COLS, &options).unwrap();
         common::assert_close("multi f16 loss", &[got.loss], &[want.loss], 1e-3, 1e-3);

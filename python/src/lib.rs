@@ -13,8 +13,8 @@
 
 use ml_softmax::parallel::{ReduceOp, VocabShard};
 use ml_softmax::{
-    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Error, Precision, Reduction,
-    Strategy, Targets,
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, Error, HalfCrossEntropy,
+    Precision, Reduction, SoftmaxKind, Strategy, Targets,
 };
 use numpy::{
     PyArray1, PyArrayDescr, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
@@ -429,15 +429,15 @@ impl PyContext {
                 let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
                 let out = py
                     .detach(|| {
-                        ctx.cross_entropy_half(
-                            z,
-                            *precision,
+                        ctx.cross_entropy_half(&HalfCrossEntropy {
+                            logits: z,
+                            precision: *precision,
                             targets,
                             rows,
                             cols,
-                            &options,
-                            Strategy::Auto,
-                        )
+                            options: &options,
+                            strategy: Strategy::Auto,
+                        })
                     })
                     .map_err(to_py)?;
                 (
@@ -599,7 +599,7 @@ impl PyContext {
         py: Python<'py>,
         logits: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.softmax_impl(py, logits, false)
+        self.softmax_impl(py, logits, SoftmaxKind::Softmax)
     }
 
     /// log_softmax(logits) -> log-probabilities of each row, same shape and dtype (float32
@@ -609,7 +609,7 @@ impl PyContext {
         py: Python<'py>,
         logits: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.softmax_impl(py, logits, true)
+        self.softmax_impl(py, logits, SoftmaxKind::LogSoftmax)
     }
 }
 
@@ -618,7 +618,7 @@ impl PyContext {
         &self,
         py: Python<'py>,
         logits: &Bound<'py, PyAny>,
-        log: bool,
+        kind: SoftmaxKind,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Shaped {
             logits,
@@ -632,7 +632,7 @@ impl PyContext {
                 let z = a.readonly();
                 let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
                 let p = py
-                    .detach(|| ctx.softmax_with(z, rows, cols, log, Strategy::Auto))
+                    .detach(|| ctx.softmax_with(z, rows, cols, kind, Strategy::Auto))
                     .map_err(to_py)?;
                 shaped(py, p, &shape, None)
             }
@@ -640,7 +640,7 @@ impl PyContext {
                 let z = a.readonly();
                 let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
                 let p = py
-                    .detach(|| ctx.softmax_half(z, *precision, rows, cols, log, Strategy::Auto))
+                    .detach(|| ctx.softmax_half(z, *precision, rows, cols, kind, Strategy::Auto))
                     .map_err(to_py)?;
                 shaped(py, p, &shape, Some(dtype))
             }

@@ -2,18 +2,14 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Binding, ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
+use super::Binding::{self, Read, ReadWrite, Uniform};
+use super::layouts::{part, whole};
+use super::{ModuleKey, PipelineKey, Slice, WORKGROUP_LANES};
 use crate::context::Context;
 use crate::error::Result;
 
-/// Bindings of batch_sum.wgsl: params, labels, weights, row_loss, stats.
-pub const BINDINGS: &[(u32, Binding)] = &[
-    (0, Binding::Uniform),
-    (1, Binding::Read),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::ReadWrite),
-];
+/// Bindings of batch_sum.wgsl, by number: params, labels, weights, row_loss, stats.
+pub const BINDINGS: &[Binding] = &[Uniform, Read, Read, Read, ReadWrite];
 
 /// Floats in the stats buffer: [gradient scale, mean denominator, loss, unused].
 pub const STATS_LEN: usize = 4;
@@ -73,93 +69,45 @@ pub fn record(
             "batch_sum: labels and row_loss must hold every row".into(),
         ));
     }
+    let pipeline = ctx.pipeline(PipelineKey::plain(ModuleKey::BatchSum, entry as usize))?;
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     let mut first = 0;
     loop {
+        // One single-workgroup dispatch over the next `count` rows.
         let count = (rows - first).min(MAX_ROWS_PER_DISPATCH.into());
+        let (labels, row_base) = labels.part(first, count).bind(align);
+        let (row_loss, _) = row_loss.part(first, count).bind(align);
         let sub = Params {
             rows: count as u32,
+            row_base,
             ..params
         };
-        record_one(
-            ctx,
-            encoder,
-            entry,
-            piece(labels, first, count),
-            piece(row_loss, first, count),
-            weights,
-            stats,
-            sub,
-        )?;
+        let uniform = ctx.buffer_with(
+            "batch_sum params",
+            bytemuck::bytes_of(&sub),
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("batch_sum"),
+            layout: ctx.layouts.bind_group_layout(ModuleKey::BatchSum),
+            entries: &[
+                whole(0, &uniform),
+                part(1, labels),
+                whole(2, weights),
+                part(3, row_loss),
+                whole(4, stats),
+            ],
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batch_sum"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
         first += count;
         if first >= rows {
             return Ok(());
         }
     }
-}
-
-/// `count` elements of `slice` from its element `first`.
-fn piece(slice: Slice<'_>, first: u64, count: u64) -> Slice<'_> {
-    Slice {
-        start: slice.start + first,
-        len: count,
-        ..slice
-    }
-}
-
-/// One single-workgroup dispatch of `entry`.
-#[allow(clippy::too_many_arguments)]
-fn record_one(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    entry: Entry,
-    labels: Slice<'_>,
-    row_loss: Slice<'_>,
-    weights: &wgpu::Buffer,
-    stats: &wgpu::Buffer,
-    mut params: Params,
-) -> Result<()> {
-    let pipeline = ctx.pipeline(PipelineKey::plain(ModuleKey::BatchSum, entry as usize))?;
-    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
-    let (labels, base) = labels.bind(align);
-    let (row_loss, _) = row_loss.bind(align);
-    params.row_base = base;
-    let uniform = ctx.buffer_with(
-        "batch_sum params",
-        bytemuck::bytes_of(&params),
-        wgpu::BufferUsages::UNIFORM,
-    );
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("batch_sum"),
-        layout: ctx.layouts.bind_group_layout(ModuleKey::BatchSum),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: uniform.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: wgpu::BindingResource::Buffer(labels),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: weights.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: wgpu::BindingResource::Buffer(row_loss),
-            },
-            wgpu::BindGroupEntry {
-                binding: 4,
-                resource: stats.as_entire_binding(),
-            },
-        ],
-    });
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("batch_sum"),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(&pipeline);
-    pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups(1, 1, 1);
-    Ok(())
 }

@@ -7,12 +7,8 @@ use super::{Binding, ModuleKey, PipelineKey, WORKGROUP_LANES, grid};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// Bindings of copy.wgsl, in order.
-pub const BINDINGS: &[(u32, Binding)] = &[
-    (0, Binding::Uniform),
-    (1, Binding::Read),
-    (2, Binding::ReadWrite),
-];
+/// Bindings of copy.wgsl, by number.
+pub const BINDINGS: &[Binding] = &[Binding::Uniform, Binding::Read, Binding::ReadWrite];
 
 /// Lanes' share of the copy: each lane copies about this many units, so the grid stays
 /// small enough for one dispatch.

@@ -4,7 +4,7 @@
 //! but its limits (llvmpipe's loop limit is in `software.rs`).
 
 use super::strategy::Strategy;
-use super::variant::{Io, ModuleKey, TeamKind};
+use super::variant::{Io, ModuleKey, ShaderVariant, TeamKind};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -48,7 +48,8 @@ pub fn partials_len(strategy: Strategy, rows: usize, cols: usize) -> usize {
 
 /// Whether a dispatch of `rows` rows in `strategy` is a single workgroup, so that a
 /// cross-entropy can do the batch's sums in it (`params.whole_batch`): one dispatch instead of
-/// three, which is most of a small batch's time on lavapipe (8x1000: 0.12 -> 0.06 ms). Only
+/// three, which is most of a small batch's time on lavapipe (BENCHMARKS.md, "What moved the
+/// kernel", the `WHOLE_BATCH` row). Only
 /// for workgroup teams: the split layout takes two dispatches anyway, and how many rows a
 /// subgroup-team workgroup holds depends on the subgroup size the hardware picks.
 pub fn one_workgroup(strategy: Strategy, rows: u32) -> bool {
@@ -64,14 +65,12 @@ pub fn one_workgroup(strategy: Strategy, rows: u32) -> bool {
 /// Teams of 2+ lanes share [`WORKGROUP_LANES`]-lane workgroups (or one workgroup per row past
 /// that). One lane per row needs no barrier, so the workgroup only decides how rows spread
 /// over workgroups: [`ROW_PER_LANE_LANES`] rows each, or [`ROW_PER_LANE_FEW_LANES`] when that
-/// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Measured on lavapipe
-/// (which runs a workgroup on one of its 2 threads): 64x262144 ran at 44% of copy in one
-/// 64-lane workgroup and at 66-104% over several runs in 8-, 16- or 32-lane ones; 16384x128
-/// ran 15% slower in 8-lane workgroups than in 32- or 64-lane ones. Since lanes take rows
-/// interleaved (team_workgroup.wgsl, `row_per_lane`), 256-lane workgroups beat 64-lane ones
-/// in three interleaved runs each: 65536x128 86-87% of copy against 52-81%, 1024x32000 74-75%
-/// against 69-72%, the other shapes within noise. Two sizes only, as every size is another
-/// pipeline to compile (0.2-3 s each on lavapipe).
+/// would leave fewer than [`ROW_PER_LANE_MIN_WORKGROUPS`] workgroups. Why: lavapipe runs a
+/// workgroup on one of its 2 threads, so too few workgroups leave a thread idle, and small
+/// workgroups cost more per row; since lanes take rows interleaved (team_workgroup.wgsl,
+/// `row_per_lane`), 256-lane workgroups beat 64-lane ones for many rows (BENCHMARKS.md, "What
+/// moved the kernel", and "Figures moved from code comments"). Two sizes only, as every size
+/// is another pipeline to compile (seconds each on lavapipe).
 pub fn workgroup_lanes(lanes: u32, rows: u32) -> u32 {
     if lanes > 1 {
         lanes.max(WORKGROUP_LANES)
@@ -135,18 +134,18 @@ pub fn shape_of(
         .min(MAX_WORKGROUP_LANES);
     let (module, workgroup, team) = match strategy {
         Strategy::Workgroup { lanes } => (
-            ModuleKey::RowSoftmax {
+            ModuleKey::RowSoftmax(ShaderVariant {
                 team: TeamKind::Workgroup,
                 io,
-            },
+            }),
             workgroup_lanes(lanes, rows),
             lanes,
         ),
         Strategy::Split { lanes } | Strategy::Cached { lanes } => (
-            ModuleKey::RowSoftmax {
+            ModuleKey::RowSoftmax(ShaderVariant {
                 team: TeamKind::Workgroup,
                 io,
-            },
+            }),
             lanes,
             lanes,
         ),
@@ -161,10 +160,10 @@ pub fn shape_of(
             })?;
             let (workgroup, team) = subgroup_shape(size);
             (
-                ModuleKey::RowSoftmax {
+                ModuleKey::RowSoftmax(ShaderVariant {
                     team: TeamKind::Subgroup,
                     io,
-                },
+                }),
                 workgroup,
                 team,
             )

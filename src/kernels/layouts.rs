@@ -2,7 +2,7 @@
 //! once per context), and [`Slice`], a range of a buffer split into an aligned binding and
 //! the element offset the shader adds.
 
-use super::variant::ModuleKey;
+use super::variant::{ModuleKey, Place};
 use super::{batch_sum, copy, row_softmax};
 
 /// The bind group layouts and pipeline layouts of every family, built once per context.
@@ -17,14 +17,18 @@ impl Layouts {
     /// Builds the layouts on `device`.
     pub fn new(device: &wgpu::Device) -> Self {
         Self {
-            row_softmax: layout(device, "row_softmax", row_softmax::BINDINGS),
+            row_softmax: layout(
+                device,
+                "row_softmax",
+                row_softmax::bindings(Place::Separate),
+            ),
             row_softmax_inplace: layout(
                 device,
                 "row_softmax in place",
-                row_softmax::BINDINGS_IN_PLACE,
+                row_softmax::bindings(Place::InPlace),
             ),
-            batch_sum: layout(device, "batch_sum", batch_sum::BINDINGS),
-            copy: layout(device, "copy", copy::BINDINGS),
+            batch_sum: layout(device, "batch_sum", (0..).zip(batch_sum::BINDINGS.to_vec())),
+            copy: layout(device, "copy", (0..).zip(copy::BINDINGS.to_vec())),
         }
     }
 
@@ -40,8 +44,8 @@ impl Layouts {
 
     fn pair(&self, module: ModuleKey) -> &(wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         match module {
-            ModuleKey::RowSoftmax { io, .. } if io.in_place => &self.row_softmax_inplace,
-            ModuleKey::RowSoftmax { .. } => &self.row_softmax,
+            ModuleKey::RowSoftmax(v) if v.io.in_place() => &self.row_softmax_inplace,
+            ModuleKey::RowSoftmax(_) => &self.row_softmax,
             ModuleKey::BatchSum => &self.batch_sum,
             ModuleKey::Copy { .. } => &self.copy,
         }
@@ -59,14 +63,15 @@ pub enum Binding {
     ReadWrite,
 }
 
+/// The layouts of a module whose bindings are these (number, kind).
 fn layout(
     device: &wgpu::Device,
     label: &str,
-    bindings: &[(u32, Binding)],
+    bindings: impl IntoIterator<Item = (u32, Binding)>,
 ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-        .iter()
-        .map(|&(binding, b)| wgpu::BindGroupLayoutEntry {
+        .into_iter()
+        .map(|(binding, b)| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {

@@ -3,7 +3,8 @@
 //! the tests, the benchmark and the command line (`#[doc(hidden)]`).
 //!
 //! Read in this order (README's Layout draws the same):
-//! - [`variant`]: the typed variant model: [`ModuleKey`] (one WGSL text: team and io axes),
+//! - [`variant`]: the typed variant model: [`ShaderVariant`] (one row_softmax WGSL text: the
+//!   team and io axes, each an enum) inside [`ModuleKey`],
 //!   [`PipelineKey`] (a module specialised: entry point, geometry, loss options), and
 //!   [`Io::for_rows`], the one place the io axis is chosen;
 //! - [`source`]: the fragment files each axis contributes and the generated storage
@@ -32,5 +33,6 @@ pub use geometry::{
 pub use layouts::{Binding, Layouts, Slice};
 pub use strategy::Strategy;
 pub use variant::{
-    Io, ModuleKey, PipelineKey, Precision, Specialisation, TeamKind, all_pipeline_keys,
+    Access, Io, ModuleKey, PipelineKey, Place, Precision, ShaderVariant, Specialisation, TeamKind,
+    Words, all_pipeline_keys,
 };

@@ -10,40 +10,33 @@ use bytemuck::{Pod, Zeroable};
 
 use super::geometry::{self, SPLIT_CHUNK_COLS, cache_blocks, cached_max_cols, one_workgroup};
 use super::layouts::{part, whole};
-use super::variant::{Io, PipelineKey, Precision, Specialisation};
+use super::variant::{Io, PipelineKey, Place, Precision, Specialisation};
 use super::{Binding, Slice, Strategy, grid, software};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// Bindings of row_softmax.wgsl (with any io file): params, logits, labels, weights, scales,
-/// targets, out, row_loss, row_lse, and the output again (the vector io files' scalar view
-/// `out_words`; the scalar io files leave it unused).
-pub const BINDINGS: &[(u32, Binding)] = &[
-    (0, Binding::Uniform),
-    (1, Binding::Read),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::ReadWrite),
-    (5, Binding::Read),
-    (6, Binding::ReadWrite),
-    (7, Binding::ReadWrite),
-    (8, Binding::ReadWrite),
-    (9, Binding::ReadWrite),
-];
+/// Bindings of row_softmax.wgsl (with any io file), by number: params, logits, labels,
+/// weights, scales, targets, out, row_loss, row_lse, and the output again (the vector io
+/// files' scalar view `out_words`; the scalar io files leave it unused).
+const BINDINGS: [Binding; 10] = {
+    use Binding::{Read, ReadWrite, Uniform};
+    [
+        Uniform, Read, Read, Read, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+    ]
+};
 
-/// Bindings of the in-place variants (any io file): the logits are written, there is no `out`
-/// (binding 9 views the logits).
-pub const BINDINGS_IN_PLACE: &[(u32, Binding)] = &[
-    (0, Binding::Uniform),
-    (1, Binding::ReadWrite),
-    (2, Binding::Read),
-    (3, Binding::Read),
-    (4, Binding::ReadWrite),
-    (5, Binding::Read),
-    (7, Binding::ReadWrite),
-    (8, Binding::ReadWrite),
-    (9, Binding::ReadWrite),
-];
+/// The bindings of a module (number, kind): in place, the logits (1) are written and there is
+/// no `out` (6); binding 9 then views the logits.
+pub fn bindings(place: Place) -> Vec<(u32, Binding)> {
+    (0..)
+        .zip(BINDINGS)
+        .filter_map(|(n, b)| match (place, n) {
+            (Place::InPlace, 1) => Some((n, Binding::ReadWrite)),
+            (Place::InPlace, 6) => None,
+            _ => Some((n, b)),
+        })
+        .collect()
+}
 
 /// Offset of the per-row upstream gradients in the scales buffer (after the stats).
 pub const UPSTREAM: usize = 4;
@@ -204,8 +197,8 @@ fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, strategy: Strategy) -> Bo
         strategy == Strategy::Workgroup { lanes: 1 },
     );
     let ((logits, logits_base), out) = match (vectors, units) {
-        (_, Some(u)) if io.pairs => u,
-        (Some(v), _) if io.vec4 => v,
+        (_, Some(u)) if io.pairs() => u,
+        (Some(v), _) if io.vec4() => v,
         _ => (bufs.logits.bind(align), bufs.out.map(|out| out.bind(align))),
     };
     BoundRows {

@@ -1,9 +1,10 @@
 //! The typed variant model: every axis a row_softmax module or pipeline can vary along, as
 //! fields of plain types.
 //!
-//! - a **module** ([`ModuleKey`]) is one WGSL text: for row_softmax, a team ([`TeamKind`]) and
-//!   an io ([`Io`]: precision, in place, access width, word size); `source.rs` turns it into
-//!   WGSL, one fragment per axis (its table says which);
+//! - a **module** ([`ModuleKey`]) is one WGSL text: for row_softmax a [`ShaderVariant`], a
+//!   team ([`TeamKind`]) and an io ([`Io`]: [`Precision`], [`Place`], [`Access`] with its
+//!   [`Words`]), every axis an enum; `source.rs` turns it into WGSL, one `match` per axis (its
+//!   table says which fragment each value contributes); `ml-softmax shader` prints one;
 //! - a **pipeline** ([`PipelineKey`]) is a module, an entry point and the values of its
 //!   override constants: the dispatch geometry (workgroup, team, cache) and the loss options
 //!   ([`Specialisation`]).
@@ -48,77 +49,99 @@ impl Precision {
     }
 }
 
-/// How elements are stored (the io file of a row_softmax module).
+/// Where the output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// Its own binding (`out`); the logits are read-only.
+    Separate,
+    /// Over the logits (read_write), one `[rows, cols]` buffer instead of two.
+    InPlace,
+}
+
+/// The word size 4-element blocks are held in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Words {
+    /// 32-bit words (`words32.wgsl`).
+    Bits32,
+    /// 64-bit words (`words64.wgsl`, needs `Features::SHADER_INT64`; software adapters,
+    /// see [`crate::Context::words64`]).
+    Bits64,
+}
+
+/// How logits and output are read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// One element at a time (`io_<p>.wgsl`).
+    Scalar,
+    /// Whole 4-element blocks (`io_<p>x4.wgsl`), held in `Words`, when the buffers allow it
+    /// (see [`Io::for_rows`]).
+    Vec4(Words),
+    /// Units of two blocks in 64-bit words (`io_<p>x8.wgsl` with `io_pairs.wgsl`: 32 bytes of
+    /// f32, 16 of halves), read and written two blocks at a time: one lane per row
+    /// (`TEAM_SIZE` 1) on software adapters only.
+    Pairs,
+}
+
+/// How elements are stored (the io file of a row_softmax module): three axes, each an enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Io {
     /// The element format.
     pub precision: Precision,
     /// Whether the output overwrites the logits.
-    pub in_place: bool,
-    /// Logits and output bound as arrays of 4-element vectors (io_f32x4.wgsl,
-    /// io_f16x4.wgsl, io_bf16x4.wgsl), when the buffers allow it (see [`Io::for_rows`]).
-    pub vec4: bool,
-    /// The vectors held as 64-bit words (words64.wgsl, needs `Features::SHADER_INT64`)
-    /// instead of 32-bit ones (words32.wgsl); see [`crate::Context::words64`]. Only with
-    /// `vec4`.
-    pub words64: bool,
-    /// Bound as units of two blocks (io_f32x8.wgsl, io_f16x8.wgsl, io_bf16x8.wgsl: 32 bytes
-    /// of f32, 16 of halves), read and written two blocks at a time: for one lane per row
-    /// (`TEAM_SIZE` 1) only, with `words64`.
-    pub pairs: bool,
+    pub place: Place,
+    /// Scalars, blocks or pairs of blocks.
+    pub access: Access,
 }
 
 impl Io {
-    /// Every io variant the shaders have (bf16 has no in-place variant; scalar files have
-    /// no word size).
-    pub const ALL: [Io; 20] = [
-        Io::new(Precision::F32, false, false, false, false),
-        Io::new(Precision::F32, true, false, false, false),
-        Io::new(Precision::F32, false, true, false, false),
-        Io::new(Precision::F32, true, true, false, false),
-        Io::new(Precision::F32, false, true, true, false),
-        Io::new(Precision::F32, true, true, true, false),
-        Io::new(Precision::F32, false, true, true, true),
-        Io::new(Precision::F32, true, true, true, true),
-        Io::new(Precision::F16, false, false, false, false),
-        Io::new(Precision::F16, true, false, false, false),
-        Io::new(Precision::F16, false, true, false, false),
-        Io::new(Precision::F16, true, true, false, false),
-        Io::new(Precision::F16, false, true, true, false),
-        Io::new(Precision::F16, true, true, true, false),
-        Io::new(Precision::F16, false, true, true, true),
-        Io::new(Precision::F16, true, true, true, true),
-        Io::new(Precision::Bf16, false, false, false, false),
-        Io::new(Precision::Bf16, false, true, false, false),
-        Io::new(Precision::Bf16, false, true, true, false),
-        Io::new(Precision::Bf16, false, true, true, true),
-    ];
+    /// Every io variant the shaders have (bf16 has no in-place variant).
+    pub const ALL: [Io; 20] = {
+        const ACCESS: [Access; 4] = [
+            Access::Scalar,
+            Access::Vec4(Words::Bits32),
+            Access::Vec4(Words::Bits64),
+            Access::Pairs,
+        ];
+        const PLACES: [Place; 2] = [Place::Separate, Place::InPlace];
+        let mut all = [Io::new(Precision::F32, Place::Separate, Access::Scalar); 20];
+        let mut n = 0;
+        let mut p = 0;
+        while p < 3 {
+            let precision = [Precision::F32, Precision::F16, Precision::Bf16][p];
+            let mut a = 0;
+            while a < 4 {
+                let mut i = 0;
+                while i < 2 {
+                    if !(p == 2 && i == 1) {
+                        all[n] = Io::new(precision, PLACES[i], ACCESS[a]);
+                        n += 1;
+                    }
+                    i += 1;
+                }
+                a += 1;
+            }
+            p += 1;
+        }
+        all
+    };
 
-    const fn new(
-        precision: Precision,
-        in_place: bool,
-        vec4: bool,
-        words64: bool,
-        pairs: bool,
-    ) -> Self {
+    const fn new(precision: Precision, place: Place, access: Access) -> Self {
         Io {
             precision,
-            in_place,
-            vec4,
-            words64,
-            pairs,
+            place,
+            access,
         }
     }
 
     /// The io file for a dispatch. Data takes a vector file when logits and output can be
     /// bound as whole 4-element vectors (`vector_bases`: their element offsets in such
-    /// bindings, from [`Slice::bind_vectors`]) at the same offset modulo 4, so that every
-    /// block of 4 columns the row code reads is one vector of each; everything else takes
-    /// scalar access. (bf16 in place has no vector file, as it has no scalar one.) The
-    /// vectors are 64-bit words when `words64`; then units of two blocks (io_f32x8.wgsl
-    /// and its half twins) are taken when `unit_bases` (the bases in bindings of whole
-    /// units, from [`Slice::bind_units`]) line up modulo 8 and the dispatch has one lane per
-    /// row.
+    /// bindings, from [`Slice::bind_vectors`](super::Slice::bind_vectors)) at the same offset
+    /// modulo 4, so that every block of 4 columns the row code reads is one vector of each;
+    /// everything else takes scalar access. (bf16 in place has no vector file, as it has no
+    /// scalar one.) The vectors are 64-bit words when `words64`; then units of two blocks
+    /// (io_f32x8.wgsl and its half twins) are taken when `unit_bases` (the bases in bindings
+    /// of whole units, from [`Slice::bind_units`](super::Slice::bind_units)) line up modulo 8
+    /// and the dispatch has one lane per row.
     pub fn for_rows(
         precision: Precision,
         in_place: bool,
@@ -127,19 +150,69 @@ impl Io {
         unit_bases: Option<(u32, u32)>,
         one_lane_per_row: bool,
     ) -> Self {
+        let place = if in_place {
+            Place::InPlace
+        } else {
+            Place::Separate
+        };
         let vec4 = vector_bases.is_some_and(|(logits, out)| logits % 4 == out % 4)
             && !(precision == Precision::Bf16 && in_place);
-        let words64 = vec4 && words64;
-        let pairs = words64
-            && one_lane_per_row
-            && unit_bases.is_some_and(|(logits, out)| logits % 8 == out % 8);
-        Io::new(precision, in_place, vec4, words64, pairs)
+        let pairs =
+            one_lane_per_row && unit_bases.is_some_and(|(logits, out)| logits % 8 == out % 8);
+        let access = match (vec4, words64) {
+            (false, _) => Access::Scalar,
+            (true, false) => Access::Vec4(Words::Bits32),
+            (true, true) if pairs => Access::Pairs,
+            (true, true) => Access::Vec4(Words::Bits64),
+        };
+        Io::new(precision, place, access)
+    }
+
+    /// Whether logits and output are bound as blocks (vec4 or pairs).
+    pub fn vec4(self) -> bool {
+        self.access != Access::Scalar
+    }
+
+    /// Whether the blocks are held as 64-bit words.
+    pub fn words64(self) -> bool {
+        matches!(self.access, Access::Vec4(Words::Bits64) | Access::Pairs)
+    }
+
+    /// Whether logits and output are bound as units of two blocks.
+    pub fn pairs(self) -> bool {
+        self.access == Access::Pairs
+    }
+
+    /// Whether the output overwrites the logits.
+    pub fn in_place(self) -> bool {
+        self.place == Place::InPlace
     }
 
     /// Whether the io file has the `F16_BITS` override (io_f16x4.wgsl or io_f16x8.wgsl, with
     /// f16.wgsl).
     pub fn has_f16_bits(self) -> bool {
-        self.precision == Precision::F16 && self.vec4
+        self.precision == Precision::F16 && self.vec4()
+    }
+}
+
+/// One row_softmax module: every axis its WGSL text varies along, each an enum. The loss
+/// options and the dispatch geometry are not here: they are override constants of one
+/// text ([`PipelineKey`]). `source.rs` maps each axis to what it contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShaderVariant {
+    /// How the lanes of a row reduce together (the team file).
+    pub team: TeamKind,
+    /// How elements are stored (the io file and the generated declarations).
+    pub io: Io,
+}
+
+impl ShaderVariant {
+    /// Every row_softmax module.
+    pub fn all() -> Vec<ShaderVariant> {
+        [TeamKind::Workgroup, TeamKind::Subgroup]
+            .into_iter()
+            .flat_map(|team| Io::ALL.map(|io| ShaderVariant { team, io }))
+            .collect()
     }
 }
 
@@ -147,12 +220,7 @@ impl Io {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModuleKey {
     /// Row softmax / cross-entropy: io file + team file + row_softmax.wgsl.
-    RowSoftmax {
-        /// The team file.
-        team: TeamKind,
-        /// The io file.
-        io: Io,
-    },
+    RowSoftmax(ShaderVariant),
     /// Batch sums for the reductions.
     BatchSum,
     /// The copy kernel.
@@ -166,12 +234,10 @@ pub enum ModuleKey {
 impl ModuleKey {
     /// Every module, for the shader validation test.
     pub fn all() -> Vec<ModuleKey> {
-        let mut all = Vec::new();
-        for team in [TeamKind::Workgroup, TeamKind::Subgroup] {
-            for io in Io::ALL {
-                all.push(ModuleKey::RowSoftmax { team, io });
-            }
-        }
+        let mut all: Vec<ModuleKey> = ShaderVariant::all()
+            .into_iter()
+            .map(ModuleKey::RowSoftmax)
+            .collect();
         all.extend([
             ModuleKey::BatchSum,
             ModuleKey::Copy { words64: false },
@@ -183,7 +249,7 @@ impl ModuleKey {
     /// A label for wgpu's error messages.
     pub fn label(self) -> String {
         match self {
-            ModuleKey::RowSoftmax { team, io } => format!("row_softmax {team:?} {io:?}"),
+            ModuleKey::RowSoftmax(v) => format!("row_softmax {:?} {:?}", v.team, v.io),
             ModuleKey::BatchSum => "batch_sum".into(),
             ModuleKey::Copy { words64 } => format!("copy words64={words64}"),
         }
@@ -191,22 +257,13 @@ impl ModuleKey {
 
     /// Whether the module needs `Features::SHADER_F16`.
     pub fn needs_f16(self) -> bool {
-        matches!(
-            self,
-            ModuleKey::RowSoftmax {
-                io: Io {
-                    precision: Precision::F16,
-                    ..
-                },
-                ..
-            }
-        )
+        matches!(self, ModuleKey::RowSoftmax(v) if v.io.precision == Precision::F16)
     }
 
     /// Whether the module needs `Features::SHADER_INT64` (64-bit words).
     pub fn needs_int64(self) -> bool {
         match self {
-            ModuleKey::RowSoftmax { io, .. } => io.words64,
+            ModuleKey::RowSoftmax(v) => v.io.words64(),
             ModuleKey::Copy { words64 } => words64,
             ModuleKey::BatchSum => false,
         }
@@ -214,28 +271,22 @@ impl ModuleKey {
 
     /// Whether the module needs `Features::SUBGROUP`.
     pub fn needs_subgroups(self) -> bool {
-        matches!(
-            self,
-            ModuleKey::RowSoftmax {
-                team: TeamKind::Subgroup,
-                ..
-            }
-        )
+        matches!(self, ModuleKey::RowSoftmax(v) if v.team == TeamKind::Subgroup)
     }
 
     /// The entry points of the module.
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
-            ModuleKey::RowSoftmax {
+            ModuleKey::RowSoftmax(ShaderVariant {
                 team: TeamKind::Workgroup,
                 ..
-            } => &[
+            }) => &[
                 "softmax_main",
                 "cross_entropy_main",
                 "split_stats_main",
                 "split_write_main",
             ],
-            ModuleKey::RowSoftmax { .. } => &["softmax_main", "cross_entropy_main"],
+            ModuleKey::RowSoftmax(_) => &["softmax_main", "cross_entropy_main"],
             ModuleKey::BatchSum => &["target_weight_sum", "loss_sum"],
             ModuleKey::Copy { .. } => &["copy_main"],
         }
@@ -266,7 +317,9 @@ pub struct PipelineKey {
     pub f16_bits: bool,
 }
 
-/// The loss options a row_softmax pipeline is specialised for (its override constants).
+/// The loss options a row_softmax pipeline is specialised for (its override constants). The
+/// other options (label smoothing, z-loss, the ignore index) are `Params`
+/// fields: their specialisation measured no faster (BENCHMARKS.md, "Pipeline space").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Specialisation {
     /// `HAS_WEIGHTS`: class weights.
@@ -275,8 +328,6 @@ pub struct Specialisation {
     pub softcap: bool,
     /// `PROBS`: probability targets.
     pub probs: bool,
-    /// `SMOOTHING`: label smoothing.
-    pub smoothing: bool,
 }
 
 impl Specialisation {
@@ -287,18 +338,16 @@ impl Specialisation {
             weights: options.weight.is_some(),
             softcap: options.softcap > 0.0,
             probs,
-            smoothing: options.label_smoothing > 0.0,
         }
     }
 
     /// Every combination, for the shader validation test.
     pub fn all() -> Vec<Specialisation> {
-        (0..16u8)
+        (0..8u8)
             .map(|bits| Specialisation {
                 weights: bits & 1 != 0,
                 softcap: bits & 2 != 0,
                 probs: bits & 4 != 0,
-                smoothing: bits & 8 != 0,
             })
             .collect()
     }
@@ -327,7 +376,7 @@ impl PipelineKey {
     /// The pipeline-overridable constants of this specialisation.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("WORKGROUP_SIZE", f64::from(self.workgroup_size))];
-        if let ModuleKey::RowSoftmax { team, io } = self.module {
+        if let ModuleKey::RowSoftmax(ShaderVariant { team, io }) = self.module {
             let flag = |on: bool| if on { 1.0 } else { 0.0 };
             if team == TeamKind::Workgroup {
                 c.push(("TEAM_SIZE", f64::from(self.team_size)));
@@ -340,7 +389,6 @@ impl PipelineKey {
             c.push(("HAS_WEIGHTS", flag(self.options.weights)));
             c.push(("SOFTCAP", flag(self.options.softcap)));
             c.push(("PROBS", flag(self.options.probs)));
-            c.push(("SMOOTHING", flag(self.options.smoothing)));
         }
         c
     }
@@ -353,10 +401,10 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     for io in Io::ALL {
         // A workgroup-team key of this io file, with default options.
         let key = |entry, workgroup_size, team_size, cache_blocks, whole_batch| PipelineKey {
-            module: ModuleKey::RowSoftmax {
+            module: ModuleKey::RowSoftmax(ShaderVariant {
                 team: TeamKind::Workgroup,
                 io,
-            },
+            }),
             entry,
             workgroup_size,
             team_size,
@@ -372,7 +420,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             })
         };
         // The pair files (io_*x8.wgsl) serve one lane per row only.
-        let max_lanes = if io.pairs { 1 } else { MAX_WORKGROUP_LANES };
+        let max_lanes = if io.pairs() { 1 } else { MAX_WORKGROUP_LANES };
         let mut lanes = 1;
         while lanes <= max_lanes {
             // One lane per row takes several workgroup sizes (see workgroup_lanes).
@@ -398,13 +446,13 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
             }
             lanes *= 2;
         }
-        if let Some(size) = subgroup_size.filter(|_| !io.pairs) {
+        if let Some(size) = subgroup_size.filter(|_| !io.pairs()) {
             for entry in 0..2 {
                 keys.push(PipelineKey {
-                    module: ModuleKey::RowSoftmax {
+                    module: ModuleKey::RowSoftmax(ShaderVariant {
                         team: TeamKind::Subgroup,
                         io,
-                    },
+                    }),
                     entry,
                     workgroup_size: geometry::subgroup_shape(size).0,
                     team_size: geometry::subgroup_shape(size).1,
@@ -424,7 +472,7 @@ pub fn all_pipeline_keys(subgroup_size: Option<u32>) -> Vec<PipelineKey> {
     // the io file has the choice.
     let mut all = Vec::new();
     for key in keys {
-        if let ModuleKey::RowSoftmax { io, .. } = key.module {
+        if let ModuleKey::RowSoftmax(ShaderVariant { io, .. }) = key.module {
             let f16_bits: &[bool] = if io.has_f16_bits() {
                 &[false, true]
             } else {
@@ -454,7 +502,7 @@ mod tests {
 
     #[test]
     fn vector_io_only_where_logits_and_output_line_up_in_whole_vectors() {
-        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases, false, None, false).vec4;
+        let f32_io = |bases| Io::for_rows(Precision::F32, false, bases, false, None, false).vec4();
         assert!(f32_io(Some((0, 0))));
         assert!(f32_io(Some((2, 6))), "both start 2 elements into a vec4");
         assert!(
@@ -462,20 +510,20 @@ mod tests {
             "blocks of the output would straddle vec4s"
         );
         assert!(!f32_io(None), "a buffer too short for whole vec4s");
-        assert!(Io::for_rows(Precision::F16, true, Some((2, 2)), false, None, false).vec4);
-        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0)), false, None, false).vec4);
+        assert!(Io::for_rows(Precision::F16, true, Some((2, 2)), false, None, false).vec4());
+        assert!(Io::for_rows(Precision::Bf16, false, Some((0, 0)), false, None, false).vec4());
         assert!(
-            !Io::for_rows(Precision::Bf16, true, Some((0, 0)), false, None, false).vec4,
+            !Io::for_rows(Precision::Bf16, true, Some((0, 0)), false, None, false).vec4(),
             "bf16 has no in-place file"
         );
         assert!(
-            !Io::for_rows(Precision::F32, false, None, true, None, false).words64,
+            !Io::for_rows(Precision::F32, false, None, true, None, false).words64(),
             "scalar files have no word size"
         );
-        assert!(Io::for_rows(Precision::F32, false, Some((0, 0)), true, None, false).words64);
+        assert!(Io::for_rows(Precision::F32, false, Some((0, 0)), true, None, false).words64());
         // 32-byte units: f32 in 64-bit words, one lane per row, bases equal modulo 8.
         let pairs = |units, one_lane| {
-            Io::for_rows(Precision::F32, false, Some((0, 0)), true, units, one_lane).pairs
+            Io::for_rows(Precision::F32, false, Some((0, 0)), true, units, one_lane).pairs()
         };
         assert!(pairs(Some((4, 12)), true));
         assert!(
@@ -493,7 +541,7 @@ mod tests {
                 Some((0, 0)),
                 true
             )
-            .pairs,
+            .pairs(),
             "only with 64-bit words"
         );
         // Every io a dispatch can get has its shader (bf16 in place is refused before).

@@ -215,7 +215,7 @@ impl Context {
     /// 4-element vectors are accessed as vectors (faster).
     ///
     /// ```no_run
-    /// use ml_softmax::{Context, DeviceSoftmax, Precision, Strategy, wgpu};
+    /// use ml_softmax::{Context, DeviceSoftmax, Precision, SoftmaxKind, Strategy, wgpu};
     ///
     /// let ctx = Context::new()?;
     /// let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
@@ -225,7 +225,7 @@ impl Context {
     ///     logits: logits.slice(..),
     ///     out: None, // in place
     ///     precision: Precision::F32,
-    ///     log: false,
+    ///     kind: SoftmaxKind::Softmax,
     /// };
     /// ctx.softmax_device(&bufs, 1, 3, Strategy::Auto)?;
     /// let p = ctx.read_f32(logits.slice(..))?;
@@ -249,10 +249,9 @@ impl Context {
             Some(out) => Some(check_slice("out", out, n, precision.bytes(), storage)?),
             None => None,
         };
-        let log = bufs.log;
         let strategy = self.resolve(strategy, rows, cols);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
-        prepared.params.log_softmax = u32::from(log);
+        prepared.params.log_softmax = bufs.kind.log_flag();
         prepared.params.partials_base = STATS_LEN as u32;
         self.scoped(|| {
             let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);

@@ -4,15 +4,13 @@
 //! chunk.
 
 use super::pool::HostLayout;
-use super::{BatchPart, Targets, padded};
+use super::{BatchPart, HalfCrossEntropy, SoftmaxKind, Targets, padded};
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
 use crate::kernels::row_softmax::{self, Entry, RowKernel};
 use crate::kernels::{Precision, Strategy, geometry};
-use crate::options::{
-    CrossEntropyOptions, Reduction, check_half, check_labels, check_len, check_shape,
-};
+use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
 impl Context {
@@ -90,25 +88,35 @@ impl Context {
     /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
     /// gradient comes back in the same format; loss, row losses and lse as f32. All
     /// arithmetic is f32. `F16` needs an adapter with `Features::SHADER_F16`.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// ```
+    /// use ml_softmax::{Context, CrossEntropyOptions, HalfCrossEntropy, Precision, Strategy, Targets};
+    /// let ctx = Context::new()?;
+    /// // bf16 bits of [1, 2, 3]: the upper half of each f32.
+    /// let logits: Vec<u16> = [1.0f32, 2.0, 3.0].iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+    /// let out = ctx.cross_entropy_half(&HalfCrossEntropy {
+    ///     logits: &logits,
+    ///     precision: Precision::Bf16,
+    ///     targets: Targets::Classes(&[1]),
+    ///     rows: 1,
+    ///     cols: 3,
+    ///     options: &CrossEntropyOptions::default(),
+    ///     strategy: Strategy::Auto,
+    /// })?;
+    /// assert!((out.loss - 1.4076).abs() < 1e-3);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
     pub fn cross_entropy_half(
         &self,
-        logits: &[u16],
-        precision: Precision,
-        targets: Targets<'_>,
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-        strategy: Strategy,
+        request: &HalfCrossEntropy<'_>,
     ) -> Result<CrossEntropyOutput<u16>> {
-        let n = check_shape(rows, cols)?;
-        check_len("logits", n, logits.len())?;
-        check_half(
-            precision,
-            "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
-        )?;
-        let job = HostJob::CrossEntropy { targets, options };
-        self.host_elements(logits, precision, job, rows, cols, strategy)
+        let logits = request.checked_logits()?;
+        let job = HostJob::CrossEntropy {
+            targets: request.targets,
+            options: request.options,
+        };
+        let (rows, cols) = (request.rows, request.cols);
+        self.host_elements(logits, request.precision, job, rows, cols, request.strategy)
     }
 
     /// Softmax of each row of host data.
@@ -120,24 +128,32 @@ impl Context {
     /// # Ok::<(), ml_softmax::Error>(())
     /// ```
     pub fn softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.softmax_with(logits, rows, cols, false, Strategy::Auto)
+        self.softmax_with(logits, rows, cols, SoftmaxKind::Softmax, Strategy::Auto)
     }
 
     /// Log-softmax of each row of host data.
     pub fn log_softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.softmax_with(logits, rows, cols, true, Strategy::Auto)
+        self.softmax_with(logits, rows, cols, SoftmaxKind::LogSoftmax, Strategy::Auto)
     }
 
-    /// Softmax (`log = false`) or log-softmax with an explicit strategy.
+    /// Softmax or log-softmax (`kind`) with an explicit strategy.
+    ///
+    /// ```
+    /// use ml_softmax::{Context, SoftmaxKind, Strategy};
+    /// let ctx = Context::new()?;
+    /// let lp = ctx.softmax_with(&[1.0, 2.0, 3.0], 1, 3, SoftmaxKind::LogSoftmax, Strategy::Auto)?;
+    /// assert!((lp[2] - 0.665f32.ln()).abs() < 1e-3);
+    /// # Ok::<(), ml_softmax::Error>(())
+    /// ```
     pub fn softmax_with(
         &self,
         logits: &[f32],
         rows: usize,
         cols: usize,
-        log: bool,
+        kind: SoftmaxKind,
         strategy: Strategy,
     ) -> Result<Vec<f32>> {
-        let job = HostJob::Softmax { log };
+        let job = HostJob::Softmax { kind };
         let out = self.host_elements(logits, Precision::F32, job, rows, cols, strategy)?;
         Ok(out.grad)
     }
@@ -150,10 +166,10 @@ impl Context {
         precision: Precision,
         rows: usize,
         cols: usize,
-        log: bool,
+        kind: SoftmaxKind,
         strategy: Strategy,
     ) -> Result<Vec<u16>> {
-        let job = HostJob::Softmax { log };
+        let job = HostJob::Softmax { kind };
         let out = self.host_elements(logits, precision, job, rows, cols, strategy)?;
         Ok(out.grad)
     }
@@ -229,10 +245,10 @@ impl Context {
         // The per-row inputs: class labels go to the GPU as i32, ignored rows as -1, which
         // no class can be, so any i64 ignore index works.
         let (entry, prepared, inputs, mut stats) = match job {
-            HostJob::Softmax { log } => {
+            HostJob::Softmax { kind } => {
                 let mut prepared =
                     self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
-                prepared.params.log_softmax = u32::from(log);
+                prepared.params.log_softmax = kind.log_flag();
                 (
                     Entry::Softmax,
                     prepared,
@@ -377,7 +393,7 @@ impl Context {
 #[derive(Clone, Copy)]
 enum HostJob<'a> {
     /// Softmax, or log-softmax, of each row.
-    Softmax { log: bool },
+    Softmax { kind: SoftmaxKind },
     /// The cross-entropy and its gradient.
     CrossEntropy {
         targets: Targets<'a>,

@@ -21,7 +21,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::row_softmax;
 use crate::kernels::{Precision, Slice, Specialisation, Strategy};
-use crate::options::CrossEntropyOptions;
+use crate::options::{CrossEntropyOptions, check_half, check_len, check_shape};
 
 /// The targets of a host cross-entropy call.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +55,9 @@ pub enum DeviceTargets<'a> {
 ///
 /// Speed: logits and gradient are read and written as 4-element vectors when both slices
 /// can be bound as whole vectors (sizes rounded up to a multiple of 16 bytes for f32, 8 for
-/// f16 and bf16, within the buffer); otherwise the kernel falls back to scalar access,
-/// 1.2-1.6x slower for f32 and up to 7x for bf16 on lavapipe (BENCHMARKS.md).
+/// f16 and bf16, within the buffer); otherwise the kernel falls back to scalar access, which
+/// is several times slower on lavapipe, most for bf16 (BENCHMARKS.md, rows not a multiple
+/// of 4, and "Figures moved from code comments").
 #[derive(Debug, Clone)]
 pub struct DeviceCrossEntropy<'a> {
     /// Logits, row-major `[rows, cols]`, in `precision`.
@@ -92,8 +93,60 @@ pub struct DeviceSoftmax<'a> {
     pub out: Option<wgpu::BufferSlice<'a>>,
     /// The storage format of `logits` and `out`.
     pub precision: Precision,
-    /// `true` writes log-probabilities (log-softmax).
-    pub log: bool,
+    /// Probabilities or log-probabilities.
+    pub kind: SoftmaxKind,
+}
+
+/// What a softmax call writes: probabilities or their logarithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SoftmaxKind {
+    /// `p_j = exp(z_j - lse)`.
+    #[default]
+    Softmax,
+    /// `log p_j = z_j - lse`.
+    LogSoftmax,
+}
+
+impl SoftmaxKind {
+    /// `Params::log_softmax` of row_softmax.wgsl.
+    pub(crate) fn log_flag(self) -> u32 {
+        u32::from(self == SoftmaxKind::LogSoftmax)
+    }
+}
+
+/// A host cross-entropy of half-precision logits ([`Context::cross_entropy_half`],
+/// [`crate::multi::MultiContext::cross_entropy_half`]): the f32 call's arguments, with the
+/// logits as `u16` bits in `precision`.
+#[derive(Debug, Clone, Copy)]
+pub struct HalfCrossEntropy<'a> {
+    /// Row-major `[rows, cols]` bits of `precision`.
+    pub logits: &'a [u16],
+    /// `F16` or `Bf16` (an `F32` request is an [`Error::InvalidOption`]); the gradient comes
+    /// back in it.
+    pub precision: Precision,
+    /// Class indices or probabilities.
+    pub targets: Targets<'a>,
+    /// Rows of the batch.
+    pub rows: usize,
+    /// Classes per row.
+    pub cols: usize,
+    /// The loss options.
+    pub options: &'a CrossEntropyOptions,
+    /// The reduction strategy (`Strategy::Auto` picks one).
+    pub strategy: Strategy,
+}
+
+impl<'a> HalfCrossEntropy<'a> {
+    /// The logits, checked: their count against the shape, and the precision a half one.
+    pub(crate) fn checked_logits(&self) -> Result<&'a [u16]> {
+        let n = check_shape(self.rows, self.cols)?;
+        check_len("logits", n, self.logits.len())?;
+        check_half(
+            self.precision,
+            "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
+        )?;
+        Ok(self.logits)
+    }
 }
 
 /// Where a host call sits in a longer batch fed in pieces (`src/stream.rs`, `src/multi.rs`):

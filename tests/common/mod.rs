@@ -6,7 +6,10 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ml_softmax::{BackendChoice, Context, ContextOptions, CrossEntropyOutput, Precision};
+use ml_softmax::{
+    BackendChoice, Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Precision,
+    Reduction,
+};
 
 /// A context on every adapter of the machine that opens a device, with `options`. An adapter
 /// that enumerates but cannot open a device (NVIDIA's GL adapter under EGL: "Parent device
@@ -257,23 +260,19 @@ pub fn read(ctx: &Context, buffer: &ml_softmax::wgpu::Buffer) -> Vec<f32> {
 
 /// Round-trips f32 through the half format, returning the bits and the exact f32 values.
 pub fn to_half(z: &[f32], precision: Precision) -> (Vec<u16>, Vec<f32>) {
-    match precision {
+    let bits: Vec<u16> = match precision {
         Precision::F16 => z
             .iter()
-            .map(|&v| {
-                let h = half::f16::from_f32(v);
-                (h.to_bits(), h.to_f32())
-            })
-            .unzip(),
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect(),
         Precision::Bf16 => z
             .iter()
-            .map(|&v| {
-                let h = half::bf16::from_f32(v);
-                (h.to_bits(), h.to_f32())
-            })
-            .unzip(),
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect(),
         Precision::F32 => panic!("to_half of f32"),
-    }
+    };
+    let values = from_half(&bits, precision);
+    (bits, values)
 }
 
 /// The f32 values of half-format bits.
@@ -320,4 +319,114 @@ pub fn assert_half_output_close(
         1e-7,
         half_rel(precision),
     );
+}
+
+/// The softmax kind of a test's `log` flag.
+pub fn softmax_kind(log: bool) -> ml_softmax::SoftmaxKind {
+    if log {
+        ml_softmax::SoftmaxKind::LogSoftmax
+    } else {
+        ml_softmax::SoftmaxKind::Softmax
+    }
+}
+
+/// Loss options to test: the defaults, each option alone, two combinations that interact, and
+/// all of them at once; `weight` has `cols` random entries.
+pub fn option_sets(cols: usize, rng: &mut Rng) -> Vec<(&'static str, CrossEntropyOptions)> {
+    let weight: Vec<f32> = (0..cols)
+        .map(|_| 0.25 + 2.0 * rng.uniform() as f32)
+        .collect();
+    let base = CrossEntropyOptions::default;
+    vec![
+        ("defaults", base()),
+        (
+            "ignore_index",
+            CrossEntropyOptions {
+                ignore_index: 2,
+                ..base()
+            },
+        ),
+        (
+            "label_smoothing",
+            CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ..base()
+            },
+        ),
+        (
+            "weight",
+            CrossEntropyOptions {
+                weight: Some(weight.clone()),
+                ..base()
+            },
+        ),
+        (
+            "z_loss",
+            CrossEntropyOptions {
+                z_loss: 1e-2,
+                ..base()
+            },
+        ),
+        (
+            "softcap",
+            CrossEntropyOptions {
+                softcap: 3.0,
+                ..base()
+            },
+        ),
+        (
+            "weight+smoothing+ignore",
+            CrossEntropyOptions {
+                weight: Some(weight.clone()),
+                label_smoothing: 0.2,
+                ignore_index: 2,
+                ..base()
+            },
+        ),
+        (
+            "softcap+z_loss+ignore",
+            CrossEntropyOptions {
+                softcap: 2.5,
+                z_loss: 1e-3,
+                ignore_index: 2,
+                ..base()
+            },
+        ),
+        (
+            "everything",
+            CrossEntropyOptions {
+                weight: Some(weight),
+                label_smoothing: 0.2,
+                ignore_index: 2,
+                z_loss: 1e-3,
+                softcap: 2.5,
+                ..base()
+            },
+        ),
+    ]
+}
+
+/// [`option_sets`] without the sets named in `leave_out`.
+pub fn option_sets_but(
+    cols: usize,
+    rng: &mut Rng,
+    leave_out: &[&str],
+) -> Vec<(&'static str, CrossEntropyOptions)> {
+    let mut sets = option_sets(cols, rng);
+    sets.retain(|(name, _)| !leave_out.contains(name));
+    sets
+}
+
+/// `options` with each reduction in turn (mean, sum, none).
+pub fn each_reduction(options: &CrossEntropyOptions) -> Vec<(Reduction, CrossEntropyOptions)> {
+    [Reduction::Mean, Reduction::Sum, Reduction::None]
+        .into_iter()
+        .map(|reduction| {
+            let options = CrossEntropyOptions {
+                reduction,
+                ..options.clone()
+            };
+            (reduction, options)
+        })
+        .collect()
 }
