@@ -87,48 +87,59 @@ fn load_b(i: u32) -> f32 {
 const TILE: u32 = 64u;
 const STEP: u32 = 16u;
 
-var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k in step][i in tile]
-var<workgroup> tile_b: array<array<f32, 64>, 16>; // [k in step][j in tile]
+// Staged tiles, one vec4 per thread and k: tile_a[kk][ty] holds A's rows ty + 16 r (r = 0..3)
+// at column k0 + kk, tile_b[kk][tx] holds B's columns tx + 16 r at row k0 + kk, so the inner
+// loop reads two vec4s per k and does four vec4 fmas.
+var<workgroup> tile_a: array<array<vec4<f32>, 16>, 16>;
+var<workgroup> tile_b: array<array<vec4<f32>, 16>, 16>;
 
 // The 4 x 4 outputs of thread (tx, ty) of the tile at (i0, j0): acc[a][b] = out(i0 + ty + 16a, j0 + tx + 16b).
-fn tile_product(i0: u32, j0: u32, tx: u32, ty: u32) -> array<array<f32, 4>, 4> {
-    var acc: array<array<f32, 4>, 4>;
+// Rows and columns past the matrices are clamped to the last one (their outputs are computed
+// but never written), so only the k bound is checked, once per staged element.
+fn tile_product(i0: u32, j0: u32, tx: u32, ty: u32) -> array<vec4<f32>, 4> {
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    let im = max(P.m, 1u) - 1u;
+    let jm = max(P.n, 1u) - 1u;
+    let a0 = min(i0 + ty, im) * P.a_si;
+    let a1 = min(i0 + ty + 16u, im) * P.a_si;
+    let a2 = min(i0 + ty + 32u, im) * P.a_si;
+    let a3 = min(i0 + ty + 48u, im) * P.a_si;
+    let b0 = min(j0 + tx, jm) * P.b_sj;
+    let b1 = min(j0 + tx + 16u, jm) * P.b_sj;
+    let b2 = min(j0 + tx + 32u, jm) * P.b_sj;
+    let b3 = min(j0 + tx + 48u, jm) * P.b_sj;
     for (var k0 = 0u; k0 < P.k; k0 += STEP) {
         // Thread (tx, ty) stages column k0 + tx of A's rows ty + 16 r, and row k0 + ty of
-        // B's columns tx + 16 r.
-        for (var r = 0u; r < 4u; r++) {
-            let i = i0 + ty + 16u * r;
-            let ka = k0 + tx;
-            var va = 0.0;
-            if i < P.m && ka < P.k {
-                va = load_a(i * P.a_si + ka * P.a_sk);
-            }
-            tile_a[tx][ty + 16u * r] = va;
-            let j = j0 + tx + 16u * r;
-            let kb = k0 + ty;
-            var vb = 0.0;
-            if j < P.n && kb < P.k {
-                vb = load_b(kb * P.b_sk + j * P.b_sj);
-            }
-            tile_b[ty][tx + 16u * r] = vb;
+        // B's columns tx + 16 r; past k they are 0.
+        let ka = k0 + tx;
+        var va = vec4<f32>(0.0);
+        if ka < P.k {
+            let o = ka * P.a_sk;
+            va = vec4<f32>(load_a(a0 + o), load_a(a1 + o), load_a(a2 + o), load_a(a3 + o));
         }
+        tile_a[tx][ty] = va;
+        let kb = k0 + ty;
+        var vb = vec4<f32>(0.0);
+        if kb < P.k {
+            let o = kb * P.b_sk;
+            vb = vec4<f32>(load_b(b0 + o), load_b(b1 + o), load_b(b2 + o), load_b(b3 + o));
+        }
+        tile_b[ty][tx] = vb;
         workgroupBarrier(); // the staged tiles are complete
         for (var kk = 0u; kk < STEP; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                av[r] = tile_a[kk][ty + 16u * r];
-                bv[r] = tile_b[kk][tx + 16u * r];
-            }
-            for (var x = 0u; x < 4u; x++) {
-                for (var y = 0u; y < 4u; y++) {
-                    acc[x][y] = fma(av[x], bv[y], acc[x][y]);
-                }
-            }
+            let av = tile_a[kk][ty];
+            let bv = tile_b[kk][tx];
+            c0 = fma(vec4<f32>(av.x), bv, c0);
+            c1 = fma(vec4<f32>(av.y), bv, c1);
+            c2 = fma(vec4<f32>(av.z), bv, c2);
+            c3 = fma(vec4<f32>(av.w), bv, c3);
         }
         workgroupBarrier(); // every thread has read the tiles before the next step overwrites them
     }
-    return acc;
+    return array<vec4<f32>, 4>(c0, c1, c2, c3);
 }
 
 fn capped(z: f32) -> f32 {
