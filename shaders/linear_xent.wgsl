@@ -18,10 +18,14 @@
 // - bias_grad: d_bias_block [+]= column sums of G, one thread per column, rows in order.
 //
 // Matmul tiling (block_logits and matmul): a workgroup of 16 x 16 threads owns a 64 x 64 output
-// tile, each thread 4 x 4 outputs (rows ty + 16 a, columns tx + 16 b). Per step of 16 along k,
-// the workgroup stages a 64 x 16 tile of A and a 16 x 64 tile of B in workgroup memory;
-// the first barrier makes the staged tiles visible, the second keeps the next step from
-// overwriting them while a thread still reads. Elements outside the matrices load as 0.
+// tile, each thread 4 x 4 outputs (rows ty + 16 a, columns tx + 16 b) held in four vec4
+// accumulators. Per step of 16 along k, the workgroup stages A and B in workgroup memory as one
+// vec4 per thread and k (A's rows ty + 16 a, B's columns tx + 16 b), so the inner loop reads
+// two vec4s and does four vec4 fmas per k; the first barrier makes the staged tiles visible,
+// the second keeps the next step from overwriting them while a thread still reads. Rows and
+// columns past the matrices are clamped to the last one (computed, never written); elements
+// past k load as 0. (The earlier layout, scalar tiles read into private arrays with a bounds
+// check per staged element, ran 1.4x slower on lavapipe; see BENCHMARKS.md.)
 //
 // Storage formats: A and B are u32 words holding f32 (kind 0), f16 pairs (kind 1, unpacked
 // with unpack2x16float, which needs no SHADER_F16) or bf16 pairs (kind 2, see bf16.wgsl);
