@@ -31,7 +31,7 @@ use crate::context::{BackendChoice, Context, ContextOptions, keep_opened};
 use crate::error::{Error, Result};
 use crate::kernels::{Precision, Strategy};
 use crate::ops::{BatchPart, Targets, class_denominator};
-use crate::options::{CrossEntropyOptions, check_labels, check_len, check_shape};
+use crate::options::{CrossEntropyOptions, check_half, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
 /// One context per adapter; see the [module docs](self).
@@ -134,13 +134,10 @@ impl MultiContext {
     ) -> Result<CrossEntropyOutput<u16>> {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
-        if precision == Precision::F32 {
-            return Err(Error::InvalidOption {
-                name: "precision",
-                value: "F32".into(),
-                reason: "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
-            });
-        }
+        check_half(
+            precision,
+            "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
+        )?;
         let bytes = bytemuck::cast_slice(logits);
         let out = self.split(bytes, precision, targets, rows, cols, options, strategy)?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))

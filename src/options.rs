@@ -120,6 +120,19 @@ pub(crate) fn check_len(what: &'static str, expected: usize, len: usize) -> Resu
     }
 }
 
+/// Checks that `u16` logits are declared `F16` or `Bf16`; `reason` names the f32 call to
+/// use instead.
+pub(crate) fn check_half(precision: crate::kernels::Precision, reason: &'static str) -> Result<()> {
+    if precision == crate::kernels::Precision::F32 {
+        return Err(Error::InvalidOption {
+            name: "precision",
+            value: "F32".into(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
 /// Checks class-index labels: each in `0..cols` or equal to `ignore_index`.
 pub(crate) fn check_labels(labels: &[i64], cols: usize, ignore_index: i64) -> Result<()> {
     for (row, &value) in labels.iter().enumerate() {

@@ -34,7 +34,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{Precision, Strategy};
 use crate::ops::{BatchPart, Targets, class_denominator};
-use crate::options::{CrossEntropyOptions, Reduction, check_len, check_shape};
+use crate::options::{CrossEntropyOptions, Reduction, check_half, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
 /// Where the `Mean` denominator of a stream comes from. It is ignored by `Sum` and `None`.
@@ -160,13 +160,7 @@ impl<'a> CrossEntropyStream<'a> {
         precision: Precision,
         targets: Targets<'_>,
     ) -> Result<CrossEntropyOutput<u16>> {
-        if precision == Precision::F32 {
-            return Err(Error::InvalidOption {
-                name: "precision",
-                value: "F32".into(),
-                reason: "u16 logits are F16 or Bf16; use push for f32",
-            });
-        }
+        check_half(precision, "u16 logits are F16 or Bf16; use push for f32")?;
         let out = self.push_bytes(bytemuck::cast_slice(logits), precision, targets)?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }

@@ -6,11 +6,13 @@
 use super::pool::HostLayout;
 use super::{BatchPart, Targets, padded};
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
 use crate::kernels::row_softmax::{self, Entry, RowKernel};
 use crate::kernels::{Precision, Strategy, geometry};
-use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
+use crate::options::{
+    CrossEntropyOptions, Reduction, check_half, check_labels, check_len, check_shape,
+};
 use crate::reference::CrossEntropyOutput;
 
 impl Context {
@@ -101,13 +103,10 @@ impl Context {
     ) -> Result<CrossEntropyOutput<u16>> {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
-        if precision == Precision::F32 {
-            return Err(Error::InvalidOption {
-                name: "precision",
-                value: "F32".into(),
-                reason: "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
-            });
-        }
+        check_half(
+            precision,
+            "u16 logits are F16 or Bf16; use cross_entropy_targets for f32",
+        )?;
         let job = HostJob::CrossEntropy { targets, options };
         self.host_elements(logits, precision, job, rows, cols, strategy)
     }
