@@ -228,13 +228,13 @@ pub fn bench(args: &BenchLinearArgs) -> Result<(), String> {
     let gc = upload("grad classifier", &vec![0.0; vocab * dim])?;
     drop((hidden, classifier));
     let bufs = ml_softmax::LinearDeviceBuffers {
-        hidden: &h,
+        hidden: h.slice(..),
         hidden_precision: Precision::F32,
-        classifier: &c,
+        classifier: c.slice(..),
         classifier_precision: Precision::F32,
         bias: None,
-        grad_hidden: &gh,
-        grad_classifier: &gc,
+        grad_hidden: gh.slice(..),
+        grad_classifier: gc.slice(..),
         grad_bias: None,
     };
     let options = CrossEntropyOptions::default();

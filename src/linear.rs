@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::Precision;
+use crate::kernels::{Precision, Slice};
+use crate::ops::check_slice;
 use crate::options::{CrossEntropyOptions, Reduction, check_len, check_shape};
 
 /// A matrix given to [`Context::linear_cross_entropy`]: f32 values, or the bits of f16 /
@@ -94,27 +95,44 @@ pub struct LinearCrossEntropyOutput {
     pub grad_bias: Option<Vec<f32>>,
 }
 
-/// Device buffers of [`Context::linear_cross_entropy_device`]. Inputs need
-/// `BufferUsages::STORAGE`; outputs `STORAGE` (they are overwritten, never read first).
-/// f16 / bf16 buffers hold two elements per 4-byte word and must be padded to whole words.
+/// Device buffers of [`Context::linear_cross_entropy_device`]: slices of the caller's
+/// buffers, `buffer.slice(..)` for a whole buffer or `buffer.slice(offset..offset + size)` for
+/// a tensor inside a larger one. Every slice must start at a multiple of the device's
+/// `min_storage_buffer_offset_alignment` (32 on lavapipe, at most 256), since the kernels
+/// bind it directly; inputs need `BufferUsages::STORAGE`, outputs `STORAGE` too (they are
+/// overwritten, never read first, and must not share a buffer with an input). f16 / bf16
+/// slices hold two elements per 4-byte word and must be padded to whole words.
 #[derive(Debug, Clone, Copy)]
 pub struct LinearDeviceBuffers<'a> {
     /// `[rows, dim]` in `hidden_precision`.
-    pub hidden: &'a wgpu::Buffer,
+    pub hidden: wgpu::BufferSlice<'a>,
     /// Storage format of `hidden`.
     pub hidden_precision: Precision,
     /// `[vocab, dim]` in `classifier_precision`.
-    pub classifier: &'a wgpu::Buffer,
+    pub classifier: wgpu::BufferSlice<'a>,
     /// Storage format of `classifier`.
     pub classifier_precision: Precision,
     /// Optional f32 bias `[vocab]`.
-    pub bias: Option<&'a wgpu::Buffer>,
+    pub bias: Option<wgpu::BufferSlice<'a>>,
     /// Receives f32 `dloss/dhidden`, `[rows, dim]`.
-    pub grad_hidden: &'a wgpu::Buffer,
+    pub grad_hidden: wgpu::BufferSlice<'a>,
     /// Receives f32 `dloss/dclassifier`, `[vocab, dim]`.
-    pub grad_classifier: &'a wgpu::Buffer,
+    pub grad_classifier: wgpu::BufferSlice<'a>,
     /// Receives f32 `dloss/dbias`, `[vocab]` (only with a bias).
-    pub grad_bias: Option<&'a wgpu::Buffer>,
+    pub grad_bias: Option<wgpu::BufferSlice<'a>>,
+}
+
+/// [`LinearDeviceBuffers`] checked against the call's shape, as the kernels bind them.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    hidden: Slice<'a>,
+    hidden_precision: Precision,
+    classifier: Slice<'a>,
+    classifier_precision: Precision,
+    bias: Option<Slice<'a>>,
+    grad_hidden: Slice<'a>,
+    grad_classifier: Slice<'a>,
+    grad_bias: Option<Slice<'a>>,
 }
 
 /// Vocabulary block widths tried, widest first: the scratch block `[chunk rows, block]` and
@@ -180,58 +198,49 @@ struct Params {
     pad: [u32; 3],
 }
 
-/// A range of a buffer in elements of `bytes` bytes, bound padded to whole words.
-#[derive(Clone, Copy)]
-struct Range<'a> {
-    buffer: &'a wgpu::Buffer,
-    start: usize,
-    len: usize,
-    bytes: u64,
-}
-
-impl<'a> Range<'a> {
-    fn new(buffer: &'a wgpu::Buffer, start: usize, len: usize, bytes: u64) -> Self {
-        Self {
-            buffer,
-            start,
-            len,
-            bytes,
-        }
-    }
-
-    fn binding(&self) -> wgpu::BindingResource<'a> {
-        let offset = self.start as u64 * self.bytes;
-        let size = (self.len as u64 * self.bytes).next_multiple_of(4);
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer,
-            offset,
-            size: wgpu::BufferSize::new(size),
-        })
-    }
-}
-
-/// `range` bound whole-word padded, or `placeholder` when the dispatch does not use it.
+/// `slice` as a binding, or `placeholder` when the dispatch does not use it. Every slice a
+/// sweep binds starts on the storage-offset alignment (the caller's slices are checked, and
+/// chunks and blocks start at multiples of 128 rows / 256 columns), so the shader needs no
+/// base offset.
 fn resource<'b>(
-    range: Option<Range<'b>>,
+    slice: Option<Slice<'b>>,
     placeholder: &'b wgpu::Buffer,
+    align: u64,
 ) -> wgpu::BindingResource<'b> {
-    match range {
-        Some(r) => r.binding(),
+    match slice {
+        Some(s) => {
+            let (binding, base) = s.bind(align);
+            debug_assert_eq!(base, 0, "a linear_xent binding off the offset alignment");
+            wgpu::BindingResource::Buffer(binding)
+        }
         None => placeholder.as_entire_binding(),
+    }
+}
+
+/// `len` 4-byte elements of `buffer` from element `start` (usize, as the sweep counts).
+fn words(buffer: &wgpu::Buffer, start: usize, len: usize) -> Slice<'_> {
+    Slice::words(buffer, start as u64, len as u64)
+}
+
+/// `len` 16-byte elements (a row's four sums or constants) of `buffer` from element `start`.
+fn quads(buffer: &wgpu::Buffer, start: usize, len: usize) -> Slice<'_> {
+    Slice {
+        elem_bytes: 16,
+        ..words(buffer, start, len)
     }
 }
 
 /// The bindings of one dispatch (`None`: a small placeholder buffer).
 #[derive(Default, Clone, Copy)]
 struct Bind<'a> {
-    a: Option<Range<'a>>,
-    b: Option<Range<'a>>,
-    bias: Option<Range<'a>>,
-    weight: Option<Range<'a>>,
-    labels: Option<Range<'a>>,
-    rowinfo: Option<Range<'a>>,
-    out: Option<Range<'a>>,
-    stats: Option<Range<'a>>,
+    a: Option<Slice<'a>>,
+    b: Option<Slice<'a>>,
+    bias: Option<Slice<'a>>,
+    weight: Option<Slice<'a>>,
+    labels: Option<Slice<'a>>,
+    rowinfo: Option<Slice<'a>>,
+    out: Option<Slice<'a>>,
+    stats: Option<Slice<'a>>,
 }
 
 #[derive(Clone, Copy)]
@@ -397,27 +406,52 @@ fn validate(
         .collect())
 }
 
-/// Checks that a caller's buffer holds `elements` of `bytes` bytes (padded to whole words).
-fn check_buffer(
-    what: &'static str,
-    buffer: &wgpu::Buffer,
-    elements: usize,
-    bytes: u64,
-) -> Result<()> {
-    let need = (elements as u64 * bytes).next_multiple_of(4);
-    if buffer.size() < need {
-        return Err(Error::BadBuffer {
-            what,
-            problem: format!("holds {} bytes, needs {need}", buffer.size()),
-        });
+impl<'a> LinearDeviceBuffers<'a> {
+    /// Checks every slice (usage, length, element and storage-offset alignment; `grad_bias`
+    /// only with a bias) and returns them as the kernels bind them.
+    fn check(&self, rows: usize, dim: usize, vocab: usize, align: u64) -> Result<Io<'a>> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let check = |what, slice: &wgpu::BufferSlice<'a>, elems: usize, bytes: u64| {
+            let s = check_slice(what, slice, elems as u64, bytes, storage)?;
+            let offset = slice.offset();
+            if offset % align != 0 {
+                return Err(Error::BadBuffer {
+                    what,
+                    problem: format!(
+                        "starts at byte {offset}, not a multiple of the device's \
+                         min_storage_buffer_offset_alignment ({align})"
+                    ),
+                });
+            }
+            Ok(s)
+        };
+        let (hp, cp) = (self.hidden_precision, self.classifier_precision);
+        let (bias, grad_bias) = match (&self.bias, &self.grad_bias) {
+            (Some(b), gb) => (
+                Some(check("bias", b, vocab, 4)?),
+                gb.as_ref()
+                    .map(|gb| check("grad_bias", gb, vocab, 4))
+                    .transpose()?,
+            ),
+            (None, Some(_)) => {
+                return Err(Error::BadBuffer {
+                    what: "grad_bias",
+                    problem: "given without a bias".into(),
+                });
+            }
+            (None, None) => (None, None),
+        };
+        Ok(Io {
+            hidden: check("hidden", &self.hidden, rows * dim, hp.bytes())?,
+            hidden_precision: hp,
+            classifier: check("classifier", &self.classifier, vocab * dim, cp.bytes())?,
+            classifier_precision: cp,
+            bias,
+            grad_hidden: check("grad_hidden", &self.grad_hidden, rows * dim, 4)?,
+            grad_classifier: check("grad_classifier", &self.grad_classifier, vocab * dim, 4)?,
+            grad_bias,
+        })
     }
-    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::BadBuffer {
-            what,
-            problem: "lacks BufferUsages::STORAGE".into(),
-        });
-    }
-    Ok(())
 }
 
 impl Context {
@@ -509,14 +543,14 @@ impl Context {
             }
         }
         let bufs = LinearDeviceBuffers {
-            hidden: &h,
+            hidden: h.slice(..),
             hidden_precision: hidden.precision(),
-            classifier: &c,
+            classifier: c.slice(..),
             classifier_precision: classifier.precision(),
-            bias: b.as_ref(),
-            grad_hidden: &gh,
-            grad_classifier: &gc,
-            grad_bias: gb.as_ref(),
+            bias: b.as_ref().map(|b| b.slice(..)),
+            grad_hidden: gh.slice(..),
+            grad_classifier: gc.slice(..),
+            grad_bias: gb.as_ref().map(|gb| gb.slice(..)),
         };
 
         // 3. Both sweeps.
@@ -553,29 +587,10 @@ impl Context {
         options: &CrossEntropyOptions,
     ) -> Result<LinearCrossEntropyOutput> {
         let labels32 = validate(rows, dim, vocab, labels, options)?;
-        let (hp, cp) = (bufs.hidden_precision, bufs.classifier_precision);
-        check_buffer("hidden", bufs.hidden, rows * dim, hp.bytes())?;
-        check_buffer("classifier", bufs.classifier, vocab * dim, cp.bytes())?;
-        check_buffer("grad_hidden", bufs.grad_hidden, rows * dim, 4)?;
-        check_buffer("grad_classifier", bufs.grad_classifier, vocab * dim, 4)?;
-        match (bufs.bias, bufs.grad_bias) {
-            (Some(b), gb) => {
-                check_buffer("bias", b, vocab, 4)?;
-                if let Some(gb) = gb {
-                    check_buffer("grad_bias", gb, vocab, 4)?;
-                }
-            }
-            (None, Some(_)) => {
-                return Err(Error::BadBuffer {
-                    what: "grad_bias",
-                    problem: "given without a bias".into(),
-                });
-            }
-            (None, None) => {}
-        }
+        let io = bufs.check(rows, dim, vocab, self.storage_alignment())?;
         self.check_alive()?;
         let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
-        let sweep = Sweep::new(self, bufs, &labels32, rows, dim, vocab, options, plan)?;
+        let sweep = Sweep::new(self, io, &labels32, rows, dim, vocab, options, plan)?;
 
         // Forward: the per-row sums, then loss and gradient constants on the host.
         let sums = sweep.forward()?;
@@ -605,10 +620,13 @@ impl Context {
         dim: usize,
         vocab: usize,
     ) -> Result<()> {
+        check_shape(rows, dim)?;
+        check_shape(vocab, dim)?;
+        let io = bufs.check(rows, dim, vocab, self.storage_alignment())?;
         let labels = vec![-1i32; rows];
         let options = CrossEntropyOptions::default();
         let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
-        let sweep = Sweep::new(self, bufs, &labels, rows, dim, vocab, &options, plan)?;
+        let sweep = Sweep::new(self, io, &labels, rows, dim, vocab, &options, plan)?;
         sweep.plain_product()?;
         self.wait_idle()
     }
@@ -623,6 +641,11 @@ impl Context {
             })
             .map_err(|e| Error::Wait(e.to_string()))?;
         self.check_alive()
+    }
+
+    /// The device's `min_storage_buffer_offset_alignment`: where every binding starts.
+    fn storage_alignment(&self) -> u64 {
+        u64::from(self.limits.min_storage_buffer_offset_alignment)
     }
 
     /// The pipeline of `entry` with storage kinds `a` and `b`, built on first use.
@@ -669,7 +692,7 @@ impl Context {
 /// One call's buffers, cut into chunks of rows and blocks of columns.
 struct Sweep<'a> {
     ctx: &'a Context,
-    bufs: &'a LinearDeviceBuffers<'a>,
+    io: Io<'a>,
     rows: usize,
     dim: usize,
     vocab: usize,
@@ -687,7 +710,7 @@ impl<'a> Sweep<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: &'a Context,
-        bufs: &'a LinearDeviceBuffers<'a>,
+        io: Io<'a>,
         labels: &[i32],
         rows: usize,
         dim: usize,
@@ -707,7 +730,7 @@ impl<'a> Sweep<'a> {
         let scratch_bytes = (plan.chunk * plan.block) as u64 * 4;
         Ok(Self {
             ctx,
-            bufs,
+            io,
             rows,
             dim,
             vocab,
@@ -735,23 +758,26 @@ impl<'a> Sweep<'a> {
 
     fn kinds(&self) -> (u32, u32) {
         (
-            kind(self.bufs.hidden_precision),
-            kind(self.bufs.classifier_precision),
+            kind(self.io.hidden_precision),
+            kind(self.io.classifier_precision),
         )
     }
 
-    fn hidden(&self, r0: usize, nr: usize) -> Range<'a> {
-        let bytes = self.bufs.hidden_precision.bytes();
-        Range::new(self.bufs.hidden, r0 * self.dim, nr * self.dim, bytes)
+    /// Rows `r0..r0 + nr` of a `[rows, dim]` or `[vocab, dim]` slice.
+    fn rows_of(&self, slice: Slice<'a>, r0: usize, nr: usize) -> Slice<'a> {
+        slice.part((r0 * self.dim) as u64, (nr * self.dim) as u64)
     }
 
-    fn classifier(&self, v0: usize, nv: usize) -> Range<'a> {
-        let bytes = self.bufs.classifier_precision.bytes();
-        Range::new(self.bufs.classifier, v0 * self.dim, nv * self.dim, bytes)
+    fn hidden(&self, r0: usize, nr: usize) -> Slice<'a> {
+        self.rows_of(self.io.hidden, r0, nr)
     }
 
-    fn scratch(&self, nr: usize, nv: usize) -> Range<'_> {
-        Range::new(&self.scratch, 0, nr * nv, 4)
+    fn classifier(&self, v0: usize, nv: usize) -> Slice<'a> {
+        self.rows_of(self.io.classifier, v0, nv)
+    }
+
+    fn scratch(&self, nr: usize, nv: usize) -> Slice<'_> {
+        words(&self.scratch, 0, nr * nv)
     }
 
     /// The logits (mode 0) or gradient (mode 1) of one block into the scratch buffer.
@@ -760,7 +786,7 @@ impl<'a> Sweep<'a> {
         pass: &mut wgpu::ComputePass<'_>,
         (r0, nr): (usize, usize),
         (v0, nv): (usize, usize),
-        rowinfo: Option<Range<'_>>,
+        rowinfo: Option<Slice<'_>>,
     ) -> Result<()> {
         let (hk, ck) = self.kinds();
         let params = Params {
@@ -774,16 +800,16 @@ impl<'a> Sweep<'a> {
             ldo: nv as u32,
             v0: v0 as u32,
             mode: u32::from(rowinfo.is_some()),
-            has_bias: u32::from(self.bufs.bias.is_some()),
+            has_bias: u32::from(self.io.bias.is_some()),
             softcap: self.softcap,
             ..Default::default()
         };
         let bind = Bind {
             a: Some(self.hidden(r0, nr)),
             b: Some(self.classifier(v0, nv)),
-            bias: self.bufs.bias.map(|b| Range::new(b, v0, nv, 4)),
-            weight: Some(Range::new(&self.weight, v0, nv, 4)),
-            labels: Some(Range::new(&self.labels, r0, nr, 4)),
+            bias: self.io.bias.map(|b| b.part(v0 as u64, nv as u64)),
+            weight: Some(words(&self.weight, v0, nv)),
+            labels: Some(words(&self.labels, r0, nr)),
             rowinfo,
             out: Some(self.scratch(nr, nv)),
             stats: None,
@@ -816,10 +842,10 @@ impl<'a> Sweep<'a> {
                         ..Default::default()
                     };
                     let bind = Bind {
-                        weight: Some(Range::new(&self.weight, block.0, block.1, 4)),
-                        labels: Some(Range::new(&self.labels, chunk.0, chunk.1, 4)),
+                        weight: Some(words(&self.weight, block.0, block.1)),
+                        labels: Some(words(&self.labels, chunk.0, chunk.1)),
                         out: Some(self.scratch(chunk.1, block.1)),
-                        stats: Some(Range::new(&self.stats, 0, chunk.1, 16)),
+                        stats: Some(quads(&self.stats, 0, chunk.1)),
                         ..Default::default()
                     };
                     let extent = (chunk.1, 1);
@@ -856,7 +882,7 @@ impl<'a> Sweep<'a> {
                     let mut pass = encoder.begin_compute_pass(&Default::default());
                     let pass = &mut pass;
                     let (v0, nv) = block;
-                    let info = Range::new(&rowinfo, r0, nr, 16);
+                    let info = quads(&rowinfo, r0, nr);
                     self.block_logits(pass, chunk, block, Some(info))?;
                     // d_hidden[chunk] (+)= G [nr, nv] @ C[block] [nv, dim]
                     let params = Params {
@@ -874,12 +900,7 @@ impl<'a> Sweep<'a> {
                     let bind = Bind {
                         a: Some(self.scratch(nr, nv)),
                         b: Some(self.classifier(v0, nv)),
-                        out: Some(Range::new(
-                            self.bufs.grad_hidden,
-                            r0 * self.dim,
-                            nr * self.dim,
-                            4,
-                        )),
+                        out: Some(self.rows_of(self.io.grad_hidden, r0, nr)),
                         ..Default::default()
                     };
                     self.dispatch(pass, Entry::Matmul, (0, ck), params, bind, (self.dim, nr))?;
@@ -899,17 +920,12 @@ impl<'a> Sweep<'a> {
                     let bind = Bind {
                         a: Some(self.scratch(nr, nv)),
                         b: Some(self.hidden(r0, nr)),
-                        out: Some(Range::new(
-                            self.bufs.grad_classifier,
-                            v0 * self.dim,
-                            nv * self.dim,
-                            4,
-                        )),
+                        out: Some(self.rows_of(self.io.grad_classifier, v0, nv)),
                         ..Default::default()
                     };
                     self.dispatch(pass, Entry::Matmul, (0, hk), params, bind, (self.dim, nv))?;
                     // d_bias[block] (+)= column sums of G
-                    if let Some(gb) = self.bufs.grad_bias {
+                    if let Some(gb) = self.io.grad_bias {
                         let params = Params {
                             n: nv as u32,
                             k: nr as u32,
@@ -919,7 +935,7 @@ impl<'a> Sweep<'a> {
                         };
                         let bind = Bind {
                             a: Some(self.scratch(nr, nv)),
-                            out: Some(Range::new(gb, v0, nv, 4)),
+                            out: Some(gb.part(v0 as u64, nv as u64)),
                             ..Default::default()
                         };
                         self.dispatch(pass, Entry::BiasGrad, (0, 0), params, bind, (nv, 1))?;
@@ -1007,8 +1023,9 @@ impl<'a> Sweep<'a> {
             bytemuck::bytes_of(&params),
             wgpu::BufferUsages::UNIFORM,
         );
-        let read = |r| resource(r, &self.placeholder_read);
-        let write = |r| resource(r, &self.placeholder_write);
+        let align = ctx.storage_alignment();
+        let read = |r| resource(r, &self.placeholder_read, align);
+        let write = |r| resource(r, &self.placeholder_write, align);
         let resources = [
             uniform.as_entire_binding(),
             read(bind.a),

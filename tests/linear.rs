@@ -11,8 +11,8 @@ mod linear_reference;
 use common::{Rng, assert_close, assert_within, contexts, open_contexts, to_half};
 use linear_reference::{Case, expected};
 use ml_softmax::{
-    Context, ContextOptions, CrossEntropyOptions, Error, LinearCrossEntropy, Matrix, Precision,
-    Reduction,
+    Context, ContextOptions, CrossEntropyOptions, Error, LinearCrossEntropy,
+    LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix, Precision, Reduction, wgpu,
 };
 
 /// A random problem: logits with a spread of about 2, neither flat nor one-hot.
@@ -38,6 +38,11 @@ fn check(ctx: &Context, what: &str, case: &Case, options: &CrossEntropyOptions) 
     let gpu = ctx
         .linear_cross_entropy(&case.call(options))
         .unwrap_or_else(|e| panic!("{what}: {e}"));
+    compare(&what, &gpu, case, options);
+}
+
+/// [`check`]'s comparison of one call's output with the reference.
+fn compare(what: &str, gpu: &LinearCrossEntropyOutput, case: &Case, options: &CrossEntropyOptions) {
     let want = expected(case, options);
     assert_close(&format!("{what} lse"), &gpu.lse, &want.out.lse, 1e-4, 1e-4);
     assert_close(
@@ -256,6 +261,146 @@ fn linear_half_inputs_accumulate_in_f32() {
                 |i| 1e-4 * scale[i] + 1e-7,
             );
         }
+    }
+}
+
+/// `parts` laid out in one buffer's bytes, each at a multiple of `align` after at least
+/// `align` bytes of `fill`; returns the bytes and each part's byte range.
+fn layout(parts: &[&[u8]], align: usize, fill: u8) -> (Vec<u8>, Vec<std::ops::Range<u64>>) {
+    let mut bytes = Vec::new();
+    let mut ranges = Vec::new();
+    for part in parts {
+        let start = (bytes.len() + align).next_multiple_of(align);
+        bytes.resize(start, fill);
+        bytes.extend_from_slice(part);
+        bytes.resize(bytes.len().next_multiple_of(4), fill);
+        ranges.push(start as u64..(start + part.len()) as u64);
+    }
+    bytes.resize(bytes.len() + align, fill);
+    (bytes, ranges)
+}
+
+#[test]
+fn linear_device_api_takes_slices_at_offsets_inside_larger_buffers() {
+    let mut rng = Rng::new("linear_device_api_takes_slices_at_offsets_inside_larger_buffers");
+    // 300 x 40 x 1000 under a 256 KiB binding: 3 chunks of rows and 2 blocks of columns,
+    // each bound at its offset inside the caller's slice. Hidden is bf16 (2-byte elements).
+    let small = open_contexts(&ContextOptions {
+        max_chunk_bytes: Some(262_144),
+        ..Default::default()
+    });
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    // (contexts() prints the adapters the GPU tests run on; these are the same ones.)
+    assert_eq!(small.len(), contexts().len());
+    for ctx in &small {
+        let what = format!("device slices on {}", ctx.describe());
+        let mut case = random_case(&mut rng, 300, 40, 1000, true);
+        let (h_bits, h) = to_half(&case.hidden, Precision::Bf16);
+        case.hidden = h;
+        let align = ctx.device().limits().min_storage_buffer_offset_alignment as usize;
+        // Inputs in one buffer between bytes of 0x7f (f32 3.4e38, bf16 pairs of 3.4e38), so a
+        // kernel reading past its slice would get huge logits; outputs in another, every
+        // byte NaN first, so an element written outside its slice, or not written, shows.
+        let bias = case.bias.as_deref().unwrap();
+        let (input, at) = layout(
+            &[
+                bytemuck::cast_slice(&h_bits),
+                bytemuck::cast_slice(&case.classifier),
+                bytemuck::cast_slice(bias),
+            ],
+            align,
+            0x7f,
+        );
+        let (n_h, n_c, n_b) = (300 * 40 * 4, 1000 * 40 * 4, 1000 * 4);
+        let zeros = |n: usize| vec![0u8; n];
+        let (mut poisoned, out_at) = layout(&[&zeros(n_h), &zeros(n_c), &zeros(n_b)], align, 0);
+        poisoned.fill(0xff);
+        use wgpu::BufferUsages as U;
+        let buffer = |label, bytes: &[u8], usage| {
+            let b = ctx.create_buffer(label, bytes.len() as u64, usage).unwrap();
+            ctx.queue().write_buffer(&b, 0, bytes);
+            b
+        };
+        let inputs = buffer("inputs", &input, U::STORAGE | U::COPY_DST);
+        let outputs = buffer("outputs", &poisoned, U::STORAGE | U::COPY_DST | U::COPY_SRC);
+        let bufs = LinearDeviceBuffers {
+            hidden: inputs.slice(at[0].clone()),
+            hidden_precision: Precision::Bf16,
+            classifier: inputs.slice(at[1].clone()),
+            classifier_precision: Precision::F32,
+            bias: Some(inputs.slice(at[2].clone())),
+            grad_hidden: outputs.slice(out_at[0].clone()),
+            grad_classifier: outputs.slice(out_at[1].clone()),
+            grad_bias: Some(outputs.slice(out_at[2].clone())),
+        };
+        let (rows, dim, vocab) = (case.rows, case.dim, case.vocab);
+        let mut gpu = ctx
+            .linear_cross_entropy_device(&bufs, &case.labels, rows, dim, vocab, &options)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let all = ctx.read_f32(outputs.slice(..)).unwrap();
+        let words = |r: &std::ops::Range<u64>| &all[r.start as usize / 4..r.end as usize / 4];
+        gpu.grad_hidden = words(&out_at[0]).to_vec();
+        gpu.grad_classifier = words(&out_at[1]).to_vec();
+        gpu.grad_bias = Some(words(&out_at[2]).to_vec());
+        compare(&what, &gpu, &case, &options);
+        // Nothing outside the three output slices was written.
+        let inside = |i: usize| {
+            out_at
+                .iter()
+                .any(|r| (r.start..r.end).contains(&(4 * i as u64)))
+        };
+        for (i, x) in all.iter().enumerate() {
+            assert!(
+                inside(i) || x.to_bits() == u32::MAX,
+                "{what}: byte {} outside the output slices was written",
+                4 * i
+            );
+        }
+
+        // A slice off the storage-offset alignment is a typed error naming it.
+        if align > 4 {
+            let start = at[1].start + 4;
+            let bad = LinearDeviceBuffers {
+                classifier: inputs.slice(start..start + at[1].end - at[1].start),
+                ..bufs
+            };
+            let err = ctx
+                .linear_cross_entropy_device(&bad, &case.labels, rows, dim, vocab, &options)
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::BadBuffer {
+                        what: "classifier",
+                        ..
+                    }
+                ),
+                "{what}: {err}"
+            );
+        } else {
+            eprintln!("{what}: offset alignment is 4 bytes: no misaligned f32 offset exists");
+        }
+        // A slice too short for its shape, too.
+        let bad = LinearDeviceBuffers {
+            grad_hidden: outputs.slice(out_at[0].start..out_at[0].end - 4),
+            ..bufs
+        };
+        let err = ctx
+            .linear_cross_entropy_device(&bad, &case.labels, rows, dim, vocab, &options)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BadBuffer {
+                    what: "grad_hidden",
+                    ..
+                }
+            ),
+            "{what}: {err}"
+        );
     }
 }
 
