@@ -17,20 +17,20 @@
 //   order (blocks, then chunks) so results are bit-reproducible.
 // - bias_grad: d_bias_block [+]= column sums of G, one thread per column, rows in order.
 //
-// Matmul tiling (block_logits and matmul): a workgroup of 16 x 16 threads owns a 64 x 64 output
-// tile, each thread 4 x 4 outputs (rows ty + 16 a, columns tx + 16 b) held in four vec4
-// accumulators. Per step of 16 along k, the workgroup stages A and B in workgroup memory as one
-// vec4 per thread and k (A's rows ty + 16 a, B's columns tx + 16 b), so the inner loop reads
-// two vec4s and does four vec4 fmas per k; the first barrier makes the staged tiles visible,
-// the second keeps the next step from overwriting them while a thread still reads. Rows and
-// columns past the matrices are clamped to the last one (computed, never written); elements
-// past k load as 0. (The earlier layout, scalar tiles read into private arrays with a bounds
-// check per staged element, ran 1.4x slower on lavapipe; see BENCHMARKS.md.)
+// The product: block_logits and matmul call `tile_product(i0, j0, inv)` for their 64 x 64
+// output tile and take the entry point's builtins as `inv: Invocation`; both are defined by
+// the product file the host puts before this one (src/linear.rs: LinearProduct):
+// linear_tile.wgsl (workgroup-memory tiles, every adapter) or linear_tile_coop.wgsl
+// (cooperative matrices, only where the device has them). Thread (tx, ty) = (index % 16,
+// index / 16) of the 256-thread workgroup (one-dimensional: the subgroup builtins of the
+// cooperative product need that) gets back its 4 x 4 outputs (rows ty + 16 a, columns
+// tx + 16 b) and writes them; block_stats and bias_grad do not use the product.
 //
 // Storage formats: A and B are u32 words holding f32 (kind 0), f16 pairs (kind 1, unpacked
 // with unpack2x16float, which needs no SHADER_F16) or bf16 pairs (kind 2, see bf16.wgsl);
 // element i of a pair buffer is the low half of word i / 2 when i is even. Everything else is
-// f32, and all arithmetic is f32. Needs nothing from other files.
+// f32, and all arithmetic is f32. Needs `Invocation` and `tile_product` from a product file;
+// gives it `P`, `load_a`, `load_b` and `TILE`.
 
 // Storage format of A (binding 1) and B (binding 2): 0 f32, 1 f16, 2 bf16.
 override A_KIND: u32 = 0u;
@@ -89,63 +89,6 @@ fn load_b(i: u32) -> f32 {
 }
 
 const TILE: u32 = 64u;
-const STEP: u32 = 16u;
-
-// Staged tiles, one vec4 per thread and k: tile_a[kk][ty] holds A's rows ty + 16 r (r = 0..3)
-// at column k0 + kk, tile_b[kk][tx] holds B's columns tx + 16 r at row k0 + kk, so the inner
-// loop reads two vec4s per k and does four vec4 fmas.
-var<workgroup> tile_a: array<array<vec4<f32>, 16>, 16>;
-var<workgroup> tile_b: array<array<vec4<f32>, 16>, 16>;
-
-// The 4 x 4 outputs of thread (tx, ty) of the tile at (i0, j0): acc[a][b] = out(i0 + ty + 16a, j0 + tx + 16b).
-// Rows and columns past the matrices are clamped to the last one (their outputs are computed
-// but never written), so only the k bound is checked, once per staged element.
-fn tile_product(i0: u32, j0: u32, tx: u32, ty: u32) -> array<vec4<f32>, 4> {
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    let im = max(P.m, 1u) - 1u;
-    let jm = max(P.n, 1u) - 1u;
-    let a0 = min(i0 + ty, im) * P.a_si;
-    let a1 = min(i0 + ty + 16u, im) * P.a_si;
-    let a2 = min(i0 + ty + 32u, im) * P.a_si;
-    let a3 = min(i0 + ty + 48u, im) * P.a_si;
-    let b0 = min(j0 + tx, jm) * P.b_sj;
-    let b1 = min(j0 + tx + 16u, jm) * P.b_sj;
-    let b2 = min(j0 + tx + 32u, jm) * P.b_sj;
-    let b3 = min(j0 + tx + 48u, jm) * P.b_sj;
-    for (var k0 = 0u; k0 < P.k; k0 += STEP) {
-        // Thread (tx, ty) stages column k0 + tx of A's rows ty + 16 r, and row k0 + ty of
-        // B's columns tx + 16 r; past k they are 0.
-        let ka = k0 + tx;
-        var va = vec4<f32>(0.0);
-        if ka < P.k {
-            let o = ka * P.a_sk;
-            va = vec4<f32>(load_a(a0 + o), load_a(a1 + o), load_a(a2 + o), load_a(a3 + o));
-        }
-        tile_a[tx][ty] = va;
-        let kb = k0 + ty;
-        var vb = vec4<f32>(0.0);
-        if kb < P.k {
-            let o = kb * P.b_sk;
-            vb = vec4<f32>(load_b(b0 + o), load_b(b1 + o), load_b(b2 + o), load_b(b3 + o));
-        }
-        tile_b[ty][tx] = vb;
-        workgroupBarrier(); // the staged tiles are complete
-        for (var kk = 0u; kk < STEP; kk++) {
-            let av = tile_a[kk][ty];
-            let bv = tile_b[kk][tx];
-            c0 = fma(vec4<f32>(av.x), bv, c0);
-            c1 = fma(vec4<f32>(av.y), bv, c1);
-            c2 = fma(vec4<f32>(av.z), bv, c2);
-            c3 = fma(vec4<f32>(av.w), bv, c3);
-        }
-        workgroupBarrier(); // every thread has read the tiles before the next step overwrites them
-    }
-    return array<vec4<f32>, 4>(c0, c1, c2, c3);
-}
-
 fn capped(z: f32) -> f32 {
     if P.softcap > 0.0 {
         return P.softcap * tanh(z / P.softcap);
@@ -172,15 +115,17 @@ fn logit_grad(i: u32, j: u32, zc: f32) -> f32 {
     return g;
 }
 
-@compute @workgroup_size(16, 16)
-fn block_logits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = wg.y * TILE;
-    let j0 = wg.x * TILE;
-    let acc = tile_product(i0, j0, lid.x, lid.y);
+@compute @workgroup_size(256)
+fn block_logits(inv: Invocation) {
+    let tx = inv.index % 16u;
+    let ty = inv.index / 16u;
+    let i0 = inv.wg.y * TILE;
+    let j0 = inv.wg.x * TILE;
+    let acc = tile_product(i0, j0, inv);
     for (var x = 0u; x < 4u; x++) {
-        let i = i0 + lid.y + 16u * x;
+        let i = i0 + ty + 16u * x;
         for (var y = 0u; y < 4u; y++) {
-            let j = j0 + lid.x + 16u * y;
+            let j = j0 + tx + 16u * y;
             if i < P.m && j < P.n {
                 var z = acc[x][y];
                 if P.has_bias == 1u {
@@ -197,15 +142,17 @@ fn block_logits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = wg.y * TILE;
-    let j0 = wg.x * TILE;
-    let acc = tile_product(i0, j0, lid.x, lid.y);
+@compute @workgroup_size(256)
+fn matmul(inv: Invocation) {
+    let tx = inv.index % 16u;
+    let ty = inv.index / 16u;
+    let i0 = inv.wg.y * TILE;
+    let j0 = inv.wg.x * TILE;
+    let acc = tile_product(i0, j0, inv);
     for (var x = 0u; x < 4u; x++) {
-        let i = i0 + lid.y + 16u * x;
+        let i = i0 + ty + 16u * x;
         for (var y = 0u; y < 4u; y++) {
-            let j = j0 + lid.x + 16u * y;
+            let j = j0 + tx + 16u * y;
             if i < P.m && j < P.n {
                 let o = i * P.ldo + j;
                 var v = acc[x][y];

@@ -271,9 +271,31 @@ fn kind(p: Precision) -> u32 {
     }
 }
 
-/// The WGSL source of the linear cross-entropy kernels.
-pub fn shader_source() -> &'static str {
-    include_str!("../shaders/linear_xent.wgsl")
+/// Which matrix product the fused kernels' tiled entry points (`block_logits`, `matmul`) use:
+/// [`Context::linear_product`] chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearProduct {
+    /// Workgroup-memory tiles (shaders/linear_tile.wgsl): core WGSL, every adapter.
+    Tiled,
+    /// Cooperative 8 x 8 f32 matrices (shaders/linear_tile_coop.wgsl), on a device with
+    /// wgpu's experimental `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SUBGROUP` features (see
+    /// [`crate::ContextOptions::cooperative_matrix`]). Validated by naga here; not run on
+    /// any adapter yet.
+    CooperativeMatrix,
+}
+
+/// Workgroup memory of linear_tile_coop.wgsl: two 512-float staging blocks, the 64 x 64
+/// output tile and one u32.
+const COOP_WORKGROUP_BYTES: u32 = (512 + 512 + 4096) * 4 + 4;
+
+/// The WGSL source of the linear cross-entropy kernels with `product`: the product file
+/// first (it may open with an `enable` directive), then shaders/linear_xent.wgsl.
+pub fn shader_source(product: LinearProduct) -> String {
+    let tile = match product {
+        LinearProduct::Tiled => include_str!("../shaders/linear_tile.wgsl"),
+        LinearProduct::CooperativeMatrix => include_str!("../shaders/linear_tile_coop.wgsl"),
+    };
+    format!("{tile}\n{}", include_str!("../shaders/linear_xent.wgsl"))
 }
 
 /// One binding of the layout: read-only storage, read-write storage, or the uniform.
@@ -643,14 +665,61 @@ impl Context {
         self.check_alive()
     }
 
+    /// The product the fused linear cross-entropy's kernels use on this context:
+    /// [`LinearProduct::CooperativeMatrix`] where [`Context::cooperative_matrix_refusal`] is
+    /// `None`, else [`LinearProduct::Tiled`].
+    pub fn linear_product(&self) -> LinearProduct {
+        match self.cooperative_matrix_refusal() {
+            None => LinearProduct::CooperativeMatrix,
+            Some(_) => LinearProduct::Tiled,
+        }
+    }
+
+    /// Why the fused linear cross-entropy does not use cooperative matrices on this context
+    /// (`None`: it does). It needs the device opened with `EXPERIMENTAL_COOPERATIVE_MATRIX`
+    /// ([`crate::ContextOptions::cooperative_matrix`], or your own device with it) and
+    /// `SUBGROUP`, power-of-two subgroups of 4 or more lanes (so the 64 sub-tiles of a
+    /// workgroup split evenly between its subgroups) and 20 KiB of workgroup memory.
+    pub fn cooperative_matrix_refusal(&self) -> Option<String> {
+        let features = self.device.features();
+        let info = self.adapter_info();
+        let sizes = (info.subgroup_min_size, info.subgroup_max_size);
+        let workgroup_bytes = self.limits.max_compute_workgroup_storage_size;
+        if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            Some(
+                "the device has no Features::EXPERIMENTAL_COOPERATIVE_MATRIX (the adapter does \
+                 not offer it, or ContextOptions::cooperative_matrix is off)"
+                    .into(),
+            )
+        } else if !features.contains(wgpu::Features::SUBGROUP) {
+            Some("the device has no Features::SUBGROUP".into())
+        } else if sizes.0 < 4 || !sizes.0.is_power_of_two() || !sizes.1.is_power_of_two() {
+            Some(format!(
+                "subgroup sizes {}..{} are not powers of two of at least 4",
+                sizes.0, sizes.1
+            ))
+        } else if workgroup_bytes < COOP_WORKGROUP_BYTES {
+            Some(format!(
+                "{workgroup_bytes} bytes of workgroup memory, it needs {COOP_WORKGROUP_BYTES}"
+            ))
+        } else {
+            None
+        }
+    }
+
     /// The device's `min_storage_buffer_offset_alignment`: where every binding starts.
     fn storage_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment)
     }
 
-    /// The pipeline of `entry` with storage kinds `a` and `b`, built on first use.
+    /// The pipeline of `entry` with storage kinds `a` and `b`, built on first use; the tiled
+    /// entry points with this context's [`LinearProduct`].
     fn linear_pipeline(&self, entry: Entry, a: u32, b: u32) -> Result<Arc<wgpu::ComputePipeline>> {
-        let name = format!("linear_xent {} a{a} b{b}", entry.name());
+        let product = match entry {
+            Entry::BlockLogits | Entry::Matmul => self.linear_product(),
+            Entry::BlockStats | Entry::BiasGrad => LinearProduct::Tiled,
+        };
+        let name = format!("linear_xent {} a{a} b{b} {product:?}", entry.name());
         self.named_pipeline(&name, |device| {
             use wgpu::BufferBindingType as T;
             let read = T::Storage { read_only: true };
@@ -671,7 +740,7 @@ impl Context {
             });
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("linear_xent.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(shader_source().into()),
+                source: wgpu::ShaderSource::Wgsl(shader_source(product).into()),
             });
             let constants = [("A_KIND", f64::from(a)), ("B_KIND", f64::from(b))];
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

@@ -12,7 +12,8 @@ use common::{Rng, assert_close, assert_within, contexts, open_contexts, to_half}
 use linear_reference::{Case, expected};
 use ml_softmax::{
     Context, ContextOptions, CrossEntropyOptions, Error, LinearCrossEntropy,
-    LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix, Precision, Reduction, wgpu,
+    LinearCrossEntropyOutput, LinearDeviceBuffers, LinearProduct, Matrix, Precision, Reduction,
+    wgpu,
 };
 
 /// A random problem: logits with a spread of about 2, neither flat nor one-hot.
@@ -497,30 +498,199 @@ fn linear_bad_input_is_a_typed_error() {
     ));
 }
 
+/// With the experimental opt-in, each adapter runs the cooperative-matrix product where its
+/// device has the feature and the tiled one elsewhere; the test says which on every adapter
+/// (on the stderr handle, past the harness's capture) and checks whichever ran against the
+/// reference. No adapter of this project's machines has the feature, so there it checks the
+/// tiled path and says "cooperative path not available on ...": the cooperative shader is
+/// only validated (the naga test below), never run. Without the opt-in (every other test's
+/// contexts) the tiled path always runs.
 #[test]
-fn linear_shader_validates_with_naga_for_every_storage_kind() {
-    use naga::valid::{Capabilities, ValidationFlags, Validator};
-    let source = ml_softmax::linear::shader_source();
-    let module = naga::front::wgsl::parse_str(source)
-        .unwrap_or_else(|e| panic!("linear_xent.wgsl: {}", e.emit_to_string(source)));
-    // Nothing beyond core WGSL except unpack2x16float (f16 inputs), which naga files under
-    // SHADER_FLOAT16_IN_FLOAT32 and every wgpu backend grants (GL included): no SHADER_F16.
-    let info = Validator::new(
-        ValidationFlags::all(),
-        Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("linear_xent.wgsl: {e:?}"));
-    for a in 0..3u32 {
-        for b in 0..3u32 {
-            let constants = [
-                ("A_KIND".to_string(), f64::from(a)),
-                ("B_KIND".to_string(), f64::from(b)),
-            ]
-            .into_iter()
-            .collect();
-            naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-                .unwrap_or_else(|e| panic!("A_KIND {a} B_KIND {b}: {e:?}"));
+fn linear_cooperative_path_where_offered_else_tiled() {
+    use std::io::Write;
+    let mut rng = Rng::new("linear_cooperative_path_where_offered_else_tiled");
+    for ctx in contexts() {
+        assert_eq!(
+            ctx.linear_product(),
+            LinearProduct::Tiled,
+            "{}",
+            ctx.describe()
+        );
+    }
+    // SAFETY: a test accepts wgpu's experimental-feature terms; no adapter here has it.
+    let opt_in = unsafe { ml_softmax::CooperativeMatrixOptIn::on() };
+    let with_coop = open_contexts(&ContextOptions {
+        cooperative_matrix: opt_in,
+        poison_outputs: true,
+        ..Default::default()
+    });
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        softcap: 5.0,
+        ..Default::default()
+    };
+    for ctx in &with_coop {
+        let refusal = ctx.cooperative_matrix_refusal();
+        let product = ctx.linear_product();
+        let line = match &refusal {
+            None => format!("cooperative path runs on {}", ctx.describe()),
+            Some(why) => format!(
+                "cooperative path not available on {} ({why}): checking the tiled path",
+                ctx.describe()
+            ),
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+        assert_eq!(
+            product == LinearProduct::CooperativeMatrix,
+            refusal.is_none()
+        );
+        // Partial tiles in every dimension, d not a multiple of either product's k-step.
+        for &(rows, dim, vocab) in &[(70, 37, 300), (5, 3, 130)] {
+            let mut case = random_case(&mut rng, rows, dim, vocab, true);
+            ignore_some(&mut case, &options);
+            check(
+                ctx,
+                &format!("{product:?} {rows}x{dim}x{vocab}"),
+                &case,
+                &options,
+            );
         }
+    }
+}
+
+/// naga's validator for the linear kernels with `product`: core WGSL plus unpack2x16float (f16
+/// inputs), which naga files under SHADER_FLOAT16_IN_FLOAT32 and every wgpu backend grants
+/// (GL included); the cooperative product also needs cooperative matrices and the subgroup
+/// builtins.
+fn linear_validator(product: LinearProduct) -> naga::valid::Validator {
+    use naga::valid::{Capabilities, ShaderStages, ValidationFlags, Validator};
+    let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    if product == LinearProduct::CooperativeMatrix {
+        caps |= Capabilities::COOPERATIVE_MATRIX | Capabilities::SUBGROUP;
+    }
+    let mut v = Validator::new(ValidationFlags::all(), caps);
+    v.subgroup_stages(ShaderStages::COMPUTE);
+    v
+}
+
+/// Both products' modules parse and validate, and every entry point with every pair of
+/// storage kinds specialises, validates again and is written as SPIR-V (Vulkan) and MSL
+/// (Metal 2.3: simdgroup matrices), and the tiled one also as GLSL (GL) and HLSL (DX12).
+/// naga 30's HLSL and GLSL writers have no cooperative matrices (HLSL's panics
+/// `unimplemented!`), so the cooperative module is written for the two backends wgpu runs it
+/// on. A shader error here fails `cargo test` on any machine, with or without an adapter
+/// that has the feature.
+#[test]
+fn linear_shaders_validate_and_translate_for_every_product_and_storage_kind() {
+    use naga::back::{glsl, hlsl, msl, spv};
+    for product in [LinearProduct::Tiled, LinearProduct::CooperativeMatrix] {
+        let source = ml_softmax::linear::shader_source(product);
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{product:?}: {}", e.emit_to_string(&source)));
+        let info = linear_validator(product)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{product:?}: {}", e.emit_to_string(&source)));
+        let coop = product == LinearProduct::CooperativeMatrix;
+        let mut written = 0;
+        for entry in ["block_logits", "matmul", "block_stats", "bias_grad"] {
+            for (a, b) in (0..3u32).flat_map(|a| (0..3u32).map(move |b| (a, b))) {
+                let what = format!("{product:?} {entry} A_KIND {a} B_KIND {b}");
+                let constants = [
+                    ("A_KIND".to_string(), f64::from(a)),
+                    ("B_KIND".to_string(), f64::from(b)),
+                ]
+                .into_iter()
+                .collect();
+                let stage = naga::ShaderStage::Compute;
+                let (special, special_info) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((stage, entry)),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+                linear_validator(product)
+                    .validate(&special)
+                    .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+                let spv_pipeline = spv::PipelineOptions {
+                    shader_stage: stage,
+                    entry_point: entry.to_string(),
+                };
+                let words = spv::write_vec(
+                    &special,
+                    &special_info,
+                    &spv::Options::default(),
+                    Some(&spv_pipeline),
+                )
+                .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+                // OpCapability CooperativeMatrixKHR (opcode 17, 2 words; capability 6022).
+                // (block_stats and bias_grad do not use the product.)
+                let tiled_entry = entry == "block_logits" || entry == "matmul";
+                let coop_cap = words.windows(2).any(|w| w == [(2 << 16) | 17, 6022]);
+                assert_eq!(
+                    coop_cap,
+                    coop && tiled_entry,
+                    "{what}: SPIR-V's CooperativeMatrixKHR capability"
+                );
+                let msl_options = msl::Options {
+                    lang_version: (2, 3),
+                    ..Default::default()
+                };
+                let msl_pipeline = msl::PipelineOptions {
+                    entry_point: Some((stage, entry.to_string())),
+                    ..Default::default()
+                };
+                let (text, _) =
+                    msl::write_string(&special, &special_info, &msl_options, &msl_pipeline)
+                        .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
+                assert!(text.contains("kernel"), "{what}: no kernel in the MSL");
+                if coop && tiled_entry {
+                    assert!(
+                        text.contains("simdgroup"),
+                        "{what}: no simdgroup matrix in the MSL"
+                    );
+                }
+                written += 2;
+                if coop {
+                    continue;
+                }
+                let glsl_options = glsl::Options {
+                    version: glsl::Version::Embedded {
+                        version: 310,
+                        is_webgl: false,
+                    },
+                    ..Default::default()
+                };
+                let glsl_pipeline = glsl::PipelineOptions {
+                    shader_stage: stage,
+                    entry_point: entry.to_string(),
+                    multiview: None,
+                };
+                let mut text = String::new();
+                glsl::Writer::new(
+                    &mut text,
+                    &special,
+                    &special_info,
+                    &glsl_options,
+                    &glsl_pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write().map(|_| ()))
+                .unwrap_or_else(|e| panic!("{what}: GLSL: {e}"));
+                let hlsl_options = hlsl::Options {
+                    shader_model: hlsl::ShaderModel::V6_2,
+                    ..Default::default()
+                };
+                let hlsl_pipeline = hlsl::PipelineOptions {
+                    entry_point: Some((stage, entry.to_string())),
+                };
+                let mut text = String::new();
+                hlsl::Writer::new(&mut text, &hlsl_options, &hlsl_pipeline)
+                    .write(&special, &special_info, None)
+                    .unwrap_or_else(|e| panic!("{what}: HLSL: {e}"));
+                written += 2;
+            }
+        }
+        println!("{product:?}: 36 specialisations validated, {written} translations written");
     }
 }
