@@ -282,6 +282,10 @@ pub enum LinearProduct {
     /// [`crate::ContextOptions::cooperative_matrix`]). Validated by naga here; not run on
     /// any adapter yet.
     CooperativeMatrix,
+    /// The tiled product with A shared by `subgroupShuffle` instead of workgroup memory and
+    /// no barriers (shaders/linear_tile_subgroup.wgsl), on software adapters with
+    /// `SUBGROUP` (lavapipe), where it was measured faster (BENCHMARKS.md).
+    Subgroup,
 }
 
 /// Workgroup memory of linear_tile_coop.wgsl: two 512-float staging blocks, the 64 x 64
@@ -294,6 +298,7 @@ pub fn shader_source(product: LinearProduct) -> String {
     let tile = match product {
         LinearProduct::Tiled => include_str!("../shaders/linear_tile.wgsl"),
         LinearProduct::CooperativeMatrix => include_str!("../shaders/linear_tile_coop.wgsl"),
+        LinearProduct::Subgroup => include_str!("../shaders/linear_tile_subgroup.wgsl"),
     };
     format!("{tile}\n{}", include_str!("../shaders/linear_xent.wgsl"))
 }
@@ -514,6 +519,18 @@ impl Context {
         &self,
         call: &LinearCrossEntropy<'_>,
     ) -> Result<LinearCrossEntropyOutput> {
+        self.linear_cross_entropy_using(call, self.linear_product())
+    }
+
+    /// [`Context::linear_cross_entropy`] with the given product (the tests run every product
+    /// an adapter has); `Unsupported` when it is not one of [`Context::linear_products`].
+    #[doc(hidden)]
+    pub fn linear_cross_entropy_using(
+        &self,
+        call: &LinearCrossEntropy<'_>,
+        product: LinearProduct,
+    ) -> Result<LinearCrossEntropyOutput> {
+        self.check_product(product)?;
         let LinearCrossEntropy {
             hidden,
             classifier,
@@ -576,7 +593,13 @@ impl Context {
         };
 
         // 3. Both sweeps.
-        let mut out = self.linear_cross_entropy_device(&bufs, labels, rows, dim, vocab, options)?;
+        let mut out = self.linear_cross_entropy_device_using(
+            &bufs,
+            labels,
+            (rows, dim, vocab),
+            options,
+            product,
+        )?;
         drop((h, c, b));
 
         // 4. Read the gradients back.
@@ -608,11 +631,28 @@ impl Context {
         vocab: usize,
         options: &CrossEntropyOptions,
     ) -> Result<LinearCrossEntropyOutput> {
+        let shape = (rows, dim, vocab);
+        self.linear_cross_entropy_device_using(bufs, labels, shape, options, self.linear_product())
+    }
+
+    /// [`Context::linear_cross_entropy_device`] with `product` (for the tests and
+    /// `ml-softmax bench-linear`, which run every product an adapter has).
+    #[doc(hidden)]
+    pub fn linear_cross_entropy_device_using(
+        &self,
+        bufs: &LinearDeviceBuffers<'_>,
+        labels: &[i64],
+        (rows, dim, vocab): (usize, usize, usize),
+        options: &CrossEntropyOptions,
+        product: LinearProduct,
+    ) -> Result<LinearCrossEntropyOutput> {
         let labels32 = validate(rows, dim, vocab, labels, options)?;
         let io = bufs.check(rows, dim, vocab, self.storage_alignment())?;
+        self.check_product(product)?;
         self.check_alive()?;
         let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
-        let sweep = Sweep::new(self, io, &labels32, rows, dim, vocab, options, plan)?;
+        let mut sweep = Sweep::new(self, io, &labels32, rows, dim, vocab, options, plan)?;
+        sweep.product = product;
 
         // Forward: the per-row sums, then loss and gradient constants on the host.
         let sums = sweep.forward()?;
@@ -638,17 +678,18 @@ impl Context {
     pub fn linear_bench_matmul(
         &self,
         bufs: &LinearDeviceBuffers<'_>,
-        rows: usize,
-        dim: usize,
-        vocab: usize,
+        (rows, dim, vocab): (usize, usize, usize),
+        product: LinearProduct,
     ) -> Result<()> {
         check_shape(rows, dim)?;
+        self.check_product(product)?;
         check_shape(vocab, dim)?;
         let io = bufs.check(rows, dim, vocab, self.storage_alignment())?;
         let labels = vec![-1i32; rows];
         let options = CrossEntropyOptions::default();
         let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
-        let sweep = Sweep::new(self, io, &labels, rows, dim, vocab, &options, plan)?;
+        let mut sweep = Sweep::new(self, io, &labels, rows, dim, vocab, &options, plan)?;
+        sweep.product = product;
         sweep.plain_product()?;
         self.wait_idle()
     }
@@ -669,10 +710,30 @@ impl Context {
     /// [`LinearProduct::CooperativeMatrix`] where [`Context::cooperative_matrix_refusal`] is
     /// `None`, else [`LinearProduct::Tiled`].
     pub fn linear_product(&self) -> LinearProduct {
-        match self.cooperative_matrix_refusal() {
-            None => LinearProduct::CooperativeMatrix,
-            Some(_) => LinearProduct::Tiled,
+        self.linear_products()[0]
+    }
+
+    /// The products the fused linear cross-entropy can use on this context, the one it uses
+    /// first: [`LinearProduct::CooperativeMatrix`] where
+    /// [`Context::cooperative_matrix_refusal`] is `None`; [`LinearProduct::Subgroup`] on a
+    /// software adapter (`DeviceType::Cpu`) whose subgroups are usable
+    /// ([`Context::subgroup_size`]) and a power of two (measured faster there; not measured
+    /// on GPUs, which keep the workgroup tiles: BENCHMARKS.md); [`LinearProduct::Tiled`]
+    /// everywhere.
+    pub fn linear_products(&self) -> Vec<LinearProduct> {
+        let mut products = Vec::new();
+        if self.cooperative_matrix_refusal().is_none() {
+            products.push(LinearProduct::CooperativeMatrix);
         }
+        // subgroup_size(): the device has SUBGROUP and its subgroups really are as wide as
+        // reported (lavapipe at LP_NATIVE_VECTOR_WIDTH >= 1024 reports more lanes than it
+        // runs, so a shuffle would read lanes of another subgroup).
+        let software = self.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        if software && self.subgroup_size().is_some_and(u32::is_power_of_two) {
+            products.push(LinearProduct::Subgroup);
+        }
+        products.push(LinearProduct::Tiled);
+        products
     }
 
     /// Why the fused linear cross-entropy does not use cooperative matrices on this context
@@ -707,16 +768,33 @@ impl Context {
         }
     }
 
+    /// `Unsupported` unless `product` is one of [`Context::linear_products`].
+    fn check_product(&self, product: LinearProduct) -> Result<()> {
+        if self.linear_products().contains(&product) {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            adapter: self.adapter_info().name.clone(),
+            what: format!("the {product:?} product of the fused linear cross-entropy"),
+        })
+    }
+
     /// The device's `min_storage_buffer_offset_alignment`: where every binding starts.
     fn storage_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment)
     }
 
     /// The pipeline of `entry` with storage kinds `a` and `b`, built on first use; the tiled
-    /// entry points with this context's [`LinearProduct`].
-    fn linear_pipeline(&self, entry: Entry, a: u32, b: u32) -> Result<Arc<wgpu::ComputePipeline>> {
+    /// entry points with `product`.
+    fn linear_pipeline(
+        &self,
+        entry: Entry,
+        a: u32,
+        b: u32,
+        product: LinearProduct,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let product = match entry {
-            Entry::BlockLogits | Entry::Matmul => self.linear_product(),
+            Entry::BlockLogits | Entry::Matmul => product,
             Entry::BlockStats | Entry::BiasGrad => LinearProduct::Tiled,
         };
         let name = format!("linear_xent {} a{a} b{b} {product:?}", entry.name());
@@ -767,6 +845,8 @@ struct Sweep<'a> {
     vocab: usize,
     softcap: f32,
     plan: Plan,
+    /// The product of the tiled entry points (the context's choice unless a test overrides it).
+    product: LinearProduct,
     labels: wgpu::Buffer,
     weight: wgpu::Buffer,
     scratch: wgpu::Buffer,
@@ -805,6 +885,7 @@ impl<'a> Sweep<'a> {
             vocab,
             softcap: options.softcap,
             plan,
+            product: ctx.linear_product(),
             labels: ctx.buffer_with("labels", bytemuck::cast_slice(labels), U::STORAGE),
             weight: ctx.buffer_with("class weights", bytemuck::cast_slice(weight), U::STORAGE),
             scratch: ctx.create_buffer("linear block", scratch_bytes, U::STORAGE)?,
@@ -1086,7 +1167,7 @@ impl<'a> Sweep<'a> {
         extent: (usize, usize),
     ) -> Result<()> {
         let ctx = self.ctx;
-        let pipeline = ctx.linear_pipeline(entry, a, b)?;
+        let pipeline = ctx.linear_pipeline(entry, a, b, self.product)?;
         let uniform = ctx.buffer_with(
             "linear params",
             bytemuck::bytes_of(&params),
