@@ -2,7 +2,9 @@
 // `z = hidden @ classifier^T + bias` without the [rows, vocab] logits ever existing whole.
 // The host walks the vocabulary in blocks of `vb` columns and the rows in chunks of `nc`; one
 // block of one chunk lives in `out` (scratch, [nc, vb] f32), so device memory beyond inputs
-// and outputs is bounded by the block size, not by the vocabulary.
+// and outputs is bounded by the block size, not by the vocabulary. The gradient block goes
+// through that scratch rather than registers because d_hidden and d_classifier both need all
+// of it and WGSL has no float atomics (src/linear.rs's module docs weigh the alternatives).
 //
 // Entry points, in the order the host dispatches them per block:
 // - block_logits: the [nc, vb] block of z' = softcap(H C^T + b) (mode 0), or of the gradient

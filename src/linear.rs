@@ -13,6 +13,24 @@
 //! The scratch holds one `[chunk rows, block]` block in f32: device memory beyond the inputs
 //! and outputs is bounded by the block size, not by the vocabulary. Every sum runs in a
 //! fixed order, so results are bit-reproducible on one adapter.
+//!
+//! Design decision: the block's `p − y` goes through that scratch buffer rather than staying
+//! in the registers of the workgroup that computed it (as the issue first sketched), because
+//! both `d_hidden` and `d_classifier` need every element of it and WGSL has no float
+//! atomics. A workgroup holding a 64 × 64 tile of G would have to add its share into rows of
+//! `d_hidden` that every other column tile of the block also adds to, and into rows of
+//! `d_classifier` that every row tile adds to. The ways around it cost more: (a) atomic
+//! compare-exchange loops on f32 bits: unordered, so not bit-reproducible, and serialised
+//! where tiles collide; (b) per-tile partial sums reduced afterwards: `block / 64` copies of
+//! the chunk's `d_hidden` and `chunk / 64` copies of the block's `d_classifier`, e.g. 64 MiB
+//! each at 4096 rows, a 2048 block and d = 128, against the scratch's 32 MiB, plus a
+//! reduction pass; (c) recomputing the logits inside each gradient product: six products of
+//! 2·N·d·V instead of four. The scratch is written once and read three times per block
+//! (d_hidden, d_classifier, d_bias), and its size is bounded by the block and one binding.
+//!
+//! The products (`block_logits`, `matmul`) come from one of three product files
+//! ([`LinearProduct`], chosen per context by [`Context::linear_products`]); everything else is
+//! shaders/linear_xent.wgsl.
 
 use std::sync::Arc;
 
