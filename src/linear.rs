@@ -301,8 +301,9 @@ pub enum LinearProduct {
     /// any adapter yet.
     CooperativeMatrix,
     /// The tiled product with A shared by `subgroupShuffle` instead of workgroup memory and
-    /// no barriers (shaders/linear_tile_subgroup.wgsl), on software adapters with
-    /// `SUBGROUP` (lavapipe), where it was measured faster (BENCHMARKS.md).
+    /// no barriers (shaders/linear_tile_subgroup.wgsl), bit-identical to `Tiled`; on software
+    /// adapters with usable subgroups (lavapipe), where it was measured faster
+    /// (BENCHMARKS.md).
     Subgroup,
 }
 
