@@ -161,6 +161,41 @@ pub struct ContextOptions {
     /// that exist are reached only by cycling through every option combination. On lavapipe a
     /// pipeline holds about 2 MB, so the default bounds that at about 4 GB; GPUs' are smaller.
     pub max_cached_pipelines: usize,
+    /// Experimental, off by default: [`CooperativeMatrixOptIn::on`] opens the device with
+    /// wgpu's `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` where the adapter offers it (Metal
+    /// on Apple7+ / Mac2+, Vulkan with `VK_KHR_cooperative_matrix` and 8 x 8 f32 matrices),
+    /// and the fused linear cross-entropy's matrix products then use cooperative matrices
+    /// ([`Context::linear_product`]). Not run on any adapter yet: see README.
+    pub cooperative_matrix: CooperativeMatrixOptIn,
+}
+
+/// [`ContextOptions::cooperative_matrix`]: whether to open the device with wgpu's
+/// experimental cooperative-matrix feature. Turning it on is `unsafe` because wgpu's
+/// experimental features are: by [`CooperativeMatrixOptIn::on`] the caller accepts
+/// `wgpu::ExperimentalFeatures::enabled`'s terms (the feature's implementation may have bugs
+/// that cause undefined behaviour through otherwise safe calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CooperativeMatrixOptIn(bool);
+
+impl CooperativeMatrixOptIn {
+    /// Off: the device is opened without experimental features (the default).
+    pub const fn off() -> Self {
+        Self(false)
+    }
+
+    /// On: request `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` where the adapter offers it.
+    ///
+    /// # Safety
+    /// As `wgpu::ExperimentalFeatures::enabled`: the caller accepts that wgpu's experimental
+    /// features may contain bugs leading to undefined behaviour.
+    pub const unsafe fn on() -> Self {
+        Self(true)
+    }
+
+    /// Whether it is on.
+    pub const fn is_on(self) -> bool {
+        self.0
+    }
 }
 
 /// [`ContextOptions::max_cached_pipelines`]'s default: room for a steady workload's set many
@@ -177,6 +212,7 @@ impl Default for ContextOptions {
             poison_outputs: false,
             software_io: None,
             max_cached_pipelines: DEFAULT_MAX_CACHED_PIPELINES,
+            cooperative_matrix: CooperativeMatrixOptIn::off(),
         }
     }
 }
@@ -398,12 +434,20 @@ impl Context {
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::SHADER_INT64;
-        let features = adapter.features() & wanted;
+        let mut features = adapter.features() & wanted;
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        if options.cooperative_matrix.is_on() && adapter.features().contains(coop) {
+            features |= coop;
+            // SAFETY: the caller accepted wgpu's terms for experimental features through the
+            // unsafe `CooperativeMatrixOptIn::on`.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("ml-softmax"),
             required_features: features,
             required_limits: adapter.limits(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };

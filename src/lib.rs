@@ -74,10 +74,14 @@ pub mod parallel;
 pub mod reference;
 pub mod stream;
 
-pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
+pub use context::{
+    BackendChoice, Context, ContextOptions, CooperativeMatrixOptIn, keep_opened, list_adapters,
+};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
-pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
+pub use linear::{
+    LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, LinearProduct, Matrix,
+};
 pub use ops::{
     DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, HalfCrossEntropy, SoftmaxKind, Targets,
 };
