@@ -66,6 +66,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod kernels;
 pub mod linear;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod multi;
 // The command line's .npy reader and writer (kept instead of a crate: README's dependency list).
 #[doc(hidden)]
@@ -73,10 +74,13 @@ pub mod npy;
 mod ops;
 pub mod options;
 pub mod parallel;
+mod platform;
 pub mod reference;
 pub mod stream;
 
-pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
+pub use context::{
+    BackendChoice, Context, ContextOptions, keep_opened, list_adapters, list_adapters_async,
+};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
 pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
