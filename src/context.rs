@@ -754,8 +754,10 @@ impl Context {
         let caught = scope.pop().await;
         let deferred = self.settle_deferred().await;
         let value = result?;
-        caught?;
+        // The deferred scopes were opened (and closed) inside this one: theirs is the
+        // first error.
         deferred?;
+        caught?;
         Ok(value)
     }
 

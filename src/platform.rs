@@ -28,6 +28,12 @@ use std::task::{self, Poll, Waker};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
+/// Whether one dispatch may bind a buffer twice where one binding writes it (the vector io
+/// files' scalar view of the output, kernels::row_softmax). Native backends allow it;
+/// WebGPU refuses it ("writable storage buffer binding aliasing"), so in a browser the
+/// kernels take the scalar io files.
+pub(crate) const WRITABLE_ALIASES: bool = cfg!(not(target_arch = "wasm32"));
+
 /// The boxed future of a popped error scope: what the scope caught.
 pub(crate) type ScopeFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
 
