@@ -281,7 +281,8 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 
 /// Device, queue and pipeline cache: build one and reuse it for every call.
 ///
-/// `Context` is `Send + Sync`. Calls from several threads may run at once: each builds its own
+/// `Context` is `Send + Sync` natively (on wasm32 it stays on the page's thread, as wgpu's
+/// WebGPU objects do). Calls from several threads may run at once: each builds its own
 /// buffers and command buffer and submits them to the one queue, where the GPU runs them in
 /// submission order; pipelines are built once (under a lock) and shared.
 pub struct Context {
