@@ -132,11 +132,17 @@ def main():
     browser = subprocess.Popen([args.chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        if not server.reported.wait(args.timeout):
-            log.seek(0)
-            tail = log.read().decode(errors="replace")[-4000:]
-            sys.exit(f"browser_test: FAILED: the page did not report within {args.timeout:.0f} s "
-                     f"(Chromium's last output below)\n{tail}")
+        # Until the page reports, Chromium exits (a crash, a bad flag), or the time is up.
+        while not server.reported.wait(1.0):
+            why = None
+            if browser.poll() is not None:
+                why = f"Chromium exited with status {browser.returncode} before the page reported"
+            elif time.monotonic() - start > args.timeout:
+                why = f"the page did not report within {args.timeout:.0f} s"
+            if why:
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-4000:]
+                sys.exit(f"browser_test: FAILED: {why} (Chromium's last output below)\n{tail}")
     finally:
         browser.kill()
         browser.wait()
