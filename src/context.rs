@@ -471,9 +471,13 @@ impl Context {
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
+        mut info: wgpu::AdapterInfo,
         options: &ContextOptions,
     ) -> Result<Self> {
+        // Browsers give wgpu no adapter name: say what it is, for messages and describe().
+        if info.name.trim().is_empty() {
+            info.name = format!("unnamed {:?} adapter", info.backend);
+        }
         // wgpu's default handler panics on an error no scope caught; turn it into a log line.
         // Every operation of this crate runs inside error scopes, so this only sees misuse
         // elsewhere on a shared device.

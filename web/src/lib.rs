@@ -58,15 +58,11 @@ impl Page {
         Ok(Page { ctx: Rc::new(ctx) })
     }
 
-    /// What wgpu says of the adapter: its name where the browser gives one, backend and
-    /// device type (browsers hide most of it; index.html adds WebGPU's adapter info).
+    /// What wgpu says of the adapter: its name (browsers give none: the library's stand-in,
+    /// "unnamed BrowserWebGpu adapter") and device type; index.html adds WebGPU's adapter info.
     pub fn adapter(&self) -> String {
         let info = self.ctx.adapter_info();
-        let kind = format!("{:?}, {:?}", info.backend, info.device_type);
-        match info.name.trim() {
-            "" => kind,
-            name => format!("{name} ({kind})"),
-        }
+        format!("{}, {:?}", info.name, info.device_type)
     }
 
     /// The strategies this adapter runs, `auto` first (names as `Strategy` parses them).
