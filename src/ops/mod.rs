@@ -12,6 +12,7 @@
 
 mod device;
 mod host;
+mod host_async;
 mod pool;
 
 pub(crate) use host::class_denominator;
