@@ -73,9 +73,9 @@ fn must_not_block(adapter: &str) -> Error {
 impl Context {
     /// The blocking form of one of the library's async GPU waits: polls `future`, and while it
     /// is pending waits in `device.poll` for the GPU to finish what was submitted (native).
-    /// An error if the GPU is found idle three times in a row while no readback completes
-    /// and the future still waits (a mapping that never completes), or, on wasm32, as soon as
-    /// it would wait.
+    /// An error if the GPU stays idle for `wait_timeout` while no readback completes and the
+    /// future still waits (a mapping that never completes), or, on wasm32, as soon as it
+    /// would wait.
     pub(crate) fn block_on_gpu<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
         let mut future = std::pin::pin!(future);
         let mut cx = task::Context::from_waker(Waker::noop());
@@ -94,7 +94,7 @@ impl Context {
     }
 
     /// Blocks until the GPU has finished what was submitted; `idle` counts the waits in a
-    /// row that found nothing to wait for while no readback completed.
+    /// row (1 ms each) that found nothing to wait for while no readback completed.
     #[cfg(not(target_arch = "wasm32"))]
     fn wait_for_gpu(&self, idle: &mut u32) -> Result<()> {
         let status = self
@@ -104,17 +104,23 @@ impl Context {
                 timeout: Some(self.wait_timeout),
             })
             .map_err(|e| Error::Wait(e.to_string()))?;
-        *idle = if status.is_queue_empty() {
-            *idle + 1
-        } else {
-            0
-        };
-        if *idle > 2 {
-            self.check_alive()?;
+        if !status.is_queue_empty() {
+            *idle = 0;
+            return Ok(());
+        }
+        // The queue is empty but the mapping's callback has not reached this call yet: with
+        // several threads on one device, another thread's poll may have taken the callback
+        // and not run it yet (seen under load: a few idle polls in a row are not a lost
+        // mapping). Wait in 1 ms steps, and give up only after `wait_timeout` of them, as
+        // a blocking wait for the callback would.
+        *idle += 1;
+        self.check_alive()?;
+        if u128::from(*idle) > self.wait_timeout.as_millis() {
             return Err(Error::Wait(
                 "the GPU is idle but the readback buffer was never mapped".into(),
             ));
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
         Ok(())
     }
 
