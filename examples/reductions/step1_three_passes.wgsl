@@ -8,13 +8,9 @@
 // Who owns what: thread r alone reads row r and writes grad's row r and loss[r], so no
 // thread waits for another and there is no barrier. The price: one thread walks the whole
 // row three times, and neighbouring threads read addresses `cols` floats apart.
-struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
+// Needs from common.wgsl (in front): params, labels, loss.
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
