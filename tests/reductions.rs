@@ -14,7 +14,11 @@ use steps::{Buffers, Data, Kind, Refusal, STEPS};
 fn the_guide_shows_every_step_in_full() {
     // docs/reductions.md embeds each file as it is: a change to a kernel must reach the guide.
     let guide = include_str!("../docs/reductions.md");
-    for (fragment, file) in [(steps::COMMON, "common.wgsl"), (steps::TREE, "tree.wgsl")] {
+    for (fragment, file) in [
+        (steps::COMMON, "common.wgsl"),
+        (steps::THREAD_ROW, "thread_row.wgsl"),
+        (steps::TREE, "tree.wgsl"),
+    ] {
         assert!(
             guide.contains(fragment),
             "docs/reductions.md does not show {file} as it is now"

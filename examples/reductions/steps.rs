@@ -32,8 +32,8 @@ pub struct Step {
     pub title: &'static str,
     /// The WGSL file under examples/reductions/ (empty for the production step).
     pub file: &'static str,
-    /// That file's text: what the step teaches, after [`COMMON`] (and [`TREE`] where
-    /// `fragments` says so), which the host puts in front of it.
+    /// That file's text: what the step teaches, after [`COMMON`] (and [`THREAD_ROW`] or
+    /// [`TREE`] where `fragments` says so), which the host puts in front of it.
     pub source: &'static str,
     /// The shared fragments the step needs, in order, before `source`.
     pub fragments: &'static [&'static str],
@@ -43,6 +43,8 @@ pub struct Step {
 
 /// `common.wgsl`: the bindings, `Params` and helpers every step shares.
 pub const COMMON: &str = include_str!("common.wgsl");
+/// `thread_row.wgsl`: the thread-per-row frame (entry point, gradient pass) of steps 1 and 2.
+pub const THREAD_ROW: &str = include_str!("thread_row.wgsl");
 /// `tree.wgsl`: step 3's workgroup tree, for the workgroup steps (3, 3v, 5).
 pub const TREE: &str = include_str!("tree.wgsl");
 
@@ -75,10 +77,10 @@ macro_rules! step {
 }
 
 pub const STEPS: [Step; 7] = [
-    step! { "1", "thread per row, 3 passes", "step1_three_passes.wgsl", &[COMMON], &["main"],
-    Kind::ThreadPerRow { passes: 3 } },
-    step! { "2", "thread per row, online", "step2_online.wgsl", &[COMMON], &["main"],
-    Kind::ThreadPerRow { passes: 2 } },
+    step! { "1", "thread per row, 3 passes", "step1_three_passes.wgsl", &[COMMON, THREAD_ROW],
+    &["main"], Kind::ThreadPerRow { passes: 3 } },
+    step! { "2", "thread per row, online", "step2_online.wgsl", &[COMMON, THREAD_ROW],
+    &["main"], Kind::ThreadPerRow { passes: 2 } },
     step! { "3", "workgroup tree", "step3_workgroup_tree.wgsl", &[COMMON, TREE], &["main"],
     Kind::Workgroup { width: 1 } },
     step! { "3v", "workgroup tree, vec4", "step3v_vec4.wgsl", &[COMMON, TREE], &["main"],
