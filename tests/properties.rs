@@ -12,10 +12,7 @@
 
 mod common;
 
-use common::{
-    Rng, assert_close, assert_half_output_close, assert_within, contexts, from_half, half_rel,
-    read, to_half,
-};
+use common::{Rng, assert_half_output_close, assert_within, contexts, read, to_half};
 use ml_softmax::kernels::geometry::cached_max_cols;
 use ml_softmax::reference;
 use ml_softmax::wgpu;
@@ -445,7 +442,6 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
             let (bits, z) = to_half(&logits, precision);
             let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
             let p_cpu = reference::softmax(&z, rows, cols).unwrap();
-            let rel = half_rel(precision);
             for kernel in kernels(ctx, cols) {
                 let what = format!("{} {precision:?} {rows}x{cols} {kernel}", adapter(ctx));
                 let got = ctx
@@ -460,18 +456,8 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
                     })
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_half_output_close(&what, &got, &cpu, precision);
-                let p = ctx
-                    .softmax_half(
-                        &bits,
-                        precision,
-                        rows,
-                        cols,
-                        ml_softmax::SoftmaxKind::Softmax,
-                        kernel,
-                    )
-                    .unwrap_or_else(|e| panic!("{what}: {e}"));
-                let p = from_half(&p, precision);
-                assert_close(&format!("{what} softmax"), &p, &p_cpu, 1e-7, rel);
+                let shape = (rows, cols);
+                common::check_half_softmax(ctx, &what, &bits, precision, shape, kernel, &p_cpu);
             }
         }
     }

@@ -202,6 +202,16 @@ impl Rng {
     }
 }
 
+/// A mean over nothing (every row ignored, or all target weights 0): loss 0 and a zero
+/// gradient, exactly.
+pub fn assert_zero_loss_and_grad(what: &str, out: &CrossEntropyOutput) {
+    assert_eq!(out.loss, 0.0, "{what}");
+    assert!(
+        out.grad.iter().all(|&g| g == 0.0),
+        "{what}: gradient not zero"
+    );
+}
+
 /// `gpu[i]` equals `reference[i]` within `tol(i)` (absolute), NaN equal to NaN and an
 /// infinity equal only to itself; reports the first mismatch with its tolerance. For the
 /// property tests, whose tolerances come from an error model per element.
@@ -292,6 +302,32 @@ pub fn half_rel(precision: Precision) -> f32 {
         Precision::F16 => 1.0 / 1024.0,
         _ => 1.0 / 128.0,
     }
+}
+
+/// The softmax of half-precision `bits` (`rows x cols`) with `strategy`, checked against
+/// `want`, the reference softmax of the values the GPU reads: `assert_close` at 1e-7
+/// absolute and [`half_rel`] relative.
+pub fn check_half_softmax(
+    ctx: &Context,
+    what: &str,
+    bits: &[u16],
+    precision: Precision,
+    (rows, cols): (usize, usize),
+    strategy: ml_softmax::Strategy,
+    want: &[f32],
+) {
+    let kind = ml_softmax::SoftmaxKind::Softmax;
+    let p = ctx
+        .softmax_half(bits, precision, rows, cols, kind, strategy)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let what = format!("{what} softmax");
+    assert_close(
+        &what,
+        &from_half(&p, precision),
+        want,
+        1e-7,
+        half_rel(precision),
+    );
 }
 
 /// Compares a half-precision cross-entropy output (gradient as f16 / bf16 bits) with the f64
