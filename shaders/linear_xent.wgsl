@@ -2,7 +2,9 @@
 // `z = hidden @ classifier^T + bias` without the [rows, vocab] logits ever existing whole.
 // The host walks the vocabulary in blocks of `vb` columns and the rows in chunks of `nc`; one
 // block of one chunk lives in `out` (scratch, [nc, vb] f32), so device memory beyond inputs
-// and outputs is bounded by the block size, not by the vocabulary.
+// and outputs is bounded by the block size, not by the vocabulary. The gradient block goes
+// through that scratch rather than registers because d_hidden and d_classifier both need all
+// of it and WGSL has no float atomics (src/linear.rs's module docs weigh the alternatives).
 //
 // Entry points, in the order the host dispatches them per block:
 // - block_logits: the [nc, vb] block of z' = softcap(H C^T + b) (mode 0), or of the gradient
@@ -17,16 +19,20 @@
 //   order (blocks, then chunks) so results are bit-reproducible.
 // - bias_grad: d_bias_block [+]= column sums of G, one thread per column, rows in order.
 //
-// Matmul tiling (block_logits and matmul): a workgroup of 16 x 16 threads owns a 64 x 64 output
-// tile, each thread 4 x 4 outputs (rows ty + 16 a, columns tx + 16 b). Per step of 16 along k,
-// the workgroup stages a 64 x 16 tile of A and a 16 x 64 tile of B in workgroup memory;
-// the first barrier makes the staged tiles visible, the second keeps the next step from
-// overwriting them while a thread still reads. Elements outside the matrices load as 0.
+// The product: block_logits and matmul call `tile_product(i0, j0, inv)` for their 64 x 64
+// output tile and take the entry point's builtins as `inv: Invocation`; both are defined by
+// the product file the host puts before this one (src/linear.rs: LinearProduct):
+// linear_tile.wgsl (workgroup-memory tiles, every adapter) or linear_tile_coop.wgsl
+// (cooperative matrices, only where the device has them). Thread (tx, ty) = (index % 16,
+// index / 16) of the 256-thread workgroup (one-dimensional: the subgroup builtins of the
+// cooperative product need that) gets back its 4 x 4 outputs (rows ty + 16 a, columns
+// tx + 16 b) and writes them; block_stats and bias_grad do not use the product.
 //
 // Storage formats: A and B are u32 words holding f32 (kind 0), f16 pairs (kind 1, unpacked
 // with unpack2x16float, which needs no SHADER_F16) or bf16 pairs (kind 2, see bf16.wgsl);
 // element i of a pair buffer is the low half of word i / 2 when i is even. Everything else is
-// f32, and all arithmetic is f32. Needs nothing from other files.
+// f32, and all arithmetic is f32. Needs `Invocation` and `tile_product` from a product file;
+// gives it `P`, `load_a`, `load_b` and `TILE`.
 
 // Storage format of A (binding 1) and B (binding 2): 0 f32, 1 f16, 2 bf16.
 override A_KIND: u32 = 0u;
@@ -85,52 +91,6 @@ fn load_b(i: u32) -> f32 {
 }
 
 const TILE: u32 = 64u;
-const STEP: u32 = 16u;
-
-var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k in step][i in tile]
-var<workgroup> tile_b: array<array<f32, 64>, 16>; // [k in step][j in tile]
-
-// The 4 x 4 outputs of thread (tx, ty) of the tile at (i0, j0): acc[a][b] = out(i0 + ty + 16a, j0 + tx + 16b).
-fn tile_product(i0: u32, j0: u32, tx: u32, ty: u32) -> array<array<f32, 4>, 4> {
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < P.k; k0 += STEP) {
-        // Thread (tx, ty) stages column k0 + tx of A's rows ty + 16 r, and row k0 + ty of
-        // B's columns tx + 16 r.
-        for (var r = 0u; r < 4u; r++) {
-            let i = i0 + ty + 16u * r;
-            let ka = k0 + tx;
-            var va = 0.0;
-            if i < P.m && ka < P.k {
-                va = load_a(i * P.a_si + ka * P.a_sk);
-            }
-            tile_a[tx][ty + 16u * r] = va;
-            let j = j0 + tx + 16u * r;
-            let kb = k0 + ty;
-            var vb = 0.0;
-            if j < P.n && kb < P.k {
-                vb = load_b(kb * P.b_sk + j * P.b_sj);
-            }
-            tile_b[ty][tx + 16u * r] = vb;
-        }
-        workgroupBarrier(); // the staged tiles are complete
-        for (var kk = 0u; kk < STEP; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                av[r] = tile_a[kk][ty + 16u * r];
-                bv[r] = tile_b[kk][tx + 16u * r];
-            }
-            for (var x = 0u; x < 4u; x++) {
-                for (var y = 0u; y < 4u; y++) {
-                    acc[x][y] = fma(av[x], bv[y], acc[x][y]);
-                }
-            }
-        }
-        workgroupBarrier(); // every thread has read the tiles before the next step overwrites them
-    }
-    return acc;
-}
-
 fn capped(z: f32) -> f32 {
     if P.softcap > 0.0 {
         return P.softcap * tanh(z / P.softcap);
@@ -157,15 +117,17 @@ fn logit_grad(i: u32, j: u32, zc: f32) -> f32 {
     return g;
 }
 
-@compute @workgroup_size(16, 16)
-fn block_logits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = wg.y * TILE;
-    let j0 = wg.x * TILE;
-    let acc = tile_product(i0, j0, lid.x, lid.y);
+@compute @workgroup_size(256)
+fn block_logits(inv: Invocation) {
+    let tx = inv.index % 16u;
+    let ty = inv.index / 16u;
+    let i0 = inv.wg.y * TILE;
+    let j0 = inv.wg.x * TILE;
+    let acc = tile_product(i0, j0, inv);
     for (var x = 0u; x < 4u; x++) {
-        let i = i0 + lid.y + 16u * x;
+        let i = i0 + ty + 16u * x;
         for (var y = 0u; y < 4u; y++) {
-            let j = j0 + lid.x + 16u * y;
+            let j = j0 + tx + 16u * y;
             if i < P.m && j < P.n {
                 var z = acc[x][y];
                 if P.has_bias == 1u {
@@ -182,15 +144,17 @@ fn block_logits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = wg.y * TILE;
-    let j0 = wg.x * TILE;
-    let acc = tile_product(i0, j0, lid.x, lid.y);
+@compute @workgroup_size(256)
+fn matmul(inv: Invocation) {
+    let tx = inv.index % 16u;
+    let ty = inv.index / 16u;
+    let i0 = inv.wg.y * TILE;
+    let j0 = inv.wg.x * TILE;
+    let acc = tile_product(i0, j0, inv);
     for (var x = 0u; x < 4u; x++) {
-        let i = i0 + lid.y + 16u * x;
+        let i = i0 + ty + 16u * x;
         for (var y = 0u; y < 4u; y++) {
-            let j = j0 + lid.x + 16u * y;
+            let j = j0 + tx + 16u * y;
             if i < P.m && j < P.n {
                 let o = i * P.ldo + j;
                 var v = acc[x][y];

@@ -216,8 +216,9 @@ fn store_step(i0: u32, stride: u32, s: Step) {
 }
 
 // The smallest finite f32: the start of a running max, so that `m - m_new` is never
-// `-inf - -inf` (NaN) while a row holds only -inf masks.
-const LOWEST = -3.40282347e38;
+// `-inf - -inf` (NaN) while a row holds only -inf masks. Written exactly (-f32::MAX, 17
+// digits): Tint (browsers) refuses -3.40282347e38, which lies past it before rounding.
+const LOWEST = -3.4028234663852886e38;
 // Offset of the upstream gradients in `scales`.
 const UPSTREAM = 4u;
 
@@ -580,7 +581,9 @@ fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
         c = Coefficients(loss, k * a, k * (1.0 - eps) * w_y, k * eps / C, false);
     }
     if !t.valid {
-        let nan = bitcast<f32>(0x7fc00000u);
+        // From a uniform, so that it is no constant expression: Tint (browsers) refuses
+        // NaN as a constant.
+        let nan = bitcast<f32>(0x7fc00000u | (params.rows & 0u));
         c.loss = nan;
         c.a = nan;
     }

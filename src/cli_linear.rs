@@ -190,11 +190,13 @@ pub struct BenchLinearArgs {
     repeats: usize,
 }
 
-/// Times, on the same adapter in the same run and on the same device-resident f32 data:
-/// the plain product `hidden @ classifier^T` (2 N d V flops) and the fused forward + backward
-/// (four products of 2 N d V: the forward's logits, the backward's recomputed logits,
-/// d_hidden and d_classifier). Prints the best and median of `repeats` runs each, in
-/// seconds and TFLOP/s.
+/// Times, on the same adapter in the same run and on the same device-resident f32 data, for
+/// each matrix product the adapter has (`Context::linear_products`: subgroup or tiled, and
+/// cooperative matrices where offered): the plain product `hidden @ classifier^T` (2 N d V
+/// flops) and the fused forward + backward, counted as four products of 2 N d V because the
+/// backward recomputes the logits rather than storing them (the forward's logits, the
+/// backward's recomputed logits, d_hidden and d_classifier). Prints the best and median of
+/// `repeats` runs each, in seconds and TFLOP/s.
 pub fn bench(args: &BenchLinearArgs) -> Result<(), String> {
     let (rows, dim, vocab) = (args.rows, args.dim, args.vocab);
     if rows == 0 || dim == 0 || vocab == 0 || args.repeats == 0 {
@@ -228,52 +230,70 @@ pub fn bench(args: &BenchLinearArgs) -> Result<(), String> {
     let gc = upload("grad classifier", &vec![0.0; vocab * dim])?;
     drop((hidden, classifier));
     let bufs = ml_softmax::LinearDeviceBuffers {
-        hidden: &h,
+        hidden: h.slice(..),
         hidden_precision: Precision::F32,
-        classifier: &c,
+        classifier: c.slice(..),
         classifier_precision: Precision::F32,
         bias: None,
-        grad_hidden: &gh,
-        grad_classifier: &gc,
+        grad_hidden: gh.slice(..),
+        grad_classifier: gc.slice(..),
         grad_bias: None,
     };
     let options = CrossEntropyOptions::default();
-    let plain = || ctx.linear_bench_matmul(&bufs, rows, dim, vocab);
-    let fused = || {
-        ctx.linear_cross_entropy_device(&bufs, &labels, rows, dim, vocab, &options)?;
-        ctx.wait_idle()
-    };
-    let product = 2.0 * rows as f64 * dim as f64 * vocab as f64;
+    let shape = (rows, dim, vocab);
+    let flops = 2.0 * rows as f64 * dim as f64 * vocab as f64;
     println!("adapter {}", ctx.describe());
     println!(
         "rows {rows}, dim {dim}, vocab {vocab}, f32; best / median of {} runs",
         args.repeats
     );
-    type Run<'a> = &'a dyn Fn() -> ml_softmax::Result<()>;
-    let runs: [(&str, Run, f64); 2] = [
-        ("plain matmul (1 product)", &plain, product),
-        (
-            "fused linear xent, forward + backward (4 products)",
-            &fused,
-            4.0 * product,
-        ),
-    ];
-    for (name, run, flops) in runs {
-        run().map_err(err)?; // warm-up: pipeline compilation
-        let mut seconds: Vec<f64> = (0..args.repeats)
-            .map(|_| {
-                let t = Instant::now();
-                run().map(|()| t.elapsed().as_secs_f64())
-            })
-            .collect::<ml_softmax::Result<_>>()
-            .map_err(err)?;
-        seconds.sort_by(f64::total_cmp);
-        let (best, median) = (seconds[0], seconds[seconds.len() / 2]);
-        println!(
-            "{name}: best {best:.3} s ({:.3e} TFLOP/s), median {median:.3} s ({:.3e} TFLOP/s)",
-            flops / best / 1e12,
-            flops / median / 1e12
-        );
+    println!(
+        "the fused call's backward recomputes each block's logits: it runs 4 products of \
+         2 N d V flops (forward logits, recomputed logits, d_hidden, d_classifier), counted so"
+    );
+    for product in ctx.linear_products() {
+        let plain = || ctx.linear_bench_matmul(&bufs, shape, product);
+        let fused = || {
+            let device =
+                ctx.linear_cross_entropy_device_using(&bufs, &labels, shape, &options, product);
+            device?;
+            ctx.wait_idle()
+        };
+        time_runs(
+            &format!("{product:?} plain matmul (1 product)"),
+            &plain,
+            flops,
+            args.repeats,
+        )?;
+        let name = format!("{product:?} fused linear xent, forward + backward (4 products)");
+        time_runs(&name, &fused, 4.0 * flops, args.repeats)?;
     }
+    Ok(())
+}
+
+/// One warm-up run (pipeline compilation), then `repeats` timed runs of `run`; prints the
+/// best and the median in seconds and TFLOP/s.
+fn time_runs(
+    name: &str,
+    run: &dyn Fn() -> ml_softmax::Result<()>,
+    flops: f64,
+    repeats: usize,
+) -> Result<(), String> {
+    let err = |e: ml_softmax::Error| e.to_string();
+    run().map_err(err)?; // warm-up: pipeline compilation
+    let mut seconds: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            run().map(|()| t.elapsed().as_secs_f64())
+        })
+        .collect::<ml_softmax::Result<_>>()
+        .map_err(err)?;
+    seconds.sort_by(f64::total_cmp);
+    let (best, median) = (seconds[0], seconds[seconds.len() / 2]);
+    println!(
+        "{name}: best {best:.3} s ({:.3e} TFLOP/s), median {median:.3} s ({:.3e} TFLOP/s)",
+        flops / best / 1e12,
+        flops / median / 1e12
+    );
     Ok(())
 }

@@ -161,6 +161,41 @@ pub struct ContextOptions {
     /// that exist are reached only by cycling through every option combination. On lavapipe a
     /// pipeline holds about 2 MB, so the default bounds that at about 4 GB; GPUs' are smaller.
     pub max_cached_pipelines: usize,
+    /// Experimental, off by default: [`CooperativeMatrixOptIn::on`] opens the device with
+    /// wgpu's `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` where the adapter offers it (Metal
+    /// on Apple7+ / Mac2+, Vulkan with `VK_KHR_cooperative_matrix` and 8 x 8 f32 matrices),
+    /// and the fused linear cross-entropy's matrix products then use cooperative matrices
+    /// ([`Context::linear_product`]). Not run on any adapter yet: see README.
+    pub cooperative_matrix: CooperativeMatrixOptIn,
+}
+
+/// [`ContextOptions::cooperative_matrix`]: whether to open the device with wgpu's
+/// experimental cooperative-matrix feature. Turning it on is `unsafe` because wgpu's
+/// experimental features are: by [`CooperativeMatrixOptIn::on`] the caller accepts
+/// `wgpu::ExperimentalFeatures::enabled`'s terms (the feature's implementation may have bugs
+/// that cause undefined behaviour through otherwise safe calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CooperativeMatrixOptIn(bool);
+
+impl CooperativeMatrixOptIn {
+    /// Off: the device is opened without experimental features (the default).
+    pub const fn off() -> Self {
+        Self(false)
+    }
+
+    /// On: request `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` where the adapter offers it.
+    ///
+    /// # Safety
+    /// As `wgpu::ExperimentalFeatures::enabled`: the caller accepts that wgpu's experimental
+    /// features may contain bugs leading to undefined behaviour.
+    pub const unsafe fn on() -> Self {
+        Self(true)
+    }
+
+    /// Whether it is on.
+    pub const fn is_on(self) -> bool {
+        self.0
+    }
 }
 
 /// [`ContextOptions::max_cached_pipelines`]'s default: room for a steady workload's set many
@@ -177,6 +212,7 @@ impl Default for ContextOptions {
             poison_outputs: false,
             software_io: None,
             max_cached_pipelines: DEFAULT_MAX_CACHED_PIPELINES,
+            cooperative_matrix: CooperativeMatrixOptIn::off(),
         }
     }
 }
@@ -185,11 +221,18 @@ const NO_ADAPTER_HINT: &str = "On Linux without a GPU install Mesa's software Vu
      `apt-get install -y mesa-vulkan-drivers libvulkan1` (lavapipe); GL needs libegl-mesa0.";
 
 /// Lists the adapters wgpu finds for `backend`, best first (see the module docs for the order).
+/// In a browser this finds nothing (its adapter request cannot be waited for): use
+/// [`list_adapters_async`].
 pub fn list_adapters(backend: BackendChoice) -> Vec<wgpu::Adapter> {
+    crate::platform::block_on(list_adapters_async(backend)).unwrap_or_default()
+}
+
+/// [`list_adapters`] without blocking: the one adapter a browser's WebGPU offers on wasm32.
+pub async fn list_adapters_async(backend: BackendChoice) -> Vec<wgpu::Adapter> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backend.backends();
     let instance = wgpu::Instance::new(desc);
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(backend.backends()));
+    let mut adapters = instance.enumerate_adapters(backend.backends()).await;
     adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
     adapters
 }
@@ -274,7 +317,8 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 
 /// Device, queue and pipeline cache: build one and reuse it for every call.
 ///
-/// `Context` is `Send + Sync`. Calls from several threads may run at once: each builds its own
+/// `Context` is `Send + Sync` natively (on wasm32 it stays on the page's thread, as wgpu's
+/// WebGPU objects do). Calls from several threads may run at once: each builds its own
 /// buffers and command buffer and submits them to the one queue, where the GPU runs them in
 /// submission order; pipelines are built once (under a lock) and shared.
 pub struct Context {
@@ -295,6 +339,8 @@ pub struct Context {
     /// Pipelines of kernels outside `kernels::ModuleKey` (src/linear.rs), by name.
     named_pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     pub(crate) host_pool: Mutex<crate::ops::HostPool>,
+    /// Error scopes popped by sync code that the next async call settles (wasm32 only).
+    pub(crate) deferred_scopes: crate::platform::DeferredScopes,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
 }
@@ -314,17 +360,37 @@ impl Context {
         Self::with_options(&ContextOptions::default())
     }
 
+    /// [`Context::new`] without blocking: the way to open a context in a browser (wasm32,
+    /// WebGPU), where the page's thread may not wait.
+    ///
+    /// ```no_run
+    /// # async fn page() -> ml_softmax::Result<()> {
+    /// let ctx = ml_softmax::Context::new_async().await?;
+    /// let out = ctx.cross_entropy_async(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default()).await?;
+    /// assert!((out.loss - 1.4076).abs() < 1e-4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(&ContextOptions::default()).await
+    }
+
     /// The best adapter matching `options` that opens a device. An adapter that enumerates but
     /// cannot open one (e.g. NVIDIA's GL adapter under EGL: "Parent device is lost") is
     /// skipped, and named in the error if none opens.
     pub fn with_options(options: &ContextOptions) -> Result<Self> {
+        crate::platform::block_on(Self::with_options_async(options))?
+    }
+
+    /// [`Context::with_options`] without blocking (see [`Context::new_async`]).
+    pub async fn with_options_async(options: &ContextOptions) -> Result<Self> {
         options.backend.check_env()?;
         let name = options
             .adapter_name
             .clone()
             .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
             .filter(|n| !n.is_empty());
-        let adapters = list_adapters(options.backend);
+        let adapters = list_adapters_async(options.backend).await;
         let found: Vec<String> = adapters
             .iter()
             .map(|a| {
@@ -338,7 +404,7 @@ impl Context {
         });
         let mut failed = Vec::new();
         for adapter in candidates {
-            match Self::from_adapter(&adapter, options) {
+            match Self::from_adapter_async(&adapter, options).await {
                 Ok(ctx) => return Ok(ctx),
                 Err(e) => failed.push(e.to_string()),
             }
@@ -393,26 +459,45 @@ impl Context {
 
     /// A context on this adapter, asking for its real limits and the optional features used.
     pub fn from_adapter(adapter: &wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
+        crate::platform::block_on(Self::from_adapter_async(adapter, options))?
+    }
+
+    /// [`Context::from_adapter`] without blocking.
+    pub async fn from_adapter_async(
+        adapter: &wgpu::Adapter,
+        options: &ContextOptions,
+    ) -> Result<Self> {
         let wanted = wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::SHADER_INT64;
-        let features = adapter.features() & wanted;
+        let mut features = adapter.features() & wanted;
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        if options.cooperative_matrix.is_on() && adapter.features().contains(coop) {
+            features |= coop;
+            // SAFETY: the caller accepted wgpu's terms for experimental features through the
+            // unsafe `CooperativeMatrixOptIn::on`.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("ml-softmax"),
             required_features: features,
             required_limits: adapter.limits(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
         let info = adapter.get_info();
         let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::Unsupported {
-                adapter: info.name.clone(),
-                what: format!("request_device failed: {e}"),
-            })?;
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|e| Error::Unsupported {
+                    adapter: info.name.clone(),
+                    what: format!("request_device failed: {e}"),
+                })?;
         Self::build(device, queue, info, options)
     }
 
@@ -430,9 +515,13 @@ impl Context {
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
+        mut info: wgpu::AdapterInfo,
         options: &ContextOptions,
     ) -> Result<Self> {
+        // Browsers give wgpu no adapter name: say what it is, for messages and describe().
+        if info.name.trim().is_empty() {
+            info.name = format!("unnamed {:?} adapter", info.backend);
+        }
         // wgpu's default handler panics on an error no scope caught; turn it into a log line.
         // Every operation of this crate runs inside error scopes, so this only sees misuse
         // elsewhere on a shared device.
@@ -475,6 +564,7 @@ impl Context {
             modules: Mutex::new(HashMap::new()),
             named_pipelines: Mutex::new(HashMap::new()),
             host_pool: Mutex::new(crate::ops::HostPool::default()),
+            deferred_scopes: Default::default(),
             lost,
             lost_flag,
         })
@@ -699,8 +789,23 @@ impl Context {
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let scope = ErrorScope::push(&self.device);
         let result = f();
-        let caught = scope.pop();
+        let caught = self.settle_scope(scope.pop());
         let value = result?;
+        caught?;
+        Ok(value)
+    }
+
+    /// [`Context::scoped`] for the async calls: awaits what the scopes caught (and, on
+    /// wasm32, the scopes sync code popped meanwhile) instead of blocking.
+    pub(crate) async fn scoped_async<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let scope = ErrorScope::push(&self.device);
+        let result = f();
+        let caught = scope.pop().await;
+        let deferred = self.settle_deferred().await;
+        let value = result?;
+        // The deferred scopes were opened (and closed) inside this one: theirs is the
+        // first error.
+        deferred?;
         caught?;
         Ok(value)
     }
@@ -717,6 +822,13 @@ impl Context {
     /// # Ok::<(), ml_softmax::Error>(())
     /// ```
     pub fn read_back(&self, slice: wgpu::BufferSlice<'_>) -> Result<Vec<u8>> {
+        self.block_on_gpu(self.read_back_async(slice))
+    }
+
+    /// [`Context::read_back`] without blocking: the readback of the device API in a browser.
+    /// On native, see the `platform` notes in [`Context::new_async`]'s module: the future
+    /// polls the device itself.
+    pub async fn read_back_async(&self, slice: wgpu::BufferSlice<'_>) -> Result<Vec<u8>> {
         self.check_alive()?;
         let (buffer, offset, size) = (slice.buffer(), slice.offset(), slice.size());
         if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC)
@@ -733,23 +845,25 @@ impl Context {
                 ),
             });
         }
-        let staging = self.scoped(|| {
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("read_back"),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut encoder = self
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        let staging = self
+            .scoped_async(|| {
+                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("read_back"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
                 });
-            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-            self.queue.submit([encoder.finish()]);
-            Ok(staging)
-        })?;
-        self.read_bytes(&staging, size as usize)
+                let mut encoder =
+                    self.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("read_back"),
+                        });
+                encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+                self.queue.submit([encoder.finish()]);
+                Ok(staging)
+            })
+            .await?;
+        self.read_bytes_async(&staging, size as usize).await
     }
 
     /// [`Context::read_back`] of f32 data.
@@ -760,22 +874,20 @@ impl Context {
     /// Maps `staging` (MAP_READ) after the work that fills it was submitted, waits for it,
     /// and copies the first `len` bytes out.
     pub(crate) fn read_bytes(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<u8>> {
+        self.block_on_gpu(self.read_bytes_async(staging, len))
+    }
+
+    /// [`Context::read_bytes`] without blocking.
+    pub(crate) async fn read_bytes_async(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<u8>> {
         let bytes = len as u64;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: Some(self.wait_timeout),
-            })
-            .map_err(|e| Error::Wait(e.to_string()))?;
+        let mapped = crate::platform::map_read(&self.device, staging, 0..bytes).await;
         self.check_alive()?;
-        match rx.recv_timeout(self.wait_timeout) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Wait(format!("mapping the readback buffer: {e}"))),
-            Err(_) => return Err(Error::Wait("the readback buffer was never mapped".into())),
+        if let Err(e) = mapped {
+            return Err(Error::Wait(format!("mapping the readback buffer: {e}")));
         }
         let out = {
             let view = staging
@@ -855,9 +967,14 @@ impl ErrorScope {
         Self { validation, oom }
     }
 
-    pub(crate) fn pop(self) -> Result<()> {
-        let validation = pollster::block_on(self.validation.pop());
-        let oom = pollster::block_on(self.oom.pop());
+    /// Pops both scopes now; the future says what they caught.
+    pub(crate) fn pop(self) -> crate::platform::ScopeFuture {
+        let validation = self.validation.pop();
+        let oom = self.oom.pop();
+        Box::pin(async move { Self::caught(validation.await, oom.await) })
+    }
+
+    fn caught(validation: Option<wgpu::Error>, oom: Option<wgpu::Error>) -> Result<()> {
         if let Some(e) = oom {
             return Err(Error::OutOfMemory(e.to_string()));
         }

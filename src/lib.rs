@@ -45,6 +45,12 @@
 //!   [`Context::softmax_device`], on slices of your buffers ([`DeviceCrossEntropy`],
 //!   [`DeviceSoftmax`]); [`Context::read_back`] reads a slice back.
 //!
+//! Async: [`Context::new_async`], [`Context::cross_entropy_async`],
+//! [`Context::cross_entropy_targets_async`], [`Context::softmax_with_async`],
+//! [`Context::read_back_async`] never block a thread; the blocking calls wrap them. They are
+//! the API in a browser (wasm32-unknown-unknown, WebGPU; README's "In the browser"), where
+//! the blocking calls give [`Error::Unsupported`] when they would wait.
+//!
 //! Scaling out: [`stream::CrossEntropyStream`] takes a batch as a stream of row chunks fed
 //! by the caller (the mean's denominator given first), for batches past memory;
 //! [`multi::MultiContext`] splits a batch's rows across every adapter of the machine;
@@ -67,17 +73,24 @@ pub mod error;
 #[doc(hidden)]
 pub mod kernels;
 pub mod linear;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod multi;
 mod ops;
 pub mod options;
 pub mod parallel;
+mod platform;
 pub mod reference;
 pub mod stream;
 
-pub use context::{BackendChoice, Context, ContextOptions, keep_opened, list_adapters};
+pub use context::{
+    BackendChoice, Context, ContextOptions, CooperativeMatrixOptIn, keep_opened, list_adapters,
+    list_adapters_async,
+};
 pub use error::{Error, Result};
 pub use kernels::{Precision, Strategy};
-pub use linear::{LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, Matrix};
+pub use linear::{
+    LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, LinearProduct, Matrix,
+};
 pub use ops::{
     DeviceCrossEntropy, DeviceSoftmax, DeviceTargets, HalfCrossEntropy, SoftmaxKind, Targets,
 };

@@ -13,12 +13,31 @@
 //! The scratch holds one `[chunk rows, block]` block in f32: device memory beyond the inputs
 //! and outputs is bounded by the block size, not by the vocabulary. Every sum runs in a
 //! fixed order, so results are bit-reproducible on one adapter.
+//!
+//! Design decision: the block's `p − y` goes through that scratch buffer rather than staying
+//! in the registers of the workgroup that computed it (as the issue first sketched), because
+//! both `d_hidden` and `d_classifier` need every element of it and WGSL has no float
+//! atomics. A workgroup holding a 64 × 64 tile of G would have to add its share into rows of
+//! `d_hidden` that every other column tile of the block also adds to, and into rows of
+//! `d_classifier` that every row tile adds to. The ways around it cost more: (a) atomic
+//! compare-exchange loops on f32 bits: unordered, so not bit-reproducible, and serialised
+//! where tiles collide; (b) per-tile partial sums reduced afterwards: `block / 64` copies of
+//! the chunk's `d_hidden` and `chunk / 64` copies of the block's `d_classifier`, e.g. 64 MiB
+//! each at 4096 rows, a 2048 block and d = 128, against the scratch's 32 MiB, plus a
+//! reduction pass; (c) recomputing the logits inside each gradient product: six products of
+//! 2·N·d·V instead of four. The scratch is written once and read three times per block
+//! (d_hidden, d_classifier, d_bias), and its size is bounded by the block and one binding.
+//!
+//! The products (`block_logits`, `matmul`) come from one of three product files
+//! ([`LinearProduct`], chosen per context by [`Context::linear_products`]); everything else is
+//! shaders/linear_xent.wgsl.
 
 use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::Precision;
+use crate::kernels::{Precision, Slice};
+use crate::ops::check_slice;
 use crate::options::{CrossEntropyOptions, Reduction, check_len, check_shape};
 
 /// A matrix given to [`Context::linear_cross_entropy`]: f32 values, or the bits of f16 /
@@ -94,27 +113,44 @@ pub struct LinearCrossEntropyOutput {
     pub grad_bias: Option<Vec<f32>>,
 }
 
-/// Device buffers of [`Context::linear_cross_entropy_device`]. Inputs need
-/// `BufferUsages::STORAGE`; outputs `STORAGE` (they are overwritten, never read first).
-/// f16 / bf16 buffers hold two elements per 4-byte word and must be padded to whole words.
+/// Device buffers of [`Context::linear_cross_entropy_device`]: slices of the caller's
+/// buffers, `buffer.slice(..)` for a whole buffer or `buffer.slice(offset..offset + size)` for
+/// a tensor inside a larger one. Every slice must start at a multiple of the device's
+/// `min_storage_buffer_offset_alignment` (32 on lavapipe, at most 256), since the kernels
+/// bind it directly; inputs need `BufferUsages::STORAGE`, outputs `STORAGE` too (they are
+/// overwritten, never read first, and must not share a buffer with an input). f16 / bf16
+/// slices hold two elements per 4-byte word and must be padded to whole words.
 #[derive(Debug, Clone, Copy)]
 pub struct LinearDeviceBuffers<'a> {
     /// `[rows, dim]` in `hidden_precision`.
-    pub hidden: &'a wgpu::Buffer,
+    pub hidden: wgpu::BufferSlice<'a>,
     /// Storage format of `hidden`.
     pub hidden_precision: Precision,
     /// `[vocab, dim]` in `classifier_precision`.
-    pub classifier: &'a wgpu::Buffer,
+    pub classifier: wgpu::BufferSlice<'a>,
     /// Storage format of `classifier`.
     pub classifier_precision: Precision,
     /// Optional f32 bias `[vocab]`.
-    pub bias: Option<&'a wgpu::Buffer>,
+    pub bias: Option<wgpu::BufferSlice<'a>>,
     /// Receives f32 `dloss/dhidden`, `[rows, dim]`.
-    pub grad_hidden: &'a wgpu::Buffer,
+    pub grad_hidden: wgpu::BufferSlice<'a>,
     /// Receives f32 `dloss/dclassifier`, `[vocab, dim]`.
-    pub grad_classifier: &'a wgpu::Buffer,
+    pub grad_classifier: wgpu::BufferSlice<'a>,
     /// Receives f32 `dloss/dbias`, `[vocab]` (only with a bias).
-    pub grad_bias: Option<&'a wgpu::Buffer>,
+    pub grad_bias: Option<wgpu::BufferSlice<'a>>,
+}
+
+/// [`LinearDeviceBuffers`] checked against the call's shape, as the kernels bind them.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    hidden: Slice<'a>,
+    hidden_precision: Precision,
+    classifier: Slice<'a>,
+    classifier_precision: Precision,
+    bias: Option<Slice<'a>>,
+    grad_hidden: Slice<'a>,
+    grad_classifier: Slice<'a>,
+    grad_bias: Option<Slice<'a>>,
 }
 
 /// Vocabulary block widths tried, widest first: the scratch block `[chunk rows, block]` and
@@ -180,58 +216,49 @@ struct Params {
     pad: [u32; 3],
 }
 
-/// A range of a buffer in elements of `bytes` bytes, bound padded to whole words.
-#[derive(Clone, Copy)]
-struct Range<'a> {
-    buffer: &'a wgpu::Buffer,
-    start: usize,
-    len: usize,
-    bytes: u64,
-}
-
-impl<'a> Range<'a> {
-    fn new(buffer: &'a wgpu::Buffer, start: usize, len: usize, bytes: u64) -> Self {
-        Self {
-            buffer,
-            start,
-            len,
-            bytes,
-        }
-    }
-
-    fn binding(&self) -> wgpu::BindingResource<'a> {
-        let offset = self.start as u64 * self.bytes;
-        let size = (self.len as u64 * self.bytes).next_multiple_of(4);
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer,
-            offset,
-            size: wgpu::BufferSize::new(size),
-        })
-    }
-}
-
-/// `range` bound whole-word padded, or `placeholder` when the dispatch does not use it.
+/// `slice` as a binding, or `placeholder` when the dispatch does not use it. Every slice a
+/// sweep binds starts on the storage-offset alignment (the caller's slices are checked, and
+/// chunks and blocks start at multiples of 128 rows / 256 columns), so the shader needs no
+/// base offset.
 fn resource<'b>(
-    range: Option<Range<'b>>,
+    slice: Option<Slice<'b>>,
     placeholder: &'b wgpu::Buffer,
+    align: u64,
 ) -> wgpu::BindingResource<'b> {
-    match range {
-        Some(r) => r.binding(),
+    match slice {
+        Some(s) => {
+            let (binding, base) = s.bind(align);
+            debug_assert_eq!(base, 0, "a linear_xent binding off the offset alignment");
+            wgpu::BindingResource::Buffer(binding)
+        }
         None => placeholder.as_entire_binding(),
+    }
+}
+
+/// `len` 4-byte elements of `buffer` from element `start` (usize, as the sweep counts).
+fn words(buffer: &wgpu::Buffer, start: usize, len: usize) -> Slice<'_> {
+    Slice::words(buffer, start as u64, len as u64)
+}
+
+/// `len` 16-byte elements (a row's four sums or constants) of `buffer` from element `start`.
+fn quads(buffer: &wgpu::Buffer, start: usize, len: usize) -> Slice<'_> {
+    Slice {
+        elem_bytes: 16,
+        ..words(buffer, start, len)
     }
 }
 
 /// The bindings of one dispatch (`None`: a small placeholder buffer).
 #[derive(Default, Clone, Copy)]
 struct Bind<'a> {
-    a: Option<Range<'a>>,
-    b: Option<Range<'a>>,
-    bias: Option<Range<'a>>,
-    weight: Option<Range<'a>>,
-    labels: Option<Range<'a>>,
-    rowinfo: Option<Range<'a>>,
-    out: Option<Range<'a>>,
-    stats: Option<Range<'a>>,
+    a: Option<Slice<'a>>,
+    b: Option<Slice<'a>>,
+    bias: Option<Slice<'a>>,
+    weight: Option<Slice<'a>>,
+    labels: Option<Slice<'a>>,
+    rowinfo: Option<Slice<'a>>,
+    out: Option<Slice<'a>>,
+    stats: Option<Slice<'a>>,
 }
 
 #[derive(Clone, Copy)]
@@ -262,9 +289,37 @@ fn kind(p: Precision) -> u32 {
     }
 }
 
-/// The WGSL source of the linear cross-entropy kernels.
-pub fn shader_source() -> &'static str {
-    include_str!("../shaders/linear_xent.wgsl")
+/// Which matrix product the fused kernels' tiled entry points (`block_logits`, `matmul`) use:
+/// [`Context::linear_product`] chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearProduct {
+    /// Workgroup-memory tiles (shaders/linear_tile.wgsl): core WGSL, every adapter.
+    Tiled,
+    /// Cooperative 8 x 8 f32 matrices (shaders/linear_tile_coop.wgsl), on a device with
+    /// wgpu's experimental `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SUBGROUP` features (see
+    /// [`crate::ContextOptions::cooperative_matrix`]). Validated by naga here; not run on
+    /// any adapter yet.
+    CooperativeMatrix,
+    /// The tiled product with A shared by `subgroupShuffle` instead of workgroup memory and
+    /// no barriers (shaders/linear_tile_subgroup.wgsl), bit-identical to `Tiled`; on software
+    /// adapters with usable subgroups (lavapipe), where it was measured faster
+    /// (BENCHMARKS.md).
+    Subgroup,
+}
+
+/// Workgroup memory of linear_tile_coop.wgsl: two 512-float staging blocks, the 64 x 64
+/// output tile and one u32.
+const COOP_WORKGROUP_BYTES: u32 = (512 + 512 + 4096) * 4 + 4;
+
+/// The WGSL source of the linear cross-entropy kernels with `product`: the product file
+/// first (it may open with an `enable` directive), then shaders/linear_xent.wgsl.
+pub fn shader_source(product: LinearProduct) -> String {
+    let tile = match product {
+        LinearProduct::Tiled => include_str!("../shaders/linear_tile.wgsl"),
+        LinearProduct::CooperativeMatrix => include_str!("../shaders/linear_tile_coop.wgsl"),
+        LinearProduct::Subgroup => include_str!("../shaders/linear_tile_subgroup.wgsl"),
+    };
+    format!("{tile}\n{}", include_str!("../shaders/linear_xent.wgsl"))
 }
 
 /// One binding of the layout: read-only storage, read-write storage, or the uniform.
@@ -397,27 +452,52 @@ fn validate(
         .collect())
 }
 
-/// Checks that a caller's buffer holds `elements` of `bytes` bytes (padded to whole words).
-fn check_buffer(
-    what: &'static str,
-    buffer: &wgpu::Buffer,
-    elements: usize,
-    bytes: u64,
-) -> Result<()> {
-    let need = (elements as u64 * bytes).next_multiple_of(4);
-    if buffer.size() < need {
-        return Err(Error::BadBuffer {
-            what,
-            problem: format!("holds {} bytes, needs {need}", buffer.size()),
-        });
+impl<'a> LinearDeviceBuffers<'a> {
+    /// Checks every slice (usage, length, element and storage-offset alignment; `grad_bias`
+    /// only with a bias) and returns them as the kernels bind them.
+    fn check(&self, rows: usize, dim: usize, vocab: usize, align: u64) -> Result<Io<'a>> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let check = |what, slice: &wgpu::BufferSlice<'a>, elems: usize, bytes: u64| {
+            let s = check_slice(what, slice, elems as u64, bytes, storage)?;
+            let offset = slice.offset();
+            if offset % align != 0 {
+                return Err(Error::BadBuffer {
+                    what,
+                    problem: format!(
+                        "starts at byte {offset}, not a multiple of the device's \
+                         min_storage_buffer_offset_alignment ({align})"
+                    ),
+                });
+            }
+            Ok(s)
+        };
+        let (hp, cp) = (self.hidden_precision, self.classifier_precision);
+        let (bias, grad_bias) = match (&self.bias, &self.grad_bias) {
+            (Some(b), gb) => (
+                Some(check("bias", b, vocab, 4)?),
+                gb.as_ref()
+                    .map(|gb| check("grad_bias", gb, vocab, 4))
+                    .transpose()?,
+            ),
+            (None, Some(_)) => {
+                return Err(Error::BadBuffer {
+                    what: "grad_bias",
+                    problem: "given without a bias".into(),
+                });
+            }
+            (None, None) => (None, None),
+        };
+        Ok(Io {
+            hidden: check("hidden", &self.hidden, rows * dim, hp.bytes())?,
+            hidden_precision: hp,
+            classifier: check("classifier", &self.classifier, vocab * dim, cp.bytes())?,
+            classifier_precision: cp,
+            bias,
+            grad_hidden: check("grad_hidden", &self.grad_hidden, rows * dim, 4)?,
+            grad_classifier: check("grad_classifier", &self.grad_classifier, vocab * dim, 4)?,
+            grad_bias,
+        })
     }
-    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::BadBuffer {
-            what,
-            problem: "lacks BufferUsages::STORAGE".into(),
-        });
-    }
-    Ok(())
 }
 
 impl Context {
@@ -458,6 +538,18 @@ impl Context {
         &self,
         call: &LinearCrossEntropy<'_>,
     ) -> Result<LinearCrossEntropyOutput> {
+        self.linear_cross_entropy_using(call, self.linear_product())
+    }
+
+    /// [`Context::linear_cross_entropy`] with the given product (the tests run every product
+    /// an adapter has); `Unsupported` when it is not one of [`Context::linear_products`].
+    #[doc(hidden)]
+    pub fn linear_cross_entropy_using(
+        &self,
+        call: &LinearCrossEntropy<'_>,
+        product: LinearProduct,
+    ) -> Result<LinearCrossEntropyOutput> {
+        self.check_product(product)?;
         let LinearCrossEntropy {
             hidden,
             classifier,
@@ -509,18 +601,24 @@ impl Context {
             }
         }
         let bufs = LinearDeviceBuffers {
-            hidden: &h,
+            hidden: h.slice(..),
             hidden_precision: hidden.precision(),
-            classifier: &c,
+            classifier: c.slice(..),
             classifier_precision: classifier.precision(),
-            bias: b.as_ref(),
-            grad_hidden: &gh,
-            grad_classifier: &gc,
-            grad_bias: gb.as_ref(),
+            bias: b.as_ref().map(|b| b.slice(..)),
+            grad_hidden: gh.slice(..),
+            grad_classifier: gc.slice(..),
+            grad_bias: gb.as_ref().map(|gb| gb.slice(..)),
         };
 
         // 3. Both sweeps.
-        let mut out = self.linear_cross_entropy_device(&bufs, labels, rows, dim, vocab, options)?;
+        let mut out = self.linear_cross_entropy_device_using(
+            &bufs,
+            labels,
+            (rows, dim, vocab),
+            options,
+            product,
+        )?;
         drop((h, c, b));
 
         // 4. Read the gradients back.
@@ -552,30 +650,28 @@ impl Context {
         vocab: usize,
         options: &CrossEntropyOptions,
     ) -> Result<LinearCrossEntropyOutput> {
+        let shape = (rows, dim, vocab);
+        self.linear_cross_entropy_device_using(bufs, labels, shape, options, self.linear_product())
+    }
+
+    /// [`Context::linear_cross_entropy_device`] with `product` (for the tests and
+    /// `ml-softmax bench-linear`, which run every product an adapter has).
+    #[doc(hidden)]
+    pub fn linear_cross_entropy_device_using(
+        &self,
+        bufs: &LinearDeviceBuffers<'_>,
+        labels: &[i64],
+        (rows, dim, vocab): (usize, usize, usize),
+        options: &CrossEntropyOptions,
+        product: LinearProduct,
+    ) -> Result<LinearCrossEntropyOutput> {
         let labels32 = validate(rows, dim, vocab, labels, options)?;
-        let (hp, cp) = (bufs.hidden_precision, bufs.classifier_precision);
-        check_buffer("hidden", bufs.hidden, rows * dim, hp.bytes())?;
-        check_buffer("classifier", bufs.classifier, vocab * dim, cp.bytes())?;
-        check_buffer("grad_hidden", bufs.grad_hidden, rows * dim, 4)?;
-        check_buffer("grad_classifier", bufs.grad_classifier, vocab * dim, 4)?;
-        match (bufs.bias, bufs.grad_bias) {
-            (Some(b), gb) => {
-                check_buffer("bias", b, vocab, 4)?;
-                if let Some(gb) = gb {
-                    check_buffer("grad_bias", gb, vocab, 4)?;
-                }
-            }
-            (None, Some(_)) => {
-                return Err(Error::BadBuffer {
-                    what: "grad_bias",
-                    problem: "given without a bias".into(),
-                });
-            }
-            (None, None) => {}
-        }
+        let io = bufs.check(rows, dim, vocab, self.storage_alignment())?;
+        self.check_product(product)?;
         self.check_alive()?;
         let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
-        let sweep = Sweep::new(self, bufs, &labels32, rows, dim, vocab, options, plan)?;
+        let mut sweep = Sweep::new(self, io, &labels32, rows, dim, vocab, options, plan)?;
+        sweep.product = product;
 
         // Forward: the per-row sums, then loss and gradient constants on the host.
         let sums = sweep.forward()?;
@@ -601,14 +697,18 @@ impl Context {
     pub fn linear_bench_matmul(
         &self,
         bufs: &LinearDeviceBuffers<'_>,
-        rows: usize,
-        dim: usize,
-        vocab: usize,
+        (rows, dim, vocab): (usize, usize, usize),
+        product: LinearProduct,
     ) -> Result<()> {
+        check_shape(rows, dim)?;
+        self.check_product(product)?;
+        check_shape(vocab, dim)?;
+        let io = bufs.check(rows, dim, vocab, self.storage_alignment())?;
         let labels = vec![-1i32; rows];
         let options = CrossEntropyOptions::default();
         let plan = plan(rows, dim, vocab, self.max_chunk_bytes)?;
-        let sweep = Sweep::new(self, bufs, &labels, rows, dim, vocab, &options, plan)?;
+        let mut sweep = Sweep::new(self, io, &labels, rows, dim, vocab, &options, plan)?;
+        sweep.product = product;
         sweep.plain_product()?;
         self.wait_idle()
     }
@@ -625,9 +725,98 @@ impl Context {
         self.check_alive()
     }
 
-    /// The pipeline of `entry` with storage kinds `a` and `b`, built on first use.
-    fn linear_pipeline(&self, entry: Entry, a: u32, b: u32) -> Result<Arc<wgpu::ComputePipeline>> {
-        let name = format!("linear_xent {} a{a} b{b}", entry.name());
+    /// The product the fused linear cross-entropy's kernels use on this context:
+    /// [`LinearProduct::CooperativeMatrix`] where [`Context::cooperative_matrix_refusal`] is
+    /// `None`, else [`LinearProduct::Tiled`].
+    pub fn linear_product(&self) -> LinearProduct {
+        self.linear_products()[0]
+    }
+
+    /// The products the fused linear cross-entropy can use on this context, the one it uses
+    /// first: [`LinearProduct::CooperativeMatrix`] where
+    /// [`Context::cooperative_matrix_refusal`] is `None`; [`LinearProduct::Subgroup`] on a
+    /// software adapter (`DeviceType::Cpu`) whose subgroups are usable
+    /// ([`Context::subgroup_size`]) and a power of two (measured faster there; not measured
+    /// on GPUs, which keep the workgroup tiles: BENCHMARKS.md); [`LinearProduct::Tiled`]
+    /// everywhere.
+    pub fn linear_products(&self) -> Vec<LinearProduct> {
+        let mut products = Vec::new();
+        if self.cooperative_matrix_refusal().is_none() {
+            products.push(LinearProduct::CooperativeMatrix);
+        }
+        // subgroup_size(): the device has SUBGROUP and its subgroups really are as wide as
+        // reported (lavapipe at LP_NATIVE_VECTOR_WIDTH >= 1024 reports more lanes than it
+        // runs, so a shuffle would read lanes of another subgroup).
+        let software = self.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        if software && self.subgroup_size().is_some_and(u32::is_power_of_two) {
+            products.push(LinearProduct::Subgroup);
+        }
+        products.push(LinearProduct::Tiled);
+        products
+    }
+
+    /// Why the fused linear cross-entropy does not use cooperative matrices on this context
+    /// (`None`: it does). It needs the device opened with `EXPERIMENTAL_COOPERATIVE_MATRIX`
+    /// ([`crate::ContextOptions::cooperative_matrix`], or your own device with it) and
+    /// `SUBGROUP`, power-of-two subgroups of 4 or more lanes (so the 64 sub-tiles of a
+    /// workgroup split evenly between its subgroups) and 20 KiB of workgroup memory.
+    pub fn cooperative_matrix_refusal(&self) -> Option<String> {
+        let features = self.device.features();
+        let info = self.adapter_info();
+        let sizes = (info.subgroup_min_size, info.subgroup_max_size);
+        let workgroup_bytes = self.limits.max_compute_workgroup_storage_size;
+        if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            Some(
+                "the device has no Features::EXPERIMENTAL_COOPERATIVE_MATRIX (the adapter does \
+                 not offer it, or ContextOptions::cooperative_matrix is off)"
+                    .into(),
+            )
+        } else if !features.contains(wgpu::Features::SUBGROUP) {
+            Some("the device has no Features::SUBGROUP".into())
+        } else if sizes.0 < 4 || !sizes.0.is_power_of_two() || !sizes.1.is_power_of_two() {
+            Some(format!(
+                "subgroup sizes {}..{} are not powers of two of at least 4",
+                sizes.0, sizes.1
+            ))
+        } else if workgroup_bytes < COOP_WORKGROUP_BYTES {
+            Some(format!(
+                "{workgroup_bytes} bytes of workgroup memory, it needs {COOP_WORKGROUP_BYTES}"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// `Unsupported` unless `product` is one of [`Context::linear_products`].
+    fn check_product(&self, product: LinearProduct) -> Result<()> {
+        if self.linear_products().contains(&product) {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            adapter: self.adapter_info().name.clone(),
+            what: format!("the {product:?} product of the fused linear cross-entropy"),
+        })
+    }
+
+    /// The device's `min_storage_buffer_offset_alignment`: where every binding starts.
+    fn storage_alignment(&self) -> u64 {
+        u64::from(self.limits.min_storage_buffer_offset_alignment)
+    }
+
+    /// The pipeline of `entry` with storage kinds `a` and `b`, built on first use; the tiled
+    /// entry points with `product`.
+    fn linear_pipeline(
+        &self,
+        entry: Entry,
+        a: u32,
+        b: u32,
+        product: LinearProduct,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let product = match entry {
+            Entry::BlockLogits | Entry::Matmul => product,
+            Entry::BlockStats | Entry::BiasGrad => LinearProduct::Tiled,
+        };
+        let name = format!("linear_xent {} a{a} b{b} {product:?}", entry.name());
         self.named_pipeline(&name, |device| {
             use wgpu::BufferBindingType as T;
             let read = T::Storage { read_only: true };
@@ -648,7 +837,7 @@ impl Context {
             });
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("linear_xent.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(shader_source().into()),
+                source: wgpu::ShaderSource::Wgsl(shader_source(product).into()),
             });
             let constants = [("A_KIND", f64::from(a)), ("B_KIND", f64::from(b))];
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -669,12 +858,14 @@ impl Context {
 /// One call's buffers, cut into chunks of rows and blocks of columns.
 struct Sweep<'a> {
     ctx: &'a Context,
-    bufs: &'a LinearDeviceBuffers<'a>,
+    io: Io<'a>,
     rows: usize,
     dim: usize,
     vocab: usize,
     softcap: f32,
     plan: Plan,
+    /// The product of the tiled entry points (the context's choice unless a test overrides it).
+    product: LinearProduct,
     labels: wgpu::Buffer,
     weight: wgpu::Buffer,
     scratch: wgpu::Buffer,
@@ -687,7 +878,7 @@ impl<'a> Sweep<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: &'a Context,
-        bufs: &'a LinearDeviceBuffers<'a>,
+        io: Io<'a>,
         labels: &[i32],
         rows: usize,
         dim: usize,
@@ -707,12 +898,13 @@ impl<'a> Sweep<'a> {
         let scratch_bytes = (plan.chunk * plan.block) as u64 * 4;
         Ok(Self {
             ctx,
-            bufs,
+            io,
             rows,
             dim,
             vocab,
             softcap: options.softcap,
             plan,
+            product: ctx.linear_product(),
             labels: ctx.buffer_with("labels", bytemuck::cast_slice(labels), U::STORAGE),
             weight: ctx.buffer_with("class weights", bytemuck::cast_slice(weight), U::STORAGE),
             scratch: ctx.create_buffer("linear block", scratch_bytes, U::STORAGE)?,
@@ -735,23 +927,26 @@ impl<'a> Sweep<'a> {
 
     fn kinds(&self) -> (u32, u32) {
         (
-            kind(self.bufs.hidden_precision),
-            kind(self.bufs.classifier_precision),
+            kind(self.io.hidden_precision),
+            kind(self.io.classifier_precision),
         )
     }
 
-    fn hidden(&self, r0: usize, nr: usize) -> Range<'a> {
-        let bytes = self.bufs.hidden_precision.bytes();
-        Range::new(self.bufs.hidden, r0 * self.dim, nr * self.dim, bytes)
+    /// Rows `r0..r0 + nr` of a `[rows, dim]` or `[vocab, dim]` slice.
+    fn rows_of(&self, slice: Slice<'a>, r0: usize, nr: usize) -> Slice<'a> {
+        slice.part((r0 * self.dim) as u64, (nr * self.dim) as u64)
     }
 
-    fn classifier(&self, v0: usize, nv: usize) -> Range<'a> {
-        let bytes = self.bufs.classifier_precision.bytes();
-        Range::new(self.bufs.classifier, v0 * self.dim, nv * self.dim, bytes)
+    fn hidden(&self, r0: usize, nr: usize) -> Slice<'a> {
+        self.rows_of(self.io.hidden, r0, nr)
     }
 
-    fn scratch(&self, nr: usize, nv: usize) -> Range<'_> {
-        Range::new(&self.scratch, 0, nr * nv, 4)
+    fn classifier(&self, v0: usize, nv: usize) -> Slice<'a> {
+        self.rows_of(self.io.classifier, v0, nv)
+    }
+
+    fn scratch(&self, nr: usize, nv: usize) -> Slice<'_> {
+        words(&self.scratch, 0, nr * nv)
     }
 
     /// The logits (mode 0) or gradient (mode 1) of one block into the scratch buffer.
@@ -760,7 +955,7 @@ impl<'a> Sweep<'a> {
         pass: &mut wgpu::ComputePass<'_>,
         (r0, nr): (usize, usize),
         (v0, nv): (usize, usize),
-        rowinfo: Option<Range<'_>>,
+        rowinfo: Option<Slice<'_>>,
     ) -> Result<()> {
         let (hk, ck) = self.kinds();
         let params = Params {
@@ -774,16 +969,16 @@ impl<'a> Sweep<'a> {
             ldo: nv as u32,
             v0: v0 as u32,
             mode: u32::from(rowinfo.is_some()),
-            has_bias: u32::from(self.bufs.bias.is_some()),
+            has_bias: u32::from(self.io.bias.is_some()),
             softcap: self.softcap,
             ..Default::default()
         };
         let bind = Bind {
             a: Some(self.hidden(r0, nr)),
             b: Some(self.classifier(v0, nv)),
-            bias: self.bufs.bias.map(|b| Range::new(b, v0, nv, 4)),
-            weight: Some(Range::new(&self.weight, v0, nv, 4)),
-            labels: Some(Range::new(&self.labels, r0, nr, 4)),
+            bias: self.io.bias.map(|b| b.part(v0 as u64, nv as u64)),
+            weight: Some(words(&self.weight, v0, nv)),
+            labels: Some(words(&self.labels, r0, nr)),
             rowinfo,
             out: Some(self.scratch(nr, nv)),
             stats: None,
@@ -816,10 +1011,10 @@ impl<'a> Sweep<'a> {
                         ..Default::default()
                     };
                     let bind = Bind {
-                        weight: Some(Range::new(&self.weight, block.0, block.1, 4)),
-                        labels: Some(Range::new(&self.labels, chunk.0, chunk.1, 4)),
+                        weight: Some(words(&self.weight, block.0, block.1)),
+                        labels: Some(words(&self.labels, chunk.0, chunk.1)),
                         out: Some(self.scratch(chunk.1, block.1)),
-                        stats: Some(Range::new(&self.stats, 0, chunk.1, 16)),
+                        stats: Some(quads(&self.stats, 0, chunk.1)),
                         ..Default::default()
                     };
                     let extent = (chunk.1, 1);
@@ -856,7 +1051,7 @@ impl<'a> Sweep<'a> {
                     let mut pass = encoder.begin_compute_pass(&Default::default());
                     let pass = &mut pass;
                     let (v0, nv) = block;
-                    let info = Range::new(&rowinfo, r0, nr, 16);
+                    let info = quads(&rowinfo, r0, nr);
                     self.block_logits(pass, chunk, block, Some(info))?;
                     // d_hidden[chunk] (+)= G [nr, nv] @ C[block] [nv, dim]
                     let params = Params {
@@ -874,12 +1069,7 @@ impl<'a> Sweep<'a> {
                     let bind = Bind {
                         a: Some(self.scratch(nr, nv)),
                         b: Some(self.classifier(v0, nv)),
-                        out: Some(Range::new(
-                            self.bufs.grad_hidden,
-                            r0 * self.dim,
-                            nr * self.dim,
-                            4,
-                        )),
+                        out: Some(self.rows_of(self.io.grad_hidden, r0, nr)),
                         ..Default::default()
                     };
                     self.dispatch(pass, Entry::Matmul, (0, ck), params, bind, (self.dim, nr))?;
@@ -899,17 +1089,12 @@ impl<'a> Sweep<'a> {
                     let bind = Bind {
                         a: Some(self.scratch(nr, nv)),
                         b: Some(self.hidden(r0, nr)),
-                        out: Some(Range::new(
-                            self.bufs.grad_classifier,
-                            v0 * self.dim,
-                            nv * self.dim,
-                            4,
-                        )),
+                        out: Some(self.rows_of(self.io.grad_classifier, v0, nv)),
                         ..Default::default()
                     };
                     self.dispatch(pass, Entry::Matmul, (0, hk), params, bind, (self.dim, nv))?;
                     // d_bias[block] (+)= column sums of G
-                    if let Some(gb) = self.bufs.grad_bias {
+                    if let Some(gb) = self.io.grad_bias {
                         let params = Params {
                             n: nv as u32,
                             k: nr as u32,
@@ -919,7 +1104,7 @@ impl<'a> Sweep<'a> {
                         };
                         let bind = Bind {
                             a: Some(self.scratch(nr, nv)),
-                            out: Some(Range::new(gb, v0, nv, 4)),
+                            out: Some(gb.part(v0 as u64, nv as u64)),
                             ..Default::default()
                         };
                         self.dispatch(pass, Entry::BiasGrad, (0, 0), params, bind, (nv, 1))?;
@@ -1001,14 +1186,15 @@ impl<'a> Sweep<'a> {
         extent: (usize, usize),
     ) -> Result<()> {
         let ctx = self.ctx;
-        let pipeline = ctx.linear_pipeline(entry, a, b)?;
+        let pipeline = ctx.linear_pipeline(entry, a, b, self.product)?;
         let uniform = ctx.buffer_with(
             "linear params",
             bytemuck::bytes_of(&params),
             wgpu::BufferUsages::UNIFORM,
         );
-        let read = |r| resource(r, &self.placeholder_read);
-        let write = |r| resource(r, &self.placeholder_write);
+        let align = ctx.storage_alignment();
+        let read = |r| resource(r, &self.placeholder_read, align);
+        let write = |r| resource(r, &self.placeholder_write, align);
         let resources = [
             uniform.as_entire_binding(),
             read(bind.a),

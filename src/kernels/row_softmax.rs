@@ -181,8 +181,14 @@ fn bind_both<'a>(
 /// modulo 4 (8) decides it ([`Io::for_rows`]).
 fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, strategy: Strategy) -> BoundRows<'a> {
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
-    let vectors = bind_both(bufs, |s| s.bind_vectors(align));
-    let units = bind_both(bufs, |s| s.bind_units(align));
+    // The vector io files also view the output as scalars (binding 9): where one buffer may
+    // not be bound twice for writing (WebGPU), every dispatch takes the scalar files.
+    let (vectors, units) = if crate::platform::WRITABLE_ALIASES {
+        let vectors = bind_both(bufs, |s| s.bind_vectors(align));
+        (vectors, bind_both(bufs, |s| s.bind_units(align)))
+    } else {
+        (None, None)
+    };
     let bases = |bound: &Option<(Bound<'a>, Option<Bound<'a>>)>| {
         bound
             .as_ref()
@@ -342,7 +348,14 @@ fn record_passes(
         wgpu::BufferUsages::UNIFORM,
     );
     // Binding 9: the output (in place, the logits) once more: the vector io files' scalar view.
-    let output = bound.out.as_ref().unwrap_or(&bound.logits).clone();
+    // Unused by the scalar files: where writable aliases are refused, a stand-in.
+    let stand_in;
+    let output = if crate::platform::WRITABLE_ALIASES {
+        bound.out.as_ref().unwrap_or(&bound.logits).clone()
+    } else {
+        stand_in = ctx.buffer_with("out_words stand-in", &[0; 16], wgpu::BufferUsages::STORAGE);
+        stand_in.as_entire_buffer_binding()
+    };
     let mut entries = vec![
         whole(0, &uniform),
         part(1, bound.logits),

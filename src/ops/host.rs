@@ -185,18 +185,27 @@ impl Context {
         cols: usize,
         strategy: Strategy,
     ) -> Result<CrossEntropyOutput<T>> {
+        self.block_on_gpu(self.host_elements_async(logits, precision, job, rows, cols, strategy))
+    }
+
+    /// [`Context::host_elements`] without blocking: the core of the host API's sync and
+    /// async calls.
+    pub(super) async fn host_elements_async<T: bytemuck::Pod>(
+        &self,
+        logits: &[T],
+        precision: Precision,
+        job: HostJob<'_>,
+        rows: usize,
+        cols: usize,
+        strategy: Strategy,
+    ) -> Result<CrossEntropyOutput<T>> {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
         let bytes = bytemuck::cast_slice(logits);
-        let out = self.host_rows(
-            bytes,
-            precision,
-            job,
-            rows,
-            cols,
-            strategy,
-            BatchPart::whole(rows),
-        )?;
+        let whole = BatchPart::whole(rows);
+        let out = self
+            .host_rows_async(bytes, precision, job, rows, cols, strategy, whole)
+            .await?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
 
@@ -219,12 +228,29 @@ impl Context {
         self.host_rows(logits, precision, job, rows, cols, strategy, part)
     }
 
+    /// [`Context::host_rows_async`], waiting for the GPU (the blocking host API).
+    #[allow(clippy::too_many_arguments)]
+    fn host_rows(
+        &self,
+        logits: &[u8],
+        precision: Precision,
+        job: HostJob<'_>,
+        rows: usize,
+        cols: usize,
+        strategy: Strategy,
+        part: BatchPart,
+    ) -> Result<CrossEntropyOutput<u8>> {
+        let rows_done = self.host_rows_async(logits, precision, job, rows, cols, strategy, part);
+        self.block_on_gpu(rows_done)
+    }
+
     /// Every host call: validate → upload a chunk of rows → dispatch → read back → next
     /// chunk. `logits` are bytes stored as `precision`; the output (softmax or gradient)
     /// comes back as bytes in the same format, in `grad` (softmax leaves the rest empty).
     /// `part` places a cross-entropy call in a longer batch ([`BatchPart::whole`]: none).
+    /// Async: each chunk's readback is awaited, never blocked on.
     #[allow(clippy::too_many_arguments)]
-    fn host_rows(
+    async fn host_rows_async(
         &self,
         logits: &[u8],
         precision: Precision,
@@ -330,7 +356,7 @@ impl Context {
             let count = chunk_rows.min(rows - first);
             let elems = count * cols;
             // Upload and dispatch inside an error scope; wait and read back outside it.
-            let back_len = self.scoped(|| {
+            let dispatch = self.scoped_async(|| {
                 bufs.upload(self, &logits[first * cols * eb..][..elems * eb], elems);
                 match &inputs {
                     RowInputs::None => {}
@@ -375,8 +401,9 @@ impl Context {
                 let back_len = bufs.copy_to_staging(&mut encoder, elems, count);
                 self.queue.submit([encoder.finish()]);
                 Ok(back_len)
-            })?;
-            let back = self.read_bytes(&bufs.staging, back_len)?;
+            });
+            let back_len = dispatch.await?;
+            let back = self.read_bytes_async(&bufs.staging, back_len).await?;
             out.grad.extend_from_slice(&back[..elems * eb]);
             if per_row {
                 let tail: Vec<f32> = bytemuck::pod_collect_to_vec(&back[padded(elems * eb)..]);
@@ -391,7 +418,7 @@ impl Context {
 
 /// What a host call computes.
 #[derive(Clone, Copy)]
-enum HostJob<'a> {
+pub(super) enum HostJob<'a> {
     /// Softmax, or log-softmax, of each row.
     Softmax { kind: SoftmaxKind },
     /// The cross-entropy and its gradient.

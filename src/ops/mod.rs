@@ -12,6 +12,7 @@
 
 mod device;
 mod host;
+mod host_async;
 mod pool;
 
 pub(crate) use host::class_denominator;
@@ -277,7 +278,7 @@ impl Context {
 /// Checks a caller's slice: its usage, that it holds `elems` elements of `elem_bytes` (rounded
 /// up to whole 4-byte words, the granularity of storage bindings) and that it starts on an
 /// element; returns it as the kernels' [`Slice`].
-pub(super) fn check_slice<'a>(
+pub(crate) fn check_slice<'a>(
     what: &'static str,
     slice: &wgpu::BufferSlice<'a>,
     elems: u64,

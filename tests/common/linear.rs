@@ -4,7 +4,7 @@
 //! `d_hidden = G C`, `d_classifier = G^T H`, `d_bias = colsum(G)` in f64.
 #![allow(dead_code)]
 
-use ml_softmax::{CrossEntropyOptions, LinearCrossEntropy, Matrix, reference};
+use ml_softmax::{CrossEntropyOptions, LinearCrossEntropy, Matrix, Reduction, reference};
 
 /// One problem: inputs as the exact f32 values the GPU sees.
 pub struct Case {
@@ -32,16 +32,28 @@ impl Case {
     }
 }
 
-/// The f64 reference and, per gradient element, the sum of the absolute products it adds up
-/// (the scale of its rounding error).
+/// Relative error allowed on the GPU's sums of products (about `dim` ulps of the sum of
+/// absolute terms, with room).
+const SUM_ERROR: f64 = 1e-4;
+/// Relative error allowed on each probability: WGSL's `exp` may be off by 3 + 2|x| ulps
+/// (llvmpipe's wide vectors use that room), i.e. about 1e-6 at |x| ~ 3, and a probability
+/// takes two (the sum-exp and `exp(z - lse)`). It matters where the gradient cancels:
+/// `p_y - 1` with `p_y` near 1 is small while its error stays `p_y` times this (seed
+/// 8053282 at LP_NATIVE_VECTOR_WIDTH=2048: 1.3e-6 off where the sum term allowed 9.6e-7).
+const PROBABILITY_ERROR: f64 = 4e-6;
+
+/// The f64 reference and, per gradient element, its tolerance:
+/// `SUM_ERROR * sum |products| + PROBABILITY_ERROR * sum (c_r p_rj) |operand| + 1e-7`, where
+/// `c_r p_rj` bounds the probability part of `dL/dz_rj` (`c_r`: the reduction's scale times
+/// the largest class weight plus the z-loss term).
 pub struct Expected {
     pub out: ml_softmax::CrossEntropyOutput,
     pub grad_hidden: Vec<f32>,
-    pub grad_hidden_scale: Vec<f64>,
+    pub grad_hidden_tol: Vec<f64>,
     pub grad_classifier: Vec<f32>,
-    pub grad_classifier_scale: Vec<f64>,
+    pub grad_classifier_tol: Vec<f64>,
     pub grad_bias: Vec<f32>,
-    pub grad_bias_scale: Vec<f64>,
+    pub grad_bias_tol: Vec<f64>,
 }
 
 pub fn expected(case: &Case, options: &CrossEntropyOptions) -> Expected {
@@ -60,42 +72,73 @@ pub fn expected(case: &Case, options: &CrossEntropyOptions) -> Expected {
     }
     let out = reference::cross_entropy(&logits, &case.labels, n, v, options).unwrap();
     let g = |r: usize, j: usize| f64::from(out.grad[r * v + j]);
-    let (mut gh, mut ghs) = (vec![0f32; n * d], vec![0f64; n * d]);
+    // The probability part of dL/dz_rj, bounded: c_r p_rj.
+    let weight = |j: usize| options.weight.as_ref().map_or(1.0, |w| f64::from(w[j]));
+    let ignored = |r: usize| case.labels[r] == options.ignore_index;
+    let denominator: f64 = (0..n)
+        .filter(|&r| !ignored(r))
+        .map(|r| weight(case.labels[r] as usize))
+        .sum();
+    let k = match options.reduction {
+        Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
+        Reduction::Mean => 0.0,
+        Reduction::Sum | Reduction::None => 1.0,
+    };
+    let w_max = (0..v).map(weight).fold(1.0, f64::max);
+    let cap = f64::from(options.softcap);
+    let prob = |r: usize, j: usize| {
+        if ignored(r) {
+            return 0.0;
+        }
+        let lse = f64::from(out.lse[r]);
+        let z = f64::from(logits[r * v + j]);
+        let z = if cap > 0.0 { cap * (z / cap).tanh() } else { z };
+        let c = k * (w_max + 2.0 * f64::from(options.z_loss) * lse.abs());
+        c * (z - lse).exp()
+    };
+    let tol =
+        |sum_abs: f64, prob_abs: f64| SUM_ERROR * sum_abs + PROBABILITY_ERROR * prob_abs + 1e-7;
+    let (mut gh, mut ght) = (vec![0f32; n * d], vec![0f64; n * d]);
     for r in 0..n {
-        for k in 0..d {
-            let (mut s, mut a) = (0.0, 0.0);
+        for kk in 0..d {
+            let (mut s, mut a, mut pa) = (0.0, 0.0, 0.0);
             for j in 0..v {
-                let t = g(r, j) * f64::from(case.classifier[j * d + k]);
-                s += t;
-                a += t.abs();
+                let c = f64::from(case.classifier[j * d + kk]);
+                s += g(r, j) * c;
+                a += (g(r, j) * c).abs();
+                pa += prob(r, j) * c.abs();
             }
-            gh[r * d + k] = s as f32;
-            ghs[r * d + k] = a;
+            gh[r * d + kk] = s as f32;
+            ght[r * d + kk] = tol(a, pa);
         }
     }
-    let (mut gc, mut gcs) = (vec![0f32; v * d], vec![0f64; v * d]);
-    let (mut gb, mut gbs) = (vec![0f32; v], vec![0f64; v]);
+    let (mut gc, mut gct) = (vec![0f32; v * d], vec![0f64; v * d]);
+    let (mut gb, mut gbt) = (vec![0f32; v], vec![0f64; v]);
     for j in 0..v {
-        for k in 0..d {
-            let (mut s, mut a) = (0.0, 0.0);
+        for kk in 0..d {
+            let (mut s, mut a, mut pa) = (0.0, 0.0, 0.0);
             for r in 0..n {
-                let t = g(r, j) * f64::from(case.hidden[r * d + k]);
-                s += t;
-                a += t.abs();
+                let h = f64::from(case.hidden[r * d + kk]);
+                s += g(r, j) * h;
+                a += (g(r, j) * h).abs();
+                pa += prob(r, j) * h.abs();
             }
-            gc[j * d + k] = s as f32;
-            gcs[j * d + k] = a;
+            gc[j * d + kk] = s as f32;
+            gct[j * d + kk] = tol(a, pa);
         }
         gb[j] = (0..n).map(|r| g(r, j)).sum::<f64>() as f32;
-        gbs[j] = (0..n).map(|r| g(r, j).abs()).sum::<f64>();
+        gbt[j] = tol(
+            (0..n).map(|r| g(r, j).abs()).sum::<f64>(),
+            (0..n).map(|r| prob(r, j)).sum::<f64>(),
+        );
     }
     Expected {
         out,
         grad_hidden: gh,
-        grad_hidden_scale: ghs,
+        grad_hidden_tol: ght,
         grad_classifier: gc,
-        grad_classifier_scale: gcs,
+        grad_classifier_tol: gct,
         grad_bias: gb,
-        grad_bias_scale: gbs,
+        grad_bias_tol: gbt,
     }
 }
