@@ -20,8 +20,8 @@ use common::Rng;
 use ml_softmax::multi::MultiContext;
 use ml_softmax::stream::{CrossEntropyStream, Denominator};
 use ml_softmax::{
-    Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Error, Precision, Reduction,
-    Strategy, Targets, reference,
+    Context, CrossEntropyOptions, CrossEntropyOutput, Error, Precision, Reduction, Strategy,
+    Targets, reference,
 };
 use npy::NpyData;
 
@@ -33,17 +33,7 @@ const ROWS: usize = 42;
 
 /// Contexts whose host calls split batches into chunks of exactly `chunk` rows of `cols`.
 fn chunked_contexts(chunk: usize, cols: usize) -> Vec<Context> {
-    let options = ContextOptions {
-        poison_outputs: true,
-        max_chunk_bytes: Some((chunk * cols * 4 + 256) as u64),
-        ..Default::default()
-    };
-    let all = common::open_contexts(&options);
-    let mut err = std::io::stderr();
-    for ctx in &all {
-        let _ = writeln!(err, "stream tests run on: {}", ctx.describe());
-    }
-    all
+    common::chunked_contexts("stream", (chunk * cols * 4 + 256) as u64)
 }
 
 /// Every option the kernels have, on: class weights, ignored rows, smoothing, z-loss, softcap.

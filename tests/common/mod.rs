@@ -304,6 +304,22 @@ pub fn half_rel(precision: Precision) -> f32 {
     }
 }
 
+/// Contexts on every adapter (outputs poisoned) whose host calls go in chunks of at most
+/// `max_chunk_bytes`; says on stderr which adapters the `what` tests run on.
+pub fn chunked_contexts(what: &str, max_chunk_bytes: u64) -> Vec<Context> {
+    let options = ContextOptions {
+        poison_outputs: true,
+        max_chunk_bytes: Some(max_chunk_bytes),
+        ..Default::default()
+    };
+    let all = open_contexts(&options);
+    let mut err = std::io::stderr();
+    for ctx in &all {
+        let _ = writeln!(err, "{what} tests run on: {}", ctx.describe());
+    }
+    all
+}
+
 /// The softmax of half-precision `bits` (`rows x cols`) with `strategy`, checked against
 /// `want`, the reference softmax of the values the GPU reads: `assert_close` at 1e-7
 /// absolute and [`half_rel`] relative.
