@@ -13,12 +13,9 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::Rng;
 use ml_softmax::{
-    Context, ContextOptions, CrossEntropyOptions, Error, Reduction, SoftmaxKind, Strategy, Targets,
-    reference, wgpu,
+    Context, CrossEntropyOptions, Error, Reduction, SoftmaxKind, Strategy, Targets, reference, wgpu,
 };
 
 const ROWS: usize = 37;
@@ -27,17 +24,7 @@ const COLS: usize = 1000;
 /// Contexts on every adapter whose host calls split `ROWS x COLS` into chunks of 8 rows, so
 /// a call awaits several readbacks.
 fn chunked_contexts() -> Vec<Context> {
-    let options = ContextOptions {
-        poison_outputs: true,
-        max_chunk_bytes: Some((8 * COLS * 4) as u64),
-        ..Default::default()
-    };
-    let all = common::open_contexts(&options);
-    let mut err = std::io::stderr();
-    for ctx in &all {
-        let _ = writeln!(err, "async tests run on: {}", ctx.describe());
-    }
-    all
+    common::chunked_contexts("async", (8 * COLS * 4) as u64)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

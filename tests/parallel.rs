@@ -160,6 +160,65 @@ fn gathered(outs: &[CrossEntropyOutput], rows: usize, bounds: &[usize]) -> Cross
     }
 }
 
+/// One batch of a test: the whole `[rows, vocab]` logits and their targets.
+struct Batch<'a> {
+    logits: &'a [f32],
+    target: Whole<'a>,
+    rows: usize,
+    vocab: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn new(logits: &'a [f32], target: Whole<'a>, rows: usize, vocab: usize) -> Self {
+        Batch {
+            logits,
+            target,
+            rows,
+            vocab,
+        }
+    }
+
+    /// The sharded call over `bounds`, the ranks' outputs gathered into one.
+    fn sharded(
+        &self,
+        ctx: &Context,
+        bounds: &[usize],
+        options: &CrossEntropyOptions,
+    ) -> CrossEntropyOutput {
+        let outs = sharded(
+            ctx,
+            self.logits,
+            &self.target,
+            self.rows,
+            self.vocab,
+            bounds,
+            options,
+        );
+        gathered(&outs, self.rows, bounds)
+    }
+
+    /// The sharded call, checked against the f64 reference of the unsharded one
+    /// (`assert_output_close` at `scale`); the gathered output.
+    fn check(
+        &self,
+        ctx: &Context,
+        what: &str,
+        bounds: &[usize],
+        options: &CrossEntropyOptions,
+        scale: f32,
+    ) -> CrossEntropyOutput {
+        let got = self.sharded(ctx, bounds, options);
+        let (logits, rows, vocab) = (self.logits, self.rows, self.vocab);
+        let want = match self.target {
+            Whole::Labels(y) => reference::cross_entropy(logits, y, rows, vocab, options),
+            Whole::Probs(t) => reference::cross_entropy_probs(logits, t, rows, vocab, options),
+        }
+        .unwrap();
+        assert_output_close(what, &got, &want, scale);
+        got
+    }
+}
+
 /// The option sets of these tests: the defaults, each option alone, and all of them at once.
 fn option_sets(vocab: usize, rng: &mut Rng) -> Vec<(&'static str, CrossEntropyOptions)> {
     common::option_sets_but(
@@ -189,36 +248,59 @@ fn labels_on_every_rank(rng: &mut Rng, rows: usize, vocab: usize, bounds: &[usiz
     labels
 }
 
-#[test]
-fn class_targets_match_the_reference_for_1_to_5_ranks_every_option_and_reduction() {
-    let mut rng = Rng::new("vocab-parallel classes");
+/// One case of the 1-to-5-rank sweeps: an adapter, a shape, the ranks' bounds, an option
+/// set with one reduction.
+struct Sweep<'a> {
+    ctx: &'a Context,
+    rows: usize,
+    vocab: usize,
+    ranks: usize,
+    b: Vec<usize>,
+    name: &'static str,
+    reduction: Reduction,
+    options: CrossEntropyOptions,
+}
+
+impl Sweep<'_> {
+    /// Checks the batch of this case's shape, `logits` and `target`, sharded over this case's
+    /// ranks, against the reference; `kind` opens the case's name in a failure.
+    fn check(&self, kind: &str, logits: &[f32], target: Whole) {
+        let batch = Batch::new(logits, target, self.rows, self.vocab);
+        let what = format!(
+            "{} {kind}{} {:?} {}x{} over {} ranks {:?}",
+            self.ctx.adapter_info().name,
+            self.name,
+            self.reduction,
+            self.rows,
+            self.vocab,
+            self.ranks,
+            self.b
+        );
+        let scale = grad_scale(self.reduction, self.rows);
+        batch.check(self.ctx, &what, &self.b, &self.options, scale);
+    }
+}
+
+/// Calls `f` for every adapter, shape of `shapes`, 1 to 5 ranks with random bounds, option
+/// set and reduction.
+fn sweep(rng: &mut Rng, shapes: &[(usize, usize)], mut f: impl FnMut(&mut Rng, &Sweep)) {
     for ctx in contexts() {
-        // 6 x 40000: shards past one split chunk (16,384 columns) for 1 and 2 ranks.
-        for (rows, vocab) in [(9, 13), (5, 3001), (3, 40000)] {
+        for &(rows, vocab) in shapes {
             for ranks in 1..=5 {
-                let b = bounds(&mut rng, vocab, ranks);
-                for (name, options) in option_sets(vocab, &mut rng) {
+                let b = bounds(rng, vocab, ranks);
+                for (name, options) in option_sets(vocab, rng) {
                     for (reduction, options) in common::each_reduction(&options) {
-                        let logits = rng.logits(rows * vocab, 3.0);
-                        let labels = labels_on_every_rank(&mut rng, rows, vocab, &b);
-                        let outs = sharded(
+                        let case = Sweep {
                             ctx,
-                            &logits,
-                            &Whole::Labels(&labels),
                             rows,
                             vocab,
-                            &b,
-                            &options,
-                        );
-                        let got = gathered(&outs, rows, &b);
-                        let want =
-                            reference::cross_entropy(&logits, &labels, rows, vocab, &options)
-                                .unwrap();
-                        let what = format!(
-                            "{} {name} {reduction:?} {rows}x{vocab} over {ranks} ranks {b:?}",
-                            ctx.adapter_info().name
-                        );
-                        assert_output_close(&what, &got, &want, grad_scale(reduction, rows));
+                            ranks,
+                            b: b.clone(),
+                            name,
+                            reduction,
+                            options,
+                        };
+                        f(rng, &case);
                     }
                 }
             }
@@ -227,37 +309,30 @@ fn class_targets_match_the_reference_for_1_to_5_ranks_every_option_and_reduction
 }
 
 #[test]
+fn class_targets_match_the_reference_for_1_to_5_ranks_every_option_and_reduction() {
+    let mut rng = Rng::new("vocab-parallel classes");
+    // 6 x 40000: shards past one split chunk (16,384 columns) for 1 and 2 ranks.
+    sweep(&mut rng, &[(9, 13), (5, 3001), (3, 40000)], |rng, c| {
+        let logits = rng.logits(c.rows * c.vocab, 3.0);
+        let labels = labels_on_every_rank(rng, c.rows, c.vocab, &c.b);
+        c.check("", &logits, Whole::Labels(&labels));
+    });
+}
+
+#[test]
 fn probability_targets_match_the_reference_for_1_to_5_ranks() {
     let mut rng = Rng::new("vocab-parallel probabilities");
-    for ctx in contexts() {
-        for (rows, vocab) in [(7, 11), (4, 2049)] {
-            for ranks in 1..=5 {
-                let b = bounds(&mut rng, vocab, ranks);
-                for (name, options) in option_sets(vocab, &mut rng) {
-                    for (reduction, options) in common::each_reduction(&options) {
-                        let logits = rng.logits(rows * vocab, 3.0);
-                        let mut t: Vec<f32> =
-                            (0..rows * vocab).map(|_| rng.uniform() as f32).collect();
-                        for row in t.chunks_mut(vocab) {
-                            let sum: f32 = row.iter().sum();
-                            row.iter_mut().for_each(|x| *x /= sum);
-                        }
-                        let outs =
-                            sharded(ctx, &logits, &Whole::Probs(&t), rows, vocab, &b, &options);
-                        let got = gathered(&outs, rows, &b);
-                        let want =
-                            reference::cross_entropy_probs(&logits, &t, rows, vocab, &options)
-                                .unwrap();
-                        let what = format!(
-                            "{} probs {name} {reduction:?} {rows}x{vocab} over {ranks} ranks {b:?}",
-                            ctx.adapter_info().name
-                        );
-                        assert_output_close(&what, &got, &want, grad_scale(reduction, rows));
-                    }
-                }
-            }
+    sweep(&mut rng, &[(7, 11), (4, 2049)], |rng, c| {
+        let logits = rng.logits(c.rows * c.vocab, 3.0);
+        let mut t: Vec<f32> = (0..c.rows * c.vocab)
+            .map(|_| rng.uniform() as f32)
+            .collect();
+        for row in t.chunks_mut(c.vocab) {
+            let sum: f32 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= sum);
         }
-    }
+        c.check("probs ", &logits, Whole::Probs(&t));
+    });
 }
 
 /// A rank that holds no row's label (its rows all count on other ranks), a rank whose rows
@@ -286,23 +361,12 @@ fn ranks_without_labels_and_fully_ignored_batches() {
                     ("all ignored", vec![-100; rows]),
                 ];
                 for (name, labels) in cases {
-                    let outs = sharded(
-                        ctx,
-                        &logits,
-                        &Whole::Labels(&labels),
-                        rows,
-                        vocab,
-                        &b,
-                        &options,
-                    );
-                    let got = gathered(&outs, rows, &b);
-                    let want =
-                        reference::cross_entropy(&logits, &labels, rows, vocab, &options).unwrap();
+                    let target = Whole::Labels(&labels);
+                    let batch = Batch::new(&logits, target, rows, vocab);
                     let what = format!("{} {name} {reduction:?}", ctx.adapter_info().name);
-                    assert_output_close(&what, &got, &want, grad_scale(reduction, rows));
+                    let got = batch.check(ctx, &what, &b, &options, grad_scale(reduction, rows));
                     if name == "all ignored" {
-                        assert!(got.grad.iter().all(|&g| g == 0.0), "{what}: grad not zero");
-                        assert_eq!(got.loss, 0.0, "{what}");
+                        common::assert_zero_loss_and_grad(&what, &got);
                     }
                 }
             }
@@ -322,21 +386,9 @@ fn a_sharded_call_is_bit_identical_run_after_run() {
         let b = bounds(&mut rng, vocab, 3);
         let logits = rng.logits(rows * vocab, 3.0);
         let labels = rng.labels(rows, vocab);
-        let run = || {
-            gathered(
-                &sharded(
-                    ctx,
-                    &logits,
-                    &Whole::Labels(&labels),
-                    rows,
-                    vocab,
-                    &b,
-                    &options,
-                ),
-                rows,
-                &b,
-            )
-        };
+        let target = Whole::Labels(&labels);
+        let batch = Batch::new(&logits, target, rows, vocab);
+        let run = || batch.sharded(ctx, &b, &options);
         let (first, second) = (run(), run());
         assert_eq!(first.loss.to_bits(), second.loss.to_bits());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -347,6 +399,12 @@ fn a_sharded_call_is_bit_identical_run_after_run() {
 
 #[test]
 fn bad_shards_give_errors_that_name_the_problem() {
+    // `err` is the error `pattern` says, or the assertion prints it.
+    macro_rules! assert_error {
+        ($err:expr, $pattern:pat) => {
+            assert!(matches!($err, $pattern), "{}", $err)
+        };
+    }
     let ctx = &contexts()[0];
     let logits = vec![0.5f32; 2 * 3];
     let labels = [0i64, 4];
@@ -359,83 +417,29 @@ fn bad_shards_give_errors_that_name_the_problem() {
         vocab_start,
         vocab_size,
     };
-    let err = ctx
-        .vocab_partials(&shard(3, 5, &labels), &options)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidOption {
-                name: "vocab_start",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let partials_err =
+        |shard: &VocabShard, options| ctx.vocab_partials(shard, options).unwrap_err();
+    let err = partials_err(&shard(3, 5, &labels), &options);
+    assert_error! { err, Error::InvalidOption { name: "vocab_start", .. } }
     assert!(err.to_string().contains("vocabulary of 5"), "{err}");
-    let err = ctx
-        .vocab_partials(&shard(0, 4, &labels), &options)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LabelOutOfRange {
-                row: 1,
-                value: 4,
-                cols: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = ctx
-        .vocab_partials(
-            &shard(0, 5, &labels),
-            &CrossEntropyOptions {
-                weight: Some(vec![1.0; 5]),
-                ..options.clone()
-            },
-        )
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                what: "weight",
-                expected: 3,
-                actual: 5
-            }
-        ),
-        "{err}"
-    );
+    let err = partials_err(&shard(0, 4, &labels), &options);
+    assert_error! { err, Error::LabelOutOfRange { row: 1, value: 4, cols: 4, .. } }
+    let five_weights = CrossEntropyOptions {
+        weight: Some(vec![1.0; 5]),
+        ..options.clone()
+    };
+    let err = partials_err(&shard(0, 5, &labels), &five_weights);
+    assert_error! { err, Error::LengthMismatch { what: "weight", expected: 3, actual: 5 } }
     let partials = ctx.vocab_partials(&shard(0, 5, &labels), &options).unwrap();
     assert_eq!(partials.max.len(), 2);
     let err = partials.sums(&[1.0]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                what: "all-reduced max",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_error! { err, Error::LengthMismatch { what: "all-reduced max", .. } }
     let sums = partials.sums(&partials.max).unwrap();
     assert_eq!(sums.len(), VocabPartials::sums_len(2));
     let err = ctx
         .vocab_finish(&shard(0, 5, &labels), &options, &partials.max, &sums[1..])
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                what: "all-reduced sums",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_error! { err, Error::LengthMismatch { what: "all-reduced sums", .. } }
 }
 
 /// Shards whose rows do not fit one binding go in chunks of rows (here a 4 KiB limit: about
@@ -454,19 +458,10 @@ fn shards_in_chunks_of_rows_match_the_reference() {
         for (name, options) in option_sets(vocab, &mut rng) {
             let logits = rng.logits(rows * vocab, 2.0);
             let labels = labels_on_every_rank(&mut rng, rows, vocab, &b);
-            let outs = sharded(
-                ctx,
-                &logits,
-                &Whole::Labels(&labels),
-                rows,
-                vocab,
-                &b,
-                &options,
-            );
-            let got = gathered(&outs, rows, &b);
-            let want = reference::cross_entropy(&logits, &labels, rows, vocab, &options).unwrap();
+            let target = Whole::Labels(&labels);
+            let batch = Batch::new(&logits, target, rows, vocab);
             let what = format!("{} chunked {name} {b:?}", ctx.adapter_info().name);
-            assert_output_close(&what, &got, &want, 1.0 / rows as f32);
+            batch.check(ctx, &what, &b, &options, 1.0 / rows as f32);
         }
     }
 }

@@ -12,10 +12,7 @@
 
 mod common;
 
-use common::{
-    Rng, assert_close, assert_half_output_close, assert_within, contexts, from_half, half_rel,
-    read, to_half,
-};
+use common::{Rng, assert_half_output_close, assert_within, contexts, read, to_half};
 use ml_softmax::kernels::geometry::cached_max_cols;
 use ml_softmax::reference;
 use ml_softmax::wgpu;
@@ -138,6 +135,25 @@ struct Input {
     labels: Vec<i64>,
     targets: Vec<f32>,
     options: CrossEntropyOptions,
+}
+
+impl Input {
+    /// The host API's class-target call of this input.
+    fn host(
+        &self,
+        ctx: &Context,
+        (rows, cols): (usize, usize),
+        kernel: Kernel,
+    ) -> Result<CrossEntropyOutput, Error> {
+        ctx.cross_entropy_with(
+            &self.logits,
+            &self.labels,
+            rows,
+            cols,
+            &self.options,
+            kernel,
+        )
+    }
 }
 
 impl Case {
@@ -445,7 +461,6 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
             let (bits, z) = to_half(&logits, precision);
             let cpu = reference::cross_entropy(&z, &labels, rows, cols, &options).unwrap();
             let p_cpu = reference::softmax(&z, rows, cols).unwrap();
-            let rel = half_rel(precision);
             for kernel in kernels(ctx, cols) {
                 let what = format!("{} {precision:?} {rows}x{cols} {kernel}", adapter(ctx));
                 let got = ctx
@@ -460,18 +475,8 @@ fn check_half(rows: usize, cols: usize, seed: u64) {
                     })
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_half_output_close(&what, &got, &cpu, precision);
-                let p = ctx
-                    .softmax_half(
-                        &bits,
-                        precision,
-                        rows,
-                        cols,
-                        ml_softmax::SoftmaxKind::Softmax,
-                        kernel,
-                    )
-                    .unwrap_or_else(|e| panic!("{what}: {e}"));
-                let p = from_half(&p, precision);
-                assert_close(&format!("{what} softmax"), &p, &p_cpu, 1e-7, rel);
+                let shape = (rows, cols);
+                common::check_half_softmax(ctx, &what, &bits, precision, shape, kernel, &p_cpu);
             }
         }
     }
@@ -643,13 +648,12 @@ fn check_cross_entropy(
     what: &str,
     gpu: &CrossEntropyOutput,
     cpu: &CrossEntropyOutput,
-    logits: &[f32],
+    input: &Input,
     truth: Truth<'_>,
-    rows: usize,
-    cols: usize,
-    options: &CrossEntropyOptions,
+    (rows, cols): (usize, usize),
     call: Call<'_>,
 ) {
+    let (logits, options) = (&input.logits[..], &input.options);
     let eps = f64::from(options.label_smoothing);
     let s = f64::from(options.z_loss);
     let c = f64::from(options.softcap);
@@ -847,11 +851,9 @@ impl Case {
                     &what,
                     &gpu,
                     &cpu,
-                    &input.logits,
+                    &input,
                     truth,
-                    rows,
-                    cols,
-                    &input.options,
+                    (rows, cols),
                     Call::host(team(ctx, kernel)),
                 );
             }
@@ -885,16 +887,7 @@ impl Case {
         for ctx in contexts() {
             for kernel in kernels(ctx, cols) {
                 let run = || {
-                    let out = ctx
-                        .cross_entropy_with(
-                            &input.logits,
-                            &input.labels,
-                            rows,
-                            cols,
-                            &input.options,
-                            kernel,
-                        )
-                        .unwrap();
+                    let out = input.host(ctx, (rows, cols), kernel).unwrap();
                     let p = ctx
                         .softmax_with(
                             &input.logits,
@@ -907,15 +900,7 @@ impl Case {
                     (out, p)
                 };
                 let (first, p1) = run();
-                ctx.cross_entropy_with(
-                    &between.logits,
-                    &between.labels,
-                    other.rows,
-                    other.cols,
-                    &between.options,
-                    kernel,
-                )
-                .unwrap();
+                between.host(ctx, (other.rows, other.cols), kernel).unwrap();
                 let (again, p2) = run();
                 let what = format!("{} {kernel}", adapter(ctx));
                 assert_eq!(first.loss.to_bits(), again.loss.to_bits(), "{what}: loss");
@@ -1046,14 +1031,12 @@ fn check_chunked(
         let kernel = all[kernel_index % all.len()];
         let what = format!("{} {kernel} chunk {chunk_bytes} B", adapter(&ctx));
         let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
-        let host = ctx.cross_entropy_with(
-            &input.logits,
-            &input.labels,
-            rows,
-            cols,
-            &input.options,
-            kernel,
-        );
+        let host = input.host(&ctx, (rows, cols), kernel);
+        // The device API's call of this case, on the buffers of `dev`.
+        let device_call = |dev: &DeviceIo| {
+            let flags = (probs, in_place, upstream);
+            dev.cross_entropy(&ctx, rows, cols, &input.options, kernel, flags)
+        };
         if 4 * cols as u64 + align > chunk_bytes {
             // One row does not fit one binding: a typed error from every entry point.
             assert!(
@@ -1063,16 +1046,7 @@ fn check_chunked(
             let e = ctx.softmax_with(&input.logits, rows, cols, common::softmax_kind(log), kernel);
             assert!(matches!(e, Err(Error::Unsupported { .. })), "{what}: {e:?}");
             let dev = DeviceIo::new(&ctx, &input, rows, cols);
-            let e = dev.cross_entropy(
-                &ctx,
-                rows,
-                cols,
-                &input.options,
-                kernel,
-                probs,
-                in_place,
-                upstream,
-            );
+            let e = device_call(&dev);
             assert!(matches!(e, Err(Error::Unsupported { .. })), "{what}: {e:?}");
             continue;
         }
@@ -1094,11 +1068,9 @@ fn check_chunked(
             &format!("{what} host"),
             &host,
             &cpu,
-            &input.logits,
+            &input,
             Truth::Classes(&input.labels),
-            rows,
-            cols,
-            &input.options,
+            (rows, cols),
             call,
         );
         let p = ctx
@@ -1116,18 +1088,7 @@ fn check_chunked(
         // Device API: the chunks are slices of the caller's buffers, at offsets that are not
         // multiples of the binding alignment.
         let dev = DeviceIo::new(&ctx, &input, rows, cols);
-        let gpu = dev
-            .cross_entropy(
-                &ctx,
-                rows,
-                cols,
-                &input.options,
-                kernel,
-                probs,
-                in_place,
-                upstream,
-            )
-            .unwrap_or_else(|e| panic!("{what} device: {e}"));
+        let gpu = device_call(&dev).unwrap_or_else(|e| panic!("{what} device: {e}"));
         let truth = Truth::of(&input, probs);
         let mut cpu = truth.reference(&input.logits, rows, cols, &input.options);
         if upstream {
@@ -1142,17 +1103,7 @@ fn check_chunked(
         };
         let what_dev =
             format!("{what} device probs {probs} in_place {in_place} upstream {upstream}");
-        check_cross_entropy(
-            &what_dev,
-            &gpu,
-            &cpu,
-            &input.logits,
-            truth,
-            rows,
-            cols,
-            &input.options,
-            call,
-        );
+        check_cross_entropy(&what_dev, &gpu, &cpu, &input, truth, (rows, cols), call);
         let p = dev
             .softmax(&ctx, rows, cols, log, kernel, in_place)
             .unwrap_or_else(|e| panic!("{what} device softmax: {e}"));
@@ -1183,26 +1134,14 @@ impl DeviceIo {
         let upstream: Vec<f32> = (0..rows).map(|_| rng.normal(1.0)).collect();
         DeviceIo {
             logits: input.logits.clone(),
-            labels: buffer(
-                ctx,
-                bytemuck::cast_slice(&labels),
-                wgpu::BufferUsages::empty(),
-            ),
-            targets: buffer(
-                ctx,
-                bytemuck::cast_slice(&input.targets),
-                wgpu::BufferUsages::empty(),
-            ),
-            upstream_buf: buffer(
-                ctx,
-                bytemuck::cast_slice(&upstream),
-                wgpu::BufferUsages::empty(),
-            ),
+            labels: buffer(ctx, &labels, wgpu::BufferUsages::empty()),
+            targets: buffer(ctx, &input.targets, wgpu::BufferUsages::empty()),
+            upstream_buf: buffer(ctx, &upstream, wgpu::BufferUsages::empty()),
             upstream,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `flags`: (probability targets, in place, upstream gradients).
     fn cross_entropy(
         &self,
         ctx: &Context,
@@ -1210,36 +1149,14 @@ impl DeviceIo {
         cols: usize,
         options: &CrossEntropyOptions,
         kernel: Kernel,
-        probs: bool,
-        in_place: bool,
-        upstream: bool,
+        (probs, in_place, upstream): (bool, bool, bool),
     ) -> Result<CrossEntropyOutput, Error> {
         let nan = |n: usize| vec![f32::NAN; n];
-        let logits = buffer(
-            ctx,
-            bytemuck::cast_slice(&self.logits),
-            wgpu::BufferUsages::empty(),
-        );
-        let grad = buffer(
-            ctx,
-            bytemuck::cast_slice(&nan(rows * cols)),
-            wgpu::BufferUsages::empty(),
-        );
-        let loss = buffer(
-            ctx,
-            bytemuck::cast_slice(&nan(1)),
-            wgpu::BufferUsages::COPY_DST,
-        );
-        let row_loss = buffer(
-            ctx,
-            bytemuck::cast_slice(&nan(rows)),
-            wgpu::BufferUsages::empty(),
-        );
-        let lse = buffer(
-            ctx,
-            bytemuck::cast_slice(&nan(rows)),
-            wgpu::BufferUsages::empty(),
-        );
+        let logits = buffer(ctx, &self.logits, wgpu::BufferUsages::empty());
+        let grad = buffer(ctx, &nan(rows * cols), wgpu::BufferUsages::empty());
+        let loss = buffer(ctx, &nan(1), wgpu::BufferUsages::COPY_DST);
+        let row_loss = buffer(ctx, &nan(rows), wgpu::BufferUsages::empty());
+        let lse = buffer(ctx, &nan(rows), wgpu::BufferUsages::empty());
         let bufs = DeviceCrossEntropy {
             logits: logits.slice(..),
             precision: ml_softmax::Precision::F32,
@@ -1272,14 +1189,10 @@ impl DeviceIo {
         kernel: Kernel,
         in_place: bool,
     ) -> Result<Vec<f32>, Error> {
-        let logits = buffer(
-            ctx,
-            bytemuck::cast_slice(&self.logits),
-            wgpu::BufferUsages::empty(),
-        );
+        let logits = buffer(ctx, &self.logits, wgpu::BufferUsages::empty());
         let out = buffer(
             ctx,
-            bytemuck::cast_slice(&vec![f32::NAN; rows * cols]),
+            &vec![f32::NAN; rows * cols],
             wgpu::BufferUsages::empty(),
         );
         let bufs = ml_softmax::DeviceSoftmax {
@@ -1295,8 +1208,9 @@ impl DeviceIo {
 
 /// A buffer with `STORAGE | COPY_SRC | COPY_DST | extra`, holding `bytes` (written through
 /// the queue: mapping at creation costs tens of milliseconds per buffer on llvmpipe GL).
-fn buffer(ctx: &Context, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
+fn buffer<T: bytemuck::Pod>(ctx: &Context, data: &[T], extra: wgpu::BufferUsages) -> wgpu::Buffer {
     use wgpu::BufferUsages as U;
+    let bytes: &[u8] = bytemuck::cast_slice(data);
     let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("property test"),
         size: bytes.len() as u64,

@@ -14,6 +14,16 @@ use steps::{Buffers, Data, Kind, Refusal, STEPS};
 fn the_guide_shows_every_step_in_full() {
     // docs/reductions.md embeds each file as it is: a change to a kernel must reach the guide.
     let guide = include_str!("../docs/reductions.md");
+    for (fragment, file) in [
+        (steps::COMMON, "common.wgsl"),
+        (steps::THREAD_ROW, "thread_row.wgsl"),
+        (steps::TREE, "tree.wgsl"),
+    ] {
+        assert!(
+            guide.contains(fragment),
+            "docs/reductions.md does not show {file} as it is now"
+        );
+    }
     for step in STEPS.iter().filter(|s| s.kind != Kind::Production) {
         assert!(
             guide.contains(step.source),
@@ -27,11 +37,13 @@ fn the_guide_shows_every_step_in_full() {
 fn every_step_validates_with_naga() {
     let mut validated = 0;
     for step in STEPS.iter().filter(|s| s.kind != Kind::Production) {
-        let module = naga::front::wgsl::parse_str(step.source).unwrap_or_else(|e| {
+        // The module the host builds: the shared fragments, then the step's file.
+        let source = step.module_source();
+        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
             panic!(
                 "{} does not parse:\n{}",
                 step.file,
-                e.emit_to_string(step.source)
+                e.emit_to_string(&source)
             )
         });
         // Only step 4 may need subgroups: the others must run on adapters without them.
@@ -47,7 +59,7 @@ fn every_step_validates_with_naga() {
             panic!(
                 "{} fails validation:\n{}",
                 step.file,
-                e.emit_to_string(step.source)
+                e.emit_to_string(&source)
             )
         });
         for entry in step.entry_points {

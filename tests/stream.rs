@@ -20,8 +20,8 @@ use common::Rng;
 use ml_softmax::multi::MultiContext;
 use ml_softmax::stream::{CrossEntropyStream, Denominator};
 use ml_softmax::{
-    Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, Error, Precision, Reduction,
-    Strategy, Targets, reference,
+    Context, CrossEntropyOptions, CrossEntropyOutput, Error, Precision, Reduction, Strategy,
+    Targets, reference,
 };
 use npy::NpyData;
 
@@ -33,17 +33,7 @@ const ROWS: usize = 42;
 
 /// Contexts whose host calls split batches into chunks of exactly `chunk` rows of `cols`.
 fn chunked_contexts(chunk: usize, cols: usize) -> Vec<Context> {
-    let options = ContextOptions {
-        poison_outputs: true,
-        max_chunk_bytes: Some((chunk * cols * 4 + 256) as u64),
-        ..Default::default()
-    };
-    let all = common::open_contexts(&options);
-    let mut err = std::io::stderr();
-    for ctx in &all {
-        let _ = writeln!(err, "stream tests run on: {}", ctx.describe());
-    }
-    all
+    common::chunked_contexts("stream", (chunk * cols * 4 + 256) as u64)
 }
 
 /// Every option the kernels have, on: class weights, ignored rows, smoothing, z-loss, softcap.
@@ -145,18 +135,9 @@ fn a_stream_equals_the_unstreamed_call_bit_for_bit_for_every_reduction_and_optio
                 all_options(&mut rng, reduction),
             ] {
                 let what = format!("{} {options:?}", ctx.describe());
-                let whole = ctx
-                    .cross_entropy(&logits, &labels, ROWS, COLS, &options)
-                    .unwrap();
-                let want =
-                    reference::cross_entropy(&logits, &labels, ROWS, COLS, &options).unwrap();
-                let scale = if reduction == Reduction::Mean {
-                    0.05
-                } else {
-                    1.0
-                };
-                common::assert_output_close(&what, &whole, &want, scale);
                 let classes = Targets::Classes(&labels);
+                let scale = mean_scale(reduction, 0.05);
+                let whole = whole_call(ctx, &what, &logits, classes, &options, scale);
                 let streamed = run_stream(
                     ctx,
                     &logits,
@@ -190,28 +171,14 @@ fn a_stream_equals_the_unstreamed_call_bit_for_bit_for_every_reduction_and_optio
                 })
                 .collect();
             let what = format!("{} probabilities {reduction:?}", ctx.describe());
-            let whole = ctx
-                .cross_entropy_probs(&logits, &targets, ROWS, COLS, &options)
-                .unwrap();
-            let want =
-                reference::cross_entropy_probs(&logits, &targets, ROWS, COLS, &options).unwrap();
-            let scale = if reduction == Reduction::Mean {
-                1.0 / ROWS as f32
-            } else {
-                1.0
-            };
-            common::assert_output_close(&what, &whole, &want, scale);
+            let probs = Targets::Probabilities(&targets);
+            let scale = mean_scale(reduction, 1.0 / ROWS as f32);
+            let whole = whole_call(ctx, &what, &logits, probs, &options, scale);
             let again = ctx
                 .cross_entropy_probs(&logits, &targets, ROWS, COLS, &options)
                 .unwrap();
             assert_bit_identical(&format!("{what} rerun"), &again, &whole);
-            let streamed = run_stream(
-                ctx,
-                &logits,
-                Targets::Probabilities(&targets),
-                &options,
-                Denominator::Rows(ROWS),
-            );
+            let streamed = run_stream(ctx, &logits, probs, &options, Denominator::Rows(ROWS));
             assert_bit_identical(&what, &streamed, &whole);
         }
     }
@@ -226,15 +193,7 @@ fn a_half_precision_stream_equals_the_unstreamed_call_bit_for_bit() {
         let labels = labels_with_ignored(&mut rng);
         let options = all_options(&mut rng, Reduction::Mean);
         let whole = ctx
-            .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
-                logits: &bf16,
-                precision: Precision::Bf16,
-                targets: Targets::Classes(&labels),
-                rows: ROWS,
-                cols: COLS,
-                options: &options,
-                strategy: Strategy::Auto,
-            })
+            .cross_entropy_half(&half_request(&bf16, Precision::Bf16, &labels, &options))
             .unwrap();
         let mut stream = CrossEntropyStream::new(
             ctx,
@@ -307,16 +266,7 @@ fn a_stream_refuses_bad_input_with_typed_errors_and_a_failed_push_changes_nothin
     let e = stream
         .push(chunk(0, 3), Targets::Classes(&other))
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::InvalidOption {
-                name: "targets",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_targets_refused(&e);
     // Logits that are not whole rows.
     let e = stream
         .push(&logits[..COLS + 1], Targets::Classes(&labels[..1]))
@@ -329,16 +279,7 @@ fn a_stream_refuses_bad_input_with_typed_errors_and_a_failed_push_changes_nothin
     let e = stream
         .push(chunk(0, 1), Targets::Probabilities(&logits[..COLS]))
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::InvalidOption {
-                name: "targets",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_targets_refused(&e);
     assert_eq!(
         stream.rows(),
         0,
@@ -407,11 +348,7 @@ fn several_adapters_split_a_batch_and_match_one_context() {
             )
             .unwrap();
         let want = reference::cross_entropy(&logits, &labels, ROWS, COLS, &options).unwrap();
-        let scale = if reduction == Reduction::Mean {
-            0.05
-        } else {
-            1.0
-        };
+        let scale = mean_scale(reduction, 0.05);
         common::assert_output_close(&what, &got, &want, scale);
         assert!(
             got.grad[..ROWS / 2 * COLS].iter().all(|&g| g == 0.0),
@@ -455,33 +392,84 @@ fn several_adapters_split_a_batch_and_match_one_context() {
     if usable.is_empty() {
         let e = multi
             .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
-                logits: &[0; COLS],
-                precision: Precision::F16,
-                targets: Targets::Classes(&[0]),
                 rows: 1,
-                cols: COLS,
-                options: &options,
-                strategy: Strategy::Auto,
+                ..half_request(&[0; COLS], Precision::F16, &[0], &options)
             })
             .unwrap_err();
         assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     } else {
         let (f16, rounded) = common::to_half(&logits, Precision::F16);
         let got = multi
-            .cross_entropy_half(&ml_softmax::HalfCrossEntropy {
-                logits: &f16,
-                precision: Precision::F16,
-                targets: Targets::Classes(&labels),
-                rows: ROWS,
-                cols: COLS,
-                options: &options,
-                strategy: Strategy::Auto,
-            })
+            .cross_entropy_half(&half_request(&f16, Precision::F16, &labels, &options))
             .unwrap();
         let want = reference::cross_entropy(&rounded, &labels, ROWS, COLS, &options).unwrap();
         common::assert_close("multi f16 loss", &[got.loss], &[want.loss], 1e-3, 1e-3);
         let grad = common::from_half(&got.grad, Precision::F16);
         common::assert_close("multi f16 grad", &grad, &want.grad, 1e-3, 1e-2);
+    }
+}
+
+/// The tolerance scale of a reduction: `mean` for `Mean` (a mean is smaller than the sum
+/// the tolerances were set for), 1 otherwise.
+fn mean_scale(reduction: Reduction, mean: f32) -> f32 {
+    if reduction == Reduction::Mean {
+        mean
+    } else {
+        1.0
+    }
+}
+
+/// `ctx`'s unstreamed call of the whole `ROWS x COLS` batch (`Auto`), checked against the
+/// f64 reference with `assert_output_close` at `scale`; the GPU's output.
+fn whole_call(
+    ctx: &Context,
+    what: &str,
+    logits: &[f32],
+    targets: Targets,
+    options: &CrossEntropyOptions,
+    scale: f32,
+) -> CrossEntropyOutput {
+    let whole = ctx
+        .cross_entropy_targets(logits, targets, ROWS, COLS, options, Strategy::Auto)
+        .unwrap();
+    let want = match targets {
+        Targets::Classes(labels) => reference::cross_entropy(logits, labels, ROWS, COLS, options),
+        Targets::Probabilities(t) => reference::cross_entropy_probs(logits, t, ROWS, COLS, options),
+    }
+    .unwrap();
+    common::assert_output_close(what, &whole, &want, scale);
+    whole
+}
+
+/// A push refused for its targets (`InvalidOption` naming them).
+fn assert_targets_refused(e: &Error) {
+    assert!(
+        matches!(
+            e,
+            Error::InvalidOption {
+                name: "targets",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+/// A half-precision call of the whole `ROWS x COLS` batch with class targets, `Auto`.
+fn half_request<'a>(
+    logits: &'a [u16],
+    precision: Precision,
+    labels: &'a [i64],
+    options: &'a CrossEntropyOptions,
+) -> ml_softmax::HalfCrossEntropy<'a> {
+    ml_softmax::HalfCrossEntropy {
+        logits,
+        precision,
+        targets: Targets::Classes(labels),
+        rows: ROWS,
+        cols: COLS,
+        options,
+        strategy: Strategy::Auto,
     }
 }
 

@@ -8,23 +8,9 @@
 // M = max(m, m2), applied to (m2, d2) = (z, 1). It is exact (in real numbers): both sides
 // equal sum_j exp(z_j - M). Milakov & Gimelshein, "Online normalizer calculation for
 // softmax", 2018. The second pass writes the gradient, as in step 1.
-// Who owns what: thread r alone reads row r and writes grad's row r and loss[r]; no barrier.
-struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
-
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let r = id.x;
-    if r >= params.rows {
-        return; // the last workgroup may reach past the last row
-    }
-    let cols = params.cols;
-    let base = r * cols;
+// The thread that owns row r and the second pass are thread_row.wgsl's, as for step 1.
+// Needs from thread_row.wgsl: logits (it calls row_stats from its main).
+fn row_stats(base: u32, cols: u32) -> vec2<f32> {
     // Pass 1: max and sum together (-3.4e38 = -f32::MAX: exp(-3.4e38 - m) is 0).
     var m = -3.402823e38;
     var d = 0.0;
@@ -34,10 +20,5 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         d = d * exp(m - m_new) + exp(z - m_new);
         m = m_new;
     }
-    // Pass 2: the gradient, from the finished (m, d).
-    let y = u32(labels[r]);
-    for (var j = 0u; j < cols; j++) {
-        grad[base + j] = exp(logits[base + j] - m) / d - select(0.0, 1.0, j == y);
-    }
-    loss[r] = m + log(d) - logits[base + y];
+    return vec2(m, d);
 }

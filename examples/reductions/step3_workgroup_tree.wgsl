@@ -7,21 +7,10 @@
 // in workgroup memory, with the merge rule of step 2:
 //   (m, d) (+) (m2, d2) = (M, d * exp(m - M) + d2 * exp(m2 - M)),   M = max(m, m2).
 // Every lane then writes its columns of the gradient from the row's (m, d).
-struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
+// Needs from common.wgsl: params, labels, loss, merge; from tree.wgsl: LANES,
+// workgroup_merge (the tree, with its barriers).
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
-
-const LANES: u32 = 256u;
-var<workgroup> partial: array<vec2<f32>, LANES>; // lane i's (m, d), then the tree's
-
-fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
 
 @compute @workgroup_size(LANES)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
@@ -33,18 +22,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var j = lane; j < cols; j += LANES) {
         md = merge(md, vec2(logits[base + j], 1.0));
     }
-    partial[lane] = md;
-    // Protects: every lane's (m, d) is in `partial` before any lane reads another's.
-    workgroupBarrier();
-    for (var half = LANES / 2u; half > 0u; half /= 2u) {
-        if lane < half {
-            partial[lane] = merge(partial[lane], partial[lane + half]);
-        }
-        // Protects: this round's merges are written before the next round reads them, and
-        // read before the next round overwrites them.
-        workgroupBarrier();
-    }
-    let row = partial[0]; // (max, sum of exp(z - max)) of the whole row
+    let row = workgroup_merge(lane, md); // (max, sum of exp(z - max)) of the whole row
     let y = u32(labels[r]);
     for (var j = lane; j < cols; j += LANES) {
         grad[base + j] = exp(logits[base + j] - row.x) / row.y - select(0.0, 1.0, j == y);

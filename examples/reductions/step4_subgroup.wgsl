@@ -11,25 +11,11 @@
 //
 // Workgroup r owns row r; lane i reads vectors i, i + SG, ... and keeps its (m, d). Then:
 //   M = subgroupMax(m);  D = subgroupAdd(d * exp(m - M))   (step 2's merge, all lanes at once)
-struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
+// Needs from common.wgsl: params, labels, loss, merge, stats4.
 @group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 
 override SG: u32 = 32u; // lanes per workgroup = the subgroup size (set by the host)
-
-fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
-
-fn stats4(z: vec4<f32>) -> vec2<f32> {
-    let m = max(max(z.x, z.y), max(z.z, z.w));
-    return vec2(m, dot(exp(z - m), vec4(1.0)));
-}
 
 @compute @workgroup_size(SG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {

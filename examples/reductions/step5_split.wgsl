@@ -7,39 +7,11 @@
 // with step 2's rule, (m, d) (+) (m2, d2) = (M, d * exp(m - M) + d2 * exp(m2 - M)), then
 // writes its chunk of the gradient (chunk 0 also loss[r]). The boundary between the two
 // dispatches is the barrier: every partial is stored before any workgroup reads one.
-struct Params { rows: u32, cols: u32, parts: u32, chunk: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
+// Needs from common.wgsl: params, labels, loss, merge, stats4; from tree.wgsl: LANES,
+// workgroup_merge (step 3's tree).
 @group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec2<f32>>;
-
-const LANES: u32 = 256u;
-var<workgroup> tree: array<vec2<f32>, LANES>;
-
-fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
-
-// Merges the workgroup's 256 values (step 3's tree); every lane gets the result. Barriers:
-// all stored before any is read; each round written before the next reads it; the result
-// read by all before any lane can store again (the last one).
-fn workgroup_merge(lane: u32, md: vec2<f32>) -> vec2<f32> {
-    tree[lane] = md;
-    workgroupBarrier();
-    for (var half = LANES / 2u; half > 0u; half /= 2u) {
-        if lane < half {
-            tree[lane] = merge(tree[lane], tree[lane + half]);
-        }
-        workgroupBarrier();
-    }
-    let result = tree[0];
-    workgroupBarrier();
-    return result;
-}
 
 // Vectors [first, end) of row r's chunk g.
 fn span(r: u32, g: u32) -> vec2<u32> {
@@ -53,9 +25,7 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     let s = span(wg.y, wg.x);
     var md = vec2(-3.402823e38, 0.0); // -f32::MAX stands for -infinity
     for (var k = s.x + lane; k < s.y; k += LANES) {
-        let z = logits[k];
-        let m = max(max(z.x, z.y), max(z.z, z.w));
-        md = merge(md, vec2(m, dot(exp(z - m), vec4(1.0))));
+        md = merge(md, stats4(logits[k]));
     }
     let chunk = workgroup_merge(lane, md);
     if lane == 0u {

@@ -32,65 +32,69 @@ pub struct Step {
     pub title: &'static str,
     /// The WGSL file under examples/reductions/ (empty for the production step).
     pub file: &'static str,
+    /// That file's text: what the step teaches, after [`COMMON`] (and [`THREAD_ROW`] or
+    /// [`TREE`] where `fragments` says so), which the host puts in front of it.
     pub source: &'static str,
+    /// The shared fragments the step needs, in order, before `source`.
+    pub fragments: &'static [&'static str],
     pub entry_points: &'static [&'static str],
     pub kind: Kind,
 }
 
+/// `common.wgsl`: the bindings, `Params` and helpers every step shares.
+pub const COMMON: &str = include_str!("common.wgsl");
+/// `thread_row.wgsl`: the thread-per-row frame (entry point, gradient pass) of steps 1 and 2.
+pub const THREAD_ROW: &str = include_str!("thread_row.wgsl");
+/// `tree.wgsl`: step 3's workgroup tree, for the workgroup steps (3, 3v, 5).
+pub const TREE: &str = include_str!("tree.wgsl");
+
+impl Step {
+    /// The WGSL module the host builds: the step's fragments, then its file (as the library
+    /// composes its shaders: fragments joined, no text rewritten).
+    pub fn module_source(&self) -> String {
+        let mut text = String::new();
+        for fragment in self.fragments.iter().chain([&self.source]) {
+            text.push_str(fragment);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// One guide step from its WGSL file under examples/reductions/.
+macro_rules! step {
+    ($name:literal, $title:literal, $file:literal, $fragments:expr, $entries:expr, $kind:expr) => {
+        Step {
+            name: $name,
+            title: $title,
+            file: $file,
+            source: include_str!($file),
+            fragments: $fragments,
+            entry_points: $entries,
+            kind: $kind,
+        }
+    };
+}
+
 pub const STEPS: [Step; 7] = [
-    Step {
-        name: "1",
-        title: "thread per row, 3 passes",
-        file: "step1_three_passes.wgsl",
-        source: include_str!("step1_three_passes.wgsl"),
-        entry_points: &["main"],
-        kind: Kind::ThreadPerRow { passes: 3 },
-    },
-    Step {
-        name: "2",
-        title: "thread per row, online",
-        file: "step2_online.wgsl",
-        source: include_str!("step2_online.wgsl"),
-        entry_points: &["main"],
-        kind: Kind::ThreadPerRow { passes: 2 },
-    },
-    Step {
-        name: "3",
-        title: "workgroup tree",
-        file: "step3_workgroup_tree.wgsl",
-        source: include_str!("step3_workgroup_tree.wgsl"),
-        entry_points: &["main"],
-        kind: Kind::Workgroup { width: 1 },
-    },
-    Step {
-        name: "3v",
-        title: "workgroup tree, vec4",
-        file: "step3v_vec4.wgsl",
-        source: include_str!("step3v_vec4.wgsl"),
-        entry_points: &["main"],
-        kind: Kind::Workgroup { width: 4 },
-    },
-    Step {
-        name: "4",
-        title: "subgroup per row, vec4",
-        file: "step4_subgroup.wgsl",
-        source: include_str!("step4_subgroup.wgsl"),
-        entry_points: &["main"],
-        kind: Kind::Subgroup,
-    },
-    Step {
-        name: "5",
-        title: "split row, merged (m, d)",
-        file: "step5_split.wgsl",
-        source: include_str!("step5_split.wgsl"),
-        entry_points: &["stats", "write_grad"],
-        kind: Kind::Split,
-    },
+    step! { "1", "thread per row, 3 passes", "step1_three_passes.wgsl", &[COMMON, THREAD_ROW],
+    &["main"], Kind::ThreadPerRow { passes: 3 } },
+    step! { "2", "thread per row, online", "step2_online.wgsl", &[COMMON, THREAD_ROW],
+    &["main"], Kind::ThreadPerRow { passes: 2 } },
+    step! { "3", "workgroup tree", "step3_workgroup_tree.wgsl", &[COMMON, TREE], &["main"],
+    Kind::Workgroup { width: 1 } },
+    step! { "3v", "workgroup tree, vec4", "step3v_vec4.wgsl", &[COMMON, TREE], &["main"],
+    Kind::Workgroup { width: 4 } },
+    step! { "4", "subgroup per row, vec4", "step4_subgroup.wgsl", &[COMMON], &["main"],
+    Kind::Subgroup },
+    step! { "5", "split row, merged (m, d)", "step5_split.wgsl", &[COMMON, TREE],
+    &["stats", "write_grad"], Kind::Split },
     Step {
         name: "6",
         title: "production (auto)",
         file: "",
         source: "",
+        fragments: &[],
         entry_points: &[],
         kind: Kind::Production,
     },
@@ -208,7 +212,7 @@ pub struct Buffers {
     chunk: u32,
 }
 
-/// The uniform block every step's WGSL declares (`struct Params`).
+/// The uniform block every step's WGSL reads (`struct Params` in common.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -325,11 +329,12 @@ pub fn prepare(ctx: &Context, step: &Step, bufs: &Buffers) -> Result<Prepared, R
     let dev = ctx.device();
     let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(step.file),
-        source: wgpu::ShaderSource::Wgsl(step.source.into()),
+        source: wgpu::ShaderSource::Wgsl(step.module_source().into()),
     });
     let constants = [("SG", subgroup as f64)];
-    // The bindings every step's WGSL declares: params (uniform), logits and labels (read),
-    // grad and loss (read_write), and for step 5 the partials (read_write).
+    // The bindings every step's module declares (common.wgsl and the step's file): params
+    // (uniform), logits and labels (read), grad and loss (read_write), and for step 5 the
+    // partials (read_write).
     let mut buffers = vec![
         &bufs.params,
         &bufs.logits,

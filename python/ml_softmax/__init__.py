@@ -24,6 +24,7 @@ import threading
 
 from . import parallel
 from ._native import Context, DeviceError, _adapters
+from ._options import with_loss_options
 
 __all__ = [
     "Context",
@@ -80,17 +81,8 @@ def adapters() -> list[dict]:
     return found
 
 
-def cross_entropy(
-    logits,
-    target,
-    *,
-    weight=None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap=None,
-):
+@with_loss_options
+def cross_entropy(logits, target, **options):
     """Cross-entropy loss and its gradient dloss/dlogits, on the GPU: ``(loss, grad)``.
 
     Arguments
@@ -154,31 +146,11 @@ def cross_entropy(
     time, so do not write into them from another thread during the call. Runs on
     default_context(); use ``Context(...).cross_entropy`` to pick the adapter.
     """
-    return default_context().cross_entropy(
-        logits,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-    )
+    return default_context().cross_entropy(logits, target, **options)
 
 
-def linear_cross_entropy(
-    hidden,
-    classifier,
-    target,
-    *,
-    bias=None,
-    weight=None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap=None,
-):
+@with_loss_options
+def linear_cross_entropy(hidden, classifier, target, *, bias=None, **options):
     """Fused linear + cross-entropy: ``(loss, d_hidden, d_classifier)``, plus ``d_bias`` last
     when a bias is given, without ever storing the [rows, vocab] logits.
 
@@ -198,16 +170,7 @@ def linear_cross_entropy(
     (ValueError names the input, e.g. a classifier of another dim). Runs on default_context().
     """
     return default_context().linear_cross_entropy(
-        hidden,
-        classifier,
-        target,
-        bias=bias,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
+        hidden, classifier, target, bias=bias, **options
     )
 
 

@@ -4,6 +4,7 @@ from typing import Callable, Literal, Optional, Sequence, Tuple, TypedDict, Unio
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Unpack
 
 from . import parallel as parallel
 
@@ -23,6 +24,18 @@ Reduction = Literal["mean", "sum", "none"]
 # Loss: a float for "mean"/"sum", a float32 array of the logits' leading shape for "none".
 Loss = Union[float, npt.NDArray[np.float32]]
 Weight = Optional[Union[npt.ArrayLike, Sequence[float]]]
+
+class LossOptions(TypedDict, total=False):
+    """The keyword-only loss options of every cross-entropy entry point (ml_softmax/_options.py
+    lists them at run time). Defaults: weight None, ignore_index -100, reduction "mean",
+    label_smoothing 0.0, z_loss 0.0, softcap None."""
+
+    weight: Weight
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    z_loss: float
+    softcap: Optional[float]
 
 class DeviceError(RuntimeError):
     """No adapter, a missing adapter feature, out of memory, a lost device (the library's message)."""
@@ -45,13 +58,7 @@ class Context:
         self,
         logits: npt.NDArray,
         target: npt.NDArray,
-        *,
-        weight: Weight = None,
-        ignore_index: int = -100,
-        reduction: Reduction = "mean",
-        label_smoothing: float = 0.0,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        **options: Unpack[LossOptions],
     ) -> Tuple[Loss, npt.NDArray]: ...
     def linear_cross_entropy(
         self,
@@ -60,12 +67,7 @@ class Context:
         target: npt.NDArray,
         *,
         bias: Weight = None,
-        weight: Weight = None,
-        ignore_index: int = -100,
-        reduction: Reduction = "mean",
-        label_smoothing: float = 0.0,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        **options: Unpack[LossOptions],
     ) -> Tuple[Union[float, npt.NDArray[np.float32]], ...]: ...
     def softmax(self, logits: npt.NDArray) -> npt.NDArray: ...
     def log_softmax(self, logits: npt.NDArray) -> npt.NDArray: ...
@@ -77,13 +79,7 @@ class Context:
         vocab_start: int,
         vocab_size: int,
         all_reduce: Callable[[npt.NDArray[np.float32], Literal["max", "sum"]], npt.ArrayLike],
-        *,
-        weight: Weight = None,
-        ignore_index: int = -100,
-        reduction: Reduction = "mean",
-        label_smoothing: float = 0.0,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        **options: Unpack[LossOptions],
     ) -> Tuple[Loss, npt.NDArray[np.float32]]: ...
 
 def default_context() -> Context: ...
@@ -91,13 +87,7 @@ def adapters() -> list[AdapterEntry]: ...
 def cross_entropy(
     logits: npt.NDArray,
     target: npt.NDArray,
-    *,
-    weight: Weight = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
+    **options: Unpack[LossOptions],
 ) -> Tuple[Loss, npt.NDArray]: ...
 def linear_cross_entropy(
     hidden: npt.NDArray,
@@ -105,12 +95,7 @@ def linear_cross_entropy(
     target: npt.NDArray,
     *,
     bias: Weight = None,
-    weight: Weight = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
+    **options: Unpack[LossOptions],
 ) -> Tuple[Union[float, npt.NDArray[np.float32]], ...]: ...
 def softmax(logits: npt.NDArray) -> npt.NDArray: ...
 def log_softmax(logits: npt.NDArray) -> npt.NDArray: ...

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._options import with_loss_options
+
 __all__ = ["cross_entropy", "mpi_all_reduce", "torch_all_reduce"]
 
 
+@with_loss_options
 def cross_entropy(
     logits_shard,
     target,
@@ -34,13 +37,8 @@ def cross_entropy(
     vocab_size: int,
     all_reduce,
     *,
-    weight=None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap=None,
     context=None,
+    **options,
 ):
     """This rank's part of a vocabulary-parallel cross-entropy: ``(loss, grad_shard)``.
 
@@ -95,12 +93,7 @@ def cross_entropy(
         vocab_start,
         vocab_size,
         all_reduce,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
+        **options,
     )
 
 

@@ -4,8 +4,9 @@ from typing import Any, Callable, Literal, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Unpack
 
-from . import Context, Loss, Reduction, Weight
+from . import Context, Loss, LossOptions
 
 AllReduce = Callable[[npt.NDArray[np.float32], Literal["max", "sum"]], npt.ArrayLike]
 
@@ -16,13 +17,8 @@ def cross_entropy(
     vocab_size: int,
     all_reduce: AllReduce,
     *,
-    weight: Weight = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
     context: Optional[Context] = None,
+    **options: Unpack[LossOptions],
 ) -> Tuple[Loss, npt.NDArray[np.float32]]: ...
 def mpi_all_reduce(comm: Any) -> AllReduce: ...
 def torch_all_reduce(group: Any = None) -> AllReduce: ...

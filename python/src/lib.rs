@@ -20,7 +20,7 @@ use numpy::{
     PyArray1, PyArrayDescr, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -173,11 +173,70 @@ fn read_matrix<'py>(what: &str, obj: &Bound<'py, PyAny>) -> PyResult<Shaped<'py>
     })
 }
 
+/// A borrowed array's data as a slice (a `ValueError` where it is not contiguous).
+fn slice<'a, T: numpy::Element>(a: &'a numpy::PyReadonlyArrayDyn<'_, T>) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|e| value_error(e.to_string()))
+}
+
+/// What a cross-entropy call reads while it holds the GIL: its options (`**options`), its
+/// logits and its targets, checked in that order.
+struct Inputs<'py> {
+    options: CrossEntropyOptions,
+    logits: Shaped<'py>,
+    target: TargetData<'py>,
+}
+
+fn read_inputs<'py>(
+    py: Python<'py>,
+    method: &str,
+    logits: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    options: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Inputs<'py>> {
+    let options = loss_options(py, method, options)?;
+    let logits = read_logits(logits)?;
+    let target = read_target(target, &logits.shape)?;
+    Ok(Inputs {
+        options,
+        logits,
+        target,
+    })
+}
+
 /// The targets, owned or borrowed as the library wants them.
 enum TargetData<'py> {
     Labels64(Bound<'py, PyArrayDyn<i64>>),
     Labels(Vec<i64>),
     Probs(Bound<'py, PyArrayDyn<f32>>),
+}
+
+/// Targets borrowed read-only for a call that lets go of the GIL.
+enum TargetView<'a, 'py> {
+    Labels64(numpy::PyReadonlyArrayDyn<'py, i64>),
+    Labels(&'a [i64]),
+    Probs(numpy::PyReadonlyArrayDyn<'py, f32>),
+}
+
+impl<'py> TargetData<'py> {
+    fn readonly(&self) -> TargetView<'_, 'py> {
+        match self {
+            TargetData::Labels64(a) => TargetView::Labels64(a.readonly()),
+            TargetData::Labels(v) => TargetView::Labels(v),
+            TargetData::Probs(a) => TargetView::Probs(a.readonly()),
+        }
+    }
+}
+
+impl TargetView<'_, '_> {
+    /// The targets as the library takes them.
+    fn targets(&self) -> PyResult<Targets<'_>> {
+        let err = |e: numpy::AsSliceError| value_error(e.to_string());
+        Ok(match self {
+            TargetView::Labels64(a) => Targets::Classes(a.as_slice().map_err(err)?),
+            TargetView::Labels(v) => Targets::Classes(v),
+            TargetView::Probs(a) => Targets::Probabilities(a.as_slice().map_err(err)?),
+        })
+    }
 }
 
 fn read_target<'py>(obj: &Bound<'py, PyAny>, logits_shape: &[usize]) -> PyResult<TargetData<'py>> {
@@ -240,6 +299,79 @@ fn parse_reduction(text: &str) -> PyResult<Reduction> {
         _ => Err(value_error(format!(
             "invalid option reduction = {text:?}: must be \"mean\", \"sum\" or \"none\""
         ))),
+    }
+}
+
+/// The keyword arguments `loss_options` takes.
+const LOSS_OPTIONS: [&str; 6] = [
+    "weight",
+    "ignore_index",
+    "reduction",
+    "label_smoothing",
+    "z_loss",
+    "softcap",
+];
+
+/// The loss options of a call, from its keyword arguments (`**options`): weight, ignore_index,
+/// reduction, label_smoothing, z_loss, softcap, with PyTorch's defaults. The one place that
+/// lists them for `cross_entropy`, `linear_cross_entropy` and `_vocab_cross_entropy`; an
+/// unknown keyword is a `TypeError`, as Python gives for a function that does not take it.
+/// Read in the order the explicit signatures read them before (reduction first, weight
+/// after the plain numbers), so a call with several bad options names the same one.
+fn loss_options(
+    py: Python<'_>,
+    method: &str,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<CrossEntropyOptions> {
+    let mut options = CrossEntropyOptions::default();
+    let Some(kwargs) = kwargs else {
+        return Ok(options);
+    };
+    for key in kwargs.keys() {
+        let key: String = key.extract()?;
+        if !LOSS_OPTIONS.contains(&key.as_str()) {
+            return Err(PyTypeError::new_err(format!(
+                "{method}() got an unexpected keyword argument '{key}'"
+            )));
+        }
+    }
+    let get = |name: &str| kwargs.get_item(name);
+    // As PyO3 words a bad argument: "argument 'name': <the conversion's message>".
+    let arg = |name: &'static str| {
+        move |e: PyErr| PyTypeError::new_err(format!("argument '{name}': {}", e.value(py)))
+    };
+    if let Some(v) = get("reduction")? {
+        options.reduction = parse_reduction(&v.extract::<String>().map_err(arg("reduction"))?)?;
+    }
+    if let Some(v) = get("ignore_index")? {
+        options.ignore_index = v.extract().map_err(arg("ignore_index"))?;
+    }
+    if let Some(v) = get("label_smoothing")? {
+        options.label_smoothing = v.extract::<f64>().map_err(arg("label_smoothing"))? as f32;
+    }
+    options.weight = read_weight(py, get("weight")?.as_ref())?;
+    if let Some(v) = get("z_loss")? {
+        options.z_loss = v.extract::<f64>().map_err(arg("z_loss"))? as f32;
+    }
+    if let Some(v) = get("softcap")? {
+        let softcap: Option<f64> = v.extract().map_err(arg("softcap"))?;
+        options.softcap = softcap.unwrap_or(0.0) as f32;
+    }
+    Ok(options)
+}
+
+/// A loss as Python gets it: a float for "mean" and "sum", else the row losses as an array
+/// of the logits' leading shape.
+fn loss_object<'py>(
+    py: Python<'py>,
+    reduction: Reduction,
+    loss: f32,
+    row_loss: Vec<f32>,
+    leading: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    match reduction {
+        Reduction::None => shaped(py, row_loss, leading, None),
+        _ => Ok(f64::from(loss).into_pyobject(py)?.into_any()),
     }
 }
 
@@ -360,63 +492,36 @@ impl PyContext {
     ///
     /// The cross-entropy loss and its gradient dloss/dlogits on this context's adapter.
     /// Arguments, results, semantics and errors: see help(ml_softmax.cross_entropy).
-    #[pyo3(signature = (logits, target, *, weight = None, ignore_index = -100,
-        reduction = "mean", label_smoothing = 0.0, z_loss = 0.0, softcap = None),
+    #[pyo3(signature = (logits, target, *, **options),
         text_signature = "(self, /, logits, target, *, weight=None, ignore_index=-100, \
             reduction='mean', label_smoothing=0.0, z_loss=0.0, softcap=None)")]
-    #[allow(clippy::too_many_arguments)]
     fn cross_entropy<'py>(
         &self,
         py: Python<'py>,
         logits: &Bound<'py, PyAny>,
         target: &Bound<'py, PyAny>,
-        weight: Option<&Bound<'py, PyAny>>,
-        ignore_index: i64,
-        reduction: &str,
-        label_smoothing: f64,
-        z_loss: f64,
-        softcap: Option<f64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let reduction = parse_reduction(reduction)?;
-        let options = CrossEntropyOptions {
-            reduction,
-            ignore_index,
-            label_smoothing: label_smoothing as f32,
-            weight: read_weight(py, weight)?,
-            z_loss: z_loss as f32,
-            softcap: softcap.unwrap_or(0.0) as f32,
-        };
-        let Shaped {
-            logits,
-            shape,
-            rows,
-            cols,
-        } = read_logits(logits)?;
-        let target = read_target(target, &shape)?;
+        let Inputs {
+            options,
+            logits:
+                Shaped {
+                    logits,
+                    shape,
+                    rows,
+                    cols,
+                },
+            target,
+        } = read_inputs(py, "cross_entropy", logits, target, options)?;
         // Borrow everything as slices before letting go of the GIL.
-        let labels64;
-        let probs;
-        let targets = match &target {
-            TargetData::Labels64(a) => {
-                labels64 = a.readonly();
-                Targets::Classes(
-                    labels64
-                        .as_slice()
-                        .map_err(|e| value_error(e.to_string()))?,
-                )
-            }
-            TargetData::Labels(v) => Targets::Classes(v),
-            TargetData::Probs(a) => {
-                probs = a.readonly();
-                Targets::Probabilities(probs.as_slice().map_err(|e| value_error(e.to_string()))?)
-            }
-        };
+        let target = target.readonly();
+        let targets = target.targets()?;
         let ctx = &self.inner;
         let leading = &shape[..shape.len() - 1];
         let (loss, row_loss, grad) = match &logits {
             Logits::F32(a) => {
                 let z = a.readonly();
-                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let z = slice(&z)?;
                 let out = py
                     .detach(|| {
                         ctx.cross_entropy_targets(z, targets, rows, cols, &options, Strategy::Auto)
@@ -426,7 +531,7 @@ impl PyContext {
             }
             Logits::Half(a, precision, dtype) => {
                 let z = a.readonly();
-                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let z = slice(&z)?;
                 let out = py
                     .detach(|| {
                         ctx.cross_entropy_half(&HalfCrossEntropy {
@@ -447,10 +552,7 @@ impl PyContext {
                 )
             }
         };
-        let loss = match reduction {
-            Reduction::None => shaped(py, row_loss, leading, None)?,
-            _ => f64::from(loss).into_pyobject(py)?.into_any(),
-        };
+        let loss = loss_object(py, options.reduction, loss, row_loss, leading)?;
         PyTuple::new(py, [loss, grad])
     }
 
@@ -459,9 +561,10 @@ impl PyContext {
     ///
     /// The native half of ml_softmax.parallel.cross_entropy (see its help): this rank's
     /// shard of a vocabulary-parallel cross-entropy, merged through `all_reduce(array, op)`.
-    #[pyo3(signature = (logits, target, vocab_start, vocab_size, all_reduce, *, weight = None,
-        ignore_index = -100, reduction = "mean", label_smoothing = 0.0, z_loss = 0.0,
-        softcap = None))]
+    #[pyo3(signature = (logits, target, vocab_start, vocab_size, all_reduce, *, **options),
+        text_signature = "(self, /, logits, target, vocab_start, vocab_size, all_reduce, *, \
+            weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0, z_loss=0.0, \
+            softcap=None)")]
     #[allow(clippy::too_many_arguments)]
     fn _vocab_cross_entropy<'py>(
         &self,
@@ -471,57 +574,27 @@ impl PyContext {
         vocab_start: usize,
         vocab_size: usize,
         all_reduce: &Bound<'py, PyAny>,
-        weight: Option<&Bound<'py, PyAny>>,
-        ignore_index: i64,
-        reduction: &str,
-        label_smoothing: f64,
-        z_loss: f64,
-        softcap: Option<f64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let reduction = parse_reduction(reduction)?;
-        let options = CrossEntropyOptions {
-            reduction,
-            ignore_index,
-            label_smoothing: label_smoothing as f32,
-            weight: read_weight(py, weight)?,
-            z_loss: z_loss as f32,
-            softcap: softcap.unwrap_or(0.0) as f32,
-        };
-        let Shaped {
-            logits,
-            shape,
-            rows,
-            cols,
-        } = read_logits(logits)?;
-        let Logits::F32(z) = &logits else {
+        // Class labels are the whole batch's, of the logits' leading shape, as for an
+        // unsharded call; probabilities are this shard's columns, of the logits' shape.
+        let Inputs {
+            options,
+            logits: input,
+            target,
+        } = read_inputs(py, "_vocab_cross_entropy", logits, target, options)?;
+        let (shape, rows, cols) = (&input.shape, input.rows, input.cols);
+        let Logits::F32(z) = &input.logits else {
             return Err(value_error(
                 "ml_softmax.parallel takes float32 or float64 logits (float16 and bfloat16 \
                  shards are not supported yet)"
                     .into(),
             ));
         };
-        // Class labels are the whole batch's, of the logits' leading shape, as for an
-        // unsharded call; probabilities are this shard's columns, of the logits' shape.
-        let target = read_target(target, &shape)?;
-        let labels64;
-        let probs;
-        let targets = match &target {
-            TargetData::Labels64(a) => {
-                labels64 = a.readonly();
-                Targets::Classes(
-                    labels64
-                        .as_slice()
-                        .map_err(|e| value_error(e.to_string()))?,
-                )
-            }
-            TargetData::Labels(v) => Targets::Classes(v),
-            TargetData::Probs(a) => {
-                probs = a.readonly();
-                Targets::Probabilities(probs.as_slice().map_err(|e| value_error(e.to_string()))?)
-            }
-        };
+        let target = target.readonly();
+        let targets = target.targets()?;
         let z = z.readonly();
-        let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+        let z = slice(&z)?;
         let shard = VocabShard {
             logits: z,
             targets,
@@ -547,11 +620,8 @@ impl PyContext {
         }
         let out = result.map_err(to_py)?;
         let leading = &shape[..shape.len() - 1];
-        let loss = match reduction {
-            Reduction::None => shaped(py, out.row_loss, leading, None)?,
-            _ => f64::from(out.loss).into_pyobject(py)?.into_any(),
-        };
-        let grad = shaped(py, out.grad, &shape, None)?;
+        let loss = loss_object(py, options.reduction, out.loss, out.row_loss, leading)?;
+        let grad = shaped(py, out.grad, shape, None)?;
         PyTuple::new(py, [loss, grad])
     }
 
@@ -561,12 +631,9 @@ impl PyContext {
     ///
     /// The fused linear + cross-entropy on this context's adapter. See
     /// help(ml_softmax.linear_cross_entropy).
-    #[pyo3(signature = (hidden, classifier, target, *, bias = None, weight = None,
-        ignore_index = -100, reduction = "mean", label_smoothing = 0.0, z_loss = 0.0,
-        softcap = None),
+    #[pyo3(signature = (hidden, classifier, target, *, bias = None, **options),
         text_signature = "(self, /, hidden, classifier, target, *, bias=None, weight=None, \
             ignore_index=-100, reduction='mean', label_smoothing=0.0, z_loss=0.0, softcap=None)")]
-    #[allow(clippy::too_many_arguments)]
     fn linear_cross_entropy<'py>(
         &self,
         py: Python<'py>,
@@ -574,21 +641,9 @@ impl PyContext {
         classifier: &Bound<'py, PyAny>,
         target: &Bound<'py, PyAny>,
         bias: Option<&Bound<'py, PyAny>>,
-        weight: Option<&Bound<'py, PyAny>>,
-        ignore_index: i64,
-        reduction: &str,
-        label_smoothing: f64,
-        z_loss: f64,
-        softcap: Option<f64>,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let options = CrossEntropyOptions {
-            reduction: parse_reduction(reduction)?,
-            ignore_index,
-            label_smoothing: label_smoothing as f32,
-            weight: read_weight(py, weight)?,
-            z_loss: z_loss as f32,
-            softcap: softcap.unwrap_or(0.0) as f32,
-        };
+        let options = loss_options(py, "linear_cross_entropy", options)?;
         linear::linear_cross_entropy(&self.inner, py, hidden, classifier, target, bias, &options)
     }
 
@@ -630,7 +685,7 @@ impl PyContext {
         match &logits {
             Logits::F32(a) => {
                 let z = a.readonly();
-                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let z = slice(&z)?;
                 let p = py
                     .detach(|| ctx.softmax_with(z, rows, cols, kind, Strategy::Auto))
                     .map_err(to_py)?;
@@ -638,7 +693,7 @@ impl PyContext {
             }
             Logits::Half(a, precision, dtype) => {
                 let z = a.readonly();
-                let z = z.as_slice().map_err(|e| value_error(e.to_string()))?;
+                let z = slice(&z)?;
                 let p = py
                     .detach(|| ctx.softmax_half(z, *precision, rows, cols, kind, Strategy::Auto))
                     .map_err(to_py)?;

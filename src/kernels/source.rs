@@ -41,18 +41,8 @@ macro_rules! fragment {
     };
 }
 
-const ROW_SOFTMAX: Fragment = fragment!("row_softmax.wgsl");
-const TEAM_WORKGROUP: Fragment = fragment!("team_workgroup.wgsl");
-const TEAM_SUBGROUP: Fragment = fragment!("team_subgroup.wgsl");
+/// Taken by two modules (row_softmax and batch_sum).
 const KAHAN: Fragment = fragment!("kahan.wgsl");
-const BATCH_SUM: Fragment = fragment!("batch_sum.wgsl");
-const COPY: Fragment = fragment!("copy.wgsl");
-const IO_SINGLE: Fragment = fragment!("io_single.wgsl");
-const IO_PAIRS: Fragment = fragment!("io_pairs.wgsl");
-const WORDS32: Fragment = fragment!("words32.wgsl");
-const WORDS64: Fragment = fragment!("words64.wgsl");
-const BF16: Fragment = fragment!("bf16.wgsl");
-const F16: Fragment = fragment!("f16.wgsl");
 
 /// An io file and the element types of the bindings it needs: `logits` (1), `out` (6), and
 /// `out_words` (9, the output as scalars: vector files only).
@@ -63,68 +53,29 @@ struct IoFile {
     out_words: Option<&'static str>,
 }
 
-impl IoFile {
-    const fn new(
-        fragment: Fragment,
-        logits: &'static str,
-        out: &'static str,
-        out_words: Option<&'static str>,
-    ) -> Self {
-        IoFile {
-            fragment,
-            logits,
-            out,
-            out_words,
-        }
-    }
-}
-
 /// The io file of each (precision, access): scalar, whole 4-element blocks (`vec4`), units
-/// of two blocks (`pairs`, software adapters only).
+/// of two blocks (`pairs`, software adapters only), with the element types of its
+/// `logits`, `out` and `out_words` bindings (bf16 scalars are written with atomics).
 fn io_file(io: Io) -> IoFile {
-    match (io.precision, io.access) {
-        (Precision::F32, Access::Scalar) => {
-            IoFile::new(fragment!("io_f32.wgsl"), "f32", "f32", None)
-        }
-        (Precision::F32, Access::Vec4(_)) => IoFile::new(
-            fragment!("io_f32x4.wgsl"),
-            "Block16",
-            "Block16",
-            Some("f32"),
-        ),
-        (Precision::F32, Access::Pairs) => IoFile::new(
-            fragment!("io_f32x8.wgsl"),
-            "vec4<u64>",
-            "vec4<u64>",
-            Some("f32"),
-        ),
-        (Precision::F16, Access::Scalar) => {
-            IoFile::new(fragment!("io_f16.wgsl"), "f16", "f16", None)
-        }
-        (Precision::F16, Access::Vec4(_)) => {
-            IoFile::new(fragment!("io_f16x4.wgsl"), "Block8", "Block8", Some("f16"))
-        }
-        (Precision::F16, Access::Pairs) => IoFile::new(
-            fragment!("io_f16x8.wgsl"),
-            "vec2<u64>",
-            "vec2<u64>",
-            Some("f16"),
-        ),
-        (Precision::Bf16, Access::Scalar) => {
-            IoFile::new(fragment!("io_bf16.wgsl"), "u32", "atomic<u32>", None)
-        }
-        (Precision::Bf16, Access::Vec4(_)) => IoFile::new(
-            fragment!("io_bf16x4.wgsl"),
-            "Block8",
-            "Block8",
-            Some("atomic<u32>"),
-        ),
-        (Precision::Bf16, Access::Pairs) => IoFile::new(
-            fragment!("io_bf16x8.wgsl"),
-            "vec2<u64>",
-            "vec2<u64>",
-            Some("atomic<u32>"),
-        ),
+    use Access as A;
+    use Precision as P;
+    #[rustfmt::skip]
+    let (fragment, logits, out, out_words) = match (io.precision, io.access) {
+        (P::F32, A::Scalar) => (fragment!("io_f32.wgsl"), "f32", "f32", None),
+        (P::F16, A::Scalar) => (fragment!("io_f16.wgsl"), "f16", "f16", None),
+        (P::Bf16, A::Scalar) => (fragment!("io_bf16.wgsl"), "u32", "atomic<u32>", None),
+        (P::F32, A::Vec4(_)) => (fragment!("io_f32x4.wgsl"), "Block16", "Block16", Some("f32")),
+        (P::F16, A::Vec4(_)) => (fragment!("io_f16x4.wgsl"), "Block8", "Block8", Some("f16")),
+        (P::Bf16, A::Vec4(_)) => (fragment!("io_bf16x4.wgsl"), "Block8", "Block8", Some("atomic<u32>")),
+        (P::F32, A::Pairs) => (fragment!("io_f32x8.wgsl"), "vec4<u64>", "vec4<u64>", Some("f32")),
+        (P::F16, A::Pairs) => (fragment!("io_f16x8.wgsl"), "vec2<u64>", "vec2<u64>", Some("f16")),
+        (P::Bf16, A::Pairs) => (fragment!("io_bf16x8.wgsl"), "vec2<u64>", "vec2<u64>", Some("atomic<u32>")),
+    };
+    IoFile {
+        fragment,
+        logits,
+        out,
+        out_words,
     }
 }
 
@@ -182,31 +133,31 @@ impl ShaderVariant {
         let mut files = Vec::new();
         // precision: bf16 conversions
         if io.precision == Precision::Bf16 {
-            files.push(BF16);
+            files.push(fragment!("bf16.wgsl"));
         }
         // precision x access: the io file
         files.push(io_file(io).fragment);
         // access: the word size of blocks
         match io.access {
             Access::Scalar => {}
-            Access::Vec4(Words::Bits32) => files.push(WORDS32),
-            Access::Vec4(Words::Bits64) | Access::Pairs => files.push(WORDS64),
+            Access::Vec4(Words::Bits32) => files.push(fragment!("words32.wgsl")),
+            Access::Vec4(Words::Bits64) | Access::Pairs => files.push(fragment!("words64.wgsl")),
         }
         // precision x access: f16 conversions of blocks
         if io.has_f16_bits() {
-            files.push(F16);
+            files.push(fragment!("f16.wgsl"));
         }
         // access: one block per step, or two
         files.push(match io.access {
-            Access::Pairs => IO_PAIRS,
-            Access::Scalar | Access::Vec4(_) => IO_SINGLE,
+            Access::Pairs => fragment!("io_pairs.wgsl"),
+            Access::Scalar | Access::Vec4(_) => fragment!("io_single.wgsl"),
         });
         // team
         files.push(match team {
-            TeamKind::Workgroup => TEAM_WORKGROUP,
-            TeamKind::Subgroup => TEAM_SUBGROUP,
+            TeamKind::Workgroup => fragment!("team_workgroup.wgsl"),
+            TeamKind::Subgroup => fragment!("team_subgroup.wgsl"),
         });
-        files.extend([KAHAN, ROW_SOFTMAX]);
+        files.extend([KAHAN, fragment!("row_softmax.wgsl")]);
         files
     }
 }
@@ -216,8 +167,8 @@ impl ModuleKey {
     pub fn fragments(self) -> Vec<Fragment> {
         match self {
             ModuleKey::RowSoftmax(variant) => variant.fragments(),
-            ModuleKey::BatchSum => vec![KAHAN, BATCH_SUM],
-            ModuleKey::Copy { .. } => vec![COPY],
+            ModuleKey::BatchSum => vec![KAHAN, fragment!("batch_sum.wgsl")],
+            ModuleKey::Copy { .. } => vec![fragment!("copy.wgsl")],
         }
     }
 

@@ -170,63 +170,41 @@ mod tests {
 
     #[test]
     fn auto_follows_the_table() {
-        let auto = Strategy::Auto;
-        let row_per_lane = Strategy::Workgroup { lanes: 1 };
-        assert_eq!(auto.resolve(4096, 1000, Some(8), Cpu), row_per_lane);
-        assert_eq!(auto.resolve(8, 262_144, Some(8), Cpu), row_per_lane);
-        assert_eq!(auto.resolve(4096, 1000, None, Cpu), row_per_lane);
-        // A few long rows share lanes; a few short ones do not.
-        assert_eq!(auto.resolve(4, 32_769, Some(8), Cpu), Strategy::Subgroup);
-        assert_eq!(
-            auto.resolve(1, 131_072, None, Cpu),
-            Strategy::Workgroup { lanes: 8 }
-        );
-        assert_eq!(auto.resolve(3, 32_768, Some(8), Cpu), row_per_lane);
-        assert_eq!(auto.resolve(5, 131_072, Some(8), Cpu), row_per_lane);
-        assert_eq!(
-            auto.resolve(64, 262_144, Some(32), DiscreteGpu),
-            Strategy::Split { lanes: 256 }
-        );
-        assert_eq!(
-            auto.resolve(4096, 262_144, Some(32), DiscreteGpu),
-            Strategy::Subgroup
-        );
-        assert_eq!(
-            auto.resolve(9, 128, None, DiscreteGpu),
-            Strategy::Workgroup { lanes: 8 }
-        );
-        assert_eq!(
-            auto.resolve(9000, 4096, None, DiscreteGpu),
-            Strategy::Workgroup { lanes: 32 }
-        );
-        assert_eq!(
-            auto.resolve(9000, 32000, None, DiscreteGpu),
-            Strategy::Workgroup { lanes: 256 }
-        );
-        assert_eq!(
-            auto.resolve(9000, 8192, Some(32), DiscreteGpu),
-            Strategy::Cached { lanes: 256 }
-        );
-        // Past llvmpipe's loop limit for one lane per row: 8 lanes, then 256.
-        assert_eq!(auto.resolve(2, 600_000, Some(8), Cpu), Strategy::Subgroup);
-        assert_eq!(
-            auto.resolve(2, 3_000_000, Some(4), Cpu),
-            Strategy::Workgroup { lanes: 8 },
-            "4-lane subgroups would not fit"
-        );
-        assert_eq!(
-            auto.resolve(2, 600_000, None, Cpu),
-            Strategy::Workgroup { lanes: 8 }
-        );
-        assert_eq!(
-            auto.resolve(1, 10_000_000, Some(8), Cpu),
-            Strategy::Workgroup { lanes: 256 }
-        );
+        use Strategy::{Cached, Split, Subgroup, Workgroup};
+        let lane = Workgroup { lanes: 1 };
+        // (rows, cols, subgroup size, adapter type, what Auto picks)
+        #[rustfmt::skip]
+        let cases = [
+            (4096, 1000, Some(8), Cpu, lane),
+            (8, 262_144, Some(8), Cpu, lane),
+            (4096, 1000, None, Cpu, lane),
+            // A few long rows share lanes; a few short ones do not.
+            (4, 32_769, Some(8), Cpu, Subgroup),
+            (1, 131_072, None, Cpu, Workgroup { lanes: 8 }),
+            (3, 32_768, Some(8), Cpu, lane),
+            (5, 131_072, Some(8), Cpu, lane),
+            (64, 262_144, Some(32), DiscreteGpu, Split { lanes: 256 }),
+            (4096, 262_144, Some(32), DiscreteGpu, Subgroup),
+            (9, 128, None, DiscreteGpu, Workgroup { lanes: 8 }),
+            (9000, 4096, None, DiscreteGpu, Workgroup { lanes: 32 }),
+            (9000, 32000, None, DiscreteGpu, Workgroup { lanes: 256 }),
+            (9000, 8192, Some(32), DiscreteGpu, Cached { lanes: 256 }),
+            // Past llvmpipe's loop limit for one lane per row: 8 lanes, then 256 (and not
+            // 4-lane subgroups: they would not fit).
+            (2, 600_000, Some(8), Cpu, Subgroup),
+            (2, 3_000_000, Some(4), Cpu, Workgroup { lanes: 8 }),
+            (2, 600_000, None, Cpu, Workgroup { lanes: 8 }),
+            (1, 10_000_000, Some(8), Cpu, Workgroup { lanes: 256 }),
+        ];
+        for (rows, cols, subgroup, device, want) in cases {
+            assert_eq!(
+                Strategy::Auto.resolve(rows, cols, subgroup, device),
+                want,
+                "{rows} x {cols}, subgroup size {subgroup:?}, {device:?}"
+            );
+        }
         // An explicit strategy is kept.
-        assert_eq!(
-            Strategy::Subgroup.resolve(1, 1, None, Cpu),
-            Strategy::Subgroup
-        );
+        assert_eq!(Subgroup.resolve(1, 1, None, Cpu), Subgroup);
     }
 
     /// What depends on the subgroup size, at every size adapters have: the subgroup

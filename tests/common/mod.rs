@@ -202,6 +202,16 @@ impl Rng {
     }
 }
 
+/// A mean over nothing (every row ignored, or all target weights 0): loss 0 and a zero
+/// gradient, exactly.
+pub fn assert_zero_loss_and_grad(what: &str, out: &CrossEntropyOutput) {
+    assert_eq!(out.loss, 0.0, "{what}");
+    assert!(
+        out.grad.iter().all(|&g| g == 0.0),
+        "{what}: gradient not zero"
+    );
+}
+
 /// `gpu[i]` equals `reference[i]` within `tol(i)` (absolute), NaN equal to NaN and an
 /// infinity equal only to itself; reports the first mismatch with its tolerance. For the
 /// property tests, whose tolerances come from an error model per element.
@@ -292,6 +302,48 @@ pub fn half_rel(precision: Precision) -> f32 {
         Precision::F16 => 1.0 / 1024.0,
         _ => 1.0 / 128.0,
     }
+}
+
+/// Contexts on every adapter (outputs poisoned) whose host calls go in chunks of at most
+/// `max_chunk_bytes`; says on stderr which adapters the `what` tests run on.
+pub fn chunked_contexts(what: &str, max_chunk_bytes: u64) -> Vec<Context> {
+    let options = ContextOptions {
+        poison_outputs: true,
+        max_chunk_bytes: Some(max_chunk_bytes),
+        ..Default::default()
+    };
+    let all = open_contexts(&options);
+    let mut err = std::io::stderr();
+    for ctx in &all {
+        let _ = writeln!(err, "{what} tests run on: {}", ctx.describe());
+    }
+    all
+}
+
+/// The softmax of half-precision `bits` (`rows x cols`) with `strategy`, checked against
+/// `want`, the reference softmax of the values the GPU reads: `assert_close` at 1e-7
+/// absolute and [`half_rel`] relative.
+pub fn check_half_softmax(
+    ctx: &Context,
+    what: &str,
+    bits: &[u16],
+    precision: Precision,
+    (rows, cols): (usize, usize),
+    strategy: ml_softmax::Strategy,
+    want: &[f32],
+) {
+    let kind = ml_softmax::SoftmaxKind::Softmax;
+    let p = ctx
+        .softmax_half(bits, precision, rows, cols, kind, strategy)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let what = format!("{what} softmax");
+    assert_close(
+        &what,
+        &from_half(&p, precision),
+        want,
+        1e-7,
+        half_rel(precision),
+    );
 }
 
 /// Compares a half-precision cross-entropy output (gradient as f16 / bf16 bits) with the f64
