@@ -81,8 +81,8 @@ impl Context {
         options: &CrossEntropyOptions,
         strategy: Strategy,
     ) -> Result<CrossEntropyOutput> {
-        let job = HostJob::CrossEntropy { targets, options };
-        self.host_elements(logits, Precision::F32, job, rows, cols, strategy)
+        let done = self.cross_entropy_targets_async(logits, targets, rows, cols, options, strategy);
+        self.block_on_gpu(done)
     }
 
     /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
@@ -153,9 +153,7 @@ impl Context {
         kind: SoftmaxKind,
         strategy: Strategy,
     ) -> Result<Vec<f32>> {
-        let job = HostJob::Softmax { kind };
-        let out = self.host_elements(logits, Precision::F32, job, rows, cols, strategy)?;
-        Ok(out.grad)
+        self.block_on_gpu(self.softmax_with_async(logits, rows, cols, kind, strategy))
     }
 
     /// Softmax or log-softmax of half-precision logits (`F16` or `Bf16` bits), with the
