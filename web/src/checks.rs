@@ -107,6 +107,9 @@ pub fn compare(
 
 type Check = Result<String, String>;
 
+/// Sets a check's options on top of the defaults.
+type SetOptions = fn(&mut CrossEntropyOptions);
+
 /// A cross-entropy call through the async API against the reference.
 async fn cross_entropy(
     ctx: &Context,
@@ -243,7 +246,7 @@ pub async fn run_all(ctx: &Context) -> Value {
     }
     // Options, one at a time and all together, for each reduction: each case sets its
     // options on top of the reduction's defaults.
-    let cases: [(&str, fn(&mut CrossEntropyOptions)); 7] = [
+    let cases: [(&str, SetOptions); 7] = [
         ("ignore_index -100", |_| {}),
         ("ignore_index 3", |o| o.ignore_index = 3),
         ("label_smoothing 0.1", |o| o.label_smoothing = 0.1),
