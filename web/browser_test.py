@@ -128,8 +128,10 @@ def check_guide(result, sections):
             if not allowed_refusal(e, adapter):
                 problems.append(f"{what}: refused where it should run: {e.get('refusal')!r}")
         else:
-            problems.append(f"{what}: ran and is WRONG: grad error {e.get('grad_error')}, "
-                            f"loss error {e.get('loss_error')}, error {e.get('error')!r}")
+            # The page reports an infinite error (a NaN, e.g. an unwritten element) as null.
+            errors = ["inf" if e.get(k) is None else e[k] for k in ("grad_error", "loss_error")]
+            problems.append(f"{what}: ran and is WRONG: grad error {errors[0]}, loss error "
+                            f"{errors[1]}, error {e.get('error')!r}")
     for step in GUIDE_STEPS:
         for shape in GUIDE_SHAPES:
             if seen.get((step, shape)) != 1:
