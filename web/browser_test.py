@@ -6,8 +6,8 @@ The page (index.html?report&tests) POSTs {"result": <the JSON of <pre id="result
 "tests": <the library's checks in the browser>} to /result on this server when it is done.
 Asserted: no error; the adapter is named; the seed's p to 3 decimals, L to 4, dL/dz to 3;
 batch.ok (the 1024 x 32000 batch matches the f64 reference); positive timings; the
-reductions guide's steps (check_guide); and every check of the library passed, none failed. A page that does not report within --timeout
-seconds fails with the browser's last output. Standard library only.
+reductions guide's steps (check_guide); and every check of the library passed, none failed.
+A page that does not report within --timeout seconds fails with the browser's last output. Standard library only.
 
     web/build.sh && python3 web/browser_test.py [--chromium /usr/bin/chromium] [--timeout 900]
 """

@@ -4,7 +4,8 @@
 //!
 //! Exported to JavaScript: [`Page::open`] (a promise of a page on the browser's adapter),
 //! then [`Page::seed`], [`Page::batch`], [`Page::timing`], [`Page::guide`] and
-//! [`Page::self_tests`], each a promise of a JSON string. The JavaScript glue (web/index.html) puts them together.
+//! [`Page::self_tests`], each a promise of a JSON string. The JavaScript glue
+//! (web/index.html) puts them together.
 
 mod checks;
 mod guide;
