@@ -5,9 +5,9 @@
 The page (index.html?report&tests) POSTs {"result": <the JSON of <pre id="result">>,
 "tests": <the library's checks in the browser>} to /result on this server when it is done.
 Asserted: no error; the adapter is named; the seed's p to 3 decimals, L to 4, dL/dz to 3;
-batch.ok (the 1024 x 32000 batch matches the f64 reference); positive timings; and every
-check of the library passed, none failed. A page that does not report within --timeout
-seconds fails with the browser's last output. Standard library only.
+batch.ok (the 1024 x 32000 batch matches the f64 reference); positive timings; the
+reductions guide's steps (check_guide); and every check of the library passed, none failed.
+A page that does not report within --timeout seconds fails with the browser's last output. Standard library only.
 
     web/build.sh && python3 web/browser_test.py [--chromium /usr/bin/chromium] [--timeout 900]
 """
@@ -81,6 +81,66 @@ def close(actual, expected, digits):
         round(a, digits) == e for a, e in zip(actual, expected))
 
 
+# The reductions guide (docs/reductions.md) on the page: every step at every shape of
+# web/src/guide.rs.
+GUIDE_STEPS = ["1", "2", "3", "3v", "4", "5", "6"]
+GUIDE_SHAPES = ["64x4000", "4x40000"]
+# Steps that must have run right (at one shape at least): one thread per row, the workgroup
+# tree, and the crate itself need nothing an adapter with WebGPU lacks.
+GUIDE_MUST_RUN = ["1", "2", "3", "6"]
+
+
+def allowed_refusal(entry, adapter):
+    """Whether a step may be refused on this adapter: only where the adapter lacks what the
+    step needs. Step 4 needs subgroups (SwiftShader's WebGPU offers wgpu no SUBGROUP feature);
+    the loop-limit refusal is llvmpipe's alone (SwiftShader has no such limit). Any other
+    refusal, e.g. of the vec4 steps at these shapes (all multiples of 4), fails."""
+    why = entry.get("refusal") or ""
+    if entry["step"] == "4" and why.startswith("no subgroups:"):
+        return True
+    return "loop turns" in why and "llvmpipe" in adapter.lower()
+
+
+def check_guide(result, sections):
+    """The problems with the guide's entries: each (step, shape) once; ok with its errors
+    within 1e-5 and a positive time, or refused with an allowed reason; a step that ran and
+    is wrong (ok false, or an error) fails; steps 1, 2, 3 and 6 ran ok; each step's section is
+    a heading of the guide the page serves."""
+    guide, adapter = result.get("guide"), result.get("adapter") or ""
+    if not isinstance(guide, list):
+        return [f"no guide in the result: {guide!r}"]
+    problems, seen, ran = [], {}, set()
+    for e in guide:
+        key = (e.get("step"), e.get("shape"))
+        seen[key] = seen.get(key, 0) + 1
+        what = f"guide step {key[0]} at {key[1]}"
+        if f"\n## {e.get('section')}:" not in sections:
+            problems.append(f"{what}: its section {e.get('section')!r} is not in reductions.md")
+        if e.get("ok") is True and not e.get("error"):
+            errors = (e.get("grad_error"), e.get("loss_error"))
+            if not all(isinstance(x, (int, float)) and 0 <= x <= 1e-5 for x in errors):
+                problems.append(f"{what}: ok, but its errors {errors} are not within 1e-5")
+            elif not (isinstance(e.get("ms"), (int, float)) and e["ms"] > 0):
+                problems.append(f"{what}: no time ({e.get('ms')!r})")
+            else:
+                ran.add(key[0])
+        elif e.get("ok") is None and "ok" in e:
+            if not allowed_refusal(e, adapter):
+                problems.append(f"{what}: refused where it should run: {e.get('refusal')!r}")
+        else:
+            # The page reports an infinite error (a NaN, e.g. an unwritten element) as null.
+            errors = ["inf" if e.get(k) is None else e[k] for k in ("grad_error", "loss_error")]
+            problems.append(f"{what}: ran and is WRONG: grad error {errors[0]}, loss error "
+                            f"{errors[1]}, error {e.get('error')!r}")
+    for step in GUIDE_STEPS:
+        for shape in GUIDE_SHAPES:
+            if seen.get((step, shape)) != 1:
+                problems.append(f"guide step {step} at {shape}: {seen.get((step, shape), 0)} "
+                                "entries, not 1")
+    problems += [f"guide step {s} never ran ok" for s in GUIDE_MUST_RUN if s not in ran]
+    return problems
+
+
 def check(report):
     """The list of problems with the page's report (empty: it passed)."""
     result, tests = report.get("result") or {}, report.get("tests")
@@ -104,6 +164,8 @@ def check(report):
     timing = result.get("timing") or {}
     if not (timing.get("kernel_ms", 0) > 0 and timing.get("copy_ms", 0) > 0):
         problems.append(f"timings missing: {timing}")
+    with open(os.path.join(DIST, "reductions.md"), encoding="utf-8") as guide:
+        problems += check_guide(result, guide.read())
     if tests is None:
         problems.append("the library's checks did not run")
     else:
@@ -150,6 +212,11 @@ def main():
     seconds = time.monotonic() - start
     report = server.report
     print(json.dumps(report["result"]))
+    for e in report["result"].get("guide") or []:
+        outcome = (f"refused: {e.get('refusal')}" if e.get("ok") is None else
+                   f"{'ok' if e.get('ok') else 'WRONG'} (grad {e.get('grad_error')}, "
+                   f"loss {e.get('loss_error')}), {e.get('ms')} ms")
+        print(f"guide step {e.get('step'):>2} {e.get('shape'):>8}: {outcome}")
     tests = report.get("tests") or {}
     print(f"library checks in the browser: {tests.get('passed')} passed, {tests.get('failed')} "
           f"failed, skipped: {tests.get('skipped')}")

@@ -31,7 +31,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="web/screenshot.png")
     parser.add_argument("--query", default="rows=256&cols=32000")
-    parser.add_argument("--size", default="900,1150")
+    parser.add_argument("--size", default="900,1700")
     args = parser.parse_args()
     server = Server()
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -1,16 +1,19 @@
 //! The steps of docs/reductions.md: each step's WGSL file, how it is dispatched, what stops
 //! it on an adapter, and the check of its outputs against the f64 reference. Shared by
-//! `examples/reductions.rs` (the table and the plot) and `tests/reductions.rs`.
+//! `examples/reductions.rs` (the table and the plot), `tests/reductions.rs` and the browser
+//! page (`web/src/guide.rs`, compiled to wasm32): the check is async ([`check_async`], built
+//! on `Context::read_back_async`), so that a page can await it; native callers block on it
+//! through [`check`].
 //!
 //! Every step computes, for each row r of `logits [rows, cols]` with label `labels[r]`,
 //! `grad = softmax(z) - onehot(y)` (`[rows, cols]`) and `loss[r] = -log softmax(z)_y`: the
 //! cross-entropy with `Reduction::None`. Step 6 is the crate itself.
-#![allow(dead_code)] // the test and the example each use a part
+#![allow(dead_code)] // the test, the example and the page each use a part
 
 use ml_softmax::kernels::software::SOFTWARE_LOOP_TURNS;
+use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Strategy};
 use ml_softmax::{Reduction, reference};
-use wgpu::util::DeviceExt;
 
 /// How a step's kernel is laid out: what the host must check and dispatch.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -141,9 +144,23 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Whether the adapter is a software one, where llvmpipe's loop limit holds.
+impl From<ml_softmax::Error> for Refusal {
+    fn from(e: ml_softmax::Error) -> Self {
+        Refusal::Crate(e.to_string())
+    }
+}
+
+/// Whether llvmpipe's loop limit holds on the adapter. Natively: on every software (CPU)
+/// adapter, as the crate assumes (lavapipe and llvmpipe GL are those seen). In a browser: only
+/// on one that names itself llvmpipe; the browser's own CPU adapter, Chromium's SwiftShader,
+/// has no such limit (steps 1 and 2 ran right there at 4 x 40,000, 120,000 turns).
 pub fn software(ctx: &Context) -> bool {
-    ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+    let info = ctx.adapter_info();
+    if cfg!(target_arch = "wasm32") {
+        info.name.to_lowercase().contains("llvmpipe")
+    } else {
+        info.device_type == wgpu::DeviceType::Cpu
+    }
 }
 
 /// Loop turns one invocation of `kind` takes for a row of `cols` columns (an upper bound):
@@ -277,6 +294,28 @@ impl Buffers {
             rows,
             cols,
             chunk,
+        }
+    }
+}
+
+impl Buffers {
+    /// `(rows, cols)` of the shape.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The crate's device-API view of these buffers (step 6): f32 logits and class labels in,
+    /// the gradient into `grad` and the per-row losses into `loss`.
+    pub fn device(&self) -> DeviceCrossEntropy<'_> {
+        DeviceCrossEntropy {
+            logits: self.logits.slice(..),
+            precision: ml_softmax::Precision::F32,
+            targets: DeviceTargets::Classes(self.labels.slice(..)),
+            grad: Some(self.grad.slice(..)),
+            loss: None,
+            row_loss: Some(self.loss.slice(..)),
+            lse: None,
+            upstream: None,
         }
     }
 }
@@ -428,25 +467,15 @@ impl Prepared {
                     reduction: Reduction::None,
                     ..Default::default()
                 };
-                let device = DeviceCrossEntropy {
-                    logits: bufs.logits.slice(..),
-                    precision: ml_softmax::Precision::F32,
-                    targets: DeviceTargets::Classes(bufs.labels.slice(..)),
-                    grad: Some(bufs.grad.slice(..)),
-                    loss: None,
-                    row_loss: Some(bufs.loss.slice(..)),
-                    lse: None,
-                    upstream: None,
-                };
-                ctx.encode_cross_entropy(
+                let device = bufs.device();
+                Ok(ctx.encode_cross_entropy(
                     encoder,
                     &device,
                     bufs.rows,
                     bufs.cols,
                     &options,
                     Strategy::Auto,
-                )
-                .map_err(|e| Refusal::Crate(e.to_string()))
+                )?)
             }
         }
     }
@@ -471,8 +500,9 @@ impl Errors {
 
 /// Runs `step` once with NaN-poisoned outputs, reads grad and loss back and compares them
 /// with `ml_softmax::reference::cross_entropy` (f64, `Reduction::None`). An element a step
-/// leaves unwritten stays NaN, and a NaN makes the error infinite.
-pub fn check(
+/// leaves unwritten stays NaN, and a NaN makes the error infinite. Nothing in it blocks: the
+/// readbacks are `Context::read_back_async`, so a browser page awaits it as it is.
+pub async fn check_async(
     ctx: &Context,
     prepared: &Prepared,
     bufs: &Buffers,
@@ -483,20 +513,20 @@ pub fn check(
     queue.write_buffer(&bufs.loss, 0, &vec![0xFF; bufs.loss.size() as usize]);
     let mut encoder = dev.create_command_encoder(&Default::default());
     prepared.record(ctx, bufs, &mut encoder)?;
-    let grad = read_back(ctx, encoder, &bufs.grad, bufs.bytes)?;
-    let loss = read_back(
-        ctx,
-        dev.create_command_encoder(&Default::default()),
-        &bufs.loss,
-        4 * bufs.rows as u64,
-    )?;
+    queue.submit([encoder.finish()]);
+    // Each readback is copied after the work just submitted, so it sees the step's outputs.
+    let grad = ctx.read_back_async(bufs.grad.slice(..bufs.bytes)).await?;
+    let loss = ctx
+        .read_back_async(bufs.loss.slice(..4 * bufs.rows as u64))
+        .await?;
     let options = CrossEntropyOptions {
         reduction: Reduction::None,
         ..Default::default()
     };
-    let want = reference::cross_entropy(&data.logits, &data.labels, data.rows, data.cols, &options)
-        .map_err(|e| Refusal::Crate(e.to_string()))?;
-    let worst = |got: &[f32], want: &[f32], rel: bool| {
+    let want =
+        reference::cross_entropy(&data.logits, &data.labels, data.rows, data.cols, &options)?;
+    let worst = |got: &[u8], want: &[f32], rel: bool| {
+        let got: Vec<f32> = bytemuck::pod_collect_to_vec(got);
         got.iter().zip(want).fold(0.0f64, |acc, (&g, &w)| {
             let scale = if rel {
                 f64::from(w.abs()).max(1.0)
@@ -517,39 +547,24 @@ pub fn check(
     })
 }
 
-/// Submits `encoder` with a copy of `len` bytes of `buf` into a mappable buffer, waits, and
-/// returns them as f32s.
-fn read_back(
+/// [`check_async`], blocking (native): polls it, and while it waits for the GPU, waits in
+/// wgpu's blocking `device.poll` (no spinning). Not in a browser, where a page may not block.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn check(
     ctx: &Context,
-    mut encoder: wgpu::CommandEncoder,
-    buf: &wgpu::Buffer,
-    len: u64,
-) -> Result<Vec<f32>, Refusal> {
-    let dev = ctx.device();
-    let staging = dev.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size: len,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, len);
-    ctx.queue().submit([encoder.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    let fail = |e: String| Refusal::Crate(format!("reading back: {e}"));
-    dev.poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| fail(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
-    let values = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| fail(e.to_string()))?;
-        bytemuck::pod_collect_to_vec(&view)
-    };
-    staging.unmap();
-    Ok(values)
+    prepared: &Prepared,
+    bufs: &Buffers,
+    data: &Data,
+) -> Result<Errors, Refusal> {
+    use std::task::{Poll, Waker};
+    let mut future = std::pin::pin!(check_async(ctx, prepared, bufs, data));
+    let mut cx = std::task::Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            return result;
+        }
+        ctx.device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Refusal::Crate(format!("reading back: {e}")))?;
+    }
 }

@@ -107,6 +107,9 @@ pub fn compare(
 
 type Check = Result<String, String>;
 
+/// Sets a check's options on top of the defaults.
+type SetOptions = fn(&mut CrossEntropyOptions);
+
 /// A cross-entropy call through the async API against the reference.
 async fn cross_entropy(
     ctx: &Context,
@@ -208,6 +211,11 @@ fn f16_device_call(ctx: &Context) -> ml_softmax::Result<()> {
     )
 }
 
+/// Class weights for 777 classes: 0.25 to 1.75.
+fn class_weights() -> Vec<f32> {
+    (0..777).map(|i| 0.25 + (i % 7) as f32 * 0.25).collect()
+}
+
 fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -236,74 +244,29 @@ pub async fn run_all(ctx: &Context) -> Value {
             }
         }
     }
-    // Options, one at a time and all together, for each reduction.
-    let weight = Some(
-        (0..777)
-            .map(|i| 0.25 + (i % 7) as f32 * 0.25)
-            .collect::<Vec<f32>>(),
-    );
+    // Options, one at a time and all together, for each reduction: each case sets its
+    // options on top of the reduction's defaults.
+    let cases: [(&str, SetOptions); 7] = [
+        ("ignore_index -100", |_| {}),
+        ("ignore_index 3", |o| o.ignore_index = 3),
+        ("label_smoothing 0.1", |o| o.label_smoothing = 0.1),
+        ("class weights", |o| o.weight = Some(class_weights())),
+        ("z_loss 1e-3", |o| o.z_loss = 1e-3),
+        ("softcap 5", |o| o.softcap = 5.0),
+        ("all options", |o| {
+            o.label_smoothing = 0.1;
+            o.weight = Some(class_weights());
+            o.z_loss = 1e-3;
+            o.softcap = 20.0;
+        }),
+    ];
     for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-        let cases = [
-            (
-                "ignore_index -100",
-                CrossEntropyOptions {
-                    reduction,
-                    ..Default::default()
-                },
-            ),
-            (
-                "ignore_index 3",
-                CrossEntropyOptions {
-                    reduction,
-                    ignore_index: 3,
-                    ..Default::default()
-                },
-            ),
-            (
-                "label_smoothing 0.1",
-                CrossEntropyOptions {
-                    reduction,
-                    label_smoothing: 0.1,
-                    ..Default::default()
-                },
-            ),
-            (
-                "class weights",
-                CrossEntropyOptions {
-                    reduction,
-                    weight: weight.clone(),
-                    ..Default::default()
-                },
-            ),
-            (
-                "z_loss 1e-3",
-                CrossEntropyOptions {
-                    reduction,
-                    z_loss: 1e-3,
-                    ..Default::default()
-                },
-            ),
-            (
-                "softcap 5",
-                CrossEntropyOptions {
-                    reduction,
-                    softcap: 5.0,
-                    ..Default::default()
-                },
-            ),
-            (
-                "all options",
-                CrossEntropyOptions {
-                    reduction,
-                    label_smoothing: 0.1,
-                    weight: weight.clone(),
-                    z_loss: 1e-3,
-                    softcap: 20.0,
-                    ..Default::default()
-                },
-            ),
-        ];
-        for (what, options) in cases {
+        for (what, set) in cases {
+            let mut options = CrossEntropyOptions {
+                reduction,
+                ..Default::default()
+            };
+            set(&mut options);
             let name = format!("cross_entropy 19x777 {what}, {reduction:?}");
             let result =
                 cross_entropy(ctx, &mut rng, (19, 777), &options, Strategy::Auto, false).await;

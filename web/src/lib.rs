@@ -3,17 +3,23 @@
 //! `cross_entropy_async`, ...), since a page's thread may never block.
 //!
 //! Exported to JavaScript: [`Page::open`] (a promise of a page on the browser's adapter),
-//! then [`Page::seed`], [`Page::batch`], [`Page::timing`] and [`Page::self_tests`], each a
-//! promise of a JSON string. The JavaScript glue (web/index.html) puts them together.
+//! then [`Page::seed`], [`Page::batch`], [`Page::timing`], [`Page::guide`] and
+//! [`Page::self_tests`], each a promise of a JSON string. The JavaScript glue
+//! (web/index.html) puts them together.
 
 mod checks;
+mod guide;
+// The reductions guide's steps (docs/reductions.md), shared with examples/reductions.rs and
+// tests/reductions.rs; their check is async, so the page awaits it.
+#[path = "../../examples/reductions/steps.rs"]
+mod steps;
 
 use std::rc::Rc;
 
 use ml_softmax::wgpu;
 use ml_softmax::{
-    Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Precision,
-    SoftmaxKind, Strategy, reference,
+    Context, ContextOptions, CrossEntropyOptions, DeviceCrossEntropy, SoftmaxKind, Strategy,
+    reference,
 };
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -120,16 +126,25 @@ impl Page {
     pub fn timing(&self, rows: usize, cols: usize, strategy: String, reps: u32) -> js_sys::Promise {
         promise(&self.ctx, move |ctx| async move {
             let strategy: Strategy = strategy.parse()?;
-            let bench = Bench::new(&ctx, rows, cols)?;
-            let kernel_ms = bench
-                .median_ms(reps, |encoder| bench.fused(encoder, strategy))
-                .await?;
-            let copy_ms = bench.median_ms(reps, |encoder| bench.copy(encoder)).await?;
+            let bench = Bench::new(&ctx, rows, cols).await?;
+            let after = bench.loss.slice(..);
+            let kernel_ms =
+                median_ms(&ctx, reps, after, |encoder| bench.fused(encoder, strategy)).await?;
+            let copy_ms = median_ms(&ctx, reps, after, |encoder| bench.copy(encoder)).await?;
             Ok(json!({
                 "kernel_ms": kernel_ms,
                 "copy_ms": copy_ms,
                 "timer": "performance.now() around submit + a 4-byte readback (median)",
             }))
+        })
+    }
+
+    /// The reductions guide's steps (web/src/guide.rs, docs/reductions.md) at the guide's
+    /// shapes, each checked against the f64 reference and timed, or refused with the reason:
+    /// a promise of their JSON list.
+    pub fn guide(&self, seed: u32) -> js_sys::Promise {
+        promise(&self.ctx, move |ctx| async move {
+            Ok(guide::run_all(&ctx, u64::from(seed)).await)
         })
     }
 
@@ -144,96 +159,79 @@ impl Page {
     }
 }
 
-/// The device buffers of [`Page::timing`].
+/// The device buffers of [`Page::timing`]: those of the guide's steps (random logits and
+/// labels, gradient, sizes padded to whole 32-byte units as the copy kernel wants), and the
+/// reduced loss.
 struct Bench<'a> {
     ctx: &'a Context,
-    rows: usize,
-    cols: usize,
-    logits: wgpu::Buffer,
-    labels: wgpu::Buffer,
-    grad: wgpu::Buffer,
+    bufs: steps::Buffers,
     loss: wgpu::Buffer,
 }
 
 impl<'a> Bench<'a> {
-    fn new(ctx: &'a Context, rows: usize, cols: usize) -> ml_softmax::Result<Self> {
-        use wgpu::BufferUsages as U;
-        let n = rows * cols;
-        // Whole 32-byte units for the copy kernel (kernels::copy::unit_elements).
-        let bytes = (n as u64 * 4).next_multiple_of(32);
-        let storage = U::STORAGE | U::COPY_DST | U::COPY_SRC;
-        let logits = ctx.create_buffer("logits", bytes, storage)?;
-        let labels = ctx.create_buffer("labels", (rows as u64 * 4).max(4), storage)?;
-        let grad = ctx.create_buffer("grad", bytes, storage)?;
-        let loss = ctx.create_buffer("loss", 4, U::COPY_DST | U::COPY_SRC)?;
-        let mut rng = checks::Rng::new(1);
-        let z = rng.logits(n, 2.0);
-        let y: Vec<i32> = rng.labels(rows, cols).iter().map(|&v| v as i32).collect();
-        ctx.queue()
-            .write_buffer(&logits, 0, bytemuck::cast_slice(&z));
-        ctx.queue()
-            .write_buffer(&labels, 0, bytemuck::cast_slice(&y));
-        Ok(Self {
-            ctx,
-            rows,
-            cols,
-            logits,
-            labels,
-            grad,
-            loss,
-        })
+    async fn new(ctx: &'a Context, rows: usize, cols: usize) -> ml_softmax::Result<Self> {
+        let data = steps::Data::random(rows, cols, 1);
+        let bufs = guide::buffers(ctx, &data).await?;
+        let loss = ctx.create_buffer(
+            "loss",
+            4,
+            wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        Ok(Self { ctx, bufs, loss })
     }
 
+    /// The fused call of the guide's step 6 (the crate), with the default options (mean):
+    /// the gradient, and the reduced loss instead of the per-row ones.
     fn fused(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         strategy: Strategy,
     ) -> ml_softmax::Result<()> {
         let bufs = DeviceCrossEntropy {
-            logits: self.logits.slice(..),
-            precision: Precision::F32,
-            targets: DeviceTargets::Classes(self.labels.slice(..)),
-            grad: Some(self.grad.slice(..)),
             loss: Some(self.loss.slice(..)),
             row_loss: None,
-            lse: None,
-            upstream: None,
+            ..self.bufs.device()
         };
+        let (rows, cols) = self.bufs.shape();
         let options = CrossEntropyOptions::default();
         self.ctx
-            .encode_cross_entropy(encoder, &bufs, self.rows, self.cols, &options, strategy)
+            .encode_cross_entropy(encoder, &bufs, rows, cols, &options, strategy)
     }
 
     fn copy(&self, encoder: &mut wgpu::CommandEncoder) -> ml_softmax::Result<()> {
-        let len = (self.rows * self.cols) as u32;
+        let (rows, cols) = self.bufs.shape();
+        let len = (rows * cols) as u32;
+        let (logits, grad) = (&self.bufs.logits, &self.bufs.grad);
         let words64 = self.ctx.words64();
-        ml_softmax::kernels::copy::record(self.ctx, encoder, &self.logits, &self.grad, len, words64)
+        ml_softmax::kernels::copy::record(self.ctx, encoder, logits, grad, len, words64)
     }
+}
 
-    /// The median over `reps` runs (after one untimed run that builds the pipelines) of the
-    /// milliseconds from submitting `record`'s work to reading back 4 bytes written after it.
-    async fn median_ms(
-        &self,
-        reps: u32,
-        record: impl Fn(&mut wgpu::CommandEncoder) -> ml_softmax::Result<()>,
-    ) -> ml_softmax::Result<f64> {
-        let mut times = Vec::new();
-        for rep in 0..=reps.max(1) {
-            let start = now_ms();
-            let mut encoder = self
-                .ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            record(&mut encoder)?;
-            self.ctx.queue().submit([encoder.finish()]);
-            self.ctx.read_back_async(self.loss.slice(..)).await?;
-            if rep > 0 {
-                times.push(now_ms() - start);
-            }
+/// The median over `reps` runs (after one untimed run that builds the pipelines) of the
+/// milliseconds from submitting `record`'s work to reading back `after` (a few bytes the
+/// work writes): performance.now() around submit + readback. [`Page::timing`] and the
+/// guide's steps are timed so.
+async fn median_ms<E: From<ml_softmax::Error>>(
+    ctx: &Context,
+    reps: u32,
+    after: wgpu::BufferSlice<'_>,
+    record: impl Fn(&mut wgpu::CommandEncoder) -> Result<(), E>,
+) -> Result<f64, E> {
+    let mut times = Vec::new();
+    for rep in 0..=reps.max(1) {
+        let start = now_ms();
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        record(&mut encoder)?;
+        ctx.queue().submit([encoder.finish()]);
+        ctx.read_back_async(after).await?;
+        if rep > 0 {
+            times.push(now_ms() - start);
         }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
     }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// performance.now() in milliseconds (0 outside a window).
