@@ -1010,7 +1010,9 @@ impl<'a> Sweep<'a> {
     }
 
     /// Forward sweep: per chunk, every block's logits merged into the chunk's row sums, which
-    /// are copied into one readback buffer; returns them.
+    /// are copied into one readback buffer; returns them. (Its own loop, not the row kernels'
+    /// chunk loop of ops/host.rs: chunks of rows times blocks of the vocabulary, over
+    /// linear_xent.wgsl's entry points, with no logits buffer to chunk.)
     fn forward(&self) -> Result<Vec<RowSums>> {
         let ctx = self.ctx;
         let readback = ctx.create_buffer(
