@@ -17,8 +17,10 @@
 // second keeps the next step's staging from overwriting them while a thread still reads.
 // Both are in uniform control flow (the loop bound P.k is a uniform).
 //
-// Needs from linear_xent.wgsl: `P` (m, n, k and the strides), `load_a`, `load_b`. Gives it
-// `Invocation` (the entry points' builtins) and `tile_product`. Core WGSL only.
+// Needs from linear_xent.wgsl: `P` (m, n, k and the strides); from linear_tile_rows.wgsl:
+// `tile_rows`, `tile_cols`, `load_a4`, `load_b4` (which read through linear_xent.wgsl's
+// `load_a`, `load_b`) and `fma_outer`. Gives linear_xent.wgsl `Invocation` (the entry
+// points' builtins) and `tile_product`. Core WGSL only.
 
 struct Invocation {
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -39,47 +41,19 @@ var<workgroup> tile_b: array<array<vec4<f32>, 16>, 16>;
 fn tile_product(i0: u32, j0: u32, inv: Invocation) -> array<vec4<f32>, 4> {
     let tx = inv.index % 16u;
     let ty = inv.index / 16u;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    let im = max(P.m, 1u) - 1u;
-    let jm = max(P.n, 1u) - 1u;
-    let a0 = min(i0 + ty, im) * P.a_si;
-    let a1 = min(i0 + ty + 16u, im) * P.a_si;
-    let a2 = min(i0 + ty + 32u, im) * P.a_si;
-    let a3 = min(i0 + ty + 48u, im) * P.a_si;
-    let b0 = min(j0 + tx, jm) * P.b_sj;
-    let b1 = min(j0 + tx + 16u, jm) * P.b_sj;
-    let b2 = min(j0 + tx + 32u, jm) * P.b_sj;
-    let b3 = min(j0 + tx + 48u, jm) * P.b_sj;
+    let a = tile_rows(i0, ty);
+    let b = tile_cols(j0, tx);
+    var c = array<vec4<f32>, 4>();
     for (var k0 = 0u; k0 < P.k; k0 += STEP) {
         // Thread (tx, ty) stages column k0 + tx of A's rows ty + 16 r, and row k0 + ty of
         // B's columns tx + 16 r; past k they are 0.
-        let ka = k0 + tx;
-        var va = vec4<f32>(0.0);
-        if ka < P.k {
-            let o = ka * P.a_sk;
-            va = vec4<f32>(load_a(a0 + o), load_a(a1 + o), load_a(a2 + o), load_a(a3 + o));
-        }
-        tile_a[tx][ty] = va;
-        let kb = k0 + ty;
-        var vb = vec4<f32>(0.0);
-        if kb < P.k {
-            let o = kb * P.b_sk;
-            vb = vec4<f32>(load_b(b0 + o), load_b(b1 + o), load_b(b2 + o), load_b(b3 + o));
-        }
-        tile_b[ty][tx] = vb;
+        tile_a[tx][ty] = load_a4(a, k0 + tx);
+        tile_b[ty][tx] = load_b4(b, k0 + ty);
         workgroupBarrier(); // the staged tiles are complete
         for (var kk = 0u; kk < STEP; kk++) {
-            let av = tile_a[kk][ty];
-            let bv = tile_b[kk][tx];
-            c0 = fma(vec4<f32>(av.x), bv, c0);
-            c1 = fma(vec4<f32>(av.y), bv, c1);
-            c2 = fma(vec4<f32>(av.z), bv, c2);
-            c3 = fma(vec4<f32>(av.w), bv, c3);
+            c = fma_outer(c, tile_a[kk][ty], tile_b[kk][tx]);
         }
         workgroupBarrier(); // every thread has read the tiles before the next step overwrites them
     }
-    return array<vec4<f32>, 4>(c0, c1, c2, c3);
+    return c;
 }

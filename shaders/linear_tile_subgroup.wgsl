@@ -20,8 +20,9 @@
 // at 8-lane subgroups and no slower at 16-64 (BENCHMARKS.md). subgroupShuffle runs in
 // control flow uniform within the subgroup (the loop bounds are P.k and the subgroup size).
 //
-// Needs from linear_xent.wgsl: `P`, `load_a`, `load_b`. Gives it `Invocation` and
-// `tile_product`. Needs the subgroup builtins and subgroupShuffle (Features::SUBGROUP).
+// Needs from linear_xent.wgsl: `P`; from linear_tile_rows.wgsl: `tile_rows`, `tile_cols`,
+// `load_a4`, `load_b4`, `fma_outer`. Gives linear_xent.wgsl `Invocation` and `tile_product`.
+// Needs the subgroup builtins and subgroupShuffle (Features::SUBGROUP).
 
 struct Invocation {
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -35,40 +36,15 @@ fn tile_product(i0: u32, j0: u32, inv: Invocation) -> array<vec4<f32>, 4> {
     let ty = inv.index / 16u;
     let g = min(inv.sg_size, 16u);
     let lane0 = inv.lane - tx % g;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    let im = max(P.m, 1u) - 1u;
-    let jm = max(P.n, 1u) - 1u;
-    let a0 = min(i0 + ty, im) * P.a_si;
-    let a1 = min(i0 + ty + 16u, im) * P.a_si;
-    let a2 = min(i0 + ty + 32u, im) * P.a_si;
-    let a3 = min(i0 + ty + 48u, im) * P.a_si;
-    let b0 = min(j0 + tx, jm) * P.b_sj;
-    let b1 = min(j0 + tx + 16u, jm) * P.b_sj;
-    let b2 = min(j0 + tx + 32u, jm) * P.b_sj;
-    let b3 = min(j0 + tx + 48u, jm) * P.b_sj;
+    let a = tile_rows(i0, ty);
+    let b = tile_cols(j0, tx);
+    var c = array<vec4<f32>, 4>();
     for (var k0 = 0u; k0 < P.k; k0 += g) {
-        let ka = k0 + tx % g;
-        var va = vec4<f32>(0.0);
-        if ka < P.k {
-            let o = ka * P.a_sk;
-            va = vec4<f32>(load_a(a0 + o), load_a(a1 + o), load_a(a2 + o), load_a(a3 + o));
-        }
+        let va = load_a4(a, k0 + tx % g);
         for (var kk = 0u; kk < g; kk++) {
             let av = subgroupShuffle(va, lane0 + kk);
-            let k = k0 + kk;
-            var bv = vec4<f32>(0.0);
-            if k < P.k {
-                let o = k * P.b_sk;
-                bv = vec4<f32>(load_b(b0 + o), load_b(b1 + o), load_b(b2 + o), load_b(b3 + o));
-            }
-            c0 = fma(vec4<f32>(av.x), bv, c0);
-            c1 = fma(vec4<f32>(av.y), bv, c1);
-            c2 = fma(vec4<f32>(av.z), bv, c2);
-            c3 = fma(vec4<f32>(av.w), bv, c3);
+            c = fma_outer(c, av, load_b4(b, k0 + kk));
         }
     }
-    return array<vec4<f32>, 4>(c0, c1, c2, c3);
+    return c;
 }

@@ -22,7 +22,8 @@
 // The product: block_logits and matmul call `tile_product(i0, j0, inv)` for their 64 x 64
 // output tile and take the entry point's builtins as `inv: Invocation`; both are defined by
 // the product file the host puts before this one (src/linear.rs: LinearProduct):
-// linear_tile.wgsl (workgroup-memory tiles, every adapter) or linear_tile_coop.wgsl
+// linear_tile.wgsl (workgroup-memory tiles, every adapter), linear_tile_subgroup.wgsl
+// (subgroup shuffles; both after linear_tile_rows.wgsl) or linear_tile_coop.wgsl
 // (cooperative matrices, only where the device has them). Thread (tx, ty) = (index % 16,
 // index / 16) of the 256-thread workgroup (one-dimensional: the subgroup builtins of the
 // cooperative product need that) gets back its 4 x 4 outputs (rows ty + 16 a, columns
@@ -117,35 +118,10 @@ fn logit_grad(i: u32, j: u32, zc: f32) -> f32 {
     return g;
 }
 
-@compute @workgroup_size(256)
-fn block_logits(inv: Invocation) {
-    let tx = inv.index % 16u;
-    let ty = inv.index / 16u;
-    let i0 = inv.wg.y * TILE;
-    let j0 = inv.wg.x * TILE;
-    let acc = tile_product(i0, j0, inv);
-    for (var x = 0u; x < 4u; x++) {
-        let i = i0 + ty + 16u * x;
-        for (var y = 0u; y < 4u; y++) {
-            let j = j0 + tx + 16u * y;
-            if i < P.m && j < P.n {
-                var z = acc[x][y];
-                if P.has_bias == 1u {
-                    z += bias[j];
-                }
-                let zc = capped(z);
-                var v = zc;
-                if P.mode == 1u {
-                    v = logit_grad(i, j, zc);
-                }
-                out[i * P.ldo + j] = v;
-            }
-        }
-    }
-}
-
-@compute @workgroup_size(256)
-fn matmul(inv: Invocation) {
+// Thread (tx, ty)'s 4 x 4 outputs of the 64 x 64 tile of workgroup `inv.wg` into `out`:
+// for block_logits (`logits`) z' or the gradient, for matmul the product added to `out` or
+// over it. `tile_product` is called in uniform control flow (it may hold barriers).
+fn write_tile(inv: Invocation, logits: bool) {
     let tx = inv.index % 16u;
     let ty = inv.index / 16u;
     let i0 = inv.wg.y * TILE;
@@ -158,13 +134,31 @@ fn matmul(inv: Invocation) {
             if i < P.m && j < P.n {
                 let o = i * P.ldo + j;
                 var v = acc[x][y];
-                if P.accumulate == 1u {
+                if logits {
+                    if P.has_bias == 1u {
+                        v += bias[j];
+                    }
+                    v = capped(v);
+                    if P.mode == 1u {
+                        v = logit_grad(i, j, v);
+                    }
+                } else if P.accumulate == 1u {
                     v += out[o];
                 }
                 out[o] = v;
             }
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn block_logits(inv: Invocation) {
+    write_tile(inv, true);
+}
+
+@compute @workgroup_size(256)
+fn matmul(inv: Invocation) {
+    write_tile(inv, false);
 }
 
 // One thread per row of the block in `out` ([m, n], row stride ldo): merges it into stats[row].

@@ -1,7 +1,7 @@
 // Team = one subgroup; the workgroup holds as many rows as it has subgroups. The reduction is
 // subgroupMax then subgroupAdd: no workgroup memory and no barrier. Needs Features::SUBGROUP.
-// Defines: WORKGROUP_SIZE (override), team_stats, team_of and the entry points softmax_main,
-//   cross_entropy_main.
+// Defines: WORKGROUP_SIZE (override), team_stats, Lanes (the builtins), team_of and the entry
+//   points softmax_main, cross_entropy_main.
 // Needs: Features::SUBGROUP; RowStats, Team, softmax_row, cross_entropy_row (row_softmax.wgsl).
 //
 // What depends on the subgroup size (4 on some mobile GPUs, 8 to 32 on Intel, 32 on NVIDIA
@@ -33,27 +33,27 @@ fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {
     return id.x + id.y * count.x;
 }
 
-fn team_of(sg_lane: u32, sg_size: u32, sg_id: u32, sg_count: u32,
-           id: vec3<u32>, count: vec3<u32>) -> Team {
-    return Team(workgroup_index(id, count) * sg_count + sg_id, sg_lane, sg_size);
+// The builtins of an entry point: the lane's place in its subgroup, and the subgroup's in
+// the grid.
+struct Lanes {
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) sg_count: u32,
+    @builtin(workgroup_id) id: vec3<u32>,
+    @builtin(num_workgroups) count: vec3<u32>,
+}
+
+fn team_of(l: Lanes) -> Team {
+    return Team(workgroup_index(l.id, l.count) * l.sg_count + l.sg_id, l.sg_lane, l.sg_size);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn softmax_main(@builtin(subgroup_invocation_id) sg_lane: u32,
-                @builtin(subgroup_size) sg_size: u32,
-                @builtin(subgroup_id) sg_id: u32,
-                @builtin(num_subgroups) sg_count: u32,
-                @builtin(workgroup_id) id: vec3<u32>,
-                @builtin(num_workgroups) count: vec3<u32>) {
-    softmax_row(team_of(sg_lane, sg_size, sg_id, sg_count, id, count));
+fn softmax_main(lanes: Lanes) {
+    softmax_row(team_of(lanes));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn cross_entropy_main(@builtin(subgroup_invocation_id) sg_lane: u32,
-                      @builtin(subgroup_size) sg_size: u32,
-                      @builtin(subgroup_id) sg_id: u32,
-                      @builtin(num_subgroups) sg_count: u32,
-                      @builtin(workgroup_id) id: vec3<u32>,
-                      @builtin(num_workgroups) count: vec3<u32>) {
-    cross_entropy_row(team_of(sg_lane, sg_size, sg_id, sg_count, id, count));
+fn cross_entropy_main(lanes: Lanes) {
+    cross_entropy_row(team_of(lanes));
 }

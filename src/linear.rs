@@ -216,6 +216,30 @@ struct Params {
     pad: [u32; 3],
 }
 
+impl Params {
+    /// A product `out [m, n] = A [m, k] B [k, n]` (the `dims` `(m, n, k)`): A(i, k) is
+    /// element `i * a.0 + k * a.1` of A's binding, B(k, j) element `k * b.0 + j * b.1` of
+    /// B's, out(i, j) element `i * ldo + j`. The other fields are 0: set them after.
+    fn product(
+        (m, n, k): (usize, usize, usize),
+        a: (usize, usize),
+        b: (usize, usize),
+        ldo: usize,
+    ) -> Self {
+        Params {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a_si: a.0 as u32,
+            a_sk: a.1 as u32,
+            b_sk: b.0 as u32,
+            b_sj: b.1 as u32,
+            ldo: ldo as u32,
+            ..Default::default()
+        }
+    }
+}
+
 /// `slice` as a binding, or `placeholder` when the dispatch does not use it. Every slice a
 /// sweep binds starts on the storage-offset alignment (the caller's slices are checked, and
 /// chunks and blocks start at multiples of 128 rows / 256 columns), so the shader needs no
@@ -312,14 +336,19 @@ pub enum LinearProduct {
 const COOP_WORKGROUP_BYTES: u32 = (512 + 512 + 4096) * 4 + 4;
 
 /// The WGSL source of the linear cross-entropy kernels with `product`: the product file
-/// first (it may open with an `enable` directive), then shaders/linear_xent.wgsl.
+/// first (it may open with an `enable` directive), then for the two vec4 products what they
+/// share (shaders/linear_tile_rows.wgsl), then shaders/linear_xent.wgsl.
 pub fn shader_source(product: LinearProduct) -> String {
-    let tile = match product {
-        LinearProduct::Tiled => include_str!("../shaders/linear_tile.wgsl"),
-        LinearProduct::CooperativeMatrix => include_str!("../shaders/linear_tile_coop.wgsl"),
-        LinearProduct::Subgroup => include_str!("../shaders/linear_tile_subgroup.wgsl"),
+    let rows = include_str!("../shaders/linear_tile_rows.wgsl");
+    let (tile, shared) = match product {
+        LinearProduct::Tiled => (include_str!("../shaders/linear_tile.wgsl"), rows),
+        LinearProduct::CooperativeMatrix => (include_str!("../shaders/linear_tile_coop.wgsl"), ""),
+        LinearProduct::Subgroup => (include_str!("../shaders/linear_tile_subgroup.wgsl"), rows),
     };
-    format!("{tile}\n{}", include_str!("../shaders/linear_xent.wgsl"))
+    format!(
+        "{tile}\n{shared}\n{}",
+        include_str!("../shaders/linear_xent.wgsl")
+    )
 }
 
 /// One binding of the layout: read-only storage, read-write storage, or the uniform.
@@ -958,20 +987,14 @@ impl<'a> Sweep<'a> {
         rowinfo: Option<Slice<'_>>,
     ) -> Result<()> {
         let (hk, ck) = self.kinds();
+        // z [nr, nv] = H[chunk] [nr, dim] @ C[block]^T [dim, nv]
+        let dim = self.dim;
         let params = Params {
-            m: nr as u32,
-            n: nv as u32,
-            k: self.dim as u32,
-            a_si: self.dim as u32,
-            a_sk: 1,
-            b_sk: 1,
-            b_sj: self.dim as u32,
-            ldo: nv as u32,
             v0: v0 as u32,
             mode: u32::from(rowinfo.is_some()),
             has_bias: u32::from(self.io.bias.is_some()),
             softcap: self.softcap,
-            ..Default::default()
+            ..Params::product((nr, nv, dim), (dim, 1), (1, dim), nv)
         };
         let bind = Bind {
             a: Some(self.hidden(r0, nr)),
@@ -987,7 +1010,9 @@ impl<'a> Sweep<'a> {
     }
 
     /// Forward sweep: per chunk, every block's logits merged into the chunk's row sums, which
-    /// are copied into one readback buffer; returns them.
+    /// are copied into one readback buffer; returns them. (Its own loop, not the row kernels'
+    /// chunk loop of ops/host.rs: chunks of rows times blocks of the vocabulary, over
+    /// linear_xent.wgsl's entry points, with no logits buffer to chunk.)
     fn forward(&self) -> Result<Vec<RowSums>> {
         let ctx = self.ctx;
         let readback = ctx.create_buffer(
@@ -1042,7 +1067,7 @@ impl<'a> Sweep<'a> {
             wgpu::BufferUsages::STORAGE,
         );
         let (hk, ck) = self.kinds();
-        let dim = self.dim as u32;
+        let dim = self.dim;
         let mut in_flight = None;
         for (c, chunk) in Self::pieces(self.rows, self.plan.chunk).enumerate() {
             let (r0, nr) = chunk;
@@ -1055,44 +1080,28 @@ impl<'a> Sweep<'a> {
                     self.block_logits(pass, chunk, block, Some(info))?;
                     // d_hidden[chunk] (+)= G [nr, nv] @ C[block] [nv, dim]
                     let params = Params {
-                        m: nr as u32,
-                        n: dim,
-                        k: nv as u32,
-                        a_si: nv as u32,
-                        a_sk: 1,
-                        b_sk: dim,
-                        b_sj: 1,
-                        ldo: dim,
                         accumulate: u32::from(i > 0),
-                        ..Default::default()
+                        ..Params::product((nr, dim, nv), (nv, 1), (dim, 1), dim)
                     };
-                    let bind = Bind {
-                        a: Some(self.scratch(nr, nv)),
-                        b: Some(self.classifier(v0, nv)),
-                        out: Some(self.rows_of(self.io.grad_hidden, r0, nr)),
-                        ..Default::default()
-                    };
-                    self.dispatch(pass, Entry::Matmul, (0, ck), params, bind, (self.dim, nr))?;
+                    let (g, grad_hidden) = (self.scratch(nr, nv), self.io.grad_hidden);
+                    let slices = [
+                        g,
+                        self.classifier(v0, nv),
+                        self.rows_of(grad_hidden, r0, nr),
+                    ];
+                    self.matmul(pass, (0, ck), params, slices, (self.dim, nr))?;
                     // d_classifier[block] (+)= G^T [nv, nr] @ H[chunk] [nr, dim]
                     let params = Params {
-                        m: nv as u32,
-                        n: dim,
-                        k: nr as u32,
-                        a_si: 1,
-                        a_sk: nv as u32,
-                        b_sk: dim,
-                        b_sj: 1,
-                        ldo: dim,
                         accumulate: u32::from(c > 0),
-                        ..Default::default()
+                        ..Params::product((nv, dim, nr), (1, nv), (dim, 1), dim)
                     };
-                    let bind = Bind {
-                        a: Some(self.scratch(nr, nv)),
-                        b: Some(self.hidden(r0, nr)),
-                        out: Some(self.rows_of(self.io.grad_classifier, v0, nv)),
-                        ..Default::default()
-                    };
-                    self.dispatch(pass, Entry::Matmul, (0, hk), params, bind, (self.dim, nv))?;
+                    let (g, grad_classifier) = (self.scratch(nr, nv), self.io.grad_classifier);
+                    let slices = [
+                        g,
+                        self.hidden(r0, nr),
+                        self.rows_of(grad_classifier, v0, nv),
+                    ];
+                    self.matmul(pass, (0, hk), params, slices, (self.dim, nv))?;
                     // d_bias[block] (+)= column sums of G
                     if let Some(gb) = self.io.grad_bias {
                         let params = Params {
@@ -1149,29 +1158,34 @@ impl<'a> Sweep<'a> {
             for block in Self::pieces(self.vocab, self.plan.block) {
                 self.submit(&mut in_flight, |encoder| {
                     let mut pass = encoder.begin_compute_pass(&Default::default());
-                    let params = Params {
-                        m: chunk.1 as u32,
-                        n: block.1 as u32,
-                        k: self.dim as u32,
-                        a_si: self.dim as u32,
-                        a_sk: 1,
-                        b_sk: 1,
-                        b_sj: self.dim as u32,
-                        ldo: block.1 as u32,
-                        ..Default::default()
-                    };
-                    let bind = Bind {
-                        a: Some(self.hidden(chunk.0, chunk.1)),
-                        b: Some(self.classifier(block.0, block.1)),
-                        out: Some(self.scratch(chunk.1, block.1)),
-                        ..Default::default()
-                    };
-                    let extent = (block.1, chunk.1);
-                    self.dispatch(&mut pass, Entry::Matmul, (hk, ck), params, bind, extent)
+                    let (dim, (nr, nv)) = (self.dim, (chunk.1, block.1));
+                    let params = Params::product((nr, nv, dim), (dim, 1), (1, dim), nv);
+                    let (h, c) = (self.hidden(chunk.0, nr), self.classifier(block.0, nv));
+                    let slices = [h, c, self.scratch(nr, nv)];
+                    self.matmul(&mut pass, (hk, ck), params, slices, (nv, nr))
                 })?;
             }
         }
         Ok(())
+    }
+
+    /// A `matmul` dispatch: `out (+)= A B` for `[a, b, out]`, A and B of storage kinds
+    /// `kinds`, over `extent` (columns, rows) of `out`.
+    fn matmul(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        kinds: (u32, u32),
+        params: Params,
+        [a, b, out]: [Slice<'_>; 3],
+        extent: (usize, usize),
+    ) -> Result<()> {
+        let bind = Bind {
+            a: Some(a),
+            b: Some(b),
+            out: Some(out),
+            ..Default::default()
+        };
+        self.dispatch(pass, Entry::Matmul, kinds, params, bind, extent)
     }
 
     /// Records one dispatch: `extent` is (columns, rows) of its output for the tiled kernels

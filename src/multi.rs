@@ -30,7 +30,7 @@
 use crate::context::{BackendChoice, Context, ContextOptions, keep_opened};
 use crate::error::{Error, Result};
 use crate::kernels::{Precision, Strategy};
-use crate::ops::{BatchPart, HalfCrossEntropy, Targets, class_denominator};
+use crate::ops::{BatchPart, HalfCrossEntropy, HostCall, HostJob, Targets, class_denominator};
 use crate::options::{CrossEntropyOptions, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
@@ -192,16 +192,18 @@ impl MultiContext {
                     };
                     let part_logits = &logits[first * cols * eb..][..count * cols * eb];
                     scope.spawn(move || {
-                        ctx.host_cross_entropy(
-                            part_logits,
+                        ctx.host_rows(HostCall {
+                            logits: part_logits,
                             precision,
-                            part_targets,
-                            count,
+                            job: HostJob::CrossEntropy {
+                                targets: part_targets,
+                                options,
+                            },
+                            rows: count,
                             cols,
-                            options,
                             strategy,
                             part,
-                        )
+                        })
                     })
                 })
                 .collect();

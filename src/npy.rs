@@ -481,6 +481,16 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
 ///
 /// As [`read`].
 pub fn read_file(file: fs::File, path: &Path) -> Result<NpyArray, NpyError> {
+    let (reader, known_len) = buffered(file, path)?;
+    read_from(reader, known_len, path)
+}
+
+/// `file` buffered, and its length where it is known (a regular file; not a FIFO); a folder
+/// is an [`NpyError::Io`] naming `path`.
+fn buffered(
+    file: fs::File,
+    path: &Path,
+) -> Result<(io::BufReader<fs::File>, Option<u64>), NpyError> {
     let io_error = |source| read_error(path, source);
     let meta = file.metadata().map_err(io_error)?;
     if meta.is_dir() {
@@ -490,7 +500,7 @@ pub fn read_file(file: fs::File, path: &Path) -> Result<NpyArray, NpyError> {
         )));
     }
     let known_len = meta.is_file().then_some(meta.len());
-    read_from(io::BufReader::new(file), known_len, path)
+    Ok((io::BufReader::new(file), known_len))
 }
 
 /// Reads one array from `reader`. `known_len`: the whole input's length where it is known
@@ -591,16 +601,7 @@ impl RowReader {
     /// As [`read`], except those about the data of a stream, which come from
     /// [`RowReader::next_rows`].
     pub fn open(file: fs::File, path: &Path) -> Result<Self, NpyError> {
-        let io_error = |source| read_error(path, source);
-        let meta = file.metadata().map_err(io_error)?;
-        if meta.is_dir() {
-            return Err(io_error(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "it is a folder",
-            )));
-        }
-        let known_len = meta.is_file().then_some(meta.len());
-        let mut reader = io::BufReader::new(file);
+        let (mut reader, known_len) = buffered(file, path)?;
         let (header, leftover, reader) = if known_len.is_some() {
             let (header, leftover) = read_header(&mut reader, known_len, path)?;
             (header, leftover, Some(reader))
@@ -1451,32 +1452,24 @@ fn encode_le<T: Copy, E, const N: usize>(
 mod tests {
     use super::*;
 
-    // Files written by NumPy 2.4 (`np.save`, or `np.lib.format.write_array` for versions 2.0
-    // and 3.0), dumped with Python's bytes repr by scripts/gen_fixtures.py in the scratch crate.
-    /// np.array([[1.5, -2], [3, 4]], dtype=np.float32)
-    const F32_2D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }                                                          \x0a\x00\x00\xc0?\x00\x00\x00\xc0\x00\x00@@\x00\x00\x80@";
-    /// np.array([1, -2.5, 65504, 0.099975586], dtype=np.float16)
-    const F16_1D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f2', 'fortran_order': False, 'shape': (4,), }                                                            \x0a\x00<\x00\xc1\xff{f.";
-    /// np.array(-7, dtype=np.int64)
-    const I64_0D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (), }                                                              \x0a\xf9\xff\xff\xff\xff\xff\xff\xff";
-    /// np.array([1, -2, 2147483647], dtype=np.int32)
-    const I32_1D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }                                                            \x0a\x01\x00\x00\x00\xfe\xff\xff\xff\xff\xff\xff\x7f";
-    /// np.array(0.25, dtype=np.float32)
-    const F32_0D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (), }                                                              \x0a\x00\x00\x80>";
-    /// np.zeros((0,), dtype=np.int64)
-    const I64_EMPTY: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (0,), }                                                            \x0a";
-    /// np.arange(-3, 9, dtype=np.int64).reshape(2, 3, 2)
-    const I64_3D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3, 2), }                                                       \x0a\xfd\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00";
-    /// np.array([1, 2, 3], dtype=np.float32), format version 2.0
-    const F32_V2: &[u8] = b"\x93NUMPY\x02\x00t\x00\x00\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }                                                          \x0a\x00\x00\x80?\x00\x00\x00@\x00\x00@@";
-    /// np.array([[5], [6]], dtype=np.int32), format version 3.0
-    const I32_V3: &[u8] = b"\x93NUMPY\x03\x00t\x00\x00\x00{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }                                                        \x0a\x05\x00\x00\x00\x06\x00\x00\x00";
-    /// np.array([1.0]) (float64)
-    const F64_1D: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }                                                            \x0a\x00\x00\x00\x00\x00\x00\xf0?";
-    /// np.array([1.0], dtype='>f4') (big-endian: unsupported)
-    const F32_BIG_ENDIAN: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }                                                            \x0a?\x80\x00\x00";
-    /// np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
-    const F32_FORTRAN: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }                                                           \x0a\x00\x00\x00\x00\x00\x00@@\x00\x00\x80?\x00\x00\x80@\x00\x00\x00@\x00\x00\xa0@";
+    /// The bytes of tests/data/`name`.npy: files written by NumPy 2.4 (`np.save`, or
+    /// `np.lib.format.write_array` for versions 2.0 and 3.0), kept as written:
+    /// - `f32_2d`: np.array([[1.5, -2], [3, 4]], dtype=np.float32)
+    /// - `f16_1d`: np.array([1, -2.5, 65504, 0.099975586], dtype=np.float16)
+    /// - `i64_0d`: np.array(-7, dtype=np.int64)
+    /// - `i32_1d`: np.array([1, -2, 2147483647], dtype=np.int32)
+    /// - `f32_0d`: np.array(0.25, dtype=np.float32)
+    /// - `i64_empty`: np.zeros((0,), dtype=np.int64)
+    /// - `i64_3d`: np.arange(-3, 9, dtype=np.int64).reshape(2, 3, 2)
+    /// - `f32_v2`: np.array([1, 2, 3], dtype=np.float32), format version 2.0
+    /// - `i32_v3`: np.array([[5], [6]], dtype=np.int32), format version 3.0
+    /// - `f64_1d`: np.array([1.0]) (float64)
+    /// - `f32_big_endian`: np.array([1.0], dtype='>f4') (big-endian: unsupported)
+    /// - `f32_fortran`: np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        std::fs::read(dir.join(format!("{name}.npy"))).unwrap()
+    }
 
     /// A format 1.0 file with the given header text, unpadded, and data bytes.
     fn npy(header: &str, data: &[u8]) -> Vec<u8> {
@@ -1601,19 +1594,27 @@ mod tests {
 
     /// Files numpy wrote (version 1.0 headers, padded as `np.save` pads them), with the shape
     /// and data they hold.
-    fn numpy_files() -> Vec<(&'static [u8], &'static [usize], NpyData)> {
+    fn numpy_files() -> Vec<(Vec<u8>, &'static [usize], NpyData)> {
         vec![
-            (F32_2D, &[2, 2], NpyData::F32(vec![1.5, -2.0, 3.0, 4.0])),
             (
-                F16_1D,
+                fixture("f32_2d"),
+                &[2, 2],
+                NpyData::F32(vec![1.5, -2.0, 3.0, 4.0]),
+            ),
+            (
+                fixture("f16_1d"),
                 &[4],
                 NpyData::F16(vec![0x3c00, 0xc100, 0x7bff, 0x2e66]),
             ),
-            (I64_0D, &[], NpyData::I64(vec![-7])),
-            (I32_1D, &[3], NpyData::I32(vec![1, -2, i32::MAX])),
-            (F32_0D, &[], NpyData::F32(vec![0.25])),
-            (I64_EMPTY, &[0], NpyData::I64(vec![])),
-            (I64_3D, &[2, 3, 2], NpyData::I64((-3..9).collect())),
+            (fixture("i64_0d"), &[], NpyData::I64(vec![-7])),
+            (fixture("i32_1d"), &[3], NpyData::I32(vec![1, -2, i32::MAX])),
+            (fixture("f32_0d"), &[], NpyData::F32(vec![0.25])),
+            (fixture("i64_empty"), &[0], NpyData::I64(vec![])),
+            (
+                fixture("i64_3d"),
+                &[2, 3, 2],
+                NpyData::I64((-3..9).collect()),
+            ),
         ]
     }
 
@@ -1621,10 +1622,10 @@ mod tests {
     fn reads_numpy_files() {
         let mut cases = numpy_files();
         // Versions 2.0 and 3.0 of the format, which the writer never produces.
-        cases.push((F32_V2, &[3], NpyData::F32(vec![1.0, 2.0, 3.0])));
-        cases.push((I32_V3, &[2, 1], NpyData::I32(vec![5, 6])));
+        cases.push((fixture("f32_v2"), &[3], NpyData::F32(vec![1.0, 2.0, 3.0])));
+        cases.push((fixture("i32_v3"), &[2, 1], NpyData::I32(vec![5, 6])));
         for (bytes, shape, data) in cases {
-            let array = parse(bytes).unwrap();
+            let array = parse(&bytes).unwrap();
             assert_eq!(array.shape, shape);
             assert_eq!(array.data, data);
         }
@@ -1645,21 +1646,21 @@ mod tests {
 
     #[test]
     fn reads_float64() {
-        let array = parse(F64_1D).unwrap();
+        let array = parse(&fixture("f64_1d")).unwrap();
         assert_eq!(array.shape, [1]);
         assert_eq!(array.data, NpyData::F64(vec![1.0]));
-        assert_eq!(to_bytes(&[1], &array.data).unwrap(), F64_1D);
+        assert_eq!(to_bytes(&[1], &array.data).unwrap(), fixture("f64_1d"));
     }
 
     #[test]
     fn rejects_numpy_files_of_unsupported_kinds() {
         assert_eq!(
-            error(F32_BIG_ENDIAN),
+            error(&fixture("f32_big_endian")),
             "dtype '>f4' (float32) is big-endian: only little-endian data is supported, \
              convert with arr.astype('<f4')"
         );
         assert_eq!(
-            error(F32_FORTRAN),
+            error(&fixture("f32_fortran")),
             "Fortran-order arrays are not supported: save with np.ascontiguousarray"
         );
     }
@@ -1717,7 +1718,7 @@ mod tests {
 
     #[test]
     fn error_unsupported_version() {
-        let mut bytes = F32_2D.to_vec();
+        let mut bytes = fixture("f32_2d");
         bytes[6] = 4;
         assert_eq!(
             error(&bytes),
@@ -1743,7 +1744,7 @@ mod tests {
             "truncated .npy header: needs 12 bytes, the input has 10"
         );
         assert_eq!(
-            error(&F32_2D[..60]),
+            error(&fixture("f32_2d")[..60]),
             "truncated .npy header: needs 128 bytes, the input has 60"
         );
     }
@@ -1999,19 +2000,20 @@ mod tests {
             error(&npy(&dict("<f4", "(1000000000000000,)"), &[0; 8])),
             "truncated: shape [1000000000000000] float32 needs 4000000000000000 bytes of data, file has 8"
         );
+        let f32_2d = fixture("f32_2d");
         assert_error_contains(
-            &F32_2D[..F32_2D.len() - 1],
+            &f32_2d[..f32_2d.len() - 1],
             "needs 16 bytes of data, file has 15",
         );
         assert_error_contains(
-            &I64_0D[..128],
+            &fixture("i64_0d")[..128],
             "truncated: shape [] int64 needs 8 bytes of data, file has 0",
         );
     }
 
     #[test]
     fn error_trailing_data() {
-        let mut bytes = I32_1D.to_vec();
+        let mut bytes = fixture("i32_1d");
         bytes.extend_from_slice(b"junk");
         assert_eq!(
             error(&bytes),

@@ -38,7 +38,7 @@ use crate::kernels::batch_sum::STATS_LEN;
 use crate::kernels::geometry::SPLIT_CHUNK_COLS;
 use crate::kernels::row_softmax::{self, Entry, Params, RowBuffers, RowKernel, SplitPass};
 use crate::kernels::{Slice, Specialisation, Strategy};
-use crate::ops::Targets;
+use crate::ops::{Targets, gpu_labels};
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
@@ -143,6 +143,10 @@ impl Context {
                 None => shard.cols as f32,
             },
         };
+        // Not the host path's chunk loop (ops/host.rs, host_rows_async): each chunk here is
+        // one split pass whose partials come back to be merged across ranks on the host, not
+        // the row kernel and the loss sums; only the chunk size (Context::chunk_rows) and
+        // the params (Params::for_loss) are the host path's.
         for first in (0..shard.rows).step_by(job.chunk_rows) {
             let count = job.chunk_rows.min(shard.rows - first);
             let chunks = shard.cols.div_ceil(SPLIT_CHUNK_COLS as usize);
@@ -151,16 +155,8 @@ impl Context {
             let bufs = job.buffers(first, count, &scales, None)?;
             let back = self.scoped(|| {
                 let mut encoder = self.encoder();
-                let rb = bufs.row_buffers();
                 let params = job.params(count, 0);
-                row_softmax::record_split_pass(
-                    self,
-                    &mut encoder,
-                    job.kernel(),
-                    SplitPass::Stats,
-                    &rb,
-                    params,
-                )?;
+                job.record(&mut encoder, SplitPass::Stats, &bufs, params)?;
                 let bytes = (scales.len() - STATS_LEN) as u64 * 4;
                 encoder.copy_buffer_to_buffer(
                     &bufs.scales,
@@ -246,17 +242,9 @@ impl Context {
             let bufs = job.buffers(first, count, &scales, Some(&row_weights))?;
             let back = self.scoped(|| {
                 let mut encoder = self.encoder();
-                let rb = bufs.row_buffers();
                 let mut params = job.params(count, shard.cols as u32);
                 params.weight_sum = weight_sum;
-                row_softmax::record_split_pass(
-                    self,
-                    &mut encoder,
-                    job.kernel(),
-                    SplitPass::Write,
-                    &rb,
-                    params,
-                )?;
+                job.record(&mut encoder, SplitPass::Write, &bufs, params)?;
                 let bytes = bufs.copy_outputs(&mut encoder);
                 self.queue.submit([encoder.finish()]);
                 Ok(bytes)
@@ -389,16 +377,7 @@ impl<'a> Job<'a> {
             Targets::Classes(labels) => {
                 check_len("labels", shard.rows, labels.len())?;
                 check_labels(labels, shard.vocab_size, options.ignore_index)?;
-                labels
-                    .iter()
-                    .map(|&y| {
-                        if y == options.ignore_index {
-                            -1
-                        } else {
-                            y as i32
-                        }
-                    })
-                    .collect()
+                gpu_labels(labels, options.ignore_index)
             }
             Targets::Probabilities(t) => {
                 check_len("targets", n, t.len())?;
@@ -433,34 +412,40 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// The split layout's cross-entropy kernel, specialised for the options.
-    fn kernel(&self) -> RowKernel {
+    /// Records one pass of the split layout's cross-entropy kernel, specialised for the
+    /// options, over a chunk's buffers.
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pass: SplitPass,
+        bufs: &ShardBuffers,
+        params: Params,
+    ) -> Result<()> {
         let probs = matches!(self.shard.targets, Targets::Probabilities(_));
-        RowKernel {
+        let kernel = RowKernel {
             entry: Entry::CrossEntropy,
             strategy: SPLIT,
             options: Specialisation::of(self.options, probs),
-        }
+        };
+        let rb = bufs.row_buffers();
+        let variant = row_softmax::choose_variant(self.ctx, SPLIT, &rb)?;
+        row_softmax::record_split_pass(self.ctx, encoder, kernel, variant, pass, &rb, params)
     }
 
     /// The kernel's params for `count` rows; `row_weights` is where the rows' w_y start in
     /// the weights binding (0: none).
     fn params(&self, count: usize, row_weights: u32) -> Params {
-        let o = self.options;
-        let has_weights = o.weight.is_some();
+        let has_weights = self.options.weight.is_some();
         Params {
             rows: count as u32,
-            cols: self.shard.cols as u32,
-            ignore_index: -1,
-            label_smoothing: o.label_smoothing,
-            z_loss: o.z_loss,
-            softcap: o.softcap,
+            // The whole vocabulary's sum of weights is only known after the all-reduce:
+            // vocab_finish sets it.
             weight_sum: self.shard.vocab_size as f32,
             partials_base: STATS_LEN as u32,
             classes: self.shard.vocab_size as u32,
             class_base: self.shard.vocab_start as u32,
             row_weights: if has_weights { row_weights } else { 0 },
-            ..Default::default()
+            ..Params::for_loss(self.options, self.shard.cols as u32)
         }
     }
 

@@ -33,7 +33,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::{Precision, Strategy};
-use crate::ops::{BatchPart, Targets, class_denominator};
+use crate::ops::{BatchPart, HostCall, HostJob, Targets, class_denominator};
 use crate::options::{CrossEntropyOptions, Reduction, check_half, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
@@ -207,16 +207,18 @@ impl<'a> CrossEntropyStream<'a> {
             loss_before: self.loss,
             batch_rows: self.batch_rows.unwrap_or(usize::MAX),
         };
-        let out = self.ctx.host_cross_entropy(
+        let out = self.ctx.host_rows(HostCall {
             logits,
             precision,
-            targets,
+            job: HostJob::CrossEntropy {
+                targets,
+                options: &self.options,
+            },
             rows,
             cols,
-            &self.options,
             strategy,
             part,
-        )?;
+        })?;
         self.strategy = strategy;
         self.rows_done += rows;
         self.loss = out.loss;

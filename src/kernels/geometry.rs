@@ -4,7 +4,7 @@
 //! but its limits (llvmpipe's loop limit is in `software.rs`).
 
 use super::strategy::Strategy;
-use super::variant::{Io, ModuleKey, ShaderVariant, TeamKind};
+use super::variant::TeamKind;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -119,36 +119,26 @@ pub fn subgroup_shape(size: u32) -> (u32, u32) {
     (SUBGROUP_WORKGROUP_LANES.max(size), size)
 }
 
-/// Workgroup size, team size and module of a concrete strategy on this context, for a
-/// dispatch of `rows` rows.
-pub fn shape_of(
-    ctx: &Context,
-    strategy: Strategy,
-    io: Io,
-    rows: u32,
-) -> Result<(ModuleKey, u32, u32)> {
+/// The team file a strategy runs: one subgroup per row for `Subgroup`, lanes of a
+/// workgroup for every other.
+pub fn team_kind(strategy: Strategy) -> TeamKind {
+    match strategy {
+        Strategy::Subgroup => TeamKind::Subgroup,
+        _ => TeamKind::Workgroup,
+    }
+}
+
+/// Workgroup size and team size of a concrete strategy on this context, for a dispatch of
+/// `rows` rows.
+pub fn shape_of(ctx: &Context, strategy: Strategy, rows: u32) -> Result<(u32, u32)> {
     let max = ctx
         .limits
         .max_compute_invocations_per_workgroup
         .min(ctx.limits.max_compute_workgroup_size_x)
         .min(MAX_WORKGROUP_LANES);
-    let (module, workgroup, team) = match strategy {
-        Strategy::Workgroup { lanes } => (
-            ModuleKey::RowSoftmax(ShaderVariant {
-                team: TeamKind::Workgroup,
-                io,
-            }),
-            workgroup_lanes(lanes, rows),
-            lanes,
-        ),
-        Strategy::Split { lanes } | Strategy::Cached { lanes } => (
-            ModuleKey::RowSoftmax(ShaderVariant {
-                team: TeamKind::Workgroup,
-                io,
-            }),
-            lanes,
-            lanes,
-        ),
+    let (workgroup, team) = match strategy {
+        Strategy::Workgroup { lanes } => (workgroup_lanes(lanes, rows), lanes),
+        Strategy::Split { lanes } | Strategy::Cached { lanes } => (lanes, lanes),
         Strategy::Subgroup => {
             // The one subgroup size the host may rely on (context::usable_subgroup_size).
             let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
@@ -158,15 +148,7 @@ pub fn shape_of(
                     ctx.subgroup_refusal().unwrap_or("no usable subgroup size")
                 ),
             })?;
-            let (workgroup, team) = subgroup_shape(size);
-            (
-                ModuleKey::RowSoftmax(ShaderVariant {
-                    team: TeamKind::Subgroup,
-                    io,
-                }),
-                workgroup,
-                team,
-            )
+            subgroup_shape(size)
         }
         Strategy::Auto => {
             return Err(Error::Validation(
@@ -180,7 +162,7 @@ pub fn shape_of(
             what: format!("strategy {strategy} needs {workgroup} lanes per workgroup (max {max})"),
         });
     }
-    Ok((module, workgroup, team))
+    Ok((workgroup, team))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - [`variant`]: the typed variant model: [`ShaderVariant`] (one row_softmax WGSL text: the
 //!   team and io axes, each an enum) inside [`ModuleKey`],
 //!   [`PipelineKey`] (a module specialised: entry point, geometry, loss options), and
-//!   [`Io::for_rows`], the one place the io axis is chosen;
+//!   [`Io::for_rows`], the rule for the io axis (`row_softmax::choose_variant` applies it
+//!   and picks the team: the one place a dispatch's variant is chosen);
 //! - [`source`]: the fragment files each axis contributes and the generated storage
 //!   declarations (no text rewriting);
 //! - [`strategy`]: the reduction strategies and the table `Auto` follows;

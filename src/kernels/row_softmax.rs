@@ -2,15 +2,19 @@
 //! file, `source.rs`): what a dispatch binds and how it is recorded.
 //!
 //! A call goes: [`RowKernel`] (entry, strategy, loss options: what the caller decides) and
-//! [`RowBuffers`] (where the data is) → `bind_rows` binds logits and output and so picks
-//! the io variant ([`Io::for_rows`]) → the strategy gives the geometry
-//! ([`geometry::shape_of`]) → one [`PipelineKey`] per entry point → [`record`]ed dispatches.
+//! [`RowBuffers`] (where the data is) → [`choose_variant`], the one place the whole
+//! [`ShaderVariant`] is chosen (team from the strategy, io from the bindings' alignment and
+//! the software adapters' paths) → [`record`] takes that variant: it binds as the variant
+//! reads, the strategy gives the geometry ([`geometry::shape_of`]), one [`PipelineKey`] per
+//! entry point, then the dispatches.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::geometry::{self, SPLIT_CHUNK_COLS, cache_blocks, cached_max_cols, one_workgroup};
 use super::layouts::{part, whole};
-use super::variant::{Io, PipelineKey, Place, Precision, Specialisation};
+use super::variant::{
+    Access, Io, ModuleKey, PipelineKey, Place, Precision, ShaderVariant, Specialisation,
+};
 use super::{Binding, Slice, Strategy, grid, software};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -94,6 +98,28 @@ pub struct Params {
     pub row_weights: u32,
 }
 
+impl Params {
+    /// The params of rows of `cols` columns under the loss `options`: the one place the
+    /// options the shader takes as uniforms (label smoothing, z-loss, soft-cap, the sum of
+    /// the class weights, `cols` when unweighted) are filled in. Ignored rows' labels are -1,
+    /// as the host sends them; the caller sets the rest (rows, offsets, shards).
+    pub fn for_loss(options: &crate::CrossEntropyOptions, cols: u32) -> Self {
+        let weight_sum = match &options.weight {
+            Some(w) => w.iter().map(|&x| f64::from(x)).sum::<f64>() as f32,
+            None => cols as f32,
+        };
+        Params {
+            cols,
+            ignore_index: -1,
+            label_smoothing: options.label_smoothing,
+            z_loss: options.z_loss,
+            softcap: options.softcap,
+            weight_sum,
+            ..Default::default()
+        }
+    }
+}
+
 /// `params.whole_batch`: the dispatch adds the reduced loss to `stats[2]`, as
 /// `batch_sum::Entry::LossSum` would.
 pub const WHOLE_BATCH_LOSS: u32 = 1;
@@ -149,9 +175,8 @@ pub struct RowKernel {
     pub options: Specialisation,
 }
 
-/// Logits and output bound for one dispatch, and the io variant those bindings allow.
+/// Logits and output bound for one dispatch, as its io variant reads them.
 struct BoundRows<'a> {
-    io: Io,
     logits: wgpu::BufferBinding<'a>,
     logits_base: u32,
     /// `None` in place.
@@ -176,58 +201,115 @@ fn bind_both<'a>(
     }
 }
 
-/// Binds logits and output, and with that picks the io variant: whether both can be bound
-/// as whole vec4s (or, for the pair files io_*x8.wgsl, whole units of 8) at the same offset
-/// modulo 4 (8) decides it ([`Io::for_rows`]).
-fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, strategy: Strategy) -> BoundRows<'a> {
+/// The element offsets of logits and output in bindings made by `bind_both`.
+fn bases(bound: &Option<(Bound<'_>, Option<Bound<'_>>)>) -> Option<(u32, u32)> {
+    bound
+        .as_ref()
+        .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)))
+}
+
+/// The whole shader variant of one dispatch of `strategy` over `bufs`, chosen here and only
+/// here, before anything is recorded: the team from the strategy ([`geometry::team_kind`]);
+/// the io axes from the buffers: their precision, in place or not, and the access, which
+/// is whole vec4s (or, for the pair files io_*x8.wgsl, whole units of 8) when logits and
+/// output can both be bound so at the same offset modulo 4 (8) ([`Io::for_rows`]), with the
+/// software adapters' paths (64-bit words, units for one lane per row) as the context's
+/// [`software::SoftwareIo`] says.
+///
+/// # Errors
+///
+/// [`Error::Unsupported`] for bf16 in place, and for f16 without `Features::SHADER_F16`.
+pub fn choose_variant(
+    ctx: &Context,
+    strategy: Strategy,
+    bufs: &RowBuffers<'_>,
+) -> Result<ShaderVariant> {
+    let unsupported = |what: &str| Error::Unsupported {
+        adapter: ctx.adapter_info().name.clone(),
+        what: what.into(),
+    };
+    if bufs.precision == Precision::Bf16 && bufs.out.is_none() {
+        return Err(unsupported(
+            "bf16 has no in-place variant: give a separate output buffer",
+        ));
+    }
+    if bufs.precision == Precision::F16 && !ctx.features.contains(wgpu::Features::SHADER_F16) {
+        return Err(unsupported("f16 data needs Features::SHADER_F16"));
+    }
     let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
     // The vector io files also view the output as scalars (binding 9): where one buffer may
     // not be bound twice for writing (WebGPU), every dispatch takes the scalar files.
     let (vectors, units) = if crate::platform::WRITABLE_ALIASES {
         let vectors = bind_both(bufs, |s| s.bind_vectors(align));
-        (vectors, bind_both(bufs, |s| s.bind_units(align)))
+        (
+            bases(&vectors),
+            bases(&bind_both(bufs, |s| s.bind_units(align))),
+        )
     } else {
         (None, None)
-    };
-    let bases = |bound: &Option<(Bound<'a>, Option<Bound<'a>>)>| {
-        bound
-            .as_ref()
-            .map(|(l, o)| (l.1, o.as_ref().map_or(l.1, |o| o.1)))
     };
     let io = Io::for_rows(
         bufs.precision,
         bufs.out.is_none(),
-        bases(&vectors),
+        vectors,
         ctx.software_io().words64,
-        bases(&units),
+        units,
         strategy == Strategy::Workgroup { lanes: 1 },
     );
-    let ((logits, logits_base), out) = match (vectors, units) {
-        (_, Some(u)) if io.pairs() => u,
-        (Some(v), _) if io.vec4() => v,
-        _ => (bufs.logits.bind(align), bufs.out.map(|out| out.bind(align))),
-    };
-    BoundRows {
+    Ok(ShaderVariant {
+        team: geometry::team_kind(strategy),
         io,
+    })
+}
+
+/// Binds logits and output as `io` reads them: units of 8, whole vec4s or scalars. A
+/// validation error when the buffers do not allow it (`io` was not chosen for them).
+fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, io: Io) -> Result<BoundRows<'a>> {
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+    if io.precision != bufs.precision || io.in_place() != bufs.out.is_none() {
+        return Err(Error::Validation(format!(
+            "variant {io:?} is not for {:?} {}",
+            bufs.precision,
+            if bufs.out.is_none() {
+                "in place"
+            } else {
+                "with an output"
+            }
+        )));
+    }
+    let bound = match io.access {
+        Access::Pairs => bind_both(bufs, |s| s.bind_units(align)),
+        Access::Vec4(_) => bind_both(bufs, |s| s.bind_vectors(align)),
+        Access::Scalar => Some((bufs.logits.bind(align), bufs.out.map(|out| out.bind(align)))),
+    };
+    let Some(((logits, logits_base), out)) = bound else {
+        return Err(Error::Validation(format!(
+            "these buffers cannot be bound as {:?} reads them",
+            io.access
+        )));
+    };
+    Ok(BoundRows {
         logits,
         logits_base,
         out_base: out.as_ref().map_or(logits_base, |o| o.1),
         out: out.map(|o| o.0),
-    }
+    })
 }
 
-/// Records the dispatch(es) of `kernel` over `params.rows` rows into `encoder`; fills in the
-/// offsets. The split layout takes two dispatches (partials, then merge and write) and at
-/// most [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
+/// Records the dispatch(es) of `kernel` in shader `variant` ([`choose_variant`] for these
+/// buffers) over `params.rows` rows into `encoder`; fills in the offsets. The split layout
+/// takes two dispatches (partials, then merge and write) and at most
+/// [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
 /// [`geometry::partials_len`] floats in the scales buffer.
 pub fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     kernel: RowKernel,
+    variant: ShaderVariant,
     bufs: &RowBuffers<'_>,
     params: Params,
 ) -> Result<()> {
-    record_passes(ctx, encoder, kernel, bufs, params, None)
+    record_passes(ctx, encoder, (kernel, variant), bufs, params, None)
 }
 
 /// One of the split layout's two dispatches alone, for vocabulary-parallel shards
@@ -247,6 +329,7 @@ pub fn record_split_pass(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     kernel: RowKernel,
+    variant: ShaderVariant,
     pass: SplitPass,
     bufs: &RowBuffers<'_>,
     params: Params,
@@ -261,14 +344,14 @@ pub fn record_split_pass(
         SplitPass::Stats => SPLIT_STATS,
         SplitPass::Write => SPLIT_WRITE,
     };
-    record_passes(ctx, encoder, kernel, bufs, params, Some(only))
+    record_passes(ctx, encoder, (kernel, variant), bufs, params, Some(only))
 }
 
 /// [`record`], or with `only`, just that one of the split layout's entry points.
 fn record_passes(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    kernel: RowKernel,
+    (kernel, variant): (RowKernel, ShaderVariant),
     bufs: &RowBuffers<'_>,
     mut params: Params,
     only: Option<usize>,
@@ -282,19 +365,17 @@ fn record_passes(
         adapter: ctx.adapter_info().name.clone(),
         what: what.into(),
     };
-    if bufs.precision == Precision::Bf16 && bufs.out.is_none() {
-        return Err(unsupported(
-            "bf16 has no in-place variant: give a separate output buffer",
-        ));
-    }
-    if bufs.precision == Precision::F16 && !ctx.features.contains(wgpu::Features::SHADER_F16) {
-        return Err(unsupported("f16 data needs Features::SHADER_F16"));
-    }
 
-    // 1. The variant: io from the bindings, geometry from the strategy.
-    let bound = bind_rows(ctx, bufs, strategy);
-    let (module, workgroup_size, team_size) =
-        geometry::shape_of(ctx, strategy, bound.io, params.rows)?;
+    // 1. The variant's module, bound as its io reads; the geometry from the strategy.
+    if variant.team != geometry::team_kind(strategy) {
+        return Err(Error::Validation(format!(
+            "strategy {strategy} does not run the {:?} team file",
+            variant.team
+        )));
+    }
+    let bound = bind_rows(ctx, bufs, variant.io)?;
+    let module = ModuleKey::RowSoftmax(variant);
+    let (workgroup_size, team_size) = geometry::shape_of(ctx, strategy, params.rows)?;
     let cache_blocks = match strategy {
         Strategy::Cached { lanes } => cache_blocks(params.cols, lanes).ok_or_else(|| {
             unsupported(&format!(
@@ -321,7 +402,7 @@ fn record_passes(
         cache_blocks: if entry < 2 { cache_blocks } else { 0 },
         whole_batch,
         options,
-        f16_bits: bound.io.has_f16_bits() && ctx.software_io().f16_bits,
+        f16_bits: variant.io.has_f16_bits() && ctx.software_io().f16_bits,
     };
 
     // 2. The bindings and the offsets the shader adds.

@@ -15,6 +15,7 @@
 //! | access | `Scalar` / `Vec4(words)` / `Pairs` | `io_<p>.wgsl` / `io_<p>x4.wgsl` / `io_<p>x8.wgsl`; then `io_single.wgsl`, or `io_pairs.wgsl` for `Pairs` |
 //! | words (`Vec4` and `Pairs`) | `Bits32` / `Bits64` (`Pairs`: 64) | `words32.wgsl` / `words64.wgsl` |
 //! | f16 conversions (`F16` with `vec4`) | | `f16.wgsl` (its `F16_BITS` override picks the instructions or the bit operations) |
+//! | units of halves (`F16` / `Bf16` with `Pairs`) | | `io_half_units.wgsl` (the pair file's `load_logit8`, `store_out8`) |
 //! | place | `InPlace` / `Separate` | `logits` read_write and `store_unit` writing it / `logits` read-only, an `out` binding |
 //!
 //! WGSL declarations may be used before they appear, so the order of the fragments does not
@@ -146,6 +147,10 @@ impl ShaderVariant {
         // precision x access: f16 conversions of blocks
         if io.has_f16_bits() {
             files.push(fragment!("f16.wgsl"));
+        }
+        // precision x access: the units of halves
+        if io.access == Access::Pairs && io.precision != Precision::F32 {
+            files.push(fragment!("io_half_units.wgsl"));
         }
         // access: one block per step, or two
         files.push(match io.access {

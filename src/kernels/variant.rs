@@ -9,10 +9,12 @@
 //!   override constants: the dispatch geometry (workgroup, team, cache) and the loss options
 //!   ([`Specialisation`]).
 //!
-//! Which variant a call gets is decided in one place per axis: the io by [`Io::for_rows`]
-//! (from the bindings, `row_softmax::bind_rows`), the team and geometry by the strategy
-//! (`geometry::shape_of`), the options by the caller's [`crate::CrossEntropyOptions`]
-//! (`Specialisation::of`), the software io paths by `software::SoftwareIo`.
+//! Which variant a dispatch gets is decided in one place, `row_softmax::choose_variant`,
+//! before anything is recorded: the team by the strategy (`geometry::team_kind`), the io by
+//! [`Io::for_rows`] (from the bindings' alignment, with the software io paths of
+//! `software::SoftwareIo`); `row_softmax::record` takes the variant. The geometry follows
+//! the strategy (`geometry::shape_of`), the options the caller's
+//! [`crate::CrossEntropyOptions`] (`Specialisation::of`; the uniforms: `Params::for_loss`).
 
 use super::geometry;
 use super::geometry::{MAX_WORKGROUP_LANES, WORKGROUP_LANES};

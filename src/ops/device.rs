@@ -188,7 +188,8 @@ impl Context {
                 strategy,
                 options: prepared.options,
             };
-            row_softmax::record(self, encoder, kernel, &rb, params)?;
+            let variant = row_softmax::choose_variant(self, strategy, &rb)?;
+            row_softmax::record(self, encoder, kernel, variant, &rb, params)?;
             if !whole {
                 batch_sum::record(
                     self,
@@ -286,7 +287,8 @@ impl Context {
                     strategy,
                     options: prepared.options,
                 };
-                row_softmax::record(self, &mut encoder, kernel, &rb, params)?;
+                let variant = row_softmax::choose_variant(self, strategy, &rb)?;
+                row_softmax::record(self, &mut encoder, kernel, variant, &rb, params)?;
             }
             Ok(self.queue.submit([encoder.finish()]))
         })

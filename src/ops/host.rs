@@ -1,10 +1,10 @@
 //! The host path: host slices in, `Vec`s out. Every call goes through one chunk loop,
-//! [`Context::host_rows`]: validate → upload one chunk of rows → dispatch (row kernel, then
-//! the loss sum; a batch of one workgroup sums itself in the row kernel) → read back → next
-//! chunk.
+//! `Context::host_rows_async`: validate → upload one chunk of rows → dispatch (row kernel,
+//! then the loss sum; a batch of one workgroup sums itself in the row kernel) → read back →
+//! next chunk.
 
 use super::pool::HostLayout;
-use super::{BatchPart, HalfCrossEntropy, SoftmaxKind, Targets, padded};
+use super::{BatchPart, HalfCrossEntropy, SoftmaxKind, Targets, gpu_labels, padded};
 use crate::context::Context;
 use crate::error::Result;
 use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
@@ -13,76 +13,97 @@ use crate::kernels::{Precision, Strategy, geometry};
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
 use crate::reference::CrossEntropyOutput;
 
+/// Blocking methods that wait on an async host call ([`Context::block_on_gpu`]): each item
+/// is a method's docs and signature, then `=>` the future it waits on (an `_async` call of
+/// `host_async.rs`, or of this file). The wrapper's body is written once, here, so the
+/// blocking API cannot drift from the async one it wraps.
+macro_rules! blocking {
+    ($($(#[$attr:meta])* pub fn $name:ident(&$s:ident $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty
+        => $wait:expr;)*) => {
+        $(
+            $(#[$attr])*
+            pub fn $name(&$s $(, $arg: $ty)*) -> $ret {
+                $s.block_on_gpu($wait)
+            }
+        )*
+    };
+}
+
 impl Context {
-    /// Cross-entropy loss, per-row losses, per-row lse and the gradient, for host data with
-    /// class-index targets.
-    ///
-    /// `logits` is row-major `[rows, cols]`, `labels` holds one class index per row. See
-    /// [`crate::reference::cross_entropy`] for the exact formulas, which this matches.
-    ///
-    /// ```no_run
-    /// let ctx = ml_softmax::Context::new()?;
-    /// let out = ctx.cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())?;
-    /// assert!((out.loss - 1.4076).abs() < 1e-4);
-    /// # Ok::<(), ml_softmax::Error>(())
-    /// ```
-    pub fn cross_entropy(
-        &self,
-        logits: &[f32],
-        labels: &[i64],
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-    ) -> Result<CrossEntropyOutput> {
-        self.cross_entropy_with(logits, labels, rows, cols, options, Strategy::Auto)
-    }
+    blocking! {
+        /// Cross-entropy loss, per-row losses, per-row lse and the gradient, for host data
+        /// with class-index targets.
+        ///
+        /// `logits` is row-major `[rows, cols]`, `labels` holds one class index per row. See
+        /// [`crate::reference::cross_entropy`] for the exact formulas, which this matches.
+        ///
+        /// ```no_run
+        /// let ctx = ml_softmax::Context::new()?;
+        /// let out = ctx.cross_entropy(&[1.0, 2.0, 3.0], &[1], 1, 3, &Default::default())?;
+        /// assert!((out.loss - 1.4076).abs() < 1e-4);
+        /// # Ok::<(), ml_softmax::Error>(())
+        /// ```
+        pub fn cross_entropy(&self, logits: &[f32], labels: &[i64], rows: usize, cols: usize,
+            options: &CrossEntropyOptions) -> Result<CrossEntropyOutput>
+            => self.cross_entropy_async(logits, labels, rows, cols, options);
 
-    /// [`Context::cross_entropy`] with an explicit reduction strategy.
-    pub fn cross_entropy_with(
-        &self,
-        logits: &[f32],
-        labels: &[i64],
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-        strategy: Strategy,
-    ) -> Result<CrossEntropyOutput> {
-        self.cross_entropy_targets(
-            logits,
-            Targets::Classes(labels),
-            rows,
-            cols,
-            options,
-            strategy,
-        )
-    }
+        /// [`Context::cross_entropy`] with an explicit reduction strategy.
+        pub fn cross_entropy_with(&self, logits: &[f32], labels: &[i64], rows: usize, cols: usize,
+            options: &CrossEntropyOptions, strategy: Strategy) -> Result<CrossEntropyOutput>
+            => self.cross_entropy_targets_async(
+                logits, Targets::Classes(labels), rows, cols, options, strategy);
 
-    /// Cross-entropy with probability targets `[rows, cols]`; see
-    /// [`crate::reference::cross_entropy_probs`] for the formulas.
-    pub fn cross_entropy_probs(
-        &self,
-        logits: &[f32],
-        targets: &[f32],
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-    ) -> Result<CrossEntropyOutput> {
-        let targets = Targets::Probabilities(targets);
-        self.cross_entropy_targets(logits, targets, rows, cols, options, Strategy::Auto)
-    }
+        /// Cross-entropy with probability targets `[rows, cols]`; see
+        /// [`crate::reference::cross_entropy_probs`] for the formulas.
+        pub fn cross_entropy_probs(&self, logits: &[f32], targets: &[f32], rows: usize,
+            cols: usize, options: &CrossEntropyOptions) -> Result<CrossEntropyOutput>
+            => self.cross_entropy_targets_async(
+                logits, Targets::Probabilities(targets), rows, cols, options, Strategy::Auto);
 
-    /// Cross-entropy for host data, with either kind of targets and an explicit strategy.
-    pub fn cross_entropy_targets(
-        &self,
-        logits: &[f32],
-        targets: Targets<'_>,
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-        strategy: Strategy,
-    ) -> Result<CrossEntropyOutput> {
-        let done = self.cross_entropy_targets_async(logits, targets, rows, cols, options, strategy);
-        self.block_on_gpu(done)
+        /// Cross-entropy for host data, with either kind of targets and an explicit strategy.
+        pub fn cross_entropy_targets(&self, logits: &[f32], targets: Targets<'_>, rows: usize,
+            cols: usize, options: &CrossEntropyOptions, strategy: Strategy)
+            -> Result<CrossEntropyOutput>
+            => self.cross_entropy_targets_async(logits, targets, rows, cols, options, strategy);
+
+        /// Softmax of each row of host data.
+        ///
+        /// ```no_run
+        /// let ctx = ml_softmax::Context::new()?;
+        /// let p = ctx.softmax(&[1.0, 2.0, 3.0], 1, 3)?;
+        /// assert!((p[2] - 0.665).abs() < 1e-3);
+        /// # Ok::<(), ml_softmax::Error>(())
+        /// ```
+        pub fn softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>>
+            => self.softmax_with_async(logits, rows, cols, SoftmaxKind::Softmax, Strategy::Auto);
+
+        /// Log-softmax of each row of host data.
+        pub fn log_softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>>
+            => self.softmax_with_async(
+                logits, rows, cols, SoftmaxKind::LogSoftmax, Strategy::Auto);
+
+        /// Softmax or log-softmax (`kind`) with an explicit strategy.
+        ///
+        /// ```
+        /// use ml_softmax::{Context, SoftmaxKind, Strategy};
+        /// let ctx = Context::new()?;
+        /// let lp = ctx.softmax_with(&[1.0, 2.0, 3.0], 1, 3, SoftmaxKind::LogSoftmax, Strategy::Auto)?;
+        /// assert!((lp[2] - 0.665f32.ln()).abs() < 1e-3);
+        /// # Ok::<(), ml_softmax::Error>(())
+        /// ```
+        pub fn softmax_with(&self, logits: &[f32], rows: usize, cols: usize, kind: SoftmaxKind,
+            strategy: Strategy) -> Result<Vec<f32>>
+            => self.softmax_with_async(logits, rows, cols, kind, strategy);
+
+        /// Softmax or log-softmax of half-precision logits (`F16` or `Bf16` bits), with the
+        /// output in the same format.
+        pub fn softmax_half(&self, logits: &[u16], precision: Precision, rows: usize,
+            cols: usize, kind: SoftmaxKind, strategy: Strategy) -> Result<Vec<u16>>
+            => async move {
+                let job = HostJob::Softmax { kind };
+                let out = self.host_elements_async(logits, precision, job, rows, cols, strategy);
+                Ok(out.await?.grad)
+            };
     }
 
     /// Cross-entropy of half-precision logits (`F16` or `Bf16` bits, one `u16` each): the
@@ -115,79 +136,14 @@ impl Context {
             targets: request.targets,
             options: request.options,
         };
-        let (rows, cols) = (request.rows, request.cols);
-        self.host_elements(logits, request.precision, job, rows, cols, request.strategy)
+        let (rows, cols, precision) = (request.rows, request.cols, request.precision);
+        let done = self.host_elements_async(logits, precision, job, rows, cols, request.strategy);
+        self.block_on_gpu(done)
     }
 
-    /// Softmax of each row of host data.
-    ///
-    /// ```no_run
-    /// let ctx = ml_softmax::Context::new()?;
-    /// let p = ctx.softmax(&[1.0, 2.0, 3.0], 1, 3)?;
-    /// assert!((p[2] - 0.665).abs() < 1e-3);
-    /// # Ok::<(), ml_softmax::Error>(())
-    /// ```
-    pub fn softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.softmax_with(logits, rows, cols, SoftmaxKind::Softmax, Strategy::Auto)
-    }
-
-    /// Log-softmax of each row of host data.
-    pub fn log_softmax(&self, logits: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        self.softmax_with(logits, rows, cols, SoftmaxKind::LogSoftmax, Strategy::Auto)
-    }
-
-    /// Softmax or log-softmax (`kind`) with an explicit strategy.
-    ///
-    /// ```
-    /// use ml_softmax::{Context, SoftmaxKind, Strategy};
-    /// let ctx = Context::new()?;
-    /// let lp = ctx.softmax_with(&[1.0, 2.0, 3.0], 1, 3, SoftmaxKind::LogSoftmax, Strategy::Auto)?;
-    /// assert!((lp[2] - 0.665f32.ln()).abs() < 1e-3);
-    /// # Ok::<(), ml_softmax::Error>(())
-    /// ```
-    pub fn softmax_with(
-        &self,
-        logits: &[f32],
-        rows: usize,
-        cols: usize,
-        kind: SoftmaxKind,
-        strategy: Strategy,
-    ) -> Result<Vec<f32>> {
-        self.block_on_gpu(self.softmax_with_async(logits, rows, cols, kind, strategy))
-    }
-
-    /// Softmax or log-softmax of half-precision logits (`F16` or `Bf16` bits), with the
-    /// output in the same format.
-    pub fn softmax_half(
-        &self,
-        logits: &[u16],
-        precision: Precision,
-        rows: usize,
-        cols: usize,
-        kind: SoftmaxKind,
-        strategy: Strategy,
-    ) -> Result<Vec<u16>> {
-        let job = HostJob::Softmax { kind };
-        let out = self.host_elements(logits, precision, job, rows, cols, strategy)?;
-        Ok(out.grad)
-    }
-
-    /// [`Context::host_rows`] on typed elements (f32, or u16 bits of halves): checks their
-    /// count, and gives the output back in the same type.
-    fn host_elements<T: bytemuck::Pod>(
-        &self,
-        logits: &[T],
-        precision: Precision,
-        job: HostJob<'_>,
-        rows: usize,
-        cols: usize,
-        strategy: Strategy,
-    ) -> Result<CrossEntropyOutput<T>> {
-        self.block_on_gpu(self.host_elements_async(logits, precision, job, rows, cols, strategy))
-    }
-
-    /// [`Context::host_elements`] without blocking: the core of the host API's sync and
-    /// async calls.
+    /// [`Context::host_rows_async`] on typed elements (f32, or u16 bits of halves), as one
+    /// whole call: checks their count, and gives the output back in the same type. The core
+    /// of the host API's sync and async calls.
     pub(super) async fn host_elements_async<T: bytemuck::Pod>(
         &self,
         logits: &[T],
@@ -199,65 +155,40 @@ impl Context {
     ) -> Result<CrossEntropyOutput<T>> {
         let n = check_shape(rows, cols)?;
         check_len("logits", n, logits.len())?;
-        let bytes = bytemuck::cast_slice(logits);
-        let whole = BatchPart::whole(rows);
-        let out = self
-            .host_rows_async(bytes, precision, job, rows, cols, strategy, whole)
-            .await?;
+        let call = HostCall {
+            logits: bytemuck::cast_slice(logits),
+            precision,
+            job,
+            rows,
+            cols,
+            strategy,
+            part: BatchPart::whole(rows),
+        };
+        let out = self.host_rows_async(call).await?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
     }
 
-    /// The host cross-entropy on logits stored as `precision`, as bytes, as one piece `part`
-    /// of a longer batch (`src/stream.rs`, `src/multi.rs`): the gradient comes back as bytes
-    /// in the same format, and the returned `loss` is the batch's loss so far.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn host_cross_entropy(
-        &self,
-        logits: &[u8],
-        precision: Precision,
-        targets: Targets<'_>,
-        rows: usize,
-        cols: usize,
-        options: &CrossEntropyOptions,
-        strategy: Strategy,
-        part: BatchPart,
-    ) -> Result<CrossEntropyOutput<u8>> {
-        let job = HostJob::CrossEntropy { targets, options };
-        self.host_rows(logits, precision, job, rows, cols, strategy, part)
-    }
-
-    /// [`Context::host_rows_async`], waiting for the GPU (the blocking host API).
-    #[allow(clippy::too_many_arguments)]
-    fn host_rows(
-        &self,
-        logits: &[u8],
-        precision: Precision,
-        job: HostJob<'_>,
-        rows: usize,
-        cols: usize,
-        strategy: Strategy,
-        part: BatchPart,
-    ) -> Result<CrossEntropyOutput<u8>> {
-        let rows_done = self.host_rows_async(logits, precision, job, rows, cols, strategy, part);
-        self.block_on_gpu(rows_done)
+    /// [`Context::host_rows_async`], waiting for the GPU: a piece of a longer batch
+    /// (`src/stream.rs`, `src/multi.rs`), whose gradient comes back as bytes in the logits'
+    /// format and whose `loss` is the batch's loss so far.
+    pub(crate) fn host_rows(&self, call: HostCall<'_>) -> Result<CrossEntropyOutput<u8>> {
+        self.block_on_gpu(self.host_rows_async(call))
     }
 
     /// Every host call: validate → upload a chunk of rows → dispatch → read back → next
-    /// chunk. `logits` are bytes stored as `precision`; the output (softmax or gradient)
-    /// comes back as bytes in the same format, in `grad` (softmax leaves the rest empty).
-    /// `part` places a cross-entropy call in a longer batch ([`BatchPart::whole`]: none).
-    /// Async: each chunk's readback is awaited, never blocked on.
-    #[allow(clippy::too_many_arguments)]
-    async fn host_rows_async(
-        &self,
-        logits: &[u8],
-        precision: Precision,
-        job: HostJob<'_>,
-        rows: usize,
-        cols: usize,
-        strategy: Strategy,
-        part: BatchPart,
-    ) -> Result<CrossEntropyOutput<u8>> {
+    /// chunk. The output (softmax or gradient) comes back as bytes in the logits' format, in
+    /// `grad` (softmax leaves the rest empty). Async: each chunk's readback is awaited, never
+    /// blocked on.
+    async fn host_rows_async(&self, call: HostCall<'_>) -> Result<CrossEntropyOutput<u8>> {
+        let HostCall {
+            logits,
+            precision,
+            job,
+            rows,
+            cols,
+            strategy,
+            part,
+        } = call;
         self.check_alive()?;
         let n = check_shape(rows, cols)?;
         if let HostJob::CrossEntropy { options, .. } = job {
@@ -286,16 +217,7 @@ impl Context {
             } => {
                 check_len("labels", rows, labels.len())?;
                 check_labels(labels, cols, options.ignore_index)?;
-                let gpu: Vec<i32> = labels
-                    .iter()
-                    .map(|&y| {
-                        if y == options.ignore_index {
-                            -1
-                        } else {
-                            y as i32
-                        }
-                    })
-                    .collect();
+                let gpu = gpu_labels(labels, options.ignore_index);
                 let prepared = self.prepare(options, cols32, -1, false)?;
                 let stats = host_stats(labels, options);
                 (Entry::CrossEntropy, prepared, RowInputs::Labels(gpu), stats)
@@ -379,7 +301,8 @@ impl Context {
                     params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
                 }
                 let rb = bufs.row_buffers(elems, count, &prepared.weights);
-                row_softmax::record(self, &mut encoder, kernel, &rb, params)?;
+                let variant = row_softmax::choose_variant(self, strategy, &rb)?;
+                row_softmax::record(self, &mut encoder, kernel, variant, &rb, params)?;
                 if per_row && !whole {
                     let sum_params = batch_sum::Params {
                         rows: count as u32,
@@ -414,9 +337,23 @@ impl Context {
     }
 }
 
+/// One host call: the logits as bytes stored as `precision` (`rows * cols` of them), what
+/// to compute, the strategy, and where the call sits in a longer batch (`part`;
+/// [`BatchPart::whole`]: none).
+#[derive(Clone, Copy)]
+pub(crate) struct HostCall<'a> {
+    pub(crate) logits: &'a [u8],
+    pub(crate) precision: Precision,
+    pub(crate) job: HostJob<'a>,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) strategy: Strategy,
+    pub(crate) part: BatchPart,
+}
+
 /// What a host call computes.
 #[derive(Clone, Copy)]
-pub(super) enum HostJob<'a> {
+pub(crate) enum HostJob<'a> {
     /// Softmax, or log-softmax, of each row.
     Softmax { kind: SoftmaxKind },
     /// The cross-entropy and its gradient.

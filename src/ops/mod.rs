@@ -15,7 +15,7 @@ mod host;
 mod host_async;
 mod pool;
 
-pub(crate) use host::class_denominator;
+pub(crate) use host::{HostCall, HostJob, class_denominator};
 pub(crate) use pool::HostPool;
 
 use crate::context::Context;
@@ -232,27 +232,17 @@ impl Context {
         ignore: i32,
         probs: bool,
     ) -> Result<Prepared> {
-        let (weights, weight_sum) = match &options.weight {
-            Some(w) => (
-                w.clone(),
-                w.iter().map(|&x| f64::from(x)).sum::<f64>() as f32,
-            ),
-            None => (vec![0.0], cols as f32),
-        };
+        // Unweighted: a stand-in the shader never reads.
+        let weights = options.weight.as_deref().unwrap_or(&[0.0]);
         let weights = self.buffer_with(
             "class weights",
-            bytemuck::cast_slice(&weights),
+            bytemuck::cast_slice(weights),
             wgpu::BufferUsages::STORAGE,
         );
         Ok(Prepared {
             params: row_softmax::Params {
-                cols,
                 ignore_index: ignore,
-                label_smoothing: options.label_smoothing,
-                z_loss: options.z_loss,
-                softcap: options.softcap,
-                weight_sum,
-                ..Default::default()
+                ..row_softmax::Params::for_loss(options, cols)
             },
             weights,
             options: Specialisation::of(options, probs),
@@ -310,6 +300,15 @@ pub(crate) fn check_slice<'a>(
         len: elems,
         elem_bytes,
     })
+}
+
+/// Class labels as the GPU takes them: i32, with the rows whose label is `ignore_index` as
+/// -1, which no class can be, so any i64 ignore index works (the labels are checked first).
+pub(crate) fn gpu_labels(labels: &[i64], ignore_index: i64) -> Vec<i32> {
+    labels
+        .iter()
+        .map(|&y| if y == ignore_index { -1 } else { y as i32 })
+        .collect()
 }
 
 /// `bytes` rounded up to whole 4-byte words (copies and storage bindings move words).

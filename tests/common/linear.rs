@@ -98,33 +98,33 @@ pub fn expected(case: &Case, options: &CrossEntropyOptions) -> Expected {
     };
     let tol =
         |sum_abs: f64, prob_abs: f64| SUM_ERROR * sum_abs + PROBABILITY_ERROR * prob_abs + 1e-7;
+    // One element of a gradient product: the sum of its terms `g x` in f64 (in order), and
+    // its tolerance from `sum |g x|` and `sum p |x|`, with `p` the bound on `|g|`'s
+    // probability part (`prob`).
+    let element = |terms: &mut dyn Iterator<Item = (f64, f64, f64)>| {
+        let (mut s, mut a, mut pa) = (0.0, 0.0, 0.0);
+        for (g, p, x) in terms {
+            s += g * x;
+            a += (g * x).abs();
+            pa += p * x.abs();
+        }
+        (s as f32, tol(a, pa))
+    };
     let (mut gh, mut ght) = (vec![0f32; n * d], vec![0f64; n * d]);
     for r in 0..n {
         for kk in 0..d {
-            let (mut s, mut a, mut pa) = (0.0, 0.0, 0.0);
-            for j in 0..v {
-                let c = f64::from(case.classifier[j * d + kk]);
-                s += g(r, j) * c;
-                a += (g(r, j) * c).abs();
-                pa += prob(r, j) * c.abs();
-            }
-            gh[r * d + kk] = s as f32;
-            ght[r * d + kk] = tol(a, pa);
+            let c = |j: usize| f64::from(case.classifier[j * d + kk]);
+            (gh[r * d + kk], ght[r * d + kk]) =
+                element(&mut (0..v).map(|j| (g(r, j), prob(r, j), c(j))));
         }
     }
     let (mut gc, mut gct) = (vec![0f32; v * d], vec![0f64; v * d]);
     let (mut gb, mut gbt) = (vec![0f32; v], vec![0f64; v]);
     for j in 0..v {
         for kk in 0..d {
-            let (mut s, mut a, mut pa) = (0.0, 0.0, 0.0);
-            for r in 0..n {
-                let h = f64::from(case.hidden[r * d + kk]);
-                s += g(r, j) * h;
-                a += (g(r, j) * h).abs();
-                pa += prob(r, j) * h.abs();
-            }
-            gc[j * d + kk] = s as f32;
-            gct[j * d + kk] = tol(a, pa);
+            let h = |r: usize| f64::from(case.hidden[r * d + kk]);
+            (gc[j * d + kk], gct[j * d + kk]) =
+                element(&mut (0..n).map(|r| (g(r, j), prob(r, j), h(r))));
         }
         gb[j] = (0..n).map(|r| g(r, j)).sum::<f64>() as f32;
         gbt[j] = tol(
