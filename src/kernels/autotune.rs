@@ -12,7 +12,8 @@
 //!    bucket's shape, the table's choice first) each run the device-resident cross-entropy
 //!    on random logits of the bucket's shape: once to build the pipelines (a candidate the
 //!    library refuses there, e.g. past llvmpipe's loop limit, is dropped), [`WARMUP_RUNS`]
-//!    warm-up runs, then [`REPS`] timed runs round-robin (GPU timestamps where the device
+//!    warm-up runs (after the first, one more than [`PRUNE`] times slower than the fastest
+//!    is dropped), then [`REPS`] timed runs round-robin (GPU timestamps where the device
 //!    has `TIMESTAMP_QUERY_INSIDE_ENCODERS`, else host wall time around submit + wait);
 //! 4. the fastest median wins, but the table's choice is kept unless beaten by more than
 //!    [`TABLE_MARGIN`]; if tuning fails (the reason is logged on stderr), the bucket follows
@@ -139,6 +140,9 @@ pub const TUNE_MAX_BYTES: u64 = 64 << 20;
 pub const WARMUP_RUNS: usize = 2;
 /// Timed runs of each candidate, round-robin; the median counts.
 pub const REPS: usize = 5;
+/// A candidate slower than the fastest by more than this factor in the first warm-up round
+/// is not timed further.
+pub const PRUNE: f64 = 4.0;
 /// The table's choice is kept unless another candidate's median is faster by this share.
 pub const TABLE_MARGIN: f64 = 0.03;
 /// The `format` field of the autotune file.
@@ -487,10 +491,18 @@ impl Context {
                 Err(_) => {}
             }
         }
-        // 2. Warm-up, then the timed runs round-robin, so a slow spell hits all alike.
-        for _ in 0..WARMUP_RUNS {
+        // 2. Warm-up (a candidate more than PRUNE times slower than the fastest in the first
+        //    round is dropped: it cannot win, and on software adapters it would cost most of
+        //    the tuning time), then the timed runs round-robin, so a slow spell hits all alike.
+        for round in 0..WARMUP_RUNS {
+            let mut wall = Vec::with_capacity(live.len());
             for &strategy in &live {
-                data.run(self, strategy, false)?;
+                wall.push(data.run(self, strategy, false)?);
+            }
+            if round == 0 {
+                let fastest = wall.iter().copied().fold(f64::INFINITY, f64::min);
+                let mut keep = wall.iter().map(|&ms| ms <= PRUNE * fastest);
+                live.retain(|_| keep.next().unwrap_or(true));
             }
         }
         let mut times = vec![Vec::with_capacity(REPS); live.len()];
