@@ -161,6 +161,13 @@ fn a_tuned_choice_is_a_candidate_sticks_and_matches_the_reference() {
         assert_eq!(ctx.autotune_stats().tunings, 2, "{name}");
         let bf16 = ctx.autotune_choice(case.rows, case.cols, Precision::Bf16);
         assert!(candidates(&ctx).contains(&bf16.strategy), "{name}");
+        // f16 without SHADER_F16 (llvmpipe GL) runs nowhere: the table, not a tuning.
+        let f16 = ml_softmax::wgpu::Features::SHADER_F16;
+        if !ctx.device().features().contains(f16) {
+            let choice = ctx.autotune_choice(case.rows, case.cols, Precision::F16);
+            assert_eq!(choice.source, ChoiceSource::Table, "{name}");
+            assert_eq!(ctx.autotune_stats().tunings, 2, "{name}");
+        }
         println!("{name}: f32 {}, bf16 {}", first.strategy, bf16.strategy);
     }
 }

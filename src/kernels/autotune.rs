@@ -54,7 +54,9 @@ pub enum Autotune {
     OnHardware,
     /// Always the table ([`Strategy::resolve`]).
     Off,
-    /// Tune on every adapter; choices live as long as the context.
+    /// Tune on every adapter; choices live as long as the context. The first call that
+    /// meets a bucket blocks while the candidates run (the async calls too, natively; in a
+    /// browser, where nothing may block, autotune is always off).
     On,
     /// Tune on every adapter, and keep the choices in this JSON file across runs (read when
     /// the context is created, rewritten after each new choice).
@@ -416,7 +418,10 @@ impl Context {
             source: ChoiceSource::Table,
             tuning: None,
         };
-        if !tuner.on {
+        // (f16 without SHADER_F16 runs nowhere: the call itself gives the typed error.)
+        let no_f16 =
+            precision == Precision::F16 && !self.features.contains(wgpu::Features::SHADER_F16);
+        if !tuner.on || no_f16 {
             return table;
         }
         let bucket = Bucket::of(rows, cols, precision);
