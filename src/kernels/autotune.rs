@@ -2,13 +2,13 @@
 //! shape bucket, instead of by the fixed table ([`Strategy::resolve`], tuned on lavapipe).
 //!
 //! The data flow of one choice ([`Context::autotune_choice`]):
-//! 1. the call's shape becomes a [`Bucket`] (rows and cols rounded up to powers of two, rows
+//! 1. the call's shape becomes a `Bucket` (rows and cols rounded up to powers of two, rows
 //!    capped so the bucket's logits fit [`TUNE_MAX_BYTES`], the storage precision);
 //! 2. a bucket already chosen (this context, or loaded from the file) answers at once: a
 //!    choice never changes for the life of a context, nor across runs with a file, so
 //!    timing noise can act only when a bucket is first tuned, and every later call of the
 //!    bucket runs the same kernel and gives the same bits;
-//! 3. otherwise the candidates ([`candidates`]: every strategy the adapter may run at the
+//! 3. otherwise the candidates (`candidates`: every strategy the adapter may run at the
 //!    bucket's shape, the table's choice first) each run the device-resident cross-entropy
 //!    on random logits of the bucket's shape: once to build the pipelines (a candidate the
 //!    library refuses there, e.g. past llvmpipe's loop limit, is dropped), [`WARMUP_RUNS`]
