@@ -25,8 +25,11 @@
 //! many) in the widest access the kernels make (32 bytes of 64-bit words on software
 //! adapters: `Context::words64`, the fastest copy there; else 16 bytes of 32-bit words),
 //! `copy_ratio = copy time / this time`. Where the words are 64-bit, `copy-u32` is the copy in
-//! 16-byte units of 32-bit words. `auto` is printed with the strategy it resolved to
-//! (`Context::resolve_strategy`).
+//! 16-byte units of 32-bit words. `auto` is printed with the strategy it resolved to and
+//! where that came from (`Context::autotune_choice`): the table, or autotuned on this
+//! adapter (with the tuning time, taken before the shape's warm-up), or read from the
+//! autotune file. `ML_SOFTMAX_AUTOTUNE` (off, on, hardware or a file) sets
+//! `ContextOptions::autotune` for every command.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -36,7 +39,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use ml_softmax::wgpu;
 use ml_softmax::{
-    Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Precision, Strategy,
+    AutotuneChoice, ChoiceSource, Context, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets,
+    Precision, Strategy,
 };
 
 use crate::GpuArgs;
@@ -146,6 +150,8 @@ struct Row {
     strategy: String,
     /// What `auto` (or a named strategy) ran as; `None` for the copies.
     resolved: Option<String>,
+    /// For `auto`: where its strategy came from, and the tuning time.
+    choice: Option<AutotuneChoice>,
     rows: usize,
     cols: usize,
     /// Bytes read and written: `2 * rows * cols * element size`.
@@ -286,9 +292,18 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 }),
             ));
         }
+        // Auto's choice first: with autotune on, this tunes the shape's bucket (untimed).
+        let choice = strategies
+            .contains(&Strategy::Auto)
+            .then(|| ctx.autotune_choice(rows, cols, precision));
+        if let Some(c) = choice {
+            println!("{shape:>14} auto = {}: {}", c.strategy, describe_choice(&c));
+        }
         for &strategy in &strategies {
             let (ctx, data, options) = (&ctx, &data, &options);
-            let resolved = ctx.resolve_strategy(strategy, rows, cols).to_string();
+            let resolved = ctx
+                .resolve_strategy_for(strategy, rows, cols, precision)
+                .to_string();
             kernels.push((
                 strategy.to_string(),
                 Some(resolved),
@@ -353,6 +368,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 noisy.push(format!("{strategy} {:.0}%", 100.0 * st.spread));
             }
             report.push(Row {
+                choice: choice.filter(|_| strategy == "auto"),
                 strategy,
                 resolved,
                 rows,
@@ -386,6 +402,24 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     );
     outputs.set_bytes("--plot", svg_plot(&adapter, &report));
     outputs.write()
+}
+
+/// Where `auto`'s strategy came from, as the JSON's `auto_choice` says it.
+fn choice_name(source: ChoiceSource) -> &'static str {
+    match source {
+        ChoiceSource::Table => "table",
+        ChoiceSource::Tuned => "autotuned",
+        ChoiceSource::File => "file",
+        ChoiceSource::Fallback => "table (tuning failed)",
+    }
+}
+
+/// `auto`'s choice in words: `autotuned in 1234 ms`, `table`, ...
+fn describe_choice(choice: &AutotuneChoice) -> String {
+    match choice.tuning {
+        Some(t) => format!("autotuned in {:.0} ms", t.as_secs_f64() * 1e3),
+        None => choice_name(choice.source).to_string(),
+    }
 }
 
 /// Records, submits and waits for one run of `record`.
@@ -736,6 +770,8 @@ fn json_report(
                 "timer": timer,
                 "strategy": r.strategy,
                 "resolved": r.resolved,
+                "auto_choice": r.choice.map(|c| choice_name(c.source)),
+                "tuning_ms": r.choice.and_then(|c| c.tuning).map(|t| t.as_secs_f64() * 1e3),
                 "rows": r.rows,
                 "cols": r.cols,
                 "precision": precision,

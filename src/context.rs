@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::kernels::autotune::{Autotune, Autotuner};
 use crate::kernels::software::SoftwareIo;
-use crate::kernels::{self, PipelineKey, Strategy};
+use crate::kernels::{self, PipelineKey, Precision, Strategy};
 
 /// Which graphics API to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,6 +168,13 @@ pub struct ContextOptions {
     /// and the fused linear cross-entropy's matrix products then use cooperative matrices
     /// ([`Context::linear_product`]). Not run on any adapter yet: see README.
     pub cooperative_matrix: CooperativeMatrixOptIn,
+    /// How `Strategy::Auto` is chosen: by the fixed table, or by timing the candidates on
+    /// this adapter once per shape bucket ([`Autotune`]; [`Context::autotune_choice`]). The
+    /// default, [`Autotune::OnHardware`], tunes on hardware GPUs, whose rows of the table
+    /// were never measured, and keeps the table on software adapters, where it was. A choice
+    /// sticks for the context's life (and with [`Autotune::Persist`] across runs), so
+    /// results stay bit-reproducible.
+    pub autotune: Autotune,
 }
 
 /// [`ContextOptions::cooperative_matrix`]: whether to open the device with wgpu's
@@ -213,6 +221,7 @@ impl Default for ContextOptions {
             software_io: None,
             max_cached_pipelines: DEFAULT_MAX_CACHED_PIPELINES,
             cooperative_matrix: CooperativeMatrixOptIn::off(),
+            autotune: Autotune::OnHardware,
         }
     }
 }
@@ -343,6 +352,8 @@ pub struct Context {
     pub(crate) deferred_scopes: crate::platform::DeferredScopes,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
+    /// The choices of `Strategy::Auto` (src/kernels/autotune.rs).
+    pub(crate) autotune: Autotuner,
 }
 
 impl fmt::Debug for Context {
@@ -449,12 +460,27 @@ impl Context {
             .collect()
     }
 
-    /// The strategy `strategy` stands for on this adapter at `rows x cols`: itself, or for
-    /// [`Strategy::Auto`] the concrete one every operation of this context runs (the choice
-    /// [`Strategy::resolve`] makes from this adapter's device type and usable subgroup size).
-    /// What `ml-softmax bench` prints beside `auto`.
+    /// The strategy `strategy` stands for on this adapter at `rows x cols` of f32 logits:
+    /// itself, or for [`Strategy::Auto`] the concrete one every operation of this context
+    /// runs there (the table's choice, [`Strategy::resolve`], from this adapter's device
+    /// type and usable subgroup size, or the autotuned one: [`Context::autotune_choice`]).
     pub fn resolve_strategy(&self, strategy: Strategy, rows: usize, cols: usize) -> Strategy {
-        strategy.resolve(rows, cols, self.subgroup_size(), self.info.device_type)
+        self.resolve_strategy_for(strategy, rows, cols, Precision::F32)
+    }
+
+    /// [`Context::resolve_strategy`] for logits stored as `precision` (autotune times each
+    /// precision apart). What `ml-softmax bench` prints beside `auto`.
+    pub fn resolve_strategy_for(
+        &self,
+        strategy: Strategy,
+        rows: usize,
+        cols: usize,
+        precision: Precision,
+    ) -> Strategy {
+        match strategy {
+            Strategy::Auto => self.autotune_choice(rows, cols, precision).strategy,
+            concrete => concrete,
+        }
     }
 
     /// A context on this adapter, asking for its real limits and the optional features used.
@@ -548,7 +574,14 @@ impl Context {
             SoftwareIo::choose(options.software_io, info.device_type, device.features());
         let subgroups =
             usable_subgroup_size(&info, device.features().contains(wgpu::Features::SUBGROUP));
+        let autotune = Autotuner::new(
+            &options.autotune,
+            &info,
+            subgroups.as_ref().ok().copied(),
+            (software_io.words64, software_io.f16_bits),
+        )?;
         Ok(Self {
+            autotune,
             features: device.features(),
             software_io,
             subgroups,

@@ -113,6 +113,18 @@ pub enum Error {
     /// Waiting for the GPU or mapping a buffer failed or timed out.
     #[error("waiting for the GPU failed: {0}")]
     Wait(String),
+    /// The autotune file of `ContextOptions::autotune` (`Autotune::Persist`) cannot be used:
+    /// unreadable, not JSON, not an autotune file, or with malformed entries for this adapter.
+    /// The file is left as it is: delete it, or name another.
+    #[error(
+        "the autotune file {path} cannot be used: it {problem} (delete it, or name another file)"
+    )]
+    AutotuneFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Shorthand for results of this crate.

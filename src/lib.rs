@@ -87,6 +87,7 @@ pub use context::{
     list_adapters_async,
 };
 pub use error::{Error, Result};
+pub use kernels::autotune::{Autotune, AutotuneChoice, AutotuneStats, ChoiceSource};
 pub use kernels::{Precision, Strategy};
 pub use linear::{
     LinearCrossEntropy, LinearCrossEntropyOutput, LinearDeviceBuffers, LinearProduct, Matrix,

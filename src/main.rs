@@ -108,10 +108,17 @@ impl GpuArgs {
             .backend
             .parse()
             .map_err(|e| format!("--backend: {e}"))?;
+        let autotune = match std::env::var("ML_SOFTMAX_AUTOTUNE") {
+            Ok(text) => text
+                .parse()
+                .map_err(|e| format!("ML_SOFTMAX_AUTOTUNE: {e}"))?,
+            Err(_) => Default::default(),
+        };
         let ctx = Context::with_options(&ContextOptions {
             backend,
             adapter_name: self.adapter.clone(),
             software_io,
+            autotune,
             ..Default::default()
         })
         .map_err(|e| e.to_string())?;

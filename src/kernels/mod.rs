@@ -11,6 +11,7 @@
 //! - [`source`]: the fragment files each axis contributes and the generated storage
 //!   declarations (no text rewriting);
 //! - [`strategy`]: the reduction strategies and the table `Auto` follows;
+//! - [`autotune`]: `Auto` chosen by timing the candidates on the adapter instead;
 //! - [`geometry`]: lanes per row and per workgroup, grids, cache and split sizes;
 //! - [`software`]: the paths that exist only for software adapters (llvmpipe), fenced;
 //! - [`layouts`]: bind group layouts and [`Slice`] (aligned bindings of buffer ranges);
@@ -18,6 +19,7 @@
 //!   [`row_softmax`] (softmax and fused cross-entropy), [`batch_sum`] (the sums over rows of
 //!   a reduced loss), [`copy`] (the benchmark's speed-of-light copy).
 
+pub mod autotune;
 pub mod batch_sum;
 pub mod copy;
 pub mod geometry;

@@ -1,5 +1,7 @@
 //! The reduction strategies (how the lanes of the GPU share out the rows), the table `Auto`
-//! follows, and their names (`wg8`, `subgroup`, ...) for the command line.
+//! follows, and their names (`wg8`, `subgroup`, ...) for the command line. Where autotune is
+//! on (`ContextOptions::autotune`, src/kernels/autotune.rs), `Auto` is timed on the adapter
+//! instead, and this table is its fallback and the candidate it prefers.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,7 +13,10 @@ use crate::error::{Error, Result};
 /// How the lanes of the GPU share out the rows: the reduction layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Strategy {
-    /// Chosen per call from the row length and the adapter (see [`Strategy::resolve`]).
+    /// Chosen per call from the row length and the adapter: the table of
+    /// [`Strategy::resolve`], or where `ContextOptions::autotune` is on, the fastest
+    /// strategy timed on this adapter for the shape's bucket (`Context::autotune_choice`),
+    /// chosen once and kept, so the same shape always runs the same kernel.
     #[default]
     Auto,
     /// `lanes` lanes of a workgroup share one row and reduce through barrier trees in
@@ -59,7 +64,8 @@ impl Strategy {
         v
     }
 
-    /// The concrete strategy for `rows` rows of `cols` columns on an adapter of
+    /// The table's concrete strategy (autotune's fallback: `Context::resolve_strategy` gives
+    /// the choice a context actually makes) for `rows` rows of `cols` columns on an adapter of
     /// `device_type`, with or without usable subgroups (`subgroup_size`: the one subgroup
     /// size the host may rely on, `Context::subgroup_size`; `None` where the adapter has no
     /// `Features::SUBGROUP`, a size that varies at run time, or a size it does not run, see

@@ -186,10 +186,16 @@ pub(super) struct Prepared {
 }
 
 impl Context {
-    /// The concrete strategy for this adapter and row length.
-    pub(super) fn resolve(&self, strategy: Strategy, rows: usize, cols: usize) -> Strategy {
-        let device_type = self.adapter_info().device_type;
-        strategy.resolve(rows, cols, self.subgroup_size(), device_type)
+    /// The concrete strategy for this adapter, shape and storage format (the table's or
+    /// the autotuned choice for `Auto`: [`Context::resolve_strategy_for`]).
+    pub(super) fn resolve(
+        &self,
+        strategy: Strategy,
+        rows: usize,
+        cols: usize,
+        precision: Precision,
+    ) -> Strategy {
+        self.resolve_strategy_for(strategy, rows, cols, precision)
     }
 
     /// `cols` as u32, checked against what one binding can hold.
