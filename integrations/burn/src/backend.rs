@@ -197,6 +197,17 @@ fn run(
     let upstream_at = call.has_upstream.then(|| Place::of(&upstream));
     let grad_at = Place::of(&grad);
     let loss_at = Place::of(&loss);
+    // wgpu refuses one buffer bound read-only and writable in one dispatch, and burn's
+    // default pool puts many tensors in one buffer: `crate::device` asks for one buffer per
+    // tensor. (Copying the inputs out would cost a full read and write of the logits.)
+    let written = [&grad_at.resource.buffer, &loss_at.resource.buffer];
+    let read = [Some(&logits_at), Some(&targets_at), upstream_at.as_ref()];
+    if read.iter().flatten().any(|p| written.contains(&&p.resource.buffer)) {
+        panic!(
+            "ml-softmax-burn: an input and an output of the loss share one wgpu buffer; open the \
+             device with MemoryConfiguration::ExclusivePages (ml_softmax_burn::device does)"
+        );
+    }
     logits
         .client
         .flush()

@@ -30,7 +30,7 @@ pub mod backend;
 mod registry;
 
 use burn::backend::{Dispatch, DispatchDevice};
-use burn::tensor::wgpu::{WgpuInitError, WgpuOptions, WgpuSetup};
+use burn::tensor::wgpu::{MemoryConfiguration, WgpuInitError, WgpuOptions, WgpuSetup};
 use burn::tensor::{DType, Device, Int, IntDType, Tensor};
 use burn_cubecl::CubeDevice;
 pub use ml_softmax::{ContextOptions, CrossEntropyOptions, Reduction};
@@ -92,17 +92,24 @@ pub enum Targets {
 }
 
 /// Opens burn's wgpu device from `options` and makes the fused loss available on it. Turn on
-/// autodiff with `.autodiff()` on the result, as for any burn device.
-/// `context` configures ml-softmax's side (e.g. `poison_outputs`, which tests use).
+/// autodiff with `.autodiff()` on the result, as for any burn device. `context` configures
+/// ml-softmax's side (e.g. `poison_outputs`, which tests use).
+///
+/// The device's memory is set to `MemoryConfiguration::ExclusivePages`, one wgpu buffer per
+/// tensor: burn's default pool carves many tensors out of one buffer, and wgpu refuses a
+/// dispatch that binds one buffer both read-only (the logits) and writable (the gradient).
 pub fn device(options: WgpuOptions, context: &ContextOptions) -> Result<Device> {
+    let options = options.memory_config(MemoryConfiguration::ExclusivePages);
     let (device, setup) = options.init_with_setup()?;
     register(&device, &setup, context)?;
     Ok(device)
 }
 
 /// Makes the fused loss available on a burn wgpu device you opened yourself with
-/// `Device::wgpu_options()...init_with_setup()` (the setup it returned). ml-softmax submits
-/// to that setup's queue, which is burn's.
+/// `Device::wgpu_options().memory_config(MemoryConfiguration::ExclusivePages)...init_with_setup()`
+/// (the setup it returned). ml-softmax submits to that setup's queue, which is burn's. Without
+/// exclusive pages a loss call whose input and output tensors share a wgpu buffer panics
+/// (see [`device`]).
 pub fn register(device: &Device, setup: &WgpuSetup, context: &ContextOptions) -> Result<()> {
     let Some(CubeDevice::Wgpu(wgpu_device)) = cube_device(device) else {
         return Err(Error::UnknownDevice {
