@@ -27,8 +27,13 @@ fn step(loss: Loss, logits: &Tensor<2>, labels: &Tensor<1, Int>, device: &Device
             .forward(z.clone(), labels.clone()),
         Loss::Fused(gradient) => {
             let targets = Targets::Classes(labels.clone());
-            ml_softmax_burn::cross_entropy_with(z.clone(), targets, &CrossEntropyOptions::default(), gradient)
-                .unwrap_or_else(|e| panic!("ml-softmax loss: {e}"))
+            ml_softmax_burn::cross_entropy_with(
+                z.clone(),
+                targets,
+                &CrossEntropyOptions::default(),
+                gradient,
+            )
+            .unwrap_or_else(|e| panic!("ml-softmax loss: {e}"))
         }
     };
     let grads = value.backward();
@@ -42,7 +47,9 @@ fn main() {
     let mut reps = 5usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--shapes" => shapes = value,
             "--reps" => reps = value.parse().expect("--reps: a number"),
@@ -59,13 +66,14 @@ fn main() {
             .and_then(|(r, c)| Some((r.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
             .unwrap_or_else(|| panic!("bad shape {shape}: ROWSxCOLS"));
         let logits = Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 2.0), &device);
-        let labels = Tensor::<1, Int>::random(
-            [rows],
-            Distribution::Uniform(0.0, cols as f64),
-            &device,
-        );
+        let labels =
+            Tensor::<1, Int>::random([rows], Distribution::Uniform(0.0, cols as f64), &device);
         device.sync().expect("sync");
-        for loss in [Loss::Burn, Loss::Fused(Gradient::Keep), Loss::Fused(Gradient::Recompute)] {
+        for loss in [
+            Loss::Burn,
+            Loss::Fused(Gradient::Keep),
+            Loss::Fused(Gradient::Recompute),
+        ] {
             for _ in 0..2 {
                 step(loss, &logits, &labels, &device);
             }

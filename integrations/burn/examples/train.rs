@@ -78,7 +78,11 @@ fn parse_args() -> Result<Args, String> {
             "--dim" => &mut args.dim,
             "--hidden" => &mut args.hidden,
             "--classes" => &mut args.classes,
-            _ => return Err(format!("unknown flag {flag} (--steps --every --batch --dim --hidden --classes)")),
+            _ => {
+                return Err(format!(
+                    "unknown flag {flag} (--steps --every --batch --dim --hidden --classes)"
+                ));
+            }
         };
         if value == 0 {
             return Err(format!("{flag} must be at least 1"));
@@ -179,7 +183,11 @@ fn train(model: Mlp, loss_kind: Loss, args: &Args, train: &Data, test: &Data) ->
     device.sync().expect("sync");
     let ms_per_step = start.elapsed().as_secs_f64() * 1e3 / (args.steps - warmup) as f64;
     let predicted = model.forward(test.x.clone()).argmax(1).flatten::<1>(0, 1);
-    let correct = predicted.equal(test.y.clone()).int().sum().into_scalar::<i64>();
+    let correct = predicted
+        .equal(test.y.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>();
     let accuracy = 100.0 * correct as f32 / test.y.dims()[0] as f32;
     Run {
         final_loss,
@@ -212,7 +220,10 @@ fn main() -> ExitCode {
     );
 
     let mut runs = Vec::new();
-    for (kind, name) in [(Loss::Burn, "burn's CrossEntropyLoss"), (Loss::MlSoftmax, "ml-softmax")] {
+    for (kind, name) in [
+        (Loss::Burn, "burn's CrossEntropyLoss"),
+        (Loss::MlSoftmax, "ml-softmax"),
+    ] {
         println!("{name}:");
         let run = train(model.clone(), kind, &args, &train_set, &test_set);
         println!(

@@ -18,13 +18,13 @@
 //! rarely needs it).
 
 use burn::backend::Backend;
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::TensorMetadata;
 use burn::tensor::{DType, FloatDType, Shape};
 
 use crate::Gradient;
@@ -45,7 +45,9 @@ impl<B: FusedCrossEntropyBackend> Saved<B> {
         call: Call,
     ) -> (FloatTensor<B>, FloatTensor<B>) {
         match self {
-            Saved::Classes(labels) => B::fused_cross_entropy(logits, labels.clone(), upstream, call),
+            Saved::Classes(labels) => {
+                B::fused_cross_entropy(logits, labels.clone(), upstream, call)
+            }
             Saved::Probabilities(t) => {
                 B::fused_cross_entropy_probs(logits, t.clone(), upstream, call)
             }

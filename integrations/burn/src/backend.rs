@@ -16,17 +16,16 @@
 //! see the gradient. Buffers burn frees meanwhile can be handed out again only to work that is
 //! submitted after ours, for the same reason.
 
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, backend_extension};
-use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, FloatDType, Scalar, Shape};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeBackend, CubeDevice};
 use cubecl_wgpu::{AutoCompiler, WgpuResource, WgpuServer};
 use ml_softmax::{
-    wgpu, CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Precision, Reduction,
-    Strategy,
+    CrossEntropyOptions, DeviceCrossEntropy, DeviceTargets, Precision, Reduction, Strategy, wgpu,
 };
 
 use crate::registry;
@@ -151,7 +150,13 @@ fn output(like: &CubeTensor, shape: Shape, dtype: DType, poison: bool) -> CubeTe
     }
     let bytes = (shape.num_elements() * dtype.size()).next_multiple_of(4);
     let handle = like.client.empty(bytes);
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, dtype)
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        dtype,
+    )
 }
 
 /// Runs the fused kernel: see the module's comment for the data flow and the ordering.
@@ -185,7 +190,11 @@ fn run(
     let upstream = into_contiguous(upstream);
 
     // 2. Outputs from burn's pool: the gradient in the logits' type, the loss in f32.
-    let loss_len = if call.options.reduction == Reduction::None { rows } else { 1 };
+    let loss_len = if call.options.reduction == Reduction::None {
+        rows
+    } else {
+        1
+    };
     let grad = output(&logits, shape.clone(), dtype, poison);
     let loss = output(&logits, Shape::from([loss_len]), DType::F32, poison);
 
@@ -202,7 +211,11 @@ fn run(
     // tensor. (Copying the inputs out would cost a full read and write of the logits.)
     let written = [&grad_at.resource.buffer, &loss_at.resource.buffer];
     let read = [Some(&logits_at), Some(&targets_at), upstream_at.as_ref()];
-    if read.iter().flatten().any(|p| written.contains(&&p.resource.buffer)) {
+    if read
+        .iter()
+        .flatten()
+        .any(|p| written.contains(&&p.resource.buffer))
+    {
         panic!(
             "ml-softmax-burn: an input and an output of the loss share one wgpu buffer; open the \
              device with MemoryConfiguration::ExclusivePages (ml_softmax_burn::device does)"

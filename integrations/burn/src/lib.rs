@@ -18,7 +18,7 @@
 //!
 //! Semantics are ml-softmax's (PyTorch's `F.cross_entropy`, with a `mean` over a zero
 //! denominator giving 0): every [`CrossEntropyOptions`] option, class-index or probability
-//! targets, f32, f16 (where the adapter has `SHADER_F16`) and bf16 logits. The loss is `[1]`
+//! targets, f32, f16 (where the adapter has `SHADER_F16`) and bf16 (untested) logits. The loss is `[1]`
 //! for mean / sum and `[rows]` for none, in the logits' float type.
 //!
 //! burn's `CrossEntropyLoss` with `pad_tokens: Some(vec![p])` is `ignore_index: p` here (both
@@ -131,7 +131,12 @@ pub fn cross_entropy(
     labels: Tensor<1, Int>,
     options: &CrossEntropyOptions,
 ) -> Result<Tensor<1>> {
-    cross_entropy_with(logits, Targets::Classes(labels), options, Gradient::default())
+    cross_entropy_with(
+        logits,
+        Targets::Classes(labels),
+        options,
+        Gradient::default(),
+    )
 }
 
 /// Cross-entropy of `logits` `[rows, cols]` against probabilities `targets` `[rows, cols]`.
@@ -140,7 +145,12 @@ pub fn cross_entropy_probs(
     targets: Tensor<2>,
     options: &CrossEntropyOptions,
 ) -> Result<Tensor<1>> {
-    cross_entropy_with(logits, Targets::Probabilities(targets), options, Gradient::default())
+    cross_entropy_with(
+        logits,
+        Targets::Probabilities(targets),
+        options,
+        Gradient::default(),
+    )
 }
 
 /// Cross-entropy with either kind of targets and a choice of [`Gradient`] mode.
@@ -213,7 +223,10 @@ fn check(logits: &Tensor<2>, targets: &Targets, options: &CrossEntropyOptions) -
             });
         }
         Some(ml_softmax::Precision::F16)
-            if !ctx.device().features().contains(ml_softmax::wgpu::Features::SHADER_F16) =>
+            if !ctx
+                .device()
+                .features()
+                .contains(ml_softmax::wgpu::Features::SHADER_F16) =>
         {
             return Err(ml_softmax::Error::Unsupported {
                 adapter: ctx.adapter_info().name.clone(),
