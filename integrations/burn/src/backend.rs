@@ -7,6 +7,19 @@
 //! records the kernel and submits on the same queue → the outputs handed back to burn as
 //! tensors. Nothing is read back to the host and the logits are never copied.
 //!
+//! Where a copy is made: a non-contiguous logits tensor (e.g. a transposed view) is made
+//! contiguous by burn first (one read and write of the logits); labels that are not i32 and
+//! probability targets that are not f32 are cast (a copy of the targets); the loss of f16
+//! logits is cast from f32 (one element, or `rows`). Row-major f32 / f16 logits with i32 labels,
+//! the common case, are read where they are. What made a copy avoidable: cubecl's
+//! `get_resource` gives the tensor's own `wgpu::Buffer` with its offset and size, and its
+//! `flush` puts burn's recorded work on the queue. What forces one buffer per tensor
+//! (`MemoryConfiguration::ExclusivePages`, set by `crate::device`): burn's default pool
+//! carves many tensors out of one buffer, and wgpu refuses a dispatch that binds one buffer
+//! read-only (logits, labels) and writable (gradient, row losses); [`run`] checks and says so.
+//! Its cost to burn's own ops was not measured separately (BENCHMARKS.md's burn figures are
+//! taken with it).
+//!
 //! Ordering: cubecl records kernels into its own command encoder and submits it when its
 //! task count fills or on `flush`. `get_resource` executes the streams that wrote the logits
 //! (records them), and `client.flush()` then submits everything recorded so far, so every
