@@ -165,7 +165,10 @@ fn train(model: Mlp, loss_kind: Loss, args: &Args, train: &Data, test: &Data) ->
             start = Instant::now();
         }
         let first = ((step - 1) * args.batch) % (n - args.batch + 1);
+        // burn's `slice` takes one range per sliced dimension: here the first only.
+        #[allow(clippy::single_range_in_vec_init)]
         let x = train.x.clone().slice([first..first + args.batch]);
+        #[allow(clippy::single_range_in_vec_init)]
         let y = train.y.clone().slice([first..first + args.batch]);
         let logits = model.forward(x);
         let loss = match loss_kind {

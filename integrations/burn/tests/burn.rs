@@ -256,6 +256,9 @@ fn every_row_ignored_gives_zero_loss_and_gradient() {
     }
 }
 
+/// A case of burn's loss: name, class weights, smoothing, pad token.
+type BurnCase = (&'static str, Option<Vec<f32>>, Option<f32>, Option<usize>);
+
 /// burn's `CrossEntropyLoss` on the same tensors, where the semantics agree: plain mean,
 /// class weights, label smoothing, both, and a pad token (= `ignore_index`).
 #[test]
@@ -267,7 +270,7 @@ fn agrees_with_burns_own_cross_entropy_loss() {
         let weights: Vec<f32> = (0..cols)
             .map(|_| 0.25 + 2.0 * rng.uniform() as f32)
             .collect();
-        let cases: [(&str, Option<Vec<f32>>, Option<f32>, Option<usize>); 5] = [
+        let cases: [BurnCase; 5] = [
             ("plain mean", None, None, None),
             ("weights", Some(weights.clone()), None, None),
             ("smoothing", None, Some(0.1), None),
