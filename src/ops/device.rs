@@ -82,7 +82,7 @@ impl Context {
             4,
             wgpu::BufferUsages::COPY_SRC,
         )?;
-        let strategy = self.resolve(strategy, rows, cols, bufs.precision);
+        let strategy = self.resolve_strategy_for(strategy, rows, cols, bufs.precision);
         let mut prepared = self.prepare(options, cols32, ignore, targets.is_some())?;
         prepared.params.has_upstream = u32::from(upstream.is_some());
 
@@ -250,7 +250,7 @@ impl Context {
             Some(out) => Some(check_slice("out", out, n, precision.bytes(), storage)?),
             None => None,
         };
-        let strategy = self.resolve(strategy, rows, cols, precision);
+        let strategy = self.resolve_strategy_for(strategy, rows, cols, precision);
         let mut prepared = self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
         prepared.params.log_softmax = bufs.kind.log_flag();
         prepared.params.partials_base = STATS_LEN as u32;

@@ -195,7 +195,7 @@ impl Context {
             options.validate(cols)?;
         }
         let cols32 = self.check_cols(cols)?;
-        let strategy = self.resolve(strategy, rows, cols, precision);
+        let strategy = self.resolve_strategy_for(strategy, rows, cols, precision);
 
         // The per-row inputs: class labels go to the GPU as i32, ignored rows as -1, which
         // no class can be, so any i64 ignore index works.

@@ -186,18 +186,6 @@ pub(super) struct Prepared {
 }
 
 impl Context {
-    /// The concrete strategy for this adapter, shape and storage format (the table's or
-    /// the autotuned choice for `Auto`: [`Context::resolve_strategy_for`]).
-    pub(super) fn resolve(
-        &self,
-        strategy: Strategy,
-        rows: usize,
-        cols: usize,
-        precision: Precision,
-    ) -> Strategy {
-        self.resolve_strategy_for(strategy, rows, cols, precision)
-    }
-
     /// `cols` as u32, checked against what one binding can hold.
     pub(crate) fn check_cols(&self, cols: usize) -> Result<u32> {
         let row_bytes = cols as u64 * 4;
