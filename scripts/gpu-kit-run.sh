@@ -7,7 +7,8 @@
 # the loader's .deb files (into /tmp/ml-softmax-loader, on LD_LIBRARY_PATH, where the system
 # has no libvulkan.so.1), points the loader at the NVIDIA ICD where it is, then runs the GPU
 # tests (WGPU_BACKEND=vulkan), `ml-softmax bench` in f32, bf16 and f16 at the default matrix
-# plus 16384x32000 and 4096x128256, benches/cuda_peers.py (PyTorch eager, torch.compile,
+# plus 16384x32000 and 4096x128256, the host path (`bench --host`: transfer rates and the
+# host API at 4096x32000), benches/cuda_peers.py (PyTorch eager, torch.compile,
 # Liger-Kernel, memcpy) and benches/compare.py, writing every result and log into OUT and
 # ending with the joined table (OUT/table.md). A failing phase is reported and the others
 # still run; the exit status is that of the first failure.
@@ -79,11 +80,13 @@ if [ "$quick" = 1 ]; then
     bench_args=(--reps 3 --warmup-ms 50 --strategies auto,wg1)
     test_filter=(the_worked_example_on_every_adapter)
     peers_args=(--dry-run --reps 3 --warmup-ms 50)
+    host_args=(--shapes 256x4096 --reps 3 --chunk-mib 1)
 else
     shapes=16384x128,8192x1000,4096x4096,1024x32000,256x131072,64x262144,8x1000,16384x32000,4096x128256
     bench_args=(--reps 100 --warmup-ms 500)
     test_filter=()
     peers_args=(--reps 50 --warmup-ms 300)
+    host_args=(--shapes 4096x32000 --reps 5 --chunk-mib 64)
 fi
 
 # A background log of the GPU's clocks during the bench and the peers, where nvidia-smi is.
@@ -120,6 +123,12 @@ for phase in $phases; do
         timeout 60 "$bin" bench --backend vulkan --shapes 8x1000,16384x128,8192x1000 --wall \
             --strategies auto --reps 50 --json "$out/bench-wall-f32.json" \
             >"$out/bench-wall-f32.txt" 2>&1 || fail "bench --wall failed: see bench-wall-f32.txt"
+        # The host path (issue 14 item 8): transfer rates and the host API's GB/s, default
+        # chunks and 64 MiB chunks (pipelined).
+        timeout 180 "$bin" bench --backend vulkan --host "${host_args[@]}" \
+            --json "$out/bench-host.json" >"$out/bench-host.txt" 2>&1 ||
+            fail "bench --host failed: see bench-host.txt"
+        cat "$out/bench-host.txt"
         [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null
         ;;
     peers)

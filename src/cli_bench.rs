@@ -99,6 +99,15 @@ pub struct BenchArgs {
     /// operations: `ContextOptions::software_io`), to measure what they buy.
     #[arg(long)]
     no_software_io: bool,
+    /// Time the host path instead of the kernels: the machine's transfer rates (host memcpy,
+    /// upload through mapped staging, readback) and `Context::cross_entropy` (f32, host
+    /// slices in and out) per shape, in GB/s of bytes in + out.
+    #[arg(long)]
+    host: bool,
+    /// With --host: also time `cross_entropy` on a context whose host calls split the batch
+    /// into chunks of at most this many MiB (several chunks, pipelined).
+    #[arg(long, requires = "host")]
+    chunk_mib: Option<u64>,
 }
 
 /// A count of at least 1.
@@ -196,6 +205,9 @@ impl Stats {
 type Record<'a> = Box<dyn Fn(&mut wgpu::CommandEncoder) -> Result<(), String> + 'a>;
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    if args.host {
+        return host::run(args);
+    }
     let mut outputs = Outputs::plan(&[
         ("--json", args.json.as_deref()),
         ("--plot", args.plot.as_deref()),
@@ -885,4 +897,259 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// `bench --host`: the host path against the machine's transfer rates.
+mod host {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use ml_softmax::{Context, ContextOptions, CrossEntropyOptions, wgpu};
+
+    use super::{BenchArgs, Stats, WAIT_TIMEOUT, parse_shapes};
+    use crate::cli_outputs::Outputs;
+
+    /// One measured figure: what, the bytes each repetition moves, its times.
+    struct Figure {
+        shape: String,
+        what: String,
+        bytes: u64,
+        stats: Stats,
+    }
+
+    impl Figure {
+        fn gbps(&self) -> f64 {
+            self.bytes as f64 / (self.stats.median * 1e-3) / 1e9
+        }
+    }
+
+    /// Per shape (bytes = the f32 logits of the shape, capped at the device's largest buffer):
+    /// - `memcpy`: the host copying the bytes from one `Vec` to another;
+    /// - `upload`: the bytes written into a mapped `MAP_WRITE | COPY_SRC` staging buffer
+    ///   (mapped again with `map_async` for each repetition, as the host path reuses it),
+    ///   unmapped, copied into a storage buffer by `copy_buffer_to_buffer`, waited for;
+    /// - `readback`: a storage buffer copied into a `MAP_READ` staging buffer, mapped, and
+    ///   copied out into a `Vec`;
+    /// - `cross_entropy`: the host API, logits and labels in, gradient, row losses and lse
+    ///   out (bytes in + out), one warm-up call first; with `--chunk-mib` again in chunks;
+    /// - the floor: bytes in at the upload rate plus bytes out at the readback rate.
+    pub(super) fn run(args: &BenchArgs) -> Result<(), String> {
+        let mut outputs = Outputs::plan(&[("--json", args.json.as_deref())])?;
+        let ctx = args.gpu.context()?;
+        let shapes = parse_shapes(&args.shapes)?;
+        let chunked = match args.chunk_mib {
+            Some(mib) => Some(
+                Context::from_device(
+                    ctx.device().clone(),
+                    ctx.queue().clone(),
+                    &ContextOptions {
+                        max_chunk_bytes: Some(mib << 20),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        println!("adapter: {}", ctx.describe());
+        println!(
+            "host path: {} reps per figure after one untimed run; GB/s of the bytes each moves",
+            args.reps
+        );
+        println!(
+            "{:>14} {:>26} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "shape", "what", "min ms", "median ms", "max ms", "MB moved", "GB/s"
+        );
+        let mut figures = Vec::new();
+        for &(rows, cols) in &shapes {
+            let shape = format!("{rows}x{cols}");
+            let max = ctx.device().limits().max_buffer_size;
+            let bytes = ((rows * cols * 4) as u64).min(max) / 4 * 4;
+            let mut add = |what: String, bytes: u64, times: Vec<f64>| {
+                let f = Figure {
+                    shape: shape.clone(),
+                    what,
+                    bytes,
+                    stats: Stats::of(times),
+                };
+                println!(
+                    "{shape:>14} {:>26} {:>9.3} {:>9.3} {:>9.3} {:>9.1} {:>9.2}",
+                    f.what,
+                    f.stats.min,
+                    f.stats.median,
+                    f.stats.max,
+                    f.bytes as f64 / 1e6,
+                    f.gbps()
+                );
+                figures.push(f);
+            };
+            add("memcpy".into(), bytes, memcpy(bytes, args.reps));
+            let (upload, readback) = transfers(&ctx, bytes, args.reps)?;
+            let up_gbps = bytes as f64 / (Stats::of(upload.clone()).median * 1e-3) / 1e9;
+            let down_gbps = bytes as f64 / (Stats::of(readback.clone()).median * 1e-3) / 1e9;
+            add("upload (mapped staging)".into(), bytes, upload);
+            add("readback".into(), bytes, readback);
+            let (logits, labels) =
+                ml_softmax::reference::sample_batch(rows, cols, 0x9E37_79B9_7F4A_7C15);
+            // In: logits (f32) and labels (i64); out: gradient (f32), row losses and lse.
+            let bytes_in = (rows * cols * 4 + rows * 8) as u64;
+            let bytes_out = (rows * cols * 4 + rows * 8) as u64;
+            let floor_ms = (bytes_in as f64 / up_gbps + bytes_out as f64 / down_gbps) / 1e6;
+            let mut contexts = vec![("cross_entropy".to_string(), &ctx)];
+            if let (Some(c), Some(mib)) = (&chunked, args.chunk_mib) {
+                contexts.push((format!("cross_entropy {mib} MiB chunks"), c));
+            }
+            for (what, c) in contexts {
+                let times = host_api(c, &logits, &labels, rows, cols, args.reps)?;
+                let median = Stats::of(times.clone()).median;
+                add(what, bytes_in + bytes_out, times);
+                println!(
+                    "{shape:>14} {:>26} {floor_ms:>9.3} ms at the measured upload and readback \
+                     rates: the call takes {:.2}x that",
+                    "transfer floor",
+                    median / floor_ms
+                );
+            }
+        }
+        let json: Vec<serde_json::Value> = figures
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "adapter": ctx.describe(),
+                    "shape": f.shape,
+                    "what": f.what,
+                    "bytes": f.bytes,
+                    "reps": args.reps,
+                    "min_ms": f.stats.min,
+                    "median_ms": f.stats.median,
+                    "max_ms": f.stats.max,
+                    "gbps": f.gbps(),
+                })
+            })
+            .collect();
+        let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
+        bytes.push(b'\n');
+        outputs.set_bytes("--json", bytes);
+        outputs.write()
+    }
+
+    /// Times of `reps` host copies of `bytes` bytes, in ms (after one untimed copy).
+    fn memcpy(bytes: u64, reps: usize) -> Vec<f64> {
+        let src = vec![1u8; bytes as usize];
+        let mut dst = vec![0u8; bytes as usize];
+        dst.copy_from_slice(&src);
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                dst.copy_from_slice(black_box(&src));
+                black_box(&mut dst);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect()
+    }
+
+    /// Times of `reps` uploads and of `reps` readbacks of `bytes` bytes, in ms, each after
+    /// one untimed run, as the host path moves its chunks (pool.rs).
+    fn transfers(ctx: &Context, bytes: u64, reps: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+        use wgpu::BufferUsages as U;
+        let device = ctx.device();
+        let buffer = |label, usage, mapped_at_creation| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation,
+            })
+        };
+        let upload = buffer("upload", U::MAP_WRITE | U::COPY_SRC, true);
+        let storage = buffer("storage", U::STORAGE | U::COPY_SRC | U::COPY_DST, false);
+        let readback = buffer("readback", U::MAP_READ | U::COPY_DST, false);
+        let data: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+        let mut back = vec![0u8; bytes as usize];
+        let wait = || {
+            device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: None,
+                    timeout: Some(WAIT_TIMEOUT),
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let map = |buffer: &wgpu::Buffer, mode| -> Result<(), String> {
+            let done = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let slot = std::sync::Arc::clone(&done);
+            buffer.map_async(mode, .., move |r| {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(r);
+                }
+            });
+            wait()?;
+            let result = done.lock().map_err(|e| e.to_string())?.take();
+            match result {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(format!("mapping a staging buffer: {e}")),
+                None => Err("a staging buffer was never mapped".into()),
+            }
+        };
+        let mut up_times = Vec::new();
+        for rep in 0..=reps {
+            let t = Instant::now();
+            if rep > 0 {
+                map(&upload, wgpu::MapMode::Write)?;
+            }
+            upload
+                .get_mapped_range_mut(..)
+                .map_err(|e| e.to_string())?
+                .copy_from_slice(&data);
+            upload.unmap();
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&upload, 0, &storage, 0, bytes);
+            ctx.queue().submit([encoder.finish()]);
+            wait()?;
+            if rep > 0 {
+                up_times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let mut down_times = Vec::new();
+        for rep in 0..=reps {
+            let t = Instant::now();
+            let mut encoder = device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&storage, 0, &readback, 0, bytes);
+            ctx.queue().submit([encoder.finish()]);
+            map(&readback, wgpu::MapMode::Read)?;
+            back.copy_from_slice(&readback.get_mapped_range(..).map_err(|e| e.to_string())?);
+            readback.unmap();
+            if rep > 0 {
+                down_times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        if back != data {
+            return Err("the readback differs from the upload".into());
+        }
+        Ok((up_times, down_times))
+    }
+
+    /// Times of `reps` calls of `Context::cross_entropy`, in ms (after one untimed call).
+    fn host_api(
+        ctx: &Context,
+        logits: &[f32],
+        labels: &[i64],
+        rows: usize,
+        cols: usize,
+        reps: usize,
+    ) -> Result<Vec<f64>, String> {
+        let options = CrossEntropyOptions::default();
+        let mut times = Vec::new();
+        for rep in 0..=reps {
+            let t = Instant::now();
+            let out = ctx
+                .cross_entropy(logits, labels, rows, cols, &options)
+                .map_err(|e| e.to_string())?;
+            black_box(&out);
+            if rep > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(times)
+    }
 }

@@ -199,15 +199,25 @@ type MapSlot = Arc<
 
 /// Maps `buffer[range]` for reading; the future resolves when the mapping is done (or has
 /// failed). It never blocks: see the module docs for who drives it.
-#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
 pub(crate) fn map_read(
     device: &wgpu::Device,
     buffer: &wgpu::Buffer,
     range: std::ops::Range<u64>,
 ) -> MapRead {
+    map(device, buffer, wgpu::MapMode::Read, range)
+}
+
+/// [`map_read`] in either mode (the host path's upload staging maps for writing).
+#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+pub(crate) fn map(
+    device: &wgpu::Device,
+    buffer: &wgpu::Buffer,
+    mode: wgpu::MapMode,
+    range: std::ops::Range<u64>,
+) -> MapRead {
     let slot: MapSlot = Arc::default();
     let sender = Arc::clone(&slot);
-    buffer.map_async(wgpu::MapMode::Read, range, move |result| {
+    buffer.map_async(mode, range, move |result| {
         MAPS_COMPLETED.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut s) = sender.lock() {
             s.0 = Some(result);
@@ -223,7 +233,7 @@ pub(crate) fn map_read(
     }
 }
 
-/// The future of [`map_read`].
+/// The future of [`map_read`] and [`map`].
 pub(crate) struct MapRead {
     slot: MapSlot,
     /// The device to poll (native; a browser polls its own).

@@ -1,9 +1,12 @@
 //! The host path: host slices in, `Vec`s out. Every call goes through one chunk loop,
 //! `Context::host_rows_async`: validate → upload one chunk of rows → dispatch (row kernel,
 //! then the loss sum; a batch of one workgroup sums itself in the row kernel) → read back →
-//! next chunk.
+//! next chunk. A call of several chunks pipelines them over two buffer sets (pool.rs): chunk
+//! k + 1 is written into mapped staging and chunk k - 1 copied out of its readback while the
+//! GPU runs chunk k; the order of submission, of the loss sum and of the readbacks is that
+//! of one chunk at a time, so are the results.
 
-use super::pool::HostLayout;
+use super::pool::{self, HostBuffers, HostLayout};
 use super::{BatchPart, HalfCrossEntropy, SoftmaxKind, Targets, gpu_labels, padded};
 use crate::context::Context;
 use crate::error::Result;
@@ -256,6 +259,8 @@ impl Context {
         };
 
         let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
+        // A call of several chunks alternates between two sets of buffers (pool.rs, `SETS`).
+        let sets = if rows > chunk_rows { pool::SETS } else { 1 };
         let layout = HostLayout {
             chunk_rows,
             cols,
@@ -263,8 +268,9 @@ impl Context {
             targets: matches!(inputs, RowInputs::Probabilities(_)),
             precision,
             partials: geometry::partials_len(strategy, chunk_rows, cols),
+            sets,
         };
-        let bufs = self.host_buffers(layout, &stats)?;
+        let mut bufs = self.host_buffers(layout, &stats)?;
         let eb = precision.bytes() as usize;
         let mut out = CrossEntropyOutput {
             loss: 0.0,
@@ -272,22 +278,30 @@ impl Context {
             lse: Vec::with_capacity(if per_row { rows } else { 0 }),
             grad: Vec::with_capacity(n * eb),
         };
-        for first in (0..rows).step_by(chunk_rows) {
+        // The pipeline: chunk k is uploaded into set k % 2 and submitted, then chunk k - 1 is
+        // read back out of the other set while the GPU runs chunk k, and chunk k + 1's upload
+        // follows while it still does. Chunks are submitted, summed and read back in order,
+        // so the results are those of one chunk at a time, bit for bit.
+        let mut submitted: Option<Submitted> = None;
+        for (k, first) in (0..rows).step_by(chunk_rows).enumerate() {
+            let set = k % sets;
             let count = chunk_rows.min(rows - first);
             let elems = count * cols;
-            // Upload and dispatch inside an error scope; wait and read back outside it.
+            let chunk = &logits[first * cols * eb..][..elems * eb];
+            bufs.upload(self, set, chunk, elems).await?;
+            // Dispatch inside an error scope; wait and read back outside it.
             let dispatch = self.scoped_async(|| {
-                bufs.upload(self, &logits[first * cols * eb..][..elems * eb], elems);
                 match &inputs {
                     RowInputs::None => {}
                     RowInputs::Labels(labels) => {
-                        bufs.upload_labels(self, &labels[first..][..count])
+                        bufs.upload_labels(self, set, &labels[first..][..count])
                     }
                     RowInputs::Probabilities(t) => {
-                        bufs.upload_targets(self, &t[first * cols..][..elems])
+                        bufs.upload_targets(self, set, &t[first * cols..][..elems])
                     }
                 }
                 let mut encoder = self.encoder();
+                bufs.record_upload(&mut encoder, set, chunk.len());
                 let mut params = prepared.params;
                 params.rows = count as u32;
                 params.partials_base = STATS_LEN as u32;
@@ -300,7 +314,7 @@ impl Context {
                 if whole {
                     params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
                 }
-                let rb = bufs.row_buffers(elems, count, &prepared.weights);
+                let rb = bufs.row_buffers(set, elems, count, &prepared.weights);
                 let variant = row_softmax::choose_variant(self, strategy, &rb)?;
                 row_softmax::record(self, &mut encoder, kernel, variant, &rb, params)?;
                 if per_row && !whole {
@@ -319,21 +333,66 @@ impl Context {
                         sum_params,
                     )?;
                 }
-                let back_len = bufs.copy_to_staging(&mut encoder, elems, count);
+                let back_len = bufs.copy_to_staging(&mut encoder, set, elems, count);
                 self.queue.submit([encoder.finish()]);
                 Ok(back_len)
             });
             let back_len = dispatch.await?;
-            let back = self.read_bytes_async(&bufs.staging, back_len).await?;
-            out.grad.extend_from_slice(&back[..elems * eb]);
+            bufs.remap_upload(self, set);
+            let this = Submitted {
+                set,
+                count,
+                out_bytes: elems * eb,
+                back_len,
+            };
+            if let Some(previous) = submitted.replace(this) {
+                previous
+                    .read_back(self, &mut bufs, per_row, &mut out)
+                    .await?;
+            }
+        }
+        if let Some(last) = submitted {
+            last.read_back(self, &mut bufs, per_row, &mut out).await?;
+        }
+        Ok(out)
+    }
+}
+
+/// A chunk submitted and not yet read back: its set, rows, output bytes and readback bytes.
+struct Submitted {
+    set: usize,
+    count: usize,
+    out_bytes: usize,
+    back_len: usize,
+}
+
+impl Submitted {
+    /// Waits for the chunk's readback and appends it to `out`, copying straight out of the
+    /// mapped staging: the output (softmax or gradient bytes) and, per row, losses and lse;
+    /// the loss is the batch's so far.
+    async fn read_back(
+        self,
+        ctx: &Context,
+        bufs: &mut HostBuffers,
+        per_row: bool,
+        out: &mut CrossEntropyOutput<u8>,
+    ) -> Result<()> {
+        let Self {
+            set,
+            count,
+            out_bytes,
+            back_len,
+        } = self;
+        bufs.read_back(ctx, set, back_len, |back| {
+            out.grad.extend_from_slice(&back[..out_bytes]);
             if per_row {
-                let tail: Vec<f32> = bytemuck::pod_collect_to_vec(&back[padded(elems * eb)..]);
+                let tail: Vec<f32> = bytemuck::pod_collect_to_vec(&back[padded(out_bytes)..]);
                 out.row_loss.extend_from_slice(&tail[..count]);
                 out.lse.extend_from_slice(&tail[count..][..count]);
                 out.loss = tail[2 * count + STATS_LOSS];
             }
-        }
-        Ok(out)
+        })
+        .await
     }
 }
 

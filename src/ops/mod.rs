@@ -6,9 +6,10 @@
 //!   chunking, the options as the kernels take them);
 //! - `host.rs`: validate → upload one chunk of rows → dispatch (row kernel, then the loss
 //!   sum; a batch of one workgroup sums itself in the row kernel) → read back → next chunk;
-//!   one chunk loop for every host call;
+//!   one chunk loop for every host call, pipelined over two buffer sets when a call has
+//!   several chunks;
 //! - `device.rs`: the same dispatches recorded over the caller's buffers, no readback;
-//! - `pool.rs`: the host path's device buffers, pooled for reuse across calls.
+//! - `pool.rs`: the host path's device and staging buffers, pooled for reuse across calls.
 
 mod device;
 mod host;
