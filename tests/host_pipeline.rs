@@ -409,3 +409,66 @@ fn an_async_call_dropped_mid_way_leaves_the_next_call_correct() {
         );
     }
 }
+
+/// `ml-softmax bench --host` on every backend: every figure present, positive, in its JSON
+/// (the bench itself fails when a readback differs from what was uploaded).
+#[test]
+fn bench_host_reports_transfer_rates_and_the_host_api() {
+    let dir = std::env::temp_dir().join(format!("ml-softmax-bench-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ran = Vec::new();
+    for backend in ["vulkan", "gl"] {
+        let json = dir.join(format!("{backend}.json"));
+        // 512 x 1000 f32 = 2 MB: three chunks of at most 1 MiB.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ml-softmax"))
+            .args([
+                "bench",
+                "--host",
+                "--backend",
+                backend,
+                "--shapes",
+                "512x1000",
+            ])
+            .args(["--reps", "2", "--chunk-mib", "1", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("no GPU adapter found"),
+                "bench --host on {backend} failed: {stdout}{stderr}"
+            );
+            eprintln!("bench --host: no {backend} adapter: {stderr}");
+            continue;
+        }
+        let records: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let whats: Vec<&str> = records
+            .iter()
+            .map(|r| r["what"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            whats,
+            [
+                "memcpy",
+                "upload (mapped staging)",
+                "readback",
+                "cross_entropy",
+                "cross_entropy 1 MiB chunks"
+            ],
+            "{backend}"
+        );
+        for r in &records {
+            let gbps = r["gbps"].as_f64().unwrap();
+            assert!(gbps.is_finite() && gbps > 0.0, "{backend}: {r}");
+            assert_eq!(r["shape"], "512x1000", "{backend}");
+        }
+        assert!(stdout.contains("transfer floor"), "{backend}: {stdout}");
+        ran.push(backend);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    eprintln!("bench --host ran on: {ran:?}");
+    assert!(!ran.is_empty(), "bench --host ran on no backend");
+}
