@@ -15,7 +15,8 @@
 //! On native, an async call's future runs a non-blocking `device.poll` each time it is polled
 //! while waiting and then wakes itself, so any executor (pollster, tokio, a hand-written loop)
 //! drives it to the end without help; it spins a core while the GPU works. The blocking
-//! calls do not spin: they wait in `device.poll`.
+//! calls do not spin: they wait in `device.poll`, for the submission the future named where
+//! it did ([`wait_first_for`]: the host path's pipelined chunks), else for all submitted work.
 //!
 //! [`ContextOptions::wait_timeout`]: crate::ContextOptions::wait_timeout
 
@@ -95,12 +96,14 @@ impl Context {
 
     /// Blocks until the GPU has finished what was submitted; `idle` counts the waits in a
     /// row (1 ms each) that found nothing to wait for while no readback completed.
+    /// Waits for the submission the future named ([`wait_first_for`]) where it did, so that
+    /// the work submitted after it keeps the GPU busy meanwhile.
     #[cfg(not(target_arch = "wasm32"))]
     fn wait_for_gpu(&self, idle: &mut u32) -> Result<()> {
         let status = self
             .device
             .poll(wgpu::PollType::Wait {
-                submission_index: None,
+                submission_index: WAIT_FIRST_FOR.with(std::cell::Cell::take),
                 timeout: Some(self.wait_timeout),
             })
             .map_err(|e| Error::Wait(e.to_string()))?;
@@ -183,6 +186,20 @@ impl DeferredScopes {
             Vec::new()
         }
     }
+}
+
+thread_local! {
+    /// The submission whose end the future being driven on this thread waits for next (the
+    /// host path's readback of a chunk, while later chunks are submitted): the blocking
+    /// wrapper waits for that one instead of for everything submitted. Taken by the wait.
+    static WAIT_FIRST_FOR: std::cell::Cell<Option<wgpu::SubmissionIndex>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Tells the blocking wrapper, if it drives the caller, that the caller's next wait ends
+/// with submission `index` (a hint: a stale one only makes that wait return early).
+pub(crate) fn wait_first_for(index: wgpu::SubmissionIndex) {
+    WAIT_FIRST_FOR.with(|w| w.set(Some(index)));
 }
 
 /// How many buffer mappings of [`map_read`] have completed in this process: the blocking

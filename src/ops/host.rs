@@ -334,16 +334,17 @@ impl Context {
                     )?;
                 }
                 let back_len = bufs.copy_to_staging(&mut encoder, set, elems, count);
-                self.queue.submit([encoder.finish()]);
-                Ok(back_len)
+                let index = self.queue.submit([encoder.finish()]);
+                Ok((back_len, index))
             });
-            let back_len = dispatch.await?;
+            let (back_len, index) = dispatch.await?;
             bufs.remap_upload(self, set);
             let this = Submitted {
                 set,
                 count,
                 out_bytes: elems * eb,
                 back_len,
+                index,
             };
             if let Some(previous) = submitted.replace(this) {
                 previous
@@ -358,12 +359,14 @@ impl Context {
     }
 }
 
-/// A chunk submitted and not yet read back: its set, rows, output bytes and readback bytes.
+/// A chunk submitted and not yet read back: its set, rows, output bytes, readback bytes and
+/// submission.
 struct Submitted {
     set: usize,
     count: usize,
     out_bytes: usize,
     back_len: usize,
+    index: wgpu::SubmissionIndex,
 }
 
 impl Submitted {
@@ -382,7 +385,10 @@ impl Submitted {
             count,
             out_bytes,
             back_len,
+            index,
         } = self;
+        // A blocking call waits for this chunk's submission only, not for the next chunk's.
+        crate::platform::wait_first_for(index);
         bufs.read_back(ctx, set, back_len, |back| {
             out.grad.extend_from_slice(&back[..out_bytes]);
             if per_row {
