@@ -21,7 +21,7 @@ echo "=== building the release binary and the test binaries (target: $target)"
 cargo build --release --bin ml-softmax
 # The test executables' paths, from cargo's JSON messages. tests/cli.rs has the binary's
 # path ($target/release/ml-softmax) baked in at build time: run.sh recreates it there.
-cargo test --release --no-run --test gpu --test properties --test cli --test autotune \
+cargo test --release --no-run --test gpu --test properties --test cli --test autotune --test read_once \
     --message-format=json >"$target/gpu-kit-build.json"
 mapfile -t tests < <(python3 - "$target/gpu-kit-build.json" <<'EOF'
 import json, sys

@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::{Rng, assert_close, assert_half_output_close, from_half, open_contexts, to_half};
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
@@ -40,8 +42,14 @@ fn budget_contexts(
         ..Default::default()
     };
     let all = open_contexts(&options);
+    // Written to the stderr handle itself, past the test harness's output capture.
+    let mut err = std::io::stderr();
     for ctx in &all {
-        eprintln!("read-once {what} tests run on: {}", ctx.describe());
+        let _ = writeln!(
+            err,
+            "GPU tests run on: {} (read-once, {what})",
+            ctx.describe()
+        );
     }
     all
 }
@@ -264,7 +272,7 @@ fn cache_groups_inside_row_chunks_with_targets_weights_and_upstream() {
             ..Default::default()
         };
         let targets = Targets::Probabilities(&t);
-        let go = |s| ctx.cross_entropy_targets(&z, targets.clone(), ROWS, COLS, &options, s);
+        let go = |s| ctx.cross_entropy_targets(&z, targets, ROWS, COLS, &options, s);
         let grouped = go(SPLIT_CACHE).unwrap();
         let cpu = reference::cross_entropy_probs(&z, &t, ROWS, COLS, &options).unwrap();
         let scale = 1.0 / ROWS as f32;

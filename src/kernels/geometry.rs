@@ -117,6 +117,10 @@ pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
 pub const MAX_CACHE_BLOCKS: u32 = 16;
 
 /// The longest row `Strategy::Cached { lanes }` holds: `MAX_CACHE_BLOCKS` vec4s per lane.
+/// The same in f32, f16 and bf16: the row is held as f32 (the arithmetic's format), so the
+/// limit is registers per lane, not bytes of the stored row. Holding halves packed two per
+/// register would double it for f16 / bf16 at the cost of unpacking in pass 2; not done
+/// (tests/read_once.rs checks all three formats up to this limit).
 pub fn cached_max_cols(lanes: u32) -> u32 {
     4 * MAX_CACHE_BLOCKS * lanes
 }
