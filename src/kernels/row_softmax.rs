@@ -298,7 +298,8 @@ fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, io: Io) -> Result<BoundRo
 
 /// Records the dispatch(es) of `kernel` in shader `variant` ([`choose_variant`] for these
 /// buffers) over `params.rows` rows into `encoder`; fills in the offsets. The split layout
-/// takes two dispatches (partials, then merge and write) and at most
+/// takes two dispatches (partials, then merge and write; `SplitCache`: two per group of rows
+/// within the context's cache budget, [`geometry::split_group_rows`]) and at most
 /// [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
 /// [`geometry::partials_len`] floats in the scales buffer.
 pub fn record(
