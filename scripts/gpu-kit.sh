@@ -35,7 +35,7 @@ for line in open(sys.argv[1]):
         print(m["target"]["name"] + " " + m["executable"])
 EOF
 )
-[ "${#tests[@]}" -eq 4 ] || { echo "expected 4 test binaries, got: ${tests[*]}" >&2; exit 1; }
+[ "${#tests[@]}" -eq 5 ] || { echo "expected 5 test binaries, got: ${tests[*]}" >&2; exit 1; }
 
 rm -rf "$kit"
 mkdir -p "$kit/bin" "$kit/tests" "$kit/peers" "$kit/debs" "$kit/wheels"
