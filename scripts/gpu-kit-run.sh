@@ -7,8 +7,8 @@
 # the loader's .deb files (into /tmp/ml-softmax-loader, on LD_LIBRARY_PATH, where the system
 # has no libvulkan.so.1), points the loader at the NVIDIA ICD where it is, then runs the GPU
 # tests (WGPU_BACKEND=vulkan), `ml-softmax bench` in f32, bf16 and f16 at the default matrix
-# plus 16384x32000 and 4096x128256, the host path (`bench --host`: transfer rates and the
-# host API at 4096x32000), benches/cuda_peers.py (PyTorch eager, torch.compile,
+# plus 16x262144, 16384x32000 and 4096x128256, the host path (`bench --host`: transfer rates
+# and the host API at 4096x32000), benches/cuda_peers.py (PyTorch eager, torch.compile,
 # Liger-Kernel, memcpy) and benches/compare.py, writing every result and log into OUT and
 # ending with the joined table (OUT/table.md). A failing phase is reported and the others
 # still run; the exit status is that of the first failure.
@@ -82,7 +82,7 @@ if [ "$quick" = 1 ]; then
     peers_args=(--dry-run --reps 3 --warmup-ms 50)
     host_args=(--shapes 256x4096 --reps 3 --chunk-mib 1)
 else
-    shapes=16384x128,8192x1000,4096x4096,1024x32000,256x131072,64x262144,8x1000,16384x32000,4096x128256
+    shapes=16384x128,8192x1000,4096x4096,1024x32000,256x131072,64x262144,16x262144,8x1000,16384x32000,4096x128256
     bench_args=(--reps 100 --warmup-ms 500)
     test_filter=()
     peers_args=(--reps 50 --warmup-ms 300)
@@ -103,7 +103,7 @@ for phase in $phases; do
     case $phase in
     tests)
         echo "=== GPU tests (WGPU_BACKEND=vulkan)"
-        for t in gpu properties cli autotune; do
+        for t in gpu properties cli autotune read_once; do
             timeout "${KIT_TESTS_S:-200}" "$kit/tests/$t" --test-threads 4 "${test_filter[@]}" \
                 >"$out/test-$t.log" 2>&1 || fail "tests/$t.rs failed (rc $?): see test-$t.log"
             grep -E '^test result|GPU tests (run on|skip)' "$out/test-$t.log" | sort -u

@@ -47,7 +47,11 @@
 //   split_write  (a second dispatch, so all partials are written) every workgroup merges its
 //                row's partials in chunk order, the same online merge as across lanes, then
 //                writes its chunk as pass 2; chunk 0 writes the row's loss and lse
-// so a 262,144-column row keeps 16+ workgroups busy instead of one.
+// so a 262,144-column row keeps 16+ workgroups busy instead of one. Nothing here orders the
+// rows: the host may record the two passes over all rows, or (Strategy::SplitCache) alternate
+// them per group of rows whose logits fit the L2 cache, each group's params pointing at its
+// first row, so that split_write's second read of the logits finds them in cache. No grid-wide
+// barrier exists in WGSL, so a chunk cannot stay on chip from split_stats to split_write.
 //
 // Vocabulary-parallel shards (src/parallel.rs) reuse the split layout with the "chunks" of a
 // row on other devices: a rank's logits hold columns [class_base, class_base + cols) of a

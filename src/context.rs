@@ -175,6 +175,12 @@ pub struct ContextOptions {
     /// sticks for the context's life (and with [`Autotune::Persist`] across runs), so
     /// results stay bit-reproducible.
     pub autotune: Autotune,
+    /// `Strategy::SplitCache`'s cache budget: bytes of logits per group of rows whose two
+    /// passes run back to back, so the second read finds them in cache. `None`:
+    /// [`kernels::geometry::SPLIT_CACHE_BYTES`] (16 MiB, for GPUs with an L2 of 40 MB or
+    /// more); set it to about half your GPU's last-level cache. Results are the same bits at
+    /// any budget.
+    pub split_cache_bytes: Option<u64>,
 }
 
 /// [`ContextOptions::cooperative_matrix`]: whether to open the device with wgpu's
@@ -222,6 +228,7 @@ impl Default for ContextOptions {
             max_cached_pipelines: DEFAULT_MAX_CACHED_PIPELINES,
             cooperative_matrix: CooperativeMatrixOptIn::off(),
             autotune: Autotune::OnHardware,
+            split_cache_bytes: None,
         }
     }
 }
@@ -339,6 +346,8 @@ pub struct Context {
     /// The subgroup size the kernels rely on, or why there is none ([`usable_subgroup_size`]).
     subgroups: std::result::Result<u32, String>,
     pub(crate) max_chunk_bytes: u64,
+    /// [`ContextOptions::split_cache_bytes`], defaulted.
+    pub(crate) split_cache_bytes: u64,
     pub(crate) wait_timeout: Duration,
     pub(crate) poison_outputs: bool,
     software_io: SoftwareIo,
@@ -591,6 +600,9 @@ impl Context {
             info,
             limits,
             max_chunk_bytes,
+            split_cache_bytes: options
+                .split_cache_bytes
+                .unwrap_or(kernels::geometry::SPLIT_CACHE_BYTES),
             wait_timeout: options.wait_timeout,
             poison_outputs: options.poison_outputs,
             pipelines: Mutex::new(LruCache::new(options.max_cached_pipelines)),

@@ -114,11 +114,19 @@ impl GpuArgs {
                 .map_err(|e| format!("ML_SOFTMAX_AUTOTUNE: {e}"))?,
             Err(_) => Default::default(),
         };
+        // Strategy::SplitCache's cache budget in bytes (ContextOptions::split_cache_bytes).
+        let split_cache_bytes = match std::env::var("ML_SOFTMAX_SPLIT_CACHE_BYTES") {
+            Ok(text) => Some(text.parse::<u64>().map_err(|e| {
+                format!("ML_SOFTMAX_SPLIT_CACHE_BYTES: {e} (expected bytes, e.g. 16777216)")
+            })?),
+            Err(_) => None,
+        };
         let ctx = Context::with_options(&ContextOptions {
             backend,
             adapter_name: self.adapter.clone(),
             software_io,
             autotune,
+            split_cache_bytes,
             ..Default::default()
         })
         .map_err(|e| e.to_string())?;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::geometry::cached_max_cols;
+use super::geometry::{cached_max_cols, split_group_rows};
 use super::{Precision, Strategy};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -364,7 +364,8 @@ fn store(
 /// The strategies tried for `bucket` on `ctx`, the table's choice first: every strategy of
 /// [`Strategy::all`] (the subgroup one where the context has a usable subgroup size) plus
 /// the register cache at 512 and 1024 lanes, less the cached layouts whose registers do not
-/// hold the bucket's rows. Refusals that depend on more than the row length (llvmpipe's loop
+/// hold the bucket's rows and the cache-ordered split where the bucket's logits fit one
+/// group of its cache budget (it would run as `Split` there). Refusals that depend on more than the row length (llvmpipe's loop
 /// limit, a device's workgroup size) show up as typed errors on the first run and drop the
 /// candidate there.
 pub(crate) fn candidates(ctx: &Context, bucket: Bucket) -> Vec<Strategy> {
@@ -376,6 +377,11 @@ pub(crate) fn candidates(ctx: &Context, bucket: Bucket) -> Vec<Strategy> {
     for s in more {
         let fits = match s {
             Strategy::Cached { lanes } => bucket.cols <= cached_max_cols(lanes) as usize,
+            Strategy::SplitCache { .. } => {
+                let rows = u32::try_from(bucket.rows).unwrap_or(u32::MAX);
+                let row_bytes = bucket.cols as u64 * bucket.precision.bytes();
+                split_group_rows(rows, row_bytes, ctx.split_cache_bytes) < rows
+            }
             _ => true,
         };
         if fits && !all.contains(&s) {

@@ -40,10 +40,29 @@ pub const SPLIT_CHUNK_COLS: u32 = 16384;
 /// Floats of partial results the split layout keeps in the scales buffer for `rows` rows of
 /// `cols` columns (0 for the other strategies).
 pub fn partials_len(strategy: Strategy, rows: usize, cols: usize) -> usize {
-    match strategy {
-        Strategy::Split { .. } => 4 * rows * cols.div_ceil(SPLIT_CHUNK_COLS as usize),
-        _ => 0,
+    if strategy.is_split() {
+        4 * rows * cols.div_ceil(SPLIT_CHUNK_COLS as usize)
+    } else {
+        0
     }
+}
+
+/// `Strategy::SplitCache`'s default cache budget: bytes of logits one group of rows may
+/// hold, so that pass 2 finds them in the L2 cache where pass 1 left them. Pass 2 also
+/// writes as many bytes of gradient while it reads, so a group should take at most about
+/// half the cache: 16 MiB is under half the L2 of A100 (40 MB) and H100 / H200 (50 MB) with
+/// room to spare. GPUs with a smaller last-level cache want less (`ContextOptions::
+/// split_cache_bytes`); a group too small leaves the GPU idle between dispatches, a
+/// trade-off only hardware can settle (BENCHMARKS.md, "Issue 14 item 3": not yet measured on
+/// a GPU).
+pub const SPLIT_CACHE_BYTES: u64 = 16 << 20;
+
+/// Rows per group of `Strategy::SplitCache` (whose two passes alternate group by group):
+/// as many rows of `row_bytes` bytes of logits as fit `budget` bytes, at least one, at most
+/// `rows`. The groups cover the rows in order; each row's work is the same in any group.
+pub fn split_group_rows(rows: u32, row_bytes: u64, budget: u64) -> u32 {
+    let fit = budget / row_bytes.max(1);
+    u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, rows.max(1))
 }
 
 /// Whether a dispatch of `rows` rows in `strategy` is a single workgroup, so that a
@@ -56,7 +75,10 @@ pub fn one_workgroup(strategy: Strategy, rows: u32) -> bool {
     match strategy {
         Strategy::Workgroup { lanes } => rows <= workgroup_lanes(lanes, rows) / lanes,
         Strategy::Cached { .. } => rows <= 1,
-        Strategy::Subgroup | Strategy::Split { .. } | Strategy::Auto => false,
+        Strategy::Subgroup
+        | Strategy::Split { .. }
+        | Strategy::SplitCache { .. }
+        | Strategy::Auto => false,
     }
 }
 
@@ -95,6 +117,10 @@ pub const ROW_PER_LANE_MIN_WORKGROUPS: u32 = 4;
 pub const MAX_CACHE_BLOCKS: u32 = 16;
 
 /// The longest row `Strategy::Cached { lanes }` holds: `MAX_CACHE_BLOCKS` vec4s per lane.
+/// The same in f32, f16 and bf16: the row is held as f32 (the arithmetic's format), so the
+/// limit is registers per lane, not bytes of the stored row. Holding halves packed two per
+/// register would double it for f16 / bf16 at the cost of unpacking in pass 2; not done
+/// (tests/read_once.rs checks all three formats up to this limit).
 pub fn cached_max_cols(lanes: u32) -> u32 {
     4 * MAX_CACHE_BLOCKS * lanes
 }
@@ -138,7 +164,9 @@ pub fn shape_of(ctx: &Context, strategy: Strategy, rows: u32) -> Result<(u32, u3
         .min(MAX_WORKGROUP_LANES);
     let (workgroup, team) = match strategy {
         Strategy::Workgroup { lanes } => (workgroup_lanes(lanes, rows), lanes),
-        Strategy::Split { lanes } | Strategy::Cached { lanes } => (lanes, lanes),
+        Strategy::Split { lanes } | Strategy::SplitCache { lanes } | Strategy::Cached { lanes } => {
+            (lanes, lanes)
+        }
         Strategy::Subgroup => {
             // The one subgroup size the host may rely on (context::usable_subgroup_size).
             let size = ctx.subgroup_size().ok_or_else(|| Error::Unsupported {
@@ -200,7 +228,23 @@ mod tests {
         assert!(one_workgroup(cached, 1) && !one_workgroup(cached, 2));
         // Two dispatches anyway, or rows per workgroup known only to the hardware.
         assert!(!one_workgroup(Strategy::Split { lanes: 256 }, 1));
+        assert!(!one_workgroup(Strategy::SplitCache { lanes: 256 }, 1));
         assert!(!one_workgroup(Strategy::Subgroup, 1));
+    }
+
+    #[test]
+    fn split_groups_hold_the_rows_the_budget_allows() {
+        let mib = 1u64 << 20;
+        // 64 x 262,144 f32: 1 MiB a row, 16 rows a group, 4 groups.
+        assert_eq!(split_group_rows(64, mib, SPLIT_CACHE_BYTES), 16);
+        // The same rows in bf16 / f16: twice as many rows a group.
+        assert_eq!(split_group_rows(64, mib / 2, SPLIT_CACHE_BYTES), 32);
+        // A batch within the budget is one group: the order of `Split`.
+        assert_eq!(split_group_rows(16, mib, SPLIT_CACHE_BYTES), 16);
+        // A row larger than the budget is a group of its own; never 0 rows.
+        assert_eq!(split_group_rows(5, 64 * mib, SPLIT_CACHE_BYTES), 1);
+        assert_eq!(split_group_rows(0, mib, SPLIT_CACHE_BYTES), 1);
+        assert_eq!(split_group_rows(7, 0, SPLIT_CACHE_BYTES), 7);
     }
 
     #[test]

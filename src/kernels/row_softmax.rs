@@ -298,7 +298,8 @@ fn bind_rows<'a>(ctx: &Context, bufs: &RowBuffers<'a>, io: Io) -> Result<BoundRo
 
 /// Records the dispatch(es) of `kernel` in shader `variant` ([`choose_variant`] for these
 /// buffers) over `params.rows` rows into `encoder`; fills in the offsets. The split layout
-/// takes two dispatches (partials, then merge and write) and at most
+/// takes two dispatches (partials, then merge and write; `SplitCache`: two per group of rows
+/// within the context's cache budget, [`geometry::split_group_rows`]) and at most
 /// [`super::MAX_GRID_DIM`] rows; `params.partials_base` must point at room for
 /// [`geometry::partials_len`] floats in the scales buffer.
 pub fn record(
@@ -423,11 +424,6 @@ fn record_passes(
     params.out_base = bound.out_base;
     params.row_base = row_base;
     params.targets_base = targets_base;
-    let uniform = ctx.buffer_with(
-        "row_softmax params",
-        bytemuck::bytes_of(&params),
-        wgpu::BufferUsages::UNIFORM,
-    );
     // Binding 9: the output (in place, the logits) once more: the vector io files' scalar view.
     // Unused by the scalar files: where writable aliases are refused, a stand-in.
     let stand_in;
@@ -437,58 +433,94 @@ fn record_passes(
         stand_in = ctx.buffer_with("out_words stand-in", &[0; 16], wgpu::BufferUsages::STORAGE);
         stand_in.as_entire_buffer_binding()
     };
-    let mut entries = vec![
-        whole(0, &uniform),
-        part(1, bound.logits),
-        part(2, labels),
-        whole(3, bufs.weights),
-        whole(4, bufs.scales),
-        part(5, targets),
-        part(7, row_loss),
-        part(8, lse),
-        part(9, output),
-    ];
-    if let Some(out) = bound.out {
-        entries.push(part(6, out));
-    }
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("row_softmax"),
-        layout: ctx.layouts.bind_group_layout(module),
-        entries: &entries,
-    });
+    // One bind group per params (a split group's params point at its first row).
+    let bind_group = |params: &Params| {
+        let uniform = ctx.buffer_with(
+            "row_softmax params",
+            bytemuck::bytes_of(params),
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let mut entries = vec![
+            whole(0, &uniform),
+            part(1, bound.logits.clone()),
+            part(2, labels.clone()),
+            whole(3, bufs.weights),
+            whole(4, bufs.scales),
+            part(5, targets.clone()),
+            part(7, row_loss.clone()),
+            part(8, lse.clone()),
+            part(9, output.clone()),
+        ];
+        if let Some(out) = &bound.out {
+            entries.push(part(6, out.clone()));
+        }
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("row_softmax"),
+            layout: ctx.layouts.bind_group_layout(module),
+            entries: &entries,
+        })
+    };
 
-    // 3. The dispatches: (entry point, grid). Split: x = chunk of the row, y = row, and the
-    // second dispatch sees the first one's writes.
-    let dispatches: Vec<(usize, (u32, u32))> = if matches!(strategy, Strategy::Split { .. }) {
+    // 3. The dispatches: (bind group, entry point, grid). Split: x = chunk of the row, y =
+    // row, and each dispatch sees the writes of the ones before it (the partials).
+    let mut bind_groups = Vec::new();
+    let mut dispatches: Vec<(usize, usize, (u32, u32))> = Vec::new();
+    if strategy.is_split() {
         if params.rows > super::MAX_GRID_DIM {
             return Err(Error::Validation(
                 "a split dispatch takes at most 65535 rows".into(),
             ));
         }
-        let grid = (params.cols.div_ceil(SPLIT_CHUNK_COLS), params.rows);
-        [SPLIT_STATS, SPLIT_WRITE]
-            .into_iter()
-            .filter(|&e| only.is_none_or(|o| o == e))
-            .map(|e| (e, grid))
-            .collect()
+        let chunks = params.cols.div_ceil(SPLIT_CHUNK_COLS);
+        let passes = [SPLIT_STATS, SPLIT_WRITE].into_iter();
+        let passes: Vec<usize> = passes.filter(|&e| only.is_none_or(|o| o == e)).collect();
+        // SplitCache: the two passes alternate per group of rows that fits the cache
+        // budget, so pass 2 re-reads logits pass 1 has just read. A group's params point at
+        // its first row (as a chunk's do): each row is at the same place in its binding and
+        // merges its own partials, in chunk order, whatever the group.
+        let group = match strategy {
+            Strategy::SplitCache { .. } => geometry::split_group_rows(
+                params.rows,
+                u64::from(params.cols) * bufs.precision.bytes(),
+                ctx.split_cache_bytes,
+            ),
+            _ => params.rows.max(1),
+        };
+        for first in (0..params.rows).step_by(group as usize) {
+            let rows = group.min(params.rows - first);
+            let elems = first * params.cols;
+            let mut at = params;
+            at.rows = rows;
+            at.logits_base += elems;
+            at.out_base += elems;
+            at.targets_base += elems;
+            at.row_base += first;
+            at.row_offset += first;
+            at.partials_base += 4 * first * chunks;
+            if at.row_weights != 0 {
+                at.row_weights += first;
+            }
+            bind_groups.push(bind_group(&at));
+            let g = bind_groups.len() - 1;
+            dispatches.extend(passes.iter().map(|&e| (g, e, (chunks, rows))));
+        }
     } else {
         // Subgroup teams: `workgroup / subgroup size` rows (subgroup_shape).
         let rows_per_workgroup = u64::from(workgroup_size / team_size);
-        vec![(
-            entry as usize,
-            grid(u64::from(params.rows).div_ceil(rows_per_workgroup))?,
-        )]
-    };
+        bind_groups.push(bind_group(&params));
+        let grid = grid(u64::from(params.rows).div_ceil(rows_per_workgroup))?;
+        dispatches.push((0, entry as usize, grid));
+    }
     let pipelines = dispatches
         .iter()
-        .map(|&(entry, _)| ctx.pipeline(key(entry)))
+        .map(|&(_, entry, _)| ctx.pipeline(key(entry)))
         .collect::<Result<Vec<_>>>()?;
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("row_softmax"),
         timestamp_writes: None,
     });
-    pass.set_bind_group(0, &bind_group, &[]);
-    for (p, &(_, (x, y))) in pipelines.iter().zip(&dispatches) {
+    for (p, &(g, _, (x, y))) in pipelines.iter().zip(&dispatches) {
+        pass.set_bind_group(0, &bind_groups[g], &[]);
         pass.set_pipeline(p);
         pass.dispatch_workgroups(x, y, 1);
     }

@@ -99,7 +99,7 @@ pub fn check_loop_turns(
     team: u32,
 ) -> Result<()> {
     let cols = u64::from(cols);
-    let turns = if matches!(strategy, Strategy::Split { .. }) {
+    let turns = if strategy.is_split() {
         let chunk = u64::from(SPLIT_CHUNK_COLS);
         loop_turns(cols.min(chunk), team.into(), cols.div_ceil(chunk))
     } else {

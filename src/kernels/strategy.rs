@@ -47,6 +47,18 @@ pub enum Strategy {
         /// Lanes per workgroup (and per chunk): a power of two from 32 to 1024.
         lanes: u32,
     },
+    /// `Split`, its two dispatches recorded per group of rows whose logits fit a cache
+    /// budget ([`geometry::split_group_rows`]; `ContextOptions::split_cache_bytes`, default
+    /// [`geometry::SPLIT_CACHE_BYTES`]): pass 1 and pass 2 alternate group by group, so
+    /// pass 2 re-reads logits that pass 1 read moments before, from the GPU's L2 cache
+    /// rather than memory. The same bits as `Split { lanes }` (each row's work and the
+    /// merge order of its partials do not change); fewer workgroups per dispatch. A row split
+    /// over workgroups cannot be read from memory only once: that needs a grid-wide barrier
+    /// between the passes, which WGSL does not have (BENCHMARKS.md, "Issue 14 item 3").
+    SplitCache {
+        /// Lanes per workgroup (and per chunk): a power of two from 32 to 1024.
+        lanes: u32,
+    },
 }
 
 impl Strategy {
@@ -58,10 +70,17 @@ impl Strategy {
             .collect();
         v.push(Strategy::Cached { lanes: 256 });
         v.push(Strategy::Split { lanes: 256 });
+        v.push(Strategy::SplitCache { lanes: 256 });
         if subgroups {
             v.push(Strategy::Subgroup);
         }
         v
+    }
+
+    /// Whether this is a split layout (`Split` or `SplitCache`): two dispatches, partials in
+    /// the scales buffer.
+    pub fn is_split(self) -> bool {
+        matches!(self, Strategy::Split { .. } | Strategy::SplitCache { .. })
     }
 
     /// The table's concrete strategy (autotune's fallback: `Context::resolve_strategy` gives
@@ -77,7 +96,7 @@ impl Strategy {
     /// |---|---|---|---|
     /// | software (CPU) | within the loop limit | `Workgroup { lanes: 1 }` | one lane per row: fastest at every shape of the bench on lavapipe and llvmpipe GL, and the only layout that takes units of two blocks (`io_*x8.wgsl`). llvmpipe runs 8 lanes as one SIMD vector and every storage access as a loop over them, so lanes sharing a row gain no bandwidth and only add reductions |
     /// | software (CPU) | longer rows, or fewer than [`software::SOFTWARE_FEW_ROWS`] rows of more than [`software::SOFTWARE_LONG_COLS`] columns | `Subgroup`, else `Workgroup { lanes: 8 }`, else `Workgroup { lanes: 256 }`: the first whose lanes stay within llvmpipe's loop limit ([`software::SOFTWARE_LOOP_TURNS`]) | a few long rows in one lane each would leave most of llvmpipe's SIMD lanes and threads idle |
-    /// | GPU | rows < 1024, cols >= 65,536 | `Split { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle |
+    /// | GPU | rows < 1024, cols >= 65,536 | `SplitCache { lanes: 256 }` | few long rows: one team per row would leave most of the GPU idle; the passes alternate per cache-sized group of rows (a batch within the budget runs as `Split`) |
     /// | GPU | 4,096 < cols <= 16,384 | `Cached { lanes: 256 }` | medium rows: one workgroup per row, the row in registers, the logits read once |
     /// | GPU, subgroups | otherwise | `Subgroup` | no barriers |
     /// | GPU, no subgroups | cols <= 256 | `Workgroup { lanes: 8 }` | short rows: many rows per workgroup keep lanes busy |
@@ -107,7 +126,7 @@ impl Strategy {
         }
         let subgroups = subgroup_size.is_some();
         match () {
-            _ if rows < 1024 && cols >= 65536 => Strategy::Split { lanes: 256 },
+            _ if rows < 1024 && cols >= 65536 => Strategy::SplitCache { lanes: 256 },
             _ if cols > 4096 && cols <= geometry::cached_max_cols(256) as usize => {
                 Strategy::Cached { lanes: 256 }
             }
@@ -127,6 +146,7 @@ impl fmt::Display for Strategy {
             Strategy::Subgroup => f.write_str("subgroup"),
             Strategy::Cached { lanes } => write!(f, "cached{lanes}"),
             Strategy::Split { lanes } => write!(f, "split{lanes}"),
+            Strategy::SplitCache { lanes } => write!(f, "splitcache{lanes}"),
         }
     }
 }
@@ -138,8 +158,8 @@ impl FromStr for Strategy {
         let bad = || Error::InvalidOption {
             name: "strategy",
             value: s.to_string(),
-            reason: "expected auto, subgroup, wgN (N a power of two, 1..=1024), cachedN or \
-                     splitN (N a power of two, 32..=1024)",
+            reason: "expected auto, subgroup, wgN (N a power of two, 1..=1024), cachedN, \
+                     splitN or splitcacheN (N a power of two, 32..=1024)",
         };
         if s == "auto" {
             return Ok(Strategy::Auto);
@@ -147,11 +167,12 @@ impl FromStr for Strategy {
         if s == "subgroup" {
             return Ok(Strategy::Subgroup);
         }
-        // (prefix, smallest lanes, constructor)
+        // (prefix, smallest lanes, constructor); a prefix before any prefix of itself.
         type Make = fn(u32) -> Strategy;
-        let families: [(&str, u32, Make); 3] = [
+        let families: [(&str, u32, Make); 4] = [
             ("wg", 1, |lanes| Strategy::Workgroup { lanes }),
             ("cached", 32, |lanes| Strategy::Cached { lanes }),
+            ("splitcache", 32, |lanes| Strategy::SplitCache { lanes }),
             ("split", 32, |lanes| Strategy::Split { lanes }),
         ];
         let (digits, smallest, make) = families
@@ -176,7 +197,7 @@ mod tests {
 
     #[test]
     fn auto_follows_the_table() {
-        use Strategy::{Cached, Split, Subgroup, Workgroup};
+        use Strategy::{Cached, SplitCache, Subgroup, Workgroup};
         let lane = Workgroup { lanes: 1 };
         // (rows, cols, subgroup size, adapter type, what Auto picks)
         #[rustfmt::skip]
@@ -189,7 +210,7 @@ mod tests {
             (1, 131_072, None, Cpu, Workgroup { lanes: 8 }),
             (3, 32_768, Some(8), Cpu, lane),
             (5, 131_072, Some(8), Cpu, lane),
-            (64, 262_144, Some(32), DiscreteGpu, Split { lanes: 256 }),
+            (64, 262_144, Some(32), DiscreteGpu, SplitCache { lanes: 256 }),
             (4096, 262_144, Some(32), DiscreteGpu, Subgroup),
             (9, 128, None, DiscreteGpu, Workgroup { lanes: 8 }),
             (9000, 4096, None, DiscreteGpu, Workgroup { lanes: 32 }),
@@ -271,7 +292,17 @@ mod tests {
             assert_eq!(s.to_string().parse::<Strategy>().ok(), Some(s));
         }
         for bad in [
-            "wg3", "wg2048", "split16", "split", "wg", "fast", "cached16", "cached",
+            "wg3",
+            "wg2048",
+            "split16",
+            "split",
+            "wg",
+            "fast",
+            "cached16",
+            "cached",
+            "splitcache",
+            "splitcache16",
+            "splitcache2048",
         ] {
             assert!(bad.parse::<Strategy>().is_err(), "{bad}");
         }

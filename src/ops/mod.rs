@@ -214,7 +214,7 @@ impl Context {
         // Also keep every element index of a chunk below 2^31 in the shaders' u32 math.
         let by_index = ((1u64 << 31) / cols as u64).max(1);
         let mut rows = by_binding.min(by_index);
-        if let Strategy::Split { .. } = strategy {
+        if strategy.is_split() {
             rows = rows.min(u64::from(crate::kernels::MAX_GRID_DIM));
         }
         Ok(rows as usize)
