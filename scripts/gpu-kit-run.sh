@@ -103,7 +103,7 @@ for phase in $phases; do
     case $phase in
     tests)
         echo "=== GPU tests (WGPU_BACKEND=vulkan)"
-        for t in gpu properties cli autotune read_once; do
+        for t in gpu properties cli autotune read_once dispatches; do
             timeout "${KIT_TESTS_S:-200}" "$kit/tests/$t" --test-threads 4 "${test_filter[@]}" \
                 >"$out/test-$t.log" 2>&1 || fail "tests/$t.rs failed (rc $?): see test-$t.log"
             grep -E '^test result|GPU tests (run on|skip)' "$out/test-$t.log" | sort -u

@@ -22,6 +22,7 @@ cargo build --release --bin ml-softmax
 # The test executables' paths, from cargo's JSON messages. tests/cli.rs has the binary's
 # path ($target/release/ml-softmax) baked in at build time: run.sh recreates it there.
 cargo test --release --no-run --test gpu --test properties --test cli --test autotune --test read_once \
+    --test dispatches \
     --message-format=json >"$target/gpu-kit-build.json"
 mapfile -t tests < <(python3 - "$target/gpu-kit-build.json" <<'EOF'
 import json, sys
@@ -35,7 +36,7 @@ for line in open(sys.argv[1]):
         print(m["target"]["name"] + " " + m["executable"])
 EOF
 )
-[ "${#tests[@]}" -eq 5 ] || { echo "expected 5 test binaries, got: ${tests[*]}" >&2; exit 1; }
+[ "${#tests[@]}" -eq 6 ] || { echo "expected 6 test binaries, got: ${tests[*]}" >&2; exit 1; }
 
 rm -rf "$kit"
 mkdir -p "$kit/bin" "$kit/tests" "$kit/peers" "$kit/debs" "$kit/wheels"

@@ -14,8 +14,14 @@
 // lane 0 adds the total to `stats`. Chunked batches call an entry point once per chunk, in
 // order, so the result does not depend on timing. One workgroup is enough: this touches `rows`
 // floats, the row kernels `rows * cols`.
-// A batch small enough to be one workgroup of the row kernel skips these dispatches: that
-// workgroup does both sums itself (WHOLE_BATCH in row_softmax.wgsl).
+// Who runs them (the device path only: the host path knows D and sums the loss on the CPU
+// from the row losses it reads back, src/ops/host.rs): a batch small enough to be one
+// workgroup of the row kernel skips both, that workgroup does both sums itself (WHOLE_BATCH
+// in row_softmax.wgsl); a batch of several workgroups with few labels beside its logits
+// skips target_weight_sum, each of its workgroups counts D itself (BATCH_DENOMINATOR);
+// loss_sum runs only when the caller asked for the loss (src/ops/device.rs, plan_sums).
+// loss_sum must be a dispatch of its own after the rows: WGSL orders storage between
+// workgroups only from one dispatch to the next (BENCHMARKS.md, "Fewer dispatches").
 
 override WORKGROUP_SIZE: u32 = 256u;
 const MAX_WORKGROUP_SIZE = 1024u;

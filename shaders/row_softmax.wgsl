@@ -67,6 +67,14 @@
 // of a class-target mean before the rows, the reduced loss after them. One dispatch instead of
 // three matters for a small batch on lavapipe, where each dispatch has a fixed cost whatever
 // it does (see "the whole batch in one workgroup" below).
+// A batch of several workgroups can still skip the denominator's dispatch: each workgroup
+// counts it itself from all the labels (BATCH_DENOMINATOR, host:
+// geometry::denominator_in_each_workgroup; see "the mean's denominator in every workgroup").
+// Its loss sum stays a dispatch after the rows: WGSL has no ordering of storage between
+// workgroups of one dispatch (atomics are relaxed, storageBarrier and workgroupBarrier reach
+// one workgroup, and workgroups need not run concurrently), so "the last workgroup to finish
+// sums the row losses" is not portable: it could read row losses not yet visible to it.
+// BENCHMARKS.md, "Fewer dispatches", has the dispatch counts and why.
 //
 // Rows past the end still run both reductions (with no columns) so that every barrier is
 // reached by the whole workgroup; they write nothing.
@@ -130,11 +138,15 @@ const BLOCK = 4u;
 // into its running max at once.
 const STEP_BLOCKS = 4u;
 
-// The whole batch in this one workgroup: it also sums the batch (see `whole_batch_loss`).
-// The host then records no batch_sum dispatch; params.whole_batch says which sums.
+// The row dispatch also does (some of) the batch's sums, instead of batch_sum.wgsl's
+// dispatches around it; params.whole_batch says which:
 override WHOLE_BATCH: bool = false;
+// The whole batch in this one workgroup (see `whole_batch_loss`):
 const WHOLE_BATCH_LOSS = 1u; // stats[2] += stats[0] * sum of the row losses
 const WHOLE_BATCH_MEAN = 2u; // that, after stats[1] += sum of target weights, stats[0] = 1 / it
+// Any number of workgroups (see `workgroup_denominator`): each sums the mean's denominator
+// over all the batch's labels itself; the loss sum stays batch_sum.wgsl's.
+const BATCH_DENOMINATOR = 3u;
 
 // Read-once layout (Strategy::Cached): with CACHE_BLOCKS > 0 each lane keeps its blocks
 // (lane, lane + size, ..., at most CACHE_BLOCKS of them; the host picks CACHE_BLOCKS so they
@@ -559,7 +571,7 @@ fn coefficients(team: Team, t: RowTarget, st: RowStats) -> Coefficients {
     let C = f32(classes());
     let eps = params.label_smoothing;
     let lse = lse_of(st);
-    var k = scales[0];
+    var k = reduction_factor();
     if params.has_upstream != 0u {
         k *= scales[UPSTREAM + params.row_offset + team.row];
     }
@@ -695,6 +707,9 @@ fn cross_entropy_row(team: Team) {
     if WHOLE_BATCH && params.whole_batch == WHOLE_BATCH_MEAN {
         whole_batch_denominator(team);
     }
+    if WHOLE_BATCH && params.whole_batch == BATCH_DENOMINATOR {
+        workgroup_denominator(team);
+    }
     let cols = team_cols(team);
     let start = params.logits_base + team.row * params.cols;
     let tstart = params.targets_base + team.row * params.cols;
@@ -709,7 +724,7 @@ fn cross_entropy_row(team: Team) {
         write_row(team, t, c, lse);
         write_gradient(team, t, c, lse, start, tstart, out_start, 0u, cols);
     }
-    if WHOLE_BATCH {
+    if WHOLE_BATCH && params.whole_batch != BATCH_DENOMINATOR {
         whole_batch_loss(team);
     }
 }
@@ -768,6 +783,40 @@ fn whole_batch_loss(team: Team) {
         }
         scales[2] += scales[0] * total.sum;
     }
+}
+
+// ---- the mean's denominator in every workgroup (BATCH_DENOMINATOR) ----
+// A batch of several workgroups whose labels are few beside its logits (the host's rule:
+// geometry::denominator_in_each_workgroup) skips batch_sum's `target_weight_sum` dispatch:
+// each workgroup reads all `rows` labels (the same small array, cached after the first
+// workgroup) and sums D = sum of w_y itself, lanes strided over the labels with Kahan
+// compensation, then `workgroup_total` (the team file: a fixed-order tree). Every workgroup
+// runs the same code on the same labels in the same order, so all get the same bits, and
+// the same bits on every run. No workgroup reads another's writes (WGSL orders storage
+// only within a workgroup): each keeps its factor in `batch_factor`; row 0's first lane
+// also stores D and 1 / D in stats[1], stats[0] for the loss-sum dispatch that follows.
+
+var<private> batch_factor: f32; // 1 / D (0 for none), in every lane
+
+fn workgroup_denominator(team: Team) {
+    var part = Kahan(0.0, 0.0);
+    for (var r = workgroup_lane(); r < params.rows; r += WORKGROUP_SIZE) {
+        kahan_add(&part, label_weight(labels[params.row_base + r]));
+    }
+    let d = workgroup_total(part.sum);
+    batch_factor = select(0.0, 1.0 / d, d > 0.0);
+    if is_first_lane(team) {
+        scales[1] = d;
+        scales[0] = batch_factor;
+    }
+}
+
+// The factor of the reduction, k of the math without the upstream gradient.
+fn reduction_factor() -> f32 {
+    if WHOLE_BATCH && params.whole_batch == BATCH_DENOMINATOR {
+        return batch_factor;
+    }
+    return scales[0];
 }
 
 // ---- the split layout: one workgroup per (chunk, row) ----

@@ -1,7 +1,7 @@
 // Team = one subgroup; the workgroup holds as many rows as it has subgroups. The reduction is
 // subgroupMax then subgroupAdd: no workgroup memory and no barrier. Needs Features::SUBGROUP.
-// Defines: WORKGROUP_SIZE (override), team_stats, Lanes (the builtins), team_of and the entry
-//   points softmax_main, cross_entropy_main.
+// Defines: WORKGROUP_SIZE (override), team_stats, workgroup_lane, workgroup_total, Lanes (the
+//   builtins), team_of and the entry points softmax_main, cross_entropy_main.
 // Needs: Features::SUBGROUP; RowStats, Team, softmax_row, cross_entropy_row (row_softmax.wgsl).
 //
 // What depends on the subgroup size (4 on some mobile GPUs, 8 to 32 on Intel, 32 on NVIDIA
@@ -29,6 +29,34 @@ fn team_stats(st: RowStats) -> RowStats {
     return RowStats(row_max, sums.x, sums.y, sums.z);
 }
 
+// The batch's sums (row_softmax.wgsl, BATCH_DENOMINATOR): this lane's index in the
+// workgroup, and the sum of `x` over the workgroup's lanes, in every lane: a tree in
+// workgroup memory in a fixed order (not subgroupAdd, whose order is the hardware's), each
+// step ended by a barrier so the next reads finished sums, the last so `lane_sums` may be
+// written again. The workgroup is at most 128 lanes (64, or one subgroup of up to 128:
+// context::usable_subgroup_size).
+const MAX_WORKGROUP_SIZE = 128u;
+var<workgroup> lane_sums: array<f32, MAX_WORKGROUP_SIZE>;
+var<private> lane_index: u32; // set by team_of
+
+fn workgroup_lane() -> u32 {
+    return lane_index;
+}
+
+fn workgroup_total(x: f32) -> f32 {
+    lane_sums[lane_index] = x;
+    workgroupBarrier();
+    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if lane_index < stride {
+            lane_sums[lane_index] += lane_sums[lane_index + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = lane_sums[0];
+    workgroupBarrier();
+    return total;
+}
+
 fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {
     return id.x + id.y * count.x;
 }
@@ -42,9 +70,11 @@ struct Lanes {
     @builtin(num_subgroups) sg_count: u32,
     @builtin(workgroup_id) id: vec3<u32>,
     @builtin(num_workgroups) count: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
 }
 
 fn team_of(l: Lanes) -> Team {
+    lane_index = l.local;
     return Team(workgroup_index(l.id, l.count) * l.sg_count + l.sg_id, l.sg_lane, l.sg_size);
 }
 

@@ -10,8 +10,9 @@
 // TEAM_SIZE 1 is one lane per row: a lane's own stats are the row's, so no tree at all
 // (TEAM_SIZE is an override, so the tree is compiled out).
 // Works on every adapter (no subgroup feature needed).
-// Defines: WORKGROUP_SIZE, TEAM_SIZE (overrides), team_stats, team_of and the entry points
-//   softmax_main, cross_entropy_main, split_stats_main, split_write_main.
+// Defines: WORKGROUP_SIZE, TEAM_SIZE (overrides), team_stats, workgroup_lane,
+//   workgroup_total, team_of and the entry points softmax_main, cross_entropy_main,
+//   split_stats_main, split_write_main.
 // Needs: RowStats, Team, merge, softmax_row, cross_entropy_row, split_stats, split_write
 //   (row_softmax.wgsl).
 
@@ -58,6 +59,28 @@ fn team_stats(st: RowStats) -> RowStats {
     let result = from_vec4(scratch[team_base()]);
     workgroupBarrier();
     return result;
+}
+
+// The batch's sums (row_softmax.wgsl, BATCH_DENOMINATOR): this lane's index in the
+// workgroup, and the sum of `x` over the workgroup's lanes, in every lane. A tree in the
+// scratch's first component, in a fixed order (bit-reproducible); called before team_stats
+// uses the scratch, the barrier after the read lets it.
+fn workgroup_lane() -> u32 {
+    return lane_index;
+}
+
+fn workgroup_total(x: f32) -> f32 {
+    scratch[lane_index].x = x;
+    workgroupBarrier();
+    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if lane_index < stride {
+            scratch[lane_index].x += scratch[lane_index + stride].x;
+        }
+        workgroupBarrier();
+    }
+    let total = scratch[0].x;
+    workgroupBarrier();
+    return total;
 }
 
 // The workgroup's place in a 2-D grid (x is capped at 65535 workgroups per dimension).

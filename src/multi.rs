@@ -176,7 +176,6 @@ impl MultiContext {
         let part = BatchPart {
             denominator: Some(denominator),
             loss_before: 0.0,
-            batch_rows: rows,
         };
         let results: Vec<Result<CrossEntropyOutput<u8>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = usable

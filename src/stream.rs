@@ -5,7 +5,7 @@
 //! The `Mean` denominator `D` is fixed before the first chunk ([`Denominator`]: counted from
 //! every label, which are small, or given by the caller), so each chunk's gradient, scaled
 //! by `1 / D`, is final when it comes back and the caller can write it out and drop it. The
-//! reduced loss is accumulated on the GPU exactly as one call accumulates its own chunks
+//! reduced loss is accumulated exactly as one call accumulates its own chunks
 //! (`loss += (1 / D) * sum of the chunk's row losses`), so a stream fed the chunks that one
 //! call would make (see [`crate::ContextOptions::max_chunk_bytes`]) gives that call's results
 //! bit for bit.
@@ -205,7 +205,6 @@ impl<'a> CrossEntropyStream<'a> {
         let part = BatchPart {
             denominator: Some(self.denominator),
             loss_before: self.loss,
-            batch_rows: self.batch_rows.unwrap_or(usize::MAX),
         };
         let out = self.ctx.host_rows(HostCall {
             logits,

@@ -82,6 +82,33 @@ pub fn one_workgroup(strategy: Strategy, rows: u32) -> bool {
     }
 }
 
+/// Whether each workgroup of a row dispatch of `rows` rows of `cols` columns, in
+/// `workgroups` workgroups of `workgroup_size` lanes, may sum the mean's denominator over all
+/// `rows` labels itself (`row_softmax::BATCH_DENOMINATOR`), which saves batch_sum's
+/// denominator dispatch: when those redundant label reads (`workgroups * rows` of them) stay
+/// within 1 / [`REDUNDANT_LABEL_SHARE`] of the logits read (`rows * cols`), i.e.
+/// `workgroups * REDUNDANT_LABEL_SHARE <= cols`, and each lane's share of the labels stays
+/// within half of llvmpipe's loop limit. Not for the split layout (two dispatches anyway).
+/// Why a share of the bytes and not a row count: the dispatch it saves costs a fixed time,
+/// the reads grow with `workgroups * rows`; BENCHMARKS.md ("Fewer dispatches") has what it
+/// measured on lavapipe and what a GPU would need to confirm.
+pub fn denominator_in_each_workgroup(
+    strategy: Strategy,
+    rows: u32,
+    cols: u32,
+    workgroups: u64,
+    workgroup_size: u32,
+) -> bool {
+    let turns = u64::from(rows.div_ceil(workgroup_size.max(1)));
+    !matches!(strategy, Strategy::Split { .. } | Strategy::Auto)
+        && workgroups * REDUNDANT_LABEL_SHARE <= u64::from(cols)
+        && turns <= super::software::SOFTWARE_LOOP_TURNS / 2
+}
+
+/// Labels read by every workgroup (see [`denominator_in_each_workgroup`]) may add at most
+/// 1 / this of the logits' reads.
+pub const REDUNDANT_LABEL_SHARE: u64 = 16;
+
 /// Lanes per workgroup of `Workgroup { lanes }` over `rows` rows.
 ///
 /// Teams of 2+ lanes share [`WORKGROUP_LANES`]-lane workgroups (or one workgroup per row past
@@ -245,6 +272,29 @@ mod tests {
         assert_eq!(split_group_rows(5, 64 * mib, SPLIT_CACHE_BYTES), 1);
         assert_eq!(split_group_rows(0, mib, SPLIT_CACHE_BYTES), 1);
         assert_eq!(split_group_rows(7, 0, SPLIT_CACHE_BYTES), 7);
+    }
+
+    #[test]
+    fn each_workgroup_sums_the_denominator_where_the_labels_are_few() {
+        let wg1 = Strategy::Workgroup { lanes: 1 };
+        // The bench's shapes on lavapipe (wg1): 256 rows per workgroup from 1024 rows.
+        assert!(!denominator_in_each_workgroup(wg1, 16384, 128, 64, 256));
+        assert!(denominator_in_each_workgroup(wg1, 8192, 1000, 32, 256));
+        assert!(denominator_in_each_workgroup(wg1, 1024, 32000, 4, 256));
+        assert!(denominator_in_each_workgroup(wg1, 64, 262144, 8, 8));
+        // 64x1000 in subgroup teams of 8 lanes: 8 workgroups of 64 lanes.
+        assert!(denominator_in_each_workgroup(
+            Strategy::Subgroup,
+            64,
+            1000,
+            8,
+            64
+        ));
+        // The bound itself, and never for the split layout.
+        assert!(denominator_in_each_workgroup(wg1, 100, 160, 10, 8));
+        assert!(!denominator_in_each_workgroup(wg1, 100, 159, 10, 8));
+        let split = Strategy::Split { lanes: 256 };
+        assert!(!denominator_in_each_workgroup(split, 4, 262144, 64, 256));
     }
 
     #[test]

@@ -84,9 +84,9 @@ pub struct Params {
     pub partials_base: u32,
     /// Split layout: 1 for softmax, 0 for cross-entropy (set by [`record`]).
     pub softmax: u32,
-    /// Cross-entropy of a batch that is one workgroup ([`one_workgroup`]): which of the
-    /// batch's sums the dispatch does itself instead of batch_sum's dispatches: 0 (none),
-    /// [`WHOLE_BATCH_LOSS`] or [`WHOLE_BATCH_MEAN`].
+    /// Which of the batch's sums a cross-entropy dispatch does itself instead of batch_sum's
+    /// dispatches: 0 (none); for a batch that is one workgroup ([`one_workgroup`])
+    /// [`WHOLE_BATCH_LOSS`] or [`WHOLE_BATCH_MEAN`]; for any batch [`BATCH_DENOMINATOR`].
     pub whole_batch: u32,
     /// Vocabulary-parallel shards (`crate::parallel`): the whole vocabulary, C of the math
     /// (0: `cols`).
@@ -126,6 +126,11 @@ pub const WHOLE_BATCH_LOSS: u32 = 1;
 /// `params.whole_batch`: the dispatch first sums the mean's denominator, as
 /// `batch_sum::Entry::TargetWeightSum` would, then the loss.
 pub const WHOLE_BATCH_MEAN: u32 = 2;
+/// `params.whole_batch` of a dispatch of any number of workgroups: each workgroup sums the
+/// mean's denominator over all the batch's labels itself, so that no
+/// `batch_sum::Entry::TargetWeightSum` dispatch comes first; the loss is left to
+/// `batch_sum::Entry::LossSum` ([`geometry::denominator_in_each_workgroup`] says when).
+pub const BATCH_DENOMINATOR: u32 = 3;
 
 /// What a dispatch computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,10 +394,15 @@ fn record_passes(
     };
     software::check_loop_turns(ctx.adapter_info(), strategy, params.cols, team_size)?;
     let whole_batch = params.whole_batch != 0;
-    if whole_batch && (entry != Entry::CrossEntropy || !one_workgroup(strategy, params.rows)) {
+    let fits = match params.whole_batch {
+        BATCH_DENOMINATOR => !matches!(strategy, Strategy::Split { .. }),
+        _ => one_workgroup(strategy, params.rows),
+    };
+    if whole_batch && (entry != Entry::CrossEntropy || !fits) {
         return Err(Error::Validation(format!(
-            "a whole-batch dispatch must be a cross-entropy in one workgroup, not {} rows of {strategy}",
-            params.rows
+            "batch sums {} in the row dispatch need a cross-entropy of one workgroup (or, for the \
+             denominator, not split), not {} rows of {strategy}",
+            params.whole_batch, params.rows
         )));
     }
     let key = |entry: usize| PipelineKey {

@@ -140,10 +140,10 @@ impl Context {
             has_weights: u32::from(prepared.options.weights),
             ..Default::default()
         };
-        // A batch of one workgroup does the sums of steps 1 and 2 in its row dispatch.
-        let whole = rows == chunk_rows && geometry::one_workgroup(strategy, rows as u32);
+        // Where the batch's sums happen: in batch_sum's dispatches or in the row dispatch.
+        let sums = self.plan_sums(strategy, rows, cols32, gpu_mean, loss.is_some())?;
         // 1. A class-target mean's denominator: sum of target weights over all rows, and 1/D.
-        if let (Some(labels), true, false) = (labels, gpu_mean, whole) {
+        if let (Some(labels), true) = (labels, sums.denominator_dispatch) {
             for first in (0..rows).step_by(chunk_rows) {
                 let count = chunk_rows.min(rows - first);
                 let slice = row_slice(labels, first, count);
@@ -176,13 +176,7 @@ impl Context {
             let mut params = prepared.params;
             params.rows = count as u32;
             params.row_offset = first as u32;
-            if whole {
-                params.whole_batch = if gpu_mean {
-                    row_softmax::WHOLE_BATCH_MEAN
-                } else {
-                    row_softmax::WHOLE_BATCH_LOSS
-                };
-            }
+            params.whole_batch = sums.in_rows;
             let kernel = RowKernel {
                 entry: Entry::CrossEntropy,
                 strategy,
@@ -190,7 +184,7 @@ impl Context {
             };
             let variant = row_softmax::choose_variant(self, strategy, &rb)?;
             row_softmax::record(self, encoder, kernel, variant, &rb, params)?;
-            if !whole {
+            if sums.loss_dispatch {
                 batch_sum::record(
                     self,
                     encoder,
@@ -209,6 +203,37 @@ impl Context {
             encoder.copy_buffer_to_buffer(&scales, (STATS_LOSS * 4) as u64, loss.buffer, at, 4);
         }
         Ok(())
+    }
+
+    /// Where a device cross-entropy of `rows` rows in `strategy` does the batch's sums
+    /// (`gpu_mean`: a mean whose denominator the GPU counts from the labels; `want_loss`: the
+    /// caller asked for the reduced loss). The fewest dispatches that are correct on every
+    /// adapter (BENCHMARKS.md, "Fewer dispatches"): WGSL orders storage between workgroups
+    /// only across dispatches, so a sum over rows that several workgroups write is a
+    /// dispatch after them, and a denominator that every workgroup needs before its gradient
+    /// is a dispatch before them, or counted again by each workgroup.
+    fn plan_sums(
+        &self,
+        strategy: Strategy,
+        rows: usize,
+        cols: u32,
+        gpu_mean: bool,
+        want_loss: bool,
+    ) -> Result<SumsPlan> {
+        let single_chunk = rows <= self.chunk_rows(cols as usize, strategy)?;
+        let rows32 = rows as u32;
+        let one_workgroup = single_chunk && geometry::one_workgroup(strategy, rows32);
+        let each_workgroup = gpu_mean && single_chunk && !one_workgroup && {
+            let (workgroup, team) = geometry::shape_of(self, strategy, rows32)?;
+            let workgroups = (rows as u64).div_ceil(u64::from(workgroup / team));
+            geometry::denominator_in_each_workgroup(strategy, rows32, cols, workgroups, workgroup)
+        };
+        Ok(SumsPlan::choose(
+            gpu_mean,
+            want_loss,
+            one_workgroup,
+            each_workgroup,
+        ))
     }
 
     /// Device-resident softmax (or log-softmax) of `bufs.logits` into `bufs.out` (or in
@@ -292,5 +317,81 @@ impl Context {
             }
             Ok(self.queue.submit([encoder.finish()]))
         })
+    }
+}
+
+/// Where a device cross-entropy does the batch's sums ([`Context::plan_sums`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SumsPlan {
+    /// batch_sum's `TargetWeightSum` dispatch(es) first, one per chunk.
+    denominator_dispatch: bool,
+    /// `params.whole_batch` of the row dispatches.
+    in_rows: u32,
+    /// batch_sum's `LossSum` dispatch after each chunk's row dispatch.
+    loss_dispatch: bool,
+}
+
+impl SumsPlan {
+    /// The plan, given whether the batch is one workgroup (of a single chunk), and whether
+    /// each of its workgroups may count the denominator itself
+    /// ([`geometry::denominator_in_each_workgroup`], for a single chunk).
+    fn choose(gpu_mean: bool, want_loss: bool, one_workgroup: bool, each_workgroup: bool) -> Self {
+        let plan = |denominator_dispatch, in_rows, loss_dispatch| Self {
+            denominator_dispatch,
+            in_rows,
+            loss_dispatch,
+        };
+        if one_workgroup {
+            // Everything in the row dispatch.
+            return match (gpu_mean, want_loss) {
+                (true, _) => plan(false, row_softmax::WHOLE_BATCH_MEAN, false),
+                (false, true) => plan(false, row_softmax::WHOLE_BATCH_LOSS, false),
+                (false, false) => plan(false, 0, false),
+            };
+        }
+        if gpu_mean && each_workgroup {
+            return plan(false, row_softmax::BATCH_DENOMINATOR, want_loss);
+        }
+        plan(gpu_mean, 0, want_loss)
+    }
+
+    /// Dispatches per chunk: batch_sum's, and the row kernel's (two for the split layout).
+    #[cfg(test)]
+    fn dispatches(self, row_dispatches: u32) -> u32 {
+        u32::from(self.denominator_dispatch) + row_dispatches + u32::from(self.loss_dispatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SumsPlan;
+
+    /// Dispatches per chunk of a device cross-entropy (a row kernel of one dispatch), the
+    /// table of BENCHMARKS.md's "Fewer dispatches": (gpu_mean, want_loss, one workgroup,
+    /// each workgroup may count D) -> dispatches. Before: 3 for a GPU-counted mean, 2 for
+    /// the other reductions, 1 for one workgroup, whether the loss was asked for or not.
+    #[test]
+    fn the_fewest_dispatches_per_case() {
+        let cases = [
+            // One workgroup: one dispatch, whatever is asked.
+            (true, true, true, false, 1),
+            (false, true, true, false, 1),
+            (false, false, true, false, 1),
+            // Several workgroups, labels few beside the logits: the denominator in each.
+            (true, true, false, true, 2),
+            (true, false, false, true, 1),
+            // Labels many beside the logits: batch_sum counts D first.
+            (true, true, false, false, 3),
+            (true, false, false, false, 2),
+            // Sum, none, probability targets (D known on the host): the loss sum only if
+            // the loss is asked for.
+            (false, true, false, true, 2),
+            (false, false, false, false, 1),
+        ];
+        for (gpu_mean, want_loss, one, each, want) in cases {
+            let plan = SumsPlan::choose(gpu_mean, want_loss, one, each);
+            let what = format!("mean {gpu_mean} loss {want_loss} one {one} each {each}");
+            assert_eq!(plan.dispatches(1), want, "{what}: {plan:?}");
+        }
     }
 }

@@ -1,16 +1,16 @@
 //! The host path: host slices in, `Vec`s out. Every call goes through one chunk loop,
-//! `Context::host_rows_async`: validate → upload one chunk of rows → dispatch (row kernel,
-//! then the loss sum; a batch of one workgroup sums itself in the row kernel) → read back →
-//! next chunk. A call of several chunks pipelines them over two buffer sets (pool.rs): chunk
-//! k + 1 is written into mapped staging and chunk k - 1 copied out of its readback while the
-//! GPU runs chunk k; the order of submission, of the loss sum and of the readbacks is that
-//! of one chunk at a time, so are the results.
+//! `Context::host_rows_async`: validate → upload one chunk of rows → dispatch (the row
+//! kernel: one dispatch per chunk) → read back → add the chunk's row losses to the loss on
+//! the CPU → next chunk. A call of several chunks pipelines them over two buffer sets
+//! (pool.rs): chunk k + 1 is written into mapped staging and chunk k - 1 copied out of its
+//! readback while the GPU runs chunk k; the order of submission, of the loss sum and of the
+//! readbacks is that of one chunk at a time, so are the results.
 
 use super::pool::{self, HostBuffers, HostLayout};
 use super::{BatchPart, HalfCrossEntropy, SoftmaxKind, Targets, gpu_labels, padded};
 use crate::context::Context;
 use crate::error::Result;
-use crate::kernels::batch_sum::{self, STATS_LEN, STATS_LOSS};
+use crate::kernels::batch_sum::STATS_LEN;
 use crate::kernels::row_softmax::{self, Entry, RowKernel};
 use crate::kernels::{Precision, Strategy, geometry};
 use crate::options::{CrossEntropyOptions, Reduction, check_labels, check_len, check_shape};
@@ -165,7 +165,7 @@ impl Context {
             rows,
             cols,
             strategy,
-            part: BatchPart::whole(rows),
+            part: BatchPart::whole(),
         };
         let out = self.host_rows_async(call).await?;
         Ok(out.map_grad(|bytes| bytemuck::pod_collect_to_vec(&bytes)))
@@ -202,17 +202,12 @@ impl Context {
 
         // The per-row inputs: class labels go to the GPU as i32, ignored rows as -1, which
         // no class can be, so any i64 ignore index works.
-        let (entry, prepared, inputs, mut stats) = match job {
+        let (entry, prepared, inputs, denominator) = match job {
             HostJob::Softmax { kind } => {
                 let mut prepared =
                     self.prepare(&CrossEntropyOptions::default(), cols32, -1, false)?;
                 prepared.params.log_softmax = kind.log_flag();
-                (
-                    Entry::Softmax,
-                    prepared,
-                    RowInputs::None,
-                    [1.0, 0.0, 0.0, 0.0],
-                )
+                (Entry::Softmax, prepared, RowInputs::None, 0.0)
             }
             HostJob::CrossEntropy {
                 targets: Targets::Classes(labels),
@@ -222,35 +217,35 @@ impl Context {
                 check_labels(labels, cols, options.ignore_index)?;
                 let gpu = gpu_labels(labels, options.ignore_index);
                 let prepared = self.prepare(options, cols32, -1, false)?;
-                let stats = host_stats(labels, options);
-                (Entry::CrossEntropy, prepared, RowInputs::Labels(gpu), stats)
+                let d = class_denominator(labels, options);
+                (Entry::CrossEntropy, prepared, RowInputs::Labels(gpu), d)
             }
             HostJob::CrossEntropy {
                 targets: Targets::Probabilities(t),
                 options,
             } => {
                 check_len("targets", n, t.len())?;
-                let scale = match options.reduction {
-                    Reduction::Mean => 1.0 / rows as f64,
-                    Reduction::Sum | Reduction::None => 1.0,
-                };
                 let prepared = self.prepare(options, cols32, -1, true)?;
-                let stats = [scale as f32, rows as f32, 0.0, 0.0];
+                let d = rows as f64;
                 (
                     Entry::CrossEntropy,
                     prepared,
                     RowInputs::Probabilities(t),
-                    stats,
+                    d,
                 )
             }
         };
-        // A piece of a longer batch: the whole batch's denominator sets the scale, and the
-        // GPU keeps adding to the loss of the earlier pieces.
-        if let (HostJob::CrossEntropy { options, .. }, Some(denominator)) = (job, part.denominator)
-        {
-            stats = mean_stats(denominator, options.reduction);
-        }
-        stats[STATS_LOSS] = part.loss_before;
+        // The reduction's factor: 1 / D for a mean (over the whole batch when this call is a
+        // piece of a longer one), 1 otherwise. The GPU scales the gradient by it; the host
+        // scales the loss (`add_chunk_loss`).
+        let (scale, stats) = match job {
+            HostJob::CrossEntropy { options, .. } => {
+                let denominator = part.denominator.unwrap_or(denominator);
+                let scale = reduction_scale(denominator, options.reduction);
+                (scale, [scale as f32, denominator as f32, 0.0, 0.0])
+            }
+            HostJob::Softmax { .. } => (1.0, [1.0, 0.0, 0.0, 0.0]),
+        };
         let per_row = entry == Entry::CrossEntropy;
         let kernel = RowKernel {
             entry,
@@ -273,7 +268,8 @@ impl Context {
         let mut bufs = self.host_buffers(layout, &stats)?;
         let eb = precision.bytes() as usize;
         let mut out = CrossEntropyOutput {
-            loss: 0.0,
+            // The loss of the batch's earlier pieces; each chunk adds its share.
+            loss: part.loss_before,
             row_loss: Vec::with_capacity(if per_row { rows } else { 0 }),
             lse: Vec::with_capacity(if per_row { rows } else { 0 }),
             grad: Vec::with_capacity(n * eb),
@@ -305,34 +301,11 @@ impl Context {
                 let mut params = prepared.params;
                 params.rows = count as u32;
                 params.partials_base = STATS_LEN as u32;
-                // A cross-entropy batch of one workgroup sums its loss itself (the factor is
-                // set here).
-                // Only when the call is the whole batch: pieces sum as one call's chunks do.
-                let whole = per_row
-                    && part.batch_rows == count
-                    && geometry::one_workgroup(strategy, params.rows);
-                if whole {
-                    params.whole_batch = row_softmax::WHOLE_BATCH_LOSS;
-                }
+                // One row dispatch is all: the mean's factor came with the stats, and the
+                // loss is summed here from the row losses read back (`add_chunk_loss`).
                 let rb = bufs.row_buffers(set, elems, count, &prepared.weights);
                 let variant = row_softmax::choose_variant(self, strategy, &rb)?;
                 row_softmax::record(self, &mut encoder, kernel, variant, &rb, params)?;
-                if per_row && !whole {
-                    let sum_params = batch_sum::Params {
-                        rows: count as u32,
-                        ..Default::default()
-                    };
-                    batch_sum::record(
-                        self,
-                        &mut encoder,
-                        batch_sum::Entry::LossSum,
-                        rb.labels,
-                        rb.row_loss,
-                        &prepared.weights,
-                        &bufs.scales,
-                        sum_params,
-                    )?;
-                }
                 let back_len = bufs.copy_to_staging(&mut encoder, set, elems, count);
                 let index = self.queue.submit([encoder.finish()]);
                 Ok((back_len, index))
@@ -348,12 +321,13 @@ impl Context {
             };
             if let Some(previous) = submitted.replace(this) {
                 previous
-                    .read_back(self, &mut bufs, per_row, &mut out)
+                    .read_back(self, &mut bufs, per_row, scale, &mut out)
                     .await?;
             }
         }
         if let Some(last) = submitted {
-            last.read_back(self, &mut bufs, per_row, &mut out).await?;
+            last.read_back(self, &mut bufs, per_row, scale, &mut out)
+                .await?;
         }
         Ok(out)
     }
@@ -378,6 +352,7 @@ impl Submitted {
         ctx: &Context,
         bufs: &mut HostBuffers,
         per_row: bool,
+        scale: f64,
         out: &mut CrossEntropyOutput<u8>,
     ) -> Result<()> {
         let Self {
@@ -395,7 +370,7 @@ impl Submitted {
                 let tail: Vec<f32> = bytemuck::pod_collect_to_vec(&back[padded(out_bytes)..]);
                 out.row_loss.extend_from_slice(&tail[..count]);
                 out.lse.extend_from_slice(&tail[count..][..count]);
-                out.loss = tail[2 * count + STATS_LOSS];
+                out.loss = add_chunk_loss(out.loss, scale, &tail[..count]);
             }
         })
         .await
@@ -438,11 +413,6 @@ enum RowInputs<'a> {
     Probabilities(&'a [f32]),
 }
 
-/// The stats for host class labels: the mean's denominator is summed here, in f64.
-fn host_stats(labels: &[i64], options: &CrossEntropyOptions) -> [f32; STATS_LEN] {
-    mean_stats(class_denominator(labels, options), options.reduction)
-}
-
 /// The `Mean` denominator of class-index labels (checked by the caller): the sum of the
 /// target weights of the rows not ignored, in f64.
 pub(crate) fn class_denominator(labels: &[i64], options: &CrossEntropyOptions) -> f64 {
@@ -456,13 +426,25 @@ pub(crate) fn class_denominator(labels: &[i64], options: &CrossEntropyOptions) -
         .sum()
 }
 
-/// The stats a host call starts from, given the mean's denominator: the gradient scale
-/// (`1 / D` for `Mean`, 0 when `D = 0`; 1 otherwise), `D`, and a loss of 0.
-fn mean_stats(denominator: f64, reduction: Reduction) -> [f32; STATS_LEN] {
-    let scale = match reduction {
+/// The reduction's factor given the mean's denominator `D`: `1 / D` for `Mean` (0 when
+/// `D = 0`: loss 0 and a zero gradient), 1 for `Sum` and `None`.
+fn reduction_scale(denominator: f64, reduction: Reduction) -> f64 {
+    match reduction {
         Reduction::Mean if denominator > 0.0 => 1.0 / denominator,
         Reduction::Mean => 0.0,
         Reduction::Sum | Reduction::None => 1.0,
-    };
-    [scale as f32, denominator as f32, 0.0, 0.0]
+    }
+}
+
+/// The reduced loss after one more chunk: `loss + scale * sum of the chunk's row losses`,
+/// summed here in f64, in row order. The host path reads every row loss back anyway, so
+/// summing them here saves the GPU a dispatch per chunk (BENCHMARKS.md, "Fewer dispatches");
+/// the same rows in the same chunks give the same bits, whether one call or a stream's
+/// pieces. A factor of 0 (a mean over nothing) adds nothing, even where a row loss is NaN.
+fn add_chunk_loss(loss: f32, scale: f64, row_loss: &[f32]) -> f32 {
+    if scale == 0.0 {
+        return loss;
+    }
+    let sum: f64 = row_loss.iter().map(|&l| f64::from(l)).sum();
+    (f64::from(loss) + scale * sum) as f32
 }

@@ -4,10 +4,9 @@
 //!
 //! - `mod.rs`: the public argument types, and the helpers both paths share (strategy,
 //!   chunking, the options as the kernels take them);
-//! - `host.rs`: validate → upload one chunk of rows → dispatch (row kernel, then the loss
-//!   sum; a batch of one workgroup sums itself in the row kernel) → read back → next chunk;
-//!   one chunk loop for every host call, pipelined over two buffer sets when a call has
-//!   several chunks;
+//! - `host.rs`: validate → upload one chunk of rows → dispatch (the row kernel) → read back
+//!   (the loss is summed from the row losses on the CPU) → next chunk; one chunk loop for
+//!   every host call, pipelined over two buffer sets when a call has several chunks;
 //! - `device.rs`: the same dispatches recorded over the caller's buffers, no readback;
 //! - `pool.rs`: the host path's device and staging buffers, pooled for reuse across calls.
 
@@ -159,21 +158,17 @@ pub(crate) struct BatchPart {
     /// The `Mean` denominator `D` of the whole batch (`None`: counted from this call's rows,
     /// as `host::host_stats` does); the gradient scale is then `1 / D` (0 when `D = 0`).
     pub denominator: Option<f64>,
-    /// The reduced loss of the batch's earlier pieces: the GPU adds this call's share to it
+    /// The reduced loss of the batch's earlier pieces: this call adds its share to it
     /// (`loss += scale * sum of row losses`, chunk by chunk, exactly as in one call).
     pub loss_before: f32,
-    /// Rows of the whole batch: a call is summed by the row kernel itself (the one-workgroup
-    /// shortcut) only when it is the whole batch, so pieces sum as one call's chunks do.
-    pub batch_rows: usize,
 }
 
 impl BatchPart {
-    /// An ordinary call of `rows` rows: its own denominator, the loss starting at 0.
-    pub(crate) fn whole(rows: usize) -> Self {
+    /// An ordinary call: its own denominator, the loss starting at 0.
+    pub(crate) fn whole() -> Self {
         Self {
             denominator: None,
             loss_before: 0.0,
-            batch_rows: rows,
         }
     }
 }
