@@ -155,9 +155,9 @@ fn logits_gradient<B: FusedCrossEntropyBackend>(
     rows: usize,
 ) -> FloatTensor<B> {
     match how {
-        LogitsGrad::Keep(grad) => B::float_mul(grad, column(upstream)),
+        LogitsGrad::Keep(grad) => B::float_mul(grad, column::<B>(upstream)),
         LogitsGrad::Recompute { logits, targets } => {
-            let upstream = f32_of(B::float_expand(upstream, Shape::from([rows])));
+            let upstream = f32_of::<B>(B::float_expand(upstream, Shape::from([rows])));
             let call = Call {
                 has_upstream: true,
                 ..call
@@ -176,7 +176,7 @@ fn targets_gradient<B: Backend>(
     let options = &call.options;
     let [rows, cols] = [logits.shape()[0], logits.shape()[1]];
     let device = logits.device();
-    let mut z = f32_of(logits);
+    let mut z = f32_of::<B>(logits);
     if options.softcap > 0.0 {
         let cap = Scalar::from(options.softcap);
         z = B::float_mul_scalar(B::float_tanh(B::float_div_scalar(z, cap)), cap);
@@ -187,7 +187,7 @@ fn targets_gradient<B: Backend>(
         Reduction::Sum | Reduction::None => 1.0,
     };
     let factor = Scalar::from(scale * (1.0 - options.label_smoothing));
-    let grad = B::float_mul_scalar(B::float_mul(lse_minus_z, column(f32_of(upstream))), factor);
+    let grad = B::float_mul_scalar(B::float_mul(lse_minus_z, column::<B>(f32_of::<B>(upstream))), factor);
     match &options.weight {
         Some(w) => {
             let w = B::float_from_data(TensorData::new(w.clone(), [1, cols]), &device);

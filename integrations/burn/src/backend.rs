@@ -173,14 +173,11 @@ pub(crate) fn registered(device: &CubeDevice) -> Option<registry::Entry> {
 /// allocations, asked for their buffers. `None` when cubecl gives no wgpu buffer.
 pub(crate) fn pool_shares_buffers(device: &WgpuDevice) -> Option<bool> {
     let client = CubeDevice::Wgpu(device.clone()).client();
-    let buffer = |bytes| {
-        let handle = client.empty(bytes);
-        let guard = client
-            .get_resource::<WgpuServer<AutoCompiler>>(handle)
-            .ok()?;
-        Some(guard.resource().buffer.clone())
-    };
-    Some(buffer(4)? == buffer(4)?)
+    // Both held at once: a freed allocation's memory would be handed to the second one.
+    let (a, b) = (client.empty(4), client.empty(4));
+    let a = client.get_resource::<WgpuServer<AutoCompiler>>(a).ok()?;
+    let b = client.get_resource::<WgpuServer<AutoCompiler>>(b).ok()?;
+    Some(a.resource().buffer == b.resource().buffer)
 }
 
 /// One tensor's place in its wgpu buffer. Holding it keeps cubecl from handing the memory to
