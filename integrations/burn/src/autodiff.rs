@@ -187,7 +187,10 @@ fn targets_gradient<B: Backend>(
         Reduction::Sum | Reduction::None => 1.0,
     };
     let factor = Scalar::from(scale * (1.0 - options.label_smoothing));
-    let grad = B::float_mul_scalar(B::float_mul(lse_minus_z, column::<B>(f32_of::<B>(upstream))), factor);
+    let grad = B::float_mul_scalar(
+        B::float_mul(lse_minus_z, column::<B>(f32_of::<B>(upstream))),
+        factor,
+    );
     match &options.weight {
         Some(w) => {
             let w = B::float_from_data(TensorData::new(w.clone(), [1, cols]), &device);
