@@ -18,8 +18,17 @@
 //!
 //! Semantics are ml-softmax's (PyTorch's `F.cross_entropy`, with a `mean` over a zero
 //! denominator giving 0): every [`CrossEntropyOptions`] option, class-index or probability
-//! targets, f32, f16 (where the adapter has `SHADER_F16`) and bf16 (untested) logits. The loss is `[1]`
-//! for mean / sum and `[rows]` for none, in the logits' float type.
+//! targets (with their own gradient when they require one), f32, f16 (where the adapter has
+//! `SHADER_F16`) and bf16 logits (where burn's runtime holds them: its SPIR-V compiler on a
+//! Vulkan driver with bf16 shaders; untested). The loss is `[1]` for mean / sum and `[rows]`
+//! for none, in the logits' float type.
+//!
+//! burn's `fusion` feature (on in burn's default features) and this crate's `fusion` feature
+//! (on by default) must agree: with both, the loss is an operation of burn's `Fusion` backend.
+//!
+//! Errors: everything that can be checked before the loss is queued is a typed [`Error`] from
+//! these functions. A failure inside burn's queue (a lost device, out of memory) panics there,
+//! as burn's own ops do.
 //!
 //! burn's `CrossEntropyLoss` with `pad_tokens: Some(vec![p])` is `ignore_index: p` here (both
 //! leave padded rows out of the mean's denominator); burn accepts several pad tokens, this
@@ -58,6 +67,16 @@ pub enum Error {
         /// Its device.
         device: String,
     },
+    /// The device's memory pool puts several tensors in one wgpu buffer, so the loss's inputs
+    /// and outputs could share one, which wgpu refuses: open it with [`device`], or with
+    /// `MemoryConfiguration::ExclusivePages`.
+    #[error(
+        "burn's memory pool on {device} puts several tensors in one wgpu buffer; open the device with ml_softmax_burn::device or with MemoryConfiguration::ExclusivePages"
+    )]
+    SharedBuffers {
+        /// The device.
+        device: String,
+    },
     /// A tensor has a shape or type the loss cannot take.
     #[error("{what}: {problem}")]
     BadTensor {
@@ -91,8 +110,21 @@ pub enum Gradient {
 pub enum Targets {
     /// Class indices `[rows]` (i32; other int types are cast).
     Classes(Tensor<1, Int>),
-    /// Probabilities `[rows, cols]` (f32; other float types are cast).
+    /// Probabilities `[rows, cols]` (f32; other float types are cast). Under autodiff they get
+    /// a gradient when they require one, as in PyTorch.
     Probabilities(Tensor<2>),
+}
+
+impl From<Tensor<1, Int>> for Targets {
+    fn from(labels: Tensor<1, Int>) -> Self {
+        Targets::Classes(labels)
+    }
+}
+
+impl From<Tensor<2>> for Targets {
+    fn from(probabilities: Tensor<2>) -> Self {
+        Targets::Probabilities(probabilities)
+    }
 }
 
 /// Opens burn's wgpu device from `options` and makes the fused loss available on it. Turn on
@@ -111,9 +143,9 @@ pub fn device(options: WgpuOptions, context: &ContextOptions) -> Result<Device> 
 
 /// Makes the fused loss available on a burn wgpu device you opened yourself with
 /// `Device::wgpu_options().memory_config(MemoryConfiguration::ExclusivePages)...init_with_setup()`
-/// (the setup it returned). ml-softmax submits to that setup's queue, which is burn's. Without
-/// exclusive pages a loss call whose input and output tensors share a wgpu buffer panics
-/// (see [`device`]).
+/// (the setup it returned). ml-softmax submits to that setup's queue, which is burn's. A
+/// device opened with burn's default memory pool is refused ([`Error::SharedBuffers`], see
+/// [`device`]): the pool is probed with two small allocations.
 pub fn register(device: &Device, setup: &WgpuSetup, context: &ContextOptions) -> Result<()> {
     let Some(CubeDevice::Wgpu(wgpu_device)) = cube_device(device) else {
         return Err(Error::UnknownDevice {
@@ -121,45 +153,44 @@ pub fn register(device: &Device, setup: &WgpuSetup, context: &ContextOptions) ->
             device: format!("{device:?}"),
         });
     };
+    if backend::pool_shares_buffers(&wgpu_device) != Some(false) {
+        return Err(Error::SharedBuffers {
+            device: format!("{device:?}"),
+        });
+    }
     registry::insert(wgpu_device, setup, context)?;
     Ok(())
 }
 
-/// Cross-entropy of `logits` `[rows, cols]` against class indices `labels` `[rows]`.
+/// Cross-entropy of `logits` `[rows, cols]` against `targets`: class indices
+/// `Tensor<1, Int>` `[rows]` or probabilities `Tensor<2>` `[rows, cols]` (either converts into
+/// [`Targets`]), with the default [`Gradient`] mode.
+///
+/// ```no_run
+/// # use burn::tensor::{Device, Tensor, activation::softmax};
+/// # let device: Device = ml_softmax_burn::device(Device::wgpu_options(), &Default::default())?.autodiff();
+/// # let logits = Tensor::<2>::zeros([4, 10], &device).require_grad();
+/// // Soft targets: their gradient is tracked too when they require one.
+/// let soft = softmax(Tensor::<2>::ones([4, 10], &device), 1);
+/// let loss = ml_softmax_burn::cross_entropy(logits, soft, &Default::default())?;
+/// # Ok::<(), ml_softmax_burn::Error>(())
+/// ```
 pub fn cross_entropy(
     logits: Tensor<2>,
-    labels: Tensor<1, Int>,
+    targets: impl Into<Targets>,
     options: &CrossEntropyOptions,
 ) -> Result<Tensor<1>> {
-    cross_entropy_with(
-        logits,
-        Targets::Classes(labels),
-        options,
-        Gradient::default(),
-    )
+    cross_entropy_with(logits, targets, options, Gradient::default())
 }
 
-/// Cross-entropy of `logits` `[rows, cols]` against probabilities `targets` `[rows, cols]`.
-pub fn cross_entropy_probs(
-    logits: Tensor<2>,
-    targets: Tensor<2>,
-    options: &CrossEntropyOptions,
-) -> Result<Tensor<1>> {
-    cross_entropy_with(
-        logits,
-        Targets::Probabilities(targets),
-        options,
-        Gradient::default(),
-    )
-}
-
-/// Cross-entropy with either kind of targets and a choice of [`Gradient`] mode.
+/// [`cross_entropy`] with a choice of [`Gradient`] mode.
 pub fn cross_entropy_with(
     logits: Tensor<2>,
-    targets: Targets,
+    targets: impl Into<Targets>,
     options: &CrossEntropyOptions,
     gradient: Gradient,
 ) -> Result<Tensor<1>> {
+    let targets = targets.into();
     let device = logits.device();
     check(&logits, &targets, options)?;
     let call = Call {
@@ -170,7 +201,7 @@ pub fn cross_entropy_with(
     // Unused when `has_upstream` is false; one element so that nothing else is allocated.
     let placeholder = Tensor::<1>::empty([1], &device).into_dispatch();
     let logits = logits.into_dispatch();
-    let (loss, _grad) = match targets {
+    let (loss, _grad, _lse) = match targets {
         Targets::Classes(labels) => {
             let labels = match labels.dtype() {
                 DType::I32 => labels,
