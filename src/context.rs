@@ -346,6 +346,8 @@ pub struct Context {
     /// The subgroup size the kernels rely on, or why there is none ([`usable_subgroup_size`]).
     subgroups: std::result::Result<u32, String>,
     pub(crate) max_chunk_bytes: u64,
+    /// Row chunks submitted by host calls ([`Context::host_chunks_submitted`]).
+    pub(crate) host_chunks: std::sync::atomic::AtomicU64,
     /// [`ContextOptions::split_cache_bytes`], defaulted.
     pub(crate) split_cache_bytes: u64,
     pub(crate) wait_timeout: Duration,
@@ -600,6 +602,7 @@ impl Context {
             info,
             limits,
             max_chunk_bytes,
+            host_chunks: Default::default(),
             split_cache_bytes: options
                 .split_cache_bytes
                 .unwrap_or(kernels::geometry::SPLIT_CACHE_BYTES),

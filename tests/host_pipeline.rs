@@ -487,3 +487,51 @@ fn bench_host_reports_transfer_rates_and_the_host_api() {
     eprintln!("bench --host ran on: {ran:?}");
     assert!(!ran.is_empty(), "bench --host ran on no backend");
 }
+
+/// A call of more than `PIPELINE_CHUNK_BYTES` (64 MiB) of logits is cut into chunks of that
+/// size even where the adapter's binding limit would take it whole (128 MiB on lavapipe and
+/// llvmpipe GL): 288 x 65536 f32 logits (72 MiB) are chunks of 256 and 32 rows. Checked
+/// against the same rows pushed as two calls of 256 and 32 rows (each one chunk, not
+/// pipelined), bit for bit with the loss, and against the f64 reference.
+#[test]
+fn a_call_past_the_pipeline_chunk_is_cut_and_pipelined() {
+    const ROWS: usize = 288;
+    const COLS: usize = 65536;
+    const PIECE: usize = 256;
+    let mut rng = Rng::new("host pipeline chunk size");
+    let logits = rng.logits(ROWS * COLS, 3.0);
+    let labels = rng.labels(ROWS, COLS);
+    let options = CrossEntropyOptions::default();
+    let expected = reference::cross_entropy(&logits, &labels, ROWS, COLS, &options).unwrap();
+    for ctx in common::contexts() {
+        let strategy = ctx.resolve_strategy_for(Strategy::Auto, ROWS, COLS, Precision::F32);
+        let what = format!("{} {strategy}", ctx.describe());
+        let before = ctx.host_chunks_submitted();
+        let host = ctx
+            .cross_entropy_with(&logits, &labels, ROWS, COLS, &options, strategy)
+            .unwrap();
+        let chunks = ctx.host_chunks_submitted() - before;
+        assert_eq!(chunks, 2, "{what}: chunks of a 72 MiB call");
+        common::assert_output_close(&what, &host, &expected, 1.0 / ROWS as f32);
+        let denominator = Denominator::Labels(&labels);
+        let mut stream =
+            CrossEntropyStream::new(ctx, COLS, &options, denominator, strategy).unwrap();
+        let mut pieces = CrossEntropyOutput {
+            loss: 0.0,
+            row_loss: Vec::new(),
+            lse: Vec::new(),
+            grad: Vec::new(),
+        };
+        for r in [0..PIECE, PIECE..ROWS] {
+            let targets = Targets::Classes(&labels[r.clone()]);
+            let out = stream
+                .push(&logits[r.start * COLS..r.end * COLS], targets)
+                .unwrap();
+            pieces.grad.extend_from_slice(&out.grad);
+            pieces.row_loss.extend_from_slice(&out.row_loss);
+            pieces.lse.extend_from_slice(&out.lse);
+            pieces.loss = out.loss;
+        }
+        assert_same_bits(&format!("{what} vs two pieces"), &host, &pieces);
+    }
+}

@@ -178,6 +178,13 @@ impl Context {
         self.block_on_gpu(self.host_rows_async(call))
     }
 
+    /// How many row chunks this context's host calls have submitted: a test hook, as a
+    /// call's chunking does not show in its element and row outputs.
+    #[doc(hidden)]
+    pub fn host_chunks_submitted(&self) -> u64 {
+        self.host_chunks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every host call: validate → upload a chunk of rows → dispatch → read back → next
     /// chunk. The output (softmax or gradient) comes back as bytes in the logits' format, in
     /// `grad` (softmax leaves the rest empty). Async: each chunk's readback is awaited, never
@@ -253,8 +260,15 @@ impl Context {
             options: prepared.options,
         };
 
-        let chunk_rows = self.chunk_rows(cols, strategy)?.min(rows);
-        // A call of several chunks alternates between two sets of buffers (pool.rs, `SETS`).
+        let eb = precision.bytes() as usize;
+        // Chunks within the binding limit, and of at most `PIPELINE_CHUNK_BYTES` of logits
+        // when the call is larger than that. A call of several chunks alternates between two
+        // sets of buffers (pool.rs, `SETS`).
+        let pipeline_rows = (pool::PIPELINE_CHUNK_BYTES / (cols * eb)).max(1);
+        let chunk_rows = self
+            .chunk_rows(cols, strategy)?
+            .min(pipeline_rows)
+            .min(rows);
         let sets = if rows > chunk_rows { pool::SETS } else { 1 };
         let layout = HostLayout {
             chunk_rows,
@@ -266,7 +280,6 @@ impl Context {
             sets,
         };
         let mut bufs = self.host_buffers(layout, &stats)?;
-        let eb = precision.bytes() as usize;
         let mut out = CrossEntropyOutput {
             // The loss of the batch's earlier pieces; each chunk adds its share.
             loss: part.loss_before,
@@ -308,6 +321,8 @@ impl Context {
                 row_softmax::record(self, &mut encoder, kernel, variant, &rb, params)?;
                 let back_len = bufs.copy_to_staging(&mut encoder, set, elems, count);
                 let index = self.queue.submit([encoder.finish()]);
+                self.host_chunks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok((back_len, index))
             });
             let (back_len, index) = dispatch.await?;

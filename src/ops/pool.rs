@@ -72,6 +72,17 @@ pub(super) struct HostLayout {
 /// one after the other on one thread, and a third set would only add a chunk of memory.
 pub(super) const SETS: usize = 2;
 
+/// Logits bytes of one chunk of a host call larger than this: such a call is cut into
+/// chunks of about this size even where the binding limit would take it whole, so that its
+/// upload, kernel and readback overlap ([`SETS`]); a call up to this size stays one chunk,
+/// one set, no pipeline. It also bounds a pipelined call's buffers (two sets of logits,
+/// output, upload and readback staging: 8 chunks' worth, 512 MiB) whatever the adapter's
+/// binding limit (2 GiB on the H200, where `demo`'s 4096x32000 host call was one chunk and
+/// so not pipelined). Only the reduced loss depends on chunking (it is summed per chunk), by
+/// an ulp or so; every element and row output is the same. Why 64 MiB: BENCHMARKS.md,
+/// "The host path against the transfer rates".
+pub(super) const PIPELINE_CHUNK_BYTES: usize = 64 << 20;
+
 /// Whether a call of several chunks uploads through its own mapped staging buffers
 /// (`MAP_WRITE | COPY_SRC`, written in place, then `copy_buffer_to_buffer`) rather than
 /// `queue.write_buffer`. Native: yes; the staging is reused chunk after chunk and its
