@@ -218,13 +218,7 @@ fn a_zero_denominator_counted_in_each_workgroup_gives_zero() {
         for (strategy, rows, cols) in cases(ctx) {
             let logits = rng.logits(rows * cols, 2.0);
             let labels = rng.labels(rows, cols);
-            let mut weight = vec![1.0f32; cols];
-            for &y in &labels {
-                weight[y as usize] = 0.0;
-            }
-            let all_ignored = (vec![-100i64; rows], None);
-            let zero_target_weights = (labels, Some(weight));
-            for (labels, weight) in [all_ignored, zero_target_weights] {
+            for (labels, weight) in common::zero_denominator_cases(labels, cols) {
                 let options = CrossEntropyOptions {
                     label_smoothing: 0.2,
                     weight,

@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::Write;
-
-use common::{Rng, assert_close, assert_half_output_close, from_half, open_contexts, to_half};
+use common::{Rng, assert_close, assert_half_output_close, from_half, to_half};
 use ml_softmax::wgpu::{self, util::DeviceExt};
 use ml_softmax::{
     Context, ContextOptions, CrossEntropyOptions, CrossEntropyOutput, DeviceCrossEntropy,
@@ -41,17 +39,7 @@ fn budget_contexts(
         max_chunk_bytes,
         ..Default::default()
     };
-    let all = open_contexts(&options);
-    // Written to the stderr handle itself, past the test harness's output capture.
-    let mut err = std::io::stderr();
-    for ctx in &all {
-        let _ = writeln!(
-            err,
-            "GPU tests run on: {} (read-once, {what})",
-            ctx.describe()
-        );
-    }
-    all
+    common::contexts_with(&format!("read-once ({what})"), &options)
 }
 
 fn has_f16(ctx: &Context) -> bool {

@@ -316,12 +316,28 @@ pub fn chunked_contexts(what: &str, max_chunk_bytes: u64) -> Vec<Context> {
         max_chunk_bytes: Some(max_chunk_bytes),
         ..Default::default()
     };
-    let all = open_contexts(&options);
+    contexts_with(what, &options)
+}
+
+/// Contexts on every adapter opened with `options`; says on stderr (past the test harness's
+/// output capture) which adapters the `what` tests run on.
+pub fn contexts_with(what: &str, options: &ContextOptions) -> Vec<Context> {
+    let all = open_contexts(options);
     let mut err = std::io::stderr();
     for ctx in &all {
         let _ = writeln!(err, "{what} tests run on: {}", ctx.describe());
     }
     all
+}
+
+/// The two ways a mean's denominator is 0 for `labels` over `cols` classes: every row
+/// ignored (no weights), and class weights that are 0 at every row's target.
+pub fn zero_denominator_cases(labels: Vec<i64>, cols: usize) -> [(Vec<i64>, Option<Vec<f32>>); 2] {
+    let mut weight = vec![1.0f32; cols];
+    for &y in &labels {
+        weight[y as usize] = 0.0;
+    }
+    [(vec![-100i64; labels.len()], None), (labels, Some(weight))]
 }
 
 /// The softmax of half-precision `bits` (`rows x cols`) with `strategy`, checked against
