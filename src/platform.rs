@@ -81,6 +81,10 @@ impl Context {
         let mut future = std::pin::pin!(future);
         let mut cx = task::Context::from_waker(Waker::noop());
         let (mut idle, mut maps_seen) = (0, MAPS_COMPLETED.load(Ordering::SeqCst));
+        // A hint left by an earlier call (one whose readback needed no wait, or an async call
+        // driven by another executor) may name another device's submission: only this
+        // call's future sets the hint this wait takes.
+        WAIT_FIRST_FOR.with(|w| w.set(None));
         loop {
             if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
                 return value;
@@ -191,7 +195,8 @@ impl DeferredScopes {
 thread_local! {
     /// The submission whose end the future being driven on this thread waits for next (the
     /// host path's readback of a chunk, while later chunks are submitted): the blocking
-    /// wrapper waits for that one instead of for everything submitted. Taken by the wait.
+    /// wrapper waits for that one instead of for everything submitted. Taken by the wait;
+    /// cleared when a blocking call begins, so no other call, on another device, takes it.
     static WAIT_FIRST_FOR: std::cell::Cell<Option<wgpu::SubmissionIndex>> =
         const { std::cell::Cell::new(None) };
 }

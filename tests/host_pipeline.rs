@@ -535,3 +535,50 @@ fn a_call_past_the_pipeline_chunk_is_cut_and_pipelined() {
         assert_same_bits(&format!("{what} vs two pieces"), &host, &pieces);
     }
 }
+
+/// A blocking call waits for the submission its own call names (`platform::wait_first_for`),
+/// never for one a call on another device left on the thread: here an async call on context
+/// `a` dropped mid-way, then blocking calls on context `b`, a second device on the same
+/// adapter: `Context::read_back`, and a host call. (Seen in the Python tests before the fix: "Tried to wait using a submission index
+/// (199) that has not been returned by a successful submission".)
+#[test]
+fn a_blocking_call_ignores_a_wait_left_by_another_device() {
+    let mut rng = Rng::new("host pipeline two devices");
+    let logits = rng.logits(ROWS * COLS, 3.0);
+    let labels = rng.labels(ROWS, COLS);
+    let options = CrossEntropyOptions::default();
+    let expected = reference::cross_entropy(&logits, &labels, ROWS, COLS, &options).unwrap();
+    for (a, b) in chunked_contexts().into_iter().zip(chunked_contexts()) {
+        let what = b.describe();
+        // Many submissions on `a`, few on `b`, so that `a`'s indices are unknown to `b`.
+        for _ in 0..4 {
+            a.cross_entropy(&logits, &labels, ROWS, COLS, &options)
+                .unwrap();
+        }
+        for polls in 1..=12 {
+            let call = a.cross_entropy_async(&logits, &labels, ROWS, COLS, &options);
+            poll_then_drop(call, polls);
+            // `Context::read_back`, whose wait names no submission of its own, then a host
+            // call.
+            let buffer = b
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("read back"),
+                    contents: bytemuck::cast_slice(&logits[..COLS]),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                });
+            let back = b.read_back(buffer.slice(..)).unwrap_or_else(|e| {
+                panic!("{what}: read_back after a call on another device: {e}")
+            });
+            assert_eq!(
+                back,
+                bytemuck::cast_slice::<f32, u8>(&logits[..COLS]),
+                "{what}"
+            );
+            let out = b
+                .cross_entropy(&logits, &labels, ROWS, COLS, &options)
+                .unwrap_or_else(|e| panic!("{what}: after a call on another device: {e}"));
+            common::assert_output_close(&what, &out, &expected, 1.0 / ROWS as f32);
+        }
+    }
+}
