@@ -100,7 +100,8 @@ pub fn denominator_in_each_workgroup(
     workgroup_size: u32,
 ) -> bool {
     let turns = u64::from(rows.div_ceil(workgroup_size.max(1)));
-    !matches!(strategy, Strategy::Split { .. } | Strategy::Auto)
+    !strategy.is_split()
+        && strategy != Strategy::Auto
         && workgroups * REDUNDANT_LABEL_SHARE <= u64::from(cols)
         && turns <= super::software::SOFTWARE_LOOP_TURNS / 2
 }
@@ -295,6 +296,14 @@ mod tests {
         assert!(!denominator_in_each_workgroup(wg1, 100, 159, 10, 8));
         let split = Strategy::Split { lanes: 256 };
         assert!(!denominator_in_each_workgroup(split, 4, 262144, 64, 256));
+        let split_cache = Strategy::SplitCache { lanes: 256 };
+        assert!(!denominator_in_each_workgroup(
+            split_cache,
+            4,
+            262144,
+            64,
+            256
+        ));
     }
 
     #[test]

@@ -395,7 +395,7 @@ fn record_passes(
     software::check_loop_turns(ctx.adapter_info(), strategy, params.cols, team_size)?;
     let whole_batch = params.whole_batch != 0;
     let fits = match params.whole_batch {
-        BATCH_DENOMINATOR => !matches!(strategy, Strategy::Split { .. }),
+        BATCH_DENOMINATOR => !strategy.is_split(),
         _ => one_workgroup(strategy, params.rows),
     };
     if whole_batch && (entry != Entry::CrossEntropy || !fits) {
